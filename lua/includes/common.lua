@@ -1,0 +1,15 @@
+-- Shared by every script: the one clock (the Redis server's) and the queue member format.
+local function server_now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- A member of the scheduled zset: the 12-hex-digit enqueue sequence, then the job suffix,
+-- so that jobs due at the same millisecond leave in the order they were enqueued.
+local QUEUE_SEQ_DIGITS = 12
+local function queue_member(seq, suffix)
+  return string.format('%012x', tonumber(seq)) .. suffix
+end
+local function suffix_of_member(member)
+  return string.sub(member, QUEUE_SEQ_DIGITS + 1)
+end

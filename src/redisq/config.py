@@ -1,0 +1,230 @@
+"""Settings and per-worker limits, from a TOML file and the environment.
+
+A mistake in the file raises ``ConfigError`` with one line that names the file, the key
+and what is wrong: ``redisq.toml: workers.send-email.rate: must be a number > 0``.
+Environment variables win over the file: ``REDISQ_REDIS_URL``, ``REDISQ_SECRET``
+(and ``REDISQ_CONFIG`` names the file).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+from .keys import WORKER_NAME_RE
+
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:7575"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names where and why."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delay before retry n: ``min(max_s, initial_s * factor ** (n - 1))``, full jitter if set."""
+
+    initial_s: float = 1.0
+    factor: float = 2.0
+    max_s: float = 3600.0
+    jitter: bool = True
+
+    def delay_s(self, attempt: int, random_fraction: float = 1.0) -> float:
+        delay = min(self.max_s, self.initial_s * self.factor ** (attempt - 1))
+        return delay * random_fraction if self.jitter else delay
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long finished jobs are kept before they are purged, in seconds."""
+
+    succeeded_s: float = 3600.0
+    dead_s: float = 604800.0
+    cancelled_s: float = 604800.0
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    name: str
+    url: str
+    rate: float | None = None  # dispatches per second; None = unlimited
+    burst: float | None = None  # bucket size; None = max(1, rate)
+    concurrency: int | None = None  # jobs in flight at once; None = unlimited
+    timeout_s: float = 30.0
+    max_attempts: int = 5
+    backoff: Backoff = field(default_factory=Backoff)
+    retention: Retention = field(default_factory=Retention)
+
+    @property
+    def bucket_size(self) -> float | None:
+        if self.rate is None:
+            return None
+        return self.burst if self.burst is not None else max(1.0, self.rate)
+
+
+@dataclass(frozen=True)
+class Config:
+    redis_url: str | None = None
+    public_url: str = DEFAULT_PUBLIC_URL
+    secret: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 7575
+    max_body_bytes: int = 256 * 1024
+    shutdown_grace_s: float = 10.0
+    max_in_flight: int = 1024
+    claim_batch: int = 256
+    http_client: str = "aiohttp"
+    workers: Mapping[str, WorkerConfig] = field(default_factory=dict)
+
+    def with_overrides(self, **changes: Any) -> "Config":
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _fail(source: str, key: str, message: str) -> ConfigError:
+    return ConfigError(f"{source}: {key}: {message}")
+
+
+class _Reader:
+    """Reads typed values out of one TOML table, naming the full key in every error."""
+
+    def __init__(self, source: str, table: Mapping[str, Any], path: str, known: set[str]):
+        self.source, self.table, self.path = source, table, path
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise _fail(source, self._key(unknown[0]), f"unknown setting (expected one of {', '.join(sorted(known))})")
+
+    def _key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def number(self, name: str, default: float | None, *, minimum: float = 0.0, strict: bool = True) -> float | None:
+        value = self.table.get(name, default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise _fail(self.source, self._key(name), f"must be a number, got {value!r}")
+        if (strict and value <= minimum) or (not strict and value < minimum):
+            raise _fail(self.source, self._key(name), f"must be a number {'>' if strict else '>='} {minimum:g}, got {value!r}")
+        return float(value)
+
+    def integer(self, name: str, default: int | None, *, minimum: int = 1) -> int | None:
+        value = self.table.get(name, default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(self.source, self._key(name), f"must be a whole number, got {value!r}")
+        if value < minimum:
+            raise _fail(self.source, self._key(name), f"must be at least {minimum}, got {value!r}")
+        return value
+
+    def text(self, name: str, default: str | None) -> str | None:
+        value = self.table.get(name, default)
+        if value is not None and not isinstance(value, str):
+            raise _fail(self.source, self._key(name), f"must be a string, got {value!r}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.table.get(name, default)
+        if not isinstance(value, bool):
+            raise _fail(self.source, self._key(name), f"must be true or false, got {value!r}")
+        return value
+
+    def table_of(self, name: str) -> Mapping[str, Any]:
+        value = self.table.get(name, {})
+        if not isinstance(value, Mapping):
+            raise _fail(self.source, self._key(name), "must be a table")
+        return value
+
+
+def _url(source: str, key: str, value: str | None) -> str | None:
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise _fail(source, key, f"must be an http:// or https:// URL, got {value!r}")
+    return value
+
+
+def parse_worker(source: str, name: str, table: Mapping[str, Any]) -> WorkerConfig:
+    path = f"workers.{name}"
+    if not WORKER_NAME_RE.match(name):
+        raise _fail(source, path, "worker names are [a-z0-9][a-z0-9_-]{0,63}")
+    if not isinstance(table, Mapping):
+        raise _fail(source, path, "must be a table")
+    r = _Reader(source, table, path, {"url", "rate", "burst", "concurrency", "timeout", "max_attempts", "backoff", "retention"})
+    url = _url(source, f"{path}.url", r.text("url", None))
+    if url is None:
+        raise _fail(source, f"{path}.url", "is required")
+    rate = r.number("rate", None)
+    burst = r.number("burst", None, minimum=1.0, strict=False)
+    if burst is not None and rate is None:
+        raise _fail(source, f"{path}.burst", "needs a rate")
+    b = _Reader(source, r.table_of("backoff"), f"{path}.backoff", {"initial", "factor", "max", "jitter"})
+    backoff = Backoff(
+        initial_s=b.number("initial", 1.0, minimum=0.0, strict=False) or 0.0,
+        factor=b.number("factor", 2.0, minimum=1.0, strict=False) or 1.0,
+        max_s=b.number("max", 3600.0, minimum=0.0, strict=False) or 0.0,
+        jitter=b.boolean("jitter", True),
+    )
+    t = _Reader(source, r.table_of("retention"), f"{path}.retention", {"succeeded", "dead", "cancelled"})
+    dead_s = t.number("dead", 604800.0, minimum=0.0, strict=False) or 0.0
+    retention = Retention(
+        succeeded_s=t.number("succeeded", 3600.0, minimum=0.0, strict=False) or 0.0,
+        dead_s=dead_s,
+        cancelled_s=t.number("cancelled", dead_s, minimum=0.0, strict=False) or 0.0,
+    )
+    return WorkerConfig(
+        name=name,
+        url=url,
+        rate=rate,
+        burst=burst,
+        concurrency=r.integer("concurrency", None),
+        timeout_s=r.number("timeout", 30.0) or 30.0,
+        max_attempts=r.integer("max_attempts", 5) or 5,
+        backoff=backoff,
+        retention=retention,
+    )
+
+
+TOP_LEVEL_KEYS = {
+    "redis_url", "public_url", "secret", "host", "port", "max_body_bytes",
+    "shutdown_grace", "max_in_flight", "claim_batch", "http_client", "workers",
+}
+
+
+def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
+    r = _Reader(source, data, "", TOP_LEVEL_KEYS)
+    http_client = r.text("http_client", "aiohttp") or "aiohttp"
+    if http_client not in ("aiohttp", "httpx"):
+        raise _fail(source, "http_client", f"must be 'aiohttp' or 'httpx', got {http_client!r}")
+    workers = {name: parse_worker(source, name, table) for name, table in r.table_of("workers").items()}
+    return Config(
+        redis_url=r.text("redis_url", None),
+        public_url=(_url(source, "public_url", r.text("public_url", DEFAULT_PUBLIC_URL)) or DEFAULT_PUBLIC_URL).rstrip("/"),
+        secret=r.text("secret", None),
+        host=r.text("host", "127.0.0.1") or "127.0.0.1",
+        port=r.integer("port", 7575) or 7575,
+        max_body_bytes=r.integer("max_body_bytes", 256 * 1024) or 256 * 1024,
+        shutdown_grace_s=r.number("shutdown_grace", 10.0, minimum=0.0, strict=False) or 0.0,
+        max_in_flight=r.integer("max_in_flight", 1024) or 1024,
+        claim_batch=r.integer("claim_batch", 256) or 256,
+        http_client=http_client,
+        workers=workers,
+    )
+
+
+def load_config(path: str | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """The file at ``path`` (or ``$REDISQ_CONFIG``), then the environment on top."""
+    env = os.environ if environ is None else environ
+    path = path or env.get("REDISQ_CONFIG")
+    if path:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: file not found") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+        config = parse_config(data, path)
+    else:
+        config = Config()
+    return config.with_overrides(redis_url=env.get("REDISQ_REDIS_URL") or None, secret=env.get("REDISQ_SECRET") or None)

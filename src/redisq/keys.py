@@ -1,0 +1,87 @@
+"""The key layout: the one place that names Redis keys.
+
+Every key of a worker shares the hash tag ``{<worker>}``, so each Lua script touches a
+single hash slot and the same scripts run on one Redis and on Redis Cluster::
+
+    redisq:{send-email}:scheduled    zset  queue member -> run_at_ms (scheduled + retrying)
+    redisq:{send-email}:running      zset  job suffix -> lease_deadline_ms
+    redisq:{send-email}:finished     zset  job suffix -> purge_at_ms
+    redisq:{send-email}:bucket       hash  tokens, updated_ms (the worker's token bucket)
+    redisq:{send-email}:seq          int   enqueue counter (orders jobs due at the same ms)
+    redisq:{send-email}:job:<suffix> hash  one job
+
+A job id is ``<worker>:<suffix>``, so the id alone leads to its keys.  A queue member
+in ``scheduled`` is the job's 12-hex-digit enqueue sequence followed by its suffix:
+jobs due at the same millisecond leave in the order they were enqueued.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+PREFIX = "redisq"
+WAKE_CHANNEL = f"{PREFIX}:wake"
+SHARED_SECRET_KEY = f"{PREFIX}:secret"
+
+WORKER_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+JOB_SUFFIX_RE = re.compile(r"^[A-Za-z0-9._~:-]{1,200}$")
+QUEUE_SEQ_DIGITS = 12
+
+
+@dataclass(frozen=True)
+class WorkerKeys:
+    """All keys of one worker."""
+
+    worker: str
+
+    @property
+    def tag(self) -> str:
+        return f"{PREFIX}:{{{self.worker}}}"
+
+    @property
+    def scheduled(self) -> str:
+        return f"{self.tag}:scheduled"
+
+    @property
+    def running(self) -> str:
+        return f"{self.tag}:running"
+
+    @property
+    def finished(self) -> str:
+        return f"{self.tag}:finished"
+
+    @property
+    def bucket(self) -> str:
+        return f"{self.tag}:bucket"
+
+    @property
+    def seq(self) -> str:
+        return f"{self.tag}:seq"
+
+    @property
+    def job_prefix(self) -> str:
+        """Scripts that find job suffixes in a zset build job keys from this prefix."""
+        return f"{self.tag}:job:"
+
+    def job(self, suffix: str) -> str:
+        return self.job_prefix + suffix
+
+
+def job_id(worker: str, suffix: str) -> str:
+    return f"{worker}:{suffix}"
+
+
+def split_job_id(job_id_text: str) -> tuple[str, str] | None:
+    """``"send-email:abc"`` -> ``("send-email", "abc")``; None when it is not a job id."""
+    worker, sep, suffix = job_id_text.partition(":")
+    if not sep or not WORKER_NAME_RE.match(worker) or not JOB_SUFFIX_RE.match(suffix):
+        return None
+    return worker, suffix
+
+
+def job_key(job_id_text: str) -> str | None:
+    parts = split_job_id(job_id_text)
+    if parts is None:
+        return None
+    return WorkerKeys(parts[0]).job(parts[1])

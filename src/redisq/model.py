@@ -1,0 +1,213 @@
+"""Jobs, their states, and the parsing of enqueue requests.
+
+States::
+
+    scheduled --claim--> running --success--> succeeded
+        ^                   |  \\--failure, last attempt or permanent--> dead
+        |                   +--failure / timed out--> retrying --due--> running ...
+    cancel: scheduled | running | retrying --> cancelled
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, Mapping
+
+from .config import WorkerConfig
+from .errors import ValidationError
+from .keys import JOB_SUFFIX_RE, job_id
+
+
+class JobState(str, Enum):
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED)
+
+
+def iso_from_ms(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    worker: str
+    state: JobState
+    args_json: str
+    run_at_ms: int
+    attempts: int
+    max_attempts: int
+    timeout_ms: int
+    created_ms: int
+    last_error: str | None = None
+    result_json: str | None = None
+    finished_ms: int | None = None
+
+    @classmethod
+    def from_fields(cls, worker: str, suffix: str, fields: Mapping[bytes | str, bytes | str]) -> "Job":
+        f = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v) for k, v in fields.items()}
+        return cls(
+            id=job_id(worker, suffix),
+            worker=worker,
+            state=JobState(f["state"]),
+            args_json=f.get("args", "null"),
+            run_at_ms=int(float(f["run_at_ms"])),
+            attempts=int(f.get("attempts", 0)),
+            max_attempts=int(f["max_attempts"]),
+            timeout_ms=int(f["timeout_ms"]),
+            created_ms=int(float(f["created_ms"])),
+            last_error=f.get("last_error"),
+            result_json=f.get("result"),
+            finished_ms=int(float(f["finished_ms"])) if "finished_ms" in f else None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "worker": self.worker,
+            "state": self.state.value,
+            "args": json.loads(self.args_json),
+            "runAt": iso_from_ms(self.run_at_ms),
+            "attempts": self.attempts,
+            "maxAttempts": self.max_attempts,
+            "lastError": self.last_error,
+            "result": json.loads(self.result_json) if self.result_json else None,
+            "createdAt": iso_from_ms(self.created_ms),
+            "finishedAt": iso_from_ms(self.finished_ms),
+        }
+
+
+@dataclass(frozen=True)
+class EnqueueRequest:
+    """A validated ``POST /job`` body."""
+
+    worker: str
+    suffix: str
+    args_json: str
+    run_at_ms: int | None  # absolute (unix ms); None = now + delay_ms on the server's clock
+    delay_ms: int
+    max_attempts: int
+    timeout_ms: int
+
+    @property
+    def job_id(self) -> str:
+        return job_id(self.worker, self.suffix)
+
+
+ENQUEUE_FIELDS = ("worker", "args", "runAt", "delay", "id", "maxAttempts", "timeout")
+AM_PM_FORMATS = ("%Y-%m-%d %I:%M:%S %p", "%Y-%m-%d %I:%M %p", "%Y/%m/%d %I:%M:%S %p", "%m/%d/%Y %I:%M:%S %p")
+
+
+def new_job_suffix() -> str:
+    return os.urandom(10).hex()
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def parse_run_at(value: Any) -> int:
+    """A ``runAt`` value -> unix ms. ISO 8601 (UTC when it has no offset), ``2020-01-01 10:00:00 AM``
+    style (UTC), or unix seconds as a number or a numeric string."""
+    if _is_number(value):
+        return int(round(float(value) * 1000))
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be an ISO 8601 time, a '2020-01-01 10:00:00 AM' style time, or unix seconds")
+    text = value.strip()
+    try:
+        return int(round(float(text) * 1000))
+    except ValueError:
+        pass
+    moment: datetime | None = None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        for fmt in AM_PM_FORMATS:
+            try:
+                moment = datetime.strptime(text, fmt)
+                break
+            except ValueError:
+                continue
+    if moment is None:
+        raise ValueError(f"{value!r} is not an ISO 8601 time, a '2020-01-01 10:00:00 AM' style time, or unix seconds")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(round(moment.timestamp() * 1000))
+
+
+def parse_enqueue(body: Any, workers: Mapping[str, WorkerConfig], index: int | None = None) -> EnqueueRequest:
+    """Validate one enqueue body; raise ValidationError naming the field (and index)."""
+
+    def invalid(field: str | None, message: str) -> ValidationError:
+        where = f"jobs[{index}]." if index is not None else ""
+        return ValidationError(f"{where}{field}: {message}" if field else f"{where.rstrip('.') or 'body'}: {message}", field=field, index=index)
+
+    if not isinstance(body, dict):
+        raise invalid(None, "must be a JSON object")
+    unknown = [k for k in body if k not in ENQUEUE_FIELDS]
+    if unknown:
+        raise invalid(unknown[0], f"unknown field (expected {', '.join(ENQUEUE_FIELDS)})")
+    worker_name = body.get("worker")
+    if not isinstance(worker_name, str) or not worker_name:
+        raise invalid("worker", "is required and must be a worker name")
+    worker = workers.get(worker_name)
+    if worker is None:
+        known = ", ".join(sorted(workers)) or "none are configured"
+        raise invalid("worker", f"unknown worker {worker_name!r} (known: {known})")
+
+    if "runAt" in body and "delay" in body:
+        raise invalid("runAt", "give either runAt or delay, not both")
+    run_at_ms: int | None = None
+    delay_ms = 0
+    if body.get("runAt") is not None:
+        try:
+            run_at_ms = parse_run_at(body["runAt"])
+        except ValueError as e:
+            raise invalid("runAt", str(e)) from None
+    if body.get("delay") is not None:
+        delay = body["delay"]
+        if not _is_number(delay) or delay < 0:
+            raise invalid("delay", f"must be a number of seconds >= 0, got {delay!r}")
+        delay_ms = int(round(delay * 1000))
+
+    suffix = body.get("id")
+    if suffix is None:
+        suffix = new_job_suffix()
+    elif not isinstance(suffix, str) or not JOB_SUFFIX_RE.match(suffix):
+        raise invalid("id", "must be 1 to 200 characters of A-Z a-z 0-9 . _ ~ : -")
+
+    max_attempts = body.get("maxAttempts", worker.max_attempts)
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        raise invalid("maxAttempts", f"must be a whole number >= 1, got {max_attempts!r}")
+    timeout = body.get("timeout", worker.timeout_s)
+    if not _is_number(timeout) or timeout <= 0:
+        raise invalid("timeout", f"must be a number of seconds > 0, got {timeout!r}")
+
+    args = body.get("args", {})
+    try:
+        args_json = json.dumps(args, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        raise invalid("args", "must be JSON (no NaN or Infinity)") from None
+    return EnqueueRequest(
+        worker=worker_name,
+        suffix=suffix,
+        args_json=args_json,
+        run_at_ms=run_at_ms,
+        delay_ms=delay_ms,
+        max_attempts=max_attempts,
+        timeout_ms=max(1, int(round(timeout * 1000))),
+    )

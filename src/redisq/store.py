@@ -1,0 +1,240 @@
+"""The engine's API: enqueue, claim, settle, reap, purge, cancel, get.
+
+Each method that changes state is one Lua script call (see ``lua/``), atomic and one round
+trip, correct with any number of coordinators on the same Redis. Batches (enqueue, claim,
+settle) cover one worker per call, since a worker's keys share one hash slot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+from redis import exceptions as redis_errors
+
+from .config import Config, WorkerConfig
+from .errors import ConflictError, NotFoundError, UnavailableError
+from .keys import WorkerKeys, job_id, split_job_id
+from .model import EnqueueRequest, Job, JobState
+from .scripts import Scripts
+
+ENQUEUE_CHUNK = 1000
+
+
+@contextmanager
+def redis_outage_as_unavailable() -> Iterator[None]:
+    try:
+        yield
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as e:
+        raise UnavailableError(f"redis is unavailable: {e}") from e
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    worker: str
+    suffix: str
+    attempt: int
+    timeout_ms: int
+    args_json: str
+
+    @property
+    def id(self) -> str:
+        return job_id(self.worker, self.suffix)
+
+
+@dataclass(frozen=True)
+class Claim:
+    jobs: list[ClaimedJob]
+    wait_ms: int  # 0 more due now, > 0 next due in ms, -1 nothing scheduled, -2 waiting for a slot
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The answer to one attempt: from the worker's HTTP response or a posted receipt."""
+
+    suffix: str
+    attempt: int
+    outcome: str  # "success" | "failure" | "permanent"
+    error: str = ""
+    result_json: str = ""
+    retry_after_ms: int = -1
+
+    @property
+    def digest(self) -> str:
+        text = "\x00".join((self.outcome, self.error, self.result_json, str(self.retry_after_ms)))
+        return hashlib.sha1(text.encode()).hexdigest()
+
+
+ACCEPTED = frozenset({"succeeded", "retrying", "dead"})
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _fields(flat: Sequence[Any]) -> dict[str, str]:
+    return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+class Store:
+    def __init__(self, redis: Any, config: Config):
+        self.redis = redis
+        self.config = config
+        self.scripts = Scripts(redis)
+        self._keys: dict[str, WorkerKeys] = {}
+
+    def keys(self, worker: str) -> WorkerKeys:
+        keys = self._keys.get(worker)
+        if keys is None:
+            keys = self._keys[worker] = WorkerKeys(worker)
+        return keys
+
+    def worker(self, name: str) -> WorkerConfig:
+        worker = self.config.workers.get(name)
+        if worker is None:
+            raise NotFoundError(f"unknown worker {name!r}")
+        return worker
+
+    def _policy_args(self, worker: WorkerConfig) -> list[Any]:
+        b, r = worker.backoff, worker.retention
+        return [
+            self.keys(worker.name).job_prefix,
+            int(b.initial_s * 1000), b.factor, int(b.max_s * 1000), 1 if b.jitter else 0,
+            random.getrandbits(31),
+            int(r.succeeded_s * 1000), int(r.dead_s * 1000),
+        ]
+
+    # -- enqueue ---------------------------------------------------------------------
+    async def enqueue_many(self, requests: Sequence[EnqueueRequest]) -> tuple[list[tuple[Job, bool]], set[str]]:
+        """Enqueue validated requests; returns ``[(job, created)]`` in request order, and the
+        workers whose schedule got a new earliest job (dispatchers should be woken)."""
+        by_worker: dict[str, list[int]] = defaultdict(list)
+        for i, request in enumerate(requests):
+            by_worker[request.worker].append(i)
+        results: list[tuple[Job, bool] | None] = [None] * len(requests)
+        wake: set[str] = set()
+        with redis_outage_as_unavailable():
+            for worker, indexes in by_worker.items():
+                keys = self.keys(worker)
+                for start in range(0, len(indexes), ENQUEUE_CHUNK):
+                    chunk = indexes[start:start + ENQUEUE_CHUNK]
+                    args: list[Any] = []
+                    job_keys = []
+                    for i in chunk:
+                        r = requests[i]
+                        job_keys.append(keys.job(r.suffix))
+                        args += [r.suffix, r.args_json, "" if r.run_at_ms is None else r.run_at_ms,
+                                 r.delay_ms, r.max_attempts, r.timeout_ms]
+                    out = await self.scripts.enqueue(keys=[keys.scheduled, keys.seq, *job_keys], args=args)
+                    now_ms = int(out[0])
+                    if int(out[1]):
+                        wake.add(worker)
+                    for i, entry in zip(chunk, out[2:]):
+                        r = requests[i]
+                        if isinstance(entry, list):
+                            results[i] = (Job.from_fields(worker, r.suffix, _fields(entry)), False)
+                        else:
+                            results[i] = (Job(
+                                id=r.job_id, worker=worker, state=JobState.SCHEDULED, args_json=r.args_json,
+                                run_at_ms=int(entry), attempts=0, max_attempts=r.max_attempts,
+                                timeout_ms=r.timeout_ms, created_ms=now_ms,
+                            ), True)
+        return [r for r in results if r is not None], wake
+
+    async def enqueue(self, request: EnqueueRequest) -> tuple[Job, bool]:
+        results, _ = await self.enqueue_many([request])
+        return results[0]
+
+    # -- the dispatcher's side ---------------------------------------------------------
+    async def claim(self, worker: WorkerConfig, most: int) -> Claim:
+        keys = self.keys(worker.name)
+        size = worker.bucket_size
+        out = await self.scripts.claim(
+            keys=[keys.scheduled, keys.running, keys.bucket],
+            args=[keys.job_prefix, most,
+                  "" if worker.rate is None else worker.rate,
+                  "" if size is None else size,
+                  "" if worker.concurrency is None else worker.concurrency],
+        )
+        jobs = [
+            ClaimedJob(worker.name, _text(out[i]), int(out[i + 1]), int(out[i + 2]), _text(out[i + 3]))
+            for i in range(1, len(out), 4)
+        ]
+        return Claim(jobs, int(out[0]))
+
+    async def settle(self, worker: WorkerConfig, receipts: Sequence[Receipt]) -> list[str]:
+        """End attempts; one word per receipt (see ``lua/settle.lua``)."""
+        keys = self.keys(worker.name)
+        args = self._policy_args(worker)
+        for r in receipts:
+            args += [r.suffix, r.attempt, r.outcome, r.error, r.result_json, r.retry_after_ms, r.digest]
+        out = await self.scripts.settle(
+            keys=[keys.scheduled, keys.running, keys.finished, *(keys.job(r.suffix) for r in receipts)],
+            args=args,
+        )
+        return [_text(word) for word in out]
+
+    async def reap(self, worker: WorkerConfig, most: int = 500) -> tuple[int, int]:
+        """Fail expired leases; returns (reaped, ms until the next lease ends or -1)."""
+        keys = self.keys(worker.name)
+        out = await self.scripts.reap(
+            keys=[keys.scheduled, keys.running, keys.finished], args=[*self._policy_args(worker), most]
+        )
+        return int(out[0]), int(out[1])
+
+    async def purge(self, worker: WorkerConfig, most: int = 500) -> tuple[int, bool]:
+        """Delete finished jobs past their retention; returns (purged, more are due)."""
+        keys = self.keys(worker.name)
+        out = await self.scripts.purge(keys=[keys.finished], args=[keys.job_prefix, most])
+        return int(out[0]), bool(int(out[1]))
+
+    # -- by job id -------------------------------------------------------------------
+    def _locate(self, job_id_text: str) -> tuple[str, str]:
+        parts = split_job_id(job_id_text)
+        if parts is None or parts[0] not in self.config.workers:
+            raise NotFoundError(f"no job {job_id_text!r}")
+        return parts
+
+    async def get(self, job_id_text: str) -> Job:
+        worker, suffix = self._locate(job_id_text)
+        with redis_outage_as_unavailable():
+            fields = await self.redis.hgetall(self.keys(worker).job(suffix))
+        if not fields:
+            raise NotFoundError(f"no job {job_id_text!r}")
+        return Job.from_fields(worker, suffix, fields)
+
+    async def cancel(self, job_id_text: str) -> Job:
+        worker_name, suffix = self._locate(job_id_text)
+        worker = self.worker(worker_name)
+        keys = self.keys(worker_name)
+        with redis_outage_as_unavailable():
+            out = await self.scripts.cancel(
+                keys=[keys.scheduled, keys.running, keys.finished, keys.job(suffix)],
+                args=[suffix, int(worker.retention.cancelled_s * 1000)],
+            )
+        outcome = _text(out[0])
+        if outcome == "missing":
+            raise NotFoundError(f"no job {job_id_text!r}")
+        job = Job.from_fields(worker_name, suffix, _fields(out[1]))
+        if outcome == "finished":
+            raise ConflictError(f"job {job_id_text!r} has already finished ({job.state.value})")
+        return job
+
+    async def receipt(self, job_id_text: str, receipt: Receipt) -> str:
+        """Settle one posted receipt; raises NotFound / Conflict for the API."""
+        worker_name, suffix = self._locate(job_id_text)
+        with redis_outage_as_unavailable():
+            (word,) = await self.settle(self.worker(worker_name), [receipt])
+        if word == "missing":
+            raise NotFoundError(f"no job {job_id_text!r}")
+        if word == "stale":
+            raise ConflictError(f"attempt {receipt.attempt} of job {job_id_text!r} is no longer the running one")
+        return word
+
+    async def ping(self) -> None:
+        with redis_outage_as_unavailable():
+            await self.redis.ping()
