@@ -1,6 +1,7 @@
 """The errors redisq raises, each with the HTTP status the API answers for it.
 
     RedisqError                  (500)
+    +-- BadRequestError          (400) the body is not JSON
     +-- ValidationError          (422) bad input: names the field (and index, in a batch)
     +-- UnauthorizedError        (401) missing or bad token
     +-- NotFoundError            (404) no such job
@@ -32,6 +33,10 @@ class RedisqError(Exception):
         if self.index is not None:
             body["index"] = self.index
         return body
+
+
+class BadRequestError(RedisqError):
+    status_code = 400
 
 
 class ValidationError(RedisqError):

@@ -31,6 +31,8 @@ def redis_outage_as_unavailable() -> Iterator[None]:
         yield
     except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as e:
         raise UnavailableError(f"redis is unavailable: {e}") from e
+    except (redis_errors.ReadOnlyError, redis_errors.OutOfMemoryError) as e:
+        raise UnavailableError(f"redis refuses writes: {e}") from e
 
 
 @dataclass(frozen=True)

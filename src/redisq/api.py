@@ -1,0 +1,179 @@
+"""The HTTP API: a Starlette app whose routes call the store, with errors as status codes.
+
+Every error body is ``{"error": "<what was wrong>"}`` plus ``field``/``index`` where they
+apply (see ``errors.py`` for the status of each). Bodies are read up to
+``max_body_bytes``; nothing is written unless the whole request is valid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from typing import Any, AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from .coordinator import Coordinator
+from .errors import (BadRequestError, PayloadTooLargeError, RedisqError, UnauthorizedError,
+                     UnavailableError, ValidationError)
+from .keys import split_job_id
+from .model import parse_enqueue
+from .security import bearer_token, verify_receipt_token
+from .store import Receipt
+
+log = logging.getLogger("redisq.api")
+
+MAX_BATCH = 1000
+RECEIPT_FIELDS = ("status", "error", "result", "retry")
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise PayloadTooLargeError(f"request body is {length} bytes; the limit is {limit}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLargeError(f"request body is over the limit of {limit} bytes")
+    if not body:
+        raise BadRequestError("request body is empty; expected a JSON object")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequestError(f"request body is not valid JSON: {e}") from None
+
+
+def error_response(error: RedisqError) -> JSONResponse:
+    return JSONResponse(error.to_json(), status_code=error.status_code)
+
+
+def create_app(coordinator: Coordinator, *, manage_lifecycle: bool = True) -> Starlette:
+    """The API over ``coordinator``; with ``manage_lifecycle`` the app's lifespan starts and
+    stops it (dispatcher and poller included)."""
+    config = coordinator.config
+    store = coordinator.store
+
+    async def enqueue_one(request: Request) -> JSONResponse:
+        body = await read_json(request, config.max_body_bytes)
+        job_request = parse_enqueue(body, config.workers)
+        results, wake = await store.enqueue_many([job_request])
+        await coordinator.enqueued(wake)
+        job, created = results[0]
+        return JSONResponse(job.to_json(), status_code=201 if created else 200)
+
+    async def enqueue_batch(request: Request) -> JSONResponse:
+        body = await read_json(request, config.max_body_bytes)
+        if not isinstance(body, dict) or not isinstance(body.get("jobs"), list):
+            raise ValidationError("body: expected {\"jobs\": [...]}", field="jobs")
+        items = body["jobs"]
+        extra = [k for k in body if k != "jobs"]
+        if extra:
+            raise ValidationError(f"{extra[0]}: unknown field (expected jobs)", field=extra[0])
+        if not items:
+            raise ValidationError("jobs: must hold at least one job", field="jobs")
+        if len(items) > MAX_BATCH:
+            raise ValidationError(f"jobs: at most {MAX_BATCH} jobs per call, got {len(items)}", field="jobs")
+        requests = [parse_enqueue(item, config.workers, index=i) for i, item in enumerate(items)]
+        results, wake = await store.enqueue_many(requests)
+        await coordinator.enqueued(wake)
+        created = sum(1 for _, was_created in results if was_created)
+        return JSONResponse(
+            {"jobs": [job.to_json() for job, _ in results], "created": created},
+            status_code=201 if created else 200,
+        )
+
+    async def get_job(request: Request) -> JSONResponse:
+        job = await store.get(request.path_params["id"])
+        return JSONResponse(job.to_json())
+
+    async def cancel_job(request: Request) -> JSONResponse:
+        job = await store.cancel(request.path_params["id"])
+        return JSONResponse(job.to_json())
+
+    async def post_receipt(request: Request) -> JSONResponse:
+        job_id = request.path_params["id"]
+        token = bearer_token(request.headers.get("authorization"))
+        if token is None:
+            raise UnauthorizedError("missing receipt token: send Authorization: Bearer <receiptToken>")
+        attempt = verify_receipt_token(coordinator.secret, job_id, token)
+        if attempt is None:
+            raise UnauthorizedError("bad receipt token for this job")
+        body = await read_json(request, config.max_body_bytes)
+        receipt = parse_receipt(body, job_id, attempt)
+        word = await store.receipt(job_id, receipt)
+        parts = split_job_id(job_id)
+        if parts is not None:
+            coordinator.settled(parts[0], [word])
+        if word == "cancelled":
+            return JSONResponse({"accepted": False, "state": "cancelled",
+                                 "message": "the job was cancelled; the receipt changes nothing"})
+        return JSONResponse({"accepted": True, "duplicate": word == "duplicate",
+                             "state": (await store.get(job_id)).state.value})
+
+    async def health(request: Request) -> JSONResponse:
+        try:
+            await store.ping()
+        except UnavailableError as e:
+            return JSONResponse({"redis": "down", "error": e.message}, status_code=503)
+        return JSONResponse({"redis": "up", "store": "embedded" if coordinator.embedded else "redis"})
+
+    async def on_redisq_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RedisqError)
+        return error_response(exc)
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error in %s %s", request.method, request.url.path)
+        return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if manage_lifecycle:
+            await coordinator.start()
+        try:
+            yield
+        finally:
+            if manage_lifecycle:
+                await coordinator.stop()
+
+    routes = [
+        Route("/job", enqueue_one, methods=["POST"]),
+        Route("/jobs", enqueue_batch, methods=["POST"]),
+        Route("/job/{id}", get_job, methods=["GET"]),
+        Route("/job/{id}", cancel_job, methods=["DELETE"]),
+        Route("/job/{id}/receipt", post_receipt, methods=["POST"]),
+        Route("/health", health, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={RedisqError: on_redisq_error, Exception: on_unexpected})
+    return app
+
+
+def parse_receipt(body: Any, job_id: str, attempt: int) -> Receipt:
+    if not isinstance(body, dict):
+        raise ValidationError("body: must be a JSON object")
+    unknown = [k for k in body if k not in RECEIPT_FIELDS]
+    if unknown:
+        raise ValidationError(f"{unknown[0]}: unknown field (expected {', '.join(RECEIPT_FIELDS)})", field=unknown[0])
+    status = body.get("status")
+    if status not in ("success", "failure"):
+        raise ValidationError("status: must be \"success\" or \"failure\"", field="status")
+    retry = body.get("retry", True)
+    if not isinstance(retry, bool):
+        raise ValidationError("retry: must be true or false", field="retry")
+    error = body.get("error")
+    if error is None:
+        error_text = "" if status == "success" else "failed (the receipt gave no error)"
+    elif isinstance(error, str):
+        error_text = error
+    else:
+        error_text = json.dumps(error, separators=(",", ":"))
+    result = body.get("result")
+    result_json = "" if result is None else json.dumps(result, separators=(",", ":"))
+    parts = split_job_id(job_id)
+    suffix = parts[1] if parts else job_id
+    outcome = "success" if status == "success" else ("failure" if retry else "permanent")
+    return Receipt(suffix, attempt, outcome, error=error_text, result_json=result_json)

@@ -1,0 +1,73 @@
+"""The command line: ``redisq serve`` and ``redisq demo``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from . import __version__
+from .config import ConfigError, load_config
+
+log = logging.getLogger("redisq")
+
+
+def _event_loop_name() -> str:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .api import create_app
+    from .coordinator import Coordinator
+
+    try:
+        config = load_config(args.config).with_overrides(redis_url=args.redis_url, host=args.host, port=args.port)
+    except ConfigError as e:
+        print(f"redisq: config error: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not config.workers:
+        log.warning("no workers configured: jobs can only be enqueued for workers named under [workers.NAME]")
+    coordinator = Coordinator(config)
+    app = create_app(coordinator)
+    log.info("redisq %s serving on http://%s:%d (%s store, %d workers)", __version__, config.host, config.port,
+             "embedded" if coordinator.embedded else "redis", len(config.workers))
+    uvicorn.run(app, host=config.host, port=config.port, loop=_event_loop_name(), lifespan="on",
+                log_level="warning", timeout_graceful_shutdown=max(1, int(config.shutdown_grace_s) + 1))
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(loop=_event_loop_name())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="redisq", description="A coordinator for background jobs whose workers are HTTP endpoints.")
+    parser.add_argument("--version", action="version", version=f"redisq {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("serve", help="run the HTTP API and the dispatcher")
+    p.add_argument("--config", help="TOML config file (default: $REDISQ_CONFIG)")
+    p.add_argument("--redis-url", help="Redis URL (default: config redis_url, $REDISQ_REDIS_URL, else embedded)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (default 7575)")
+    p.set_defaults(func=serve)
+
+    p = commands.add_parser("demo", help="a self-contained tour on the embedded store")
+    p.set_defaults(func=demo)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""The coordinator: one process's store, dispatcher and poller, started and stopped together.
+
+``redisq serve`` runs one inside the HTTP API's lifespan; tests and the demo build one
+directly, with the embedded store and a ``MockTransport`` where they need to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from .config import Config
+from .dispatch import REDIS_ERRORS, Dispatcher, Observer
+from .embedded import EMBEDDED_WARNING, embedded_redis
+from .keys import WAKE_CHANNEL
+from .poller import Poller
+from .security import shared_secret
+from .store import Store
+from .transport import Transport, make_transport
+
+log = logging.getLogger("redisq")
+
+SECRET_WAIT_S = 10.0
+
+
+def connect(redis_url: str) -> Any:
+    """A client that fails fast during an outage (the API answers 503, loops back off)."""
+    return aioredis.Redis.from_url(
+        redis_url,
+        socket_connect_timeout=2,
+        socket_timeout=10,
+        health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+    )
+
+
+async def warn_about_eviction(redis: Any) -> str | None:
+    """Warn when Redis may evict keys (it would lose jobs); returns the policy seen."""
+    try:
+        policy = (await redis.config_get("maxmemory-policy")).get("maxmemory-policy")
+    except Exception as e:  # CONFIG may be disabled on managed Redis
+        log.debug("could not read maxmemory-policy: %s", e)
+        return None
+    if isinstance(policy, bytes):
+        policy = policy.decode()
+    if policy and policy != "noeviction":
+        log.warning(
+            "redis maxmemory-policy is %r: Redis may evict job keys and lose jobs; set "
+            "maxmemory-policy noeviction (and appendonly yes)", policy)
+    return policy
+
+
+class Coordinator:
+    def __init__(self, config: Config, redis: Any = None, transport: Transport | None = None,
+                 observer: Observer | None = None):
+        self.config = config
+        self.embedded = redis is None and not config.redis_url
+        if redis is None:
+            if config.redis_url:
+                redis = connect(config.redis_url)
+            else:
+                log.warning(EMBEDDED_WARNING)
+                redis = embedded_redis()
+        self.redis = redis
+        self.store = Store(redis, config)
+        self.transport = transport
+        self.observer = observer
+        self.secret: bytes = (config.secret or "").encode()
+        self.dispatcher: Dispatcher | None = None
+        self.poller: Poller | None = None
+
+    async def start(self, dispatch: bool = True) -> None:
+        if not self.embedded:
+            await warn_about_eviction(self.redis)
+        self.secret = await self._secret()
+        if not dispatch:
+            return
+        transport = self.transport or make_transport(self.config.http_client, self.config.max_in_flight)
+        self.poller = Poller(self.store, self.config, on_reaped=lambda worker, _n: self.wake(worker))
+        self.dispatcher = Dispatcher(self.store, self.config, transport, self.secret,
+                                     observer=self.observer, on_lease=self.poller.lease_started)
+        await self.poller.start()
+        await self.dispatcher.start()
+
+    async def _secret(self) -> bytes:
+        if self.config.secret:
+            return self.config.secret.encode()
+        deadline = asyncio.get_running_loop().time() + SECRET_WAIT_S
+        while True:
+            try:
+                return await shared_secret(self.redis, None)
+            except REDIS_ERRORS as e:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise RuntimeError(
+                        f"no secret configured and redis unreachable to read the shared one ({e}); "
+                        "set `secret` or REDISQ_SECRET") from e
+                await asyncio.sleep(0.5)
+
+    async def stop(self) -> None:
+        if self.dispatcher is not None:
+            await self.dispatcher.stop(self.config.shutdown_grace_s)
+        if self.poller is not None:
+            await self.poller.stop()
+        await self.redis.aclose()
+
+    def wake(self, worker: str) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.wake(worker)
+
+    async def enqueued(self, workers: set[str]) -> None:
+        """New jobs due earlier than anything before: wake this dispatcher and the others."""
+        for worker in workers:
+            self.wake(worker)
+            try:
+                await self.redis.publish(WAKE_CHANNEL, worker)
+            except REDIS_ERRORS as e:
+                log.debug("could not publish wake-up for %s: %s", worker, e)
+
+    def settled(self, worker: str, words: list[str]) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.after_settle(worker, words)

@@ -1,0 +1,299 @@
+"""The dispatcher: claims due jobs and calls their worker URLs.
+
+Per worker, one claim loop: it claims as many due jobs as the worker's limits and this
+process's free in-flight slots allow, starts one HTTP call per job, and then sleeps until
+the next thing can happen: the time the claim script says the next job or token is due, a
+wake-up (a new enqueue here or on another coordinator, published on ``redisq:wake``; a
+settled job that frees a slot or schedules a retry). Responses are turned into receipts
+and settled in batches by one flusher per worker, so Redis sees a few calls per batch of
+jobs, not a few per job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import time
+from collections import defaultdict
+from typing import Callable
+
+from redis import exceptions as redis_errors
+
+from .config import Config, WorkerConfig
+from .keys import WAKE_CHANNEL
+from .security import receipt_token
+from .store import Receipt, Store, ClaimedJob
+from .transport import Response, Transport, TransportError
+
+log = logging.getLogger("redisq.dispatch")
+
+REDIS_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+MAX_IDLE_S = 1.0  # a sleeping loop looks again after this long even if no wake-up came
+SETTLE_BATCH = 500
+ERROR_BODY_CHARS = 300
+RESULT_MAX_BYTES = 16 * 1024
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+# observer(event, job_id, attempt, detail): "dispatched", "accepted" (202), "settled"
+Observer = Callable[[str, str, int, str], None]
+
+
+def retry_after_ms(value: str | None) -> int:
+    """``Retry-After`` (seconds, or an HTTP date) in ms; -1 when absent or unreadable."""
+    if not value:
+        return -1
+    value = value.strip()
+    try:
+        return max(0, int(float(value) * 1000))
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return -1
+    return max(0, int((moment.timestamp() - time.time()) * 1000))
+
+
+def _error_text(resp: Response) -> str:
+    snippet = resp.body[:ERROR_BODY_CHARS].decode("utf-8", "replace").strip()
+    return f"HTTP {resp.status}" + (f": {snippet}" if snippet else "")
+
+
+def receipt_from_response(job: ClaimedJob, resp: Response) -> Receipt | None:
+    """The worker's HTTP response as a receipt; None for 202 (the receipt comes later).
+
+    2xx = success (a small JSON body is kept as the result); 429 and 503 = failure, retried
+    after Retry-After when given; other 4xx = permanent failure; anything else = failure."""
+    status = resp.status
+    if status == 202:
+        return None
+    if 200 <= status < 300:
+        result = ""
+        if resp.body and not resp.truncated and len(resp.body) <= RESULT_MAX_BYTES:
+            try:
+                json.loads(resp.body)
+                result = resp.body.decode()
+            except ValueError:
+                result = ""
+        return Receipt(job.suffix, job.attempt, "success", result_json=result)
+    if status in (429, 503):
+        return Receipt(job.suffix, job.attempt, "failure", error=_error_text(resp),
+                       retry_after_ms=retry_after_ms(resp.headers.get("retry-after")))
+    if 400 <= status < 500:
+        return Receipt(job.suffix, job.attempt, "permanent", error=_error_text(resp))
+    return Receipt(job.suffix, job.attempt, "failure", error=_error_text(resp))
+
+
+class Backoff:
+    """Sleeps for a Redis outage: 0.1 s doubling to 5 s; logs once when it starts and ends."""
+
+    def __init__(self, what: str):
+        self.what = what
+        self.delay_s = 0.0
+
+    async def failed(self, error: Exception) -> None:
+        if self.delay_s == 0.0:
+            log.warning("%s: redis unreachable (%s); retrying with backoff", self.what, error)
+        self.delay_s = min(5.0, max(0.1, self.delay_s * 2))
+        await asyncio.sleep(self.delay_s)
+
+    def succeeded(self) -> None:
+        if self.delay_s:
+            log.warning("%s: redis reachable again", self.what)
+        self.delay_s = 0.0
+
+
+class Dispatcher:
+    def __init__(self, store: Store, config: Config, transport: Transport, secret: bytes,
+                 observer: Observer | None = None, on_lease: Callable[[str, int], None] | None = None):
+        self.store = store
+        self.config = config
+        self.transport = transport
+        self.secret = secret
+        self.observer = observer
+        self.on_lease = on_lease  # (worker, shortest timeout_ms) after a claim, for the poller
+        self.in_flight = 0
+        self._slot_free = asyncio.Event()
+        self._wake: dict[str, asyncio.Event] = {name: asyncio.Event() for name in config.workers}
+        self._settle_ready: dict[str, asyncio.Event] = {name: asyncio.Event() for name in config.workers}
+        self._settle_buffer: dict[str, list[Receipt]] = defaultdict(list)
+        self._calls: set[asyncio.Task[None]] = set()
+        self._calls_background: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self._flushers: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._receipt_url_prefix = f"{config.public_url}/job/"
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        for worker in self.config.workers.values():
+            self._loops.append(asyncio.create_task(self._claim_loop(worker), name=f"claim:{worker.name}"))
+            self._flushers.append(asyncio.create_task(self._flush_loop(worker), name=f"settle:{worker.name}"))
+        self._loops.append(asyncio.create_task(self._listen_for_wakes(), name="wake-listener"))
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop claiming, let in-flight calls finish within ``grace_s``, settle what they
+        answered. Calls still running after that are abandoned: their leases expire and
+        the jobs are retried."""
+        self._stopping = True
+        for event in self._wake.values():
+            event.set()
+        self._slot_free.set()
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._calls:
+            log.info("waiting up to %.1f s for %d in-flight dispatches", grace_s, len(self._calls))
+            _, pending = await asyncio.wait(set(self._calls), timeout=grace_s)
+            if pending:
+                log.warning("%d dispatches did not finish within the grace period; their leases will expire and they will be retried", len(pending))
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+        for name in list(self._settle_buffer):
+            if self._settle_buffer[name]:
+                try:
+                    await asyncio.wait_for(self._flush(self.config.workers[name]), timeout=max(1.0, grace_s))
+                except (asyncio.TimeoutError, *REDIS_ERRORS) as e:
+                    log.warning("could not settle %d receipts of %s at shutdown (%s); they will be retried", len(self._settle_buffer[name]), name, e)
+        for task in self._flushers:
+            task.cancel()
+        await asyncio.gather(*self._flushers, return_exceptions=True)
+        await self.transport.close()
+
+    def wake(self, worker: str) -> None:
+        event = self._wake.get(worker)
+        if event is not None:
+            event.set()
+
+    # -- claiming --------------------------------------------------------------------------
+    async def _claim_loop(self, worker: WorkerConfig) -> None:
+        wake = self._wake[worker.name]
+        backoff = Backoff(f"dispatcher ({worker.name})")
+        batch = self.config.claim_batch
+        while not self._stopping:
+            free = self.config.max_in_flight - self.in_flight
+            if free <= 0:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            try:
+                claim = await self.store.claim(worker, min(batch, free))
+                backoff.succeeded()
+            except REDIS_ERRORS as e:
+                await backoff.failed(e)
+                continue
+            for job in claim.jobs:
+                self._start_call(worker, job)
+            if claim.jobs and self.on_lease:
+                self.on_lease(worker.name, min(job.timeout_ms for job in claim.jobs))
+            if claim.wait_ms == 0:
+                await asyncio.sleep(0)
+                continue
+            timeout_s = MAX_IDLE_S if claim.wait_ms < 0 else min(MAX_IDLE_S, claim.wait_ms / 1000)
+            wake.clear()
+            try:
+                await asyncio.wait_for(wake.wait(), timeout_s)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _listen_for_wakes(self) -> None:
+        backoff = Backoff("wake listener")
+        while not self._stopping:
+            pubsub = self.store.redis.pubsub()
+            try:
+                await pubsub.subscribe(WAKE_CHANNEL)
+                backoff.succeeded()
+                while not self._stopping:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=MAX_IDLE_S)
+                    if message and message.get("type") == "message":
+                        data = message["data"]
+                        self.wake(data.decode() if isinstance(data, bytes) else str(data))
+            except REDIS_ERRORS as e:
+                await backoff.failed(e)
+            finally:
+                try:
+                    await pubsub.aclose()
+                except REDIS_ERRORS:
+                    pass
+
+    # -- calling workers ---------------------------------------------------------------------
+    def _start_call(self, worker: WorkerConfig, job: ClaimedJob) -> None:
+        self.in_flight += 1
+        task = asyncio.create_task(self._call(worker, job))
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+
+    def dispatch_body(self, job: ClaimedJob) -> bytes:
+        job_id = job.id
+        return (
+            '{"jobId":%s,"worker":%s,"attempt":%d,"args":%s,"receiptUrl":%s,"receiptToken":"%s"}' % (
+                json.dumps(job_id), json.dumps(job.worker), job.attempt, job.args_json,
+                json.dumps(f"{self._receipt_url_prefix}{job_id}/receipt"),
+                receipt_token(self.secret, job_id, job.attempt),
+            )
+        ).encode()
+
+    async def _call(self, worker: WorkerConfig, job: ClaimedJob) -> None:
+        receipt: Receipt | None
+        try:
+            if self.observer:
+                self.observer("dispatched", job.id, job.attempt, worker.url)
+            try:
+                resp = await self.transport.post(worker.url, self.dispatch_body(job), JSON_HEADERS, job.timeout_ms / 1000)
+                receipt = receipt_from_response(job, resp)
+            except TransportError as e:
+                receipt = Receipt(job.suffix, job.attempt, "failure", error=str(e))
+        finally:
+            self.in_flight -= 1
+            self._slot_free.set()
+        if receipt is None:
+            if self.observer:
+                self.observer("accepted", job.id, job.attempt, "202: waiting for the worker's receipt")
+            return
+        self._settle_buffer[worker.name].append(receipt)
+        self._settle_ready[worker.name].set()
+
+    # -- settling ------------------------------------------------------------------------------
+    async def _flush_loop(self, worker: WorkerConfig) -> None:
+        ready = self._settle_ready[worker.name]
+        backoff = Backoff(f"settler ({worker.name})")
+        while True:
+            await ready.wait()
+            ready.clear()
+            while self._settle_buffer[worker.name]:
+                try:
+                    await self._flush(worker)
+                    backoff.succeeded()
+                except REDIS_ERRORS as e:
+                    await backoff.failed(e)
+
+    async def _flush(self, worker: WorkerConfig) -> None:
+        buffer = self._settle_buffer[worker.name]
+        batch = buffer[:SETTLE_BATCH]
+        words = await self.store.settle(worker, batch)
+        del buffer[:len(batch)]
+        self.after_settle(worker.name, words)
+        if self.observer:
+            for receipt, word in zip(batch, words):
+                self.observer("settled", f"{worker.name}:{receipt.suffix}", receipt.attempt,
+                              word + (f" ({receipt.error})" if receipt.error else ""))
+
+    def after_settle(self, worker_name: str, words: list[str]) -> None:
+        """A settle may free a concurrency slot or schedule a retry sooner than the claim loop
+        planned to look: wake it here, and, for a capped worker, the other coordinators."""
+        if "retrying" in words or self.config.workers[worker_name].concurrency is not None:
+            self.wake(worker_name)
+        if self.config.workers[worker_name].concurrency is not None:
+            task = asyncio.create_task(self._publish_wake(worker_name))
+            self._calls_background.add(task)
+            task.add_done_callback(self._calls_background.discard)
+
+    async def _publish_wake(self, worker_name: str) -> None:
+        try:
+            await self.store.redis.publish(WAKE_CHANNEL, worker_name)
+        except REDIS_ERRORS:
+            pass  # the others look again within MAX_IDLE_S anyway
+

@@ -1,0 +1,83 @@
+"""The poller: fails attempts whose lease ended without a receipt, and purges finished jobs.
+
+Per worker, one loop sleeps until the earliest lease deadline (the reap script reports
+it; the dispatcher reports new, shorter leases), reaps, and purges finished jobs past
+their retention in capped batches at most once a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable
+
+from .config import Config, WorkerConfig
+from .dispatch import REDIS_ERRORS, Backoff
+from .store import Store
+
+log = logging.getLogger("redisq.poller")
+
+MAX_IDLE_S = 1.0
+PURGE_EVERY_S = 1.0
+REAP_BATCH = 500
+PURGE_BATCH = 500
+
+
+class Poller:
+    def __init__(self, store: Store, config: Config, on_reaped: Callable[[str, int], None] | None = None):
+        self.store = store
+        self.config = config
+        self.on_reaped = on_reaped
+        self._wake = {name: asyncio.Event() for name in config.workers}
+        self._next_reap_at = {name: 0.0 for name in config.workers}  # local monotonic seconds
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        for worker in self.config.workers.values():
+            self._tasks.append(asyncio.create_task(self._loop(worker), name=f"poll:{worker.name}"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def lease_started(self, worker: str, timeout_ms: int) -> None:
+        """A lease that ends before the loop planned to look wakes it at the right time."""
+        ends_at = time.monotonic() + timeout_ms / 1000
+        if ends_at < self._next_reap_at.get(worker, 0.0):
+            self._next_reap_at[worker] = ends_at
+            self._wake[worker].set()
+
+    async def _loop(self, worker: WorkerConfig) -> None:
+        backoff = Backoff(f"poller ({worker.name})")
+        next_purge = 0.0
+        while True:
+            try:
+                reaped, wait_ms = await self.store.reap(worker, REAP_BATCH)
+                if reaped and self.on_reaped:
+                    self.on_reaped(worker.name, reaped)
+                if time.monotonic() >= next_purge:
+                    more = True
+                    while more:
+                        _, more = await self.store.purge(worker, PURGE_BATCH)
+                        await asyncio.sleep(0)
+                    next_purge = time.monotonic() + PURGE_EVERY_S
+                backoff.succeeded()
+            except REDIS_ERRORS as e:
+                await backoff.failed(e)
+                continue
+            if reaped >= REAP_BATCH:
+                continue
+            sleep_s = MAX_IDLE_S if wait_ms < 0 else min(MAX_IDLE_S, wait_ms / 1000)
+            self._next_reap_at[worker.name] = time.monotonic() + sleep_s
+            wake = self._wake[worker.name]
+            wake.clear()
+            try:
+                await asyncio.wait_for(wake.wait(), sleep_s)
+            except asyncio.TimeoutError:
+                pass
+            # woken early by a shorter lease: sleep on until that lease's end
+            remaining = self._next_reap_at[worker.name] - time.monotonic()
+            if remaining > 0:
+                await asyncio.sleep(remaining)

@@ -1,0 +1,51 @@
+"""Receipt tokens: an HMAC that binds a receipt to one job and one attempt.
+
+``<attempt>.<hex hmac-sha256(secret, "<job id>\\n<attempt>")>``: nothing is stored, a token
+for attempt 1 cannot answer attempt 2, and a forged one fails the constant-time compare.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets as random_secrets
+from typing import Any
+
+from .keys import SHARED_SECRET_KEY
+
+TOKEN_HEX_CHARS = 40
+
+
+def receipt_token(secret: bytes, job_id: str, attempt: int) -> str:
+    mac = hmac.new(secret, f"{job_id}\n{attempt}".encode(), hashlib.sha256).hexdigest()
+    return f"{attempt}.{mac[:TOKEN_HEX_CHARS]}"
+
+
+def verify_receipt_token(secret: bytes, job_id: str, token: str) -> int | None:
+    """The attempt a valid token answers, or None."""
+    attempt_text, sep, _ = token.partition(".")
+    if not sep or not attempt_text.isdigit() or len(attempt_text) > 9:
+        return None
+    attempt = int(attempt_text)
+    if not hmac.compare_digest(receipt_token(secret, job_id, attempt), token):
+        return None
+    return attempt
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+async def shared_secret(redis: Any, configured: str | None) -> bytes:
+    """The configured secret, else one kept in Redis (created once with SET NX) so that
+    every coordinator on that Redis signs and verifies the same tokens."""
+    if configured:
+        return configured.encode()
+    await redis.set(SHARED_SECRET_KEY, random_secrets.token_hex(32), nx=True)
+    value = await redis.get(SHARED_SECRET_KEY)
+    return value if isinstance(value, bytes) else str(value).encode()
