@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import time
 from typing import Any
@@ -139,6 +140,7 @@ async def demo_main() -> int:
 
 
 def run_demo(loop: str = "asyncio") -> int:
+    logging.basicConfig(level=logging.WARNING, format="  (%(name)s) %(message)s")
     if loop == "uvloop":
         import uvloop
 
