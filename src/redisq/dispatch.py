@@ -152,15 +152,16 @@ class Dispatcher:
                 for task in pending:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
-        for name in list(self._settle_buffer):
-            if self._settle_buffer[name]:
-                try:
-                    await asyncio.wait_for(self._flush(self.config.workers[name]), timeout=max(1.0, grace_s))
-                except (asyncio.TimeoutError, *REDIS_ERRORS) as e:
-                    log.warning("could not settle %d receipts of %s at shutdown (%s); they will be retried", len(self._settle_buffer[name]), name, e)
         for task in self._flushers:
             task.cancel()
         await asyncio.gather(*self._flushers, return_exceptions=True)
+        for name, buffer in self._settle_buffer.items():
+            if buffer:
+                try:
+                    await asyncio.wait_for(self._flush_all(self.config.workers[name]), timeout=max(1.0, grace_s))
+                except (asyncio.TimeoutError, *REDIS_ERRORS) as e:
+                    log.warning("could not settle %d receipts of %s at shutdown (%s); their leases will "
+                                "expire and the jobs will be retried", len(buffer), name, e)
         await self.transport.close()
 
     def wake(self, worker: str) -> None:
@@ -263,19 +264,30 @@ class Dispatcher:
         while True:
             await ready.wait()
             ready.clear()
-            while self._settle_buffer[worker.name]:
-                try:
-                    await self._flush(worker)
-                    backoff.succeeded()
-                except REDIS_ERRORS as e:
-                    await backoff.failed(e)
+            try:
+                await self._flush_all(worker)
+                backoff.succeeded()
+            except REDIS_ERRORS as e:
+                ready.set()
+                await backoff.failed(e)
 
-    async def _flush(self, worker: WorkerConfig) -> None:
+    async def _flush_all(self, worker: WorkerConfig) -> None:
         buffer = self._settle_buffer[worker.name]
-        batch = buffer[:SETTLE_BATCH]
-        words = await self.store.settle(worker, batch)
-        del buffer[:len(batch)]
+        while buffer:
+            batch = buffer[:SETTLE_BATCH]
+            del buffer[:len(batch)]
+            try:
+                words = await self.store.settle(worker, batch)
+            except BaseException:
+                buffer[0:0] = batch  # settled again later: a repeat is answered 'duplicate'
+                raise
+            self._settled(worker, batch, words)
+
+    def _settled(self, worker: WorkerConfig, batch: list[Receipt], words: list[str]) -> None:
         self.after_settle(worker.name, words)
+        stale = words.count("stale")
+        if stale:
+            log.info("%s: %d responses answered attempts that had already ended (lease expired or job reaped)", worker.name, stale)
         if self.observer:
             for receipt, word in zip(batch, words):
                 self.observer("settled", f"{worker.name}:{receipt.suffix}", receipt.attempt,
