@@ -108,9 +108,6 @@ def test_bad_worker_names_are_rejected(name):
     assert str(caught.value).startswith(f"cfg.toml: workers.{name}: worker names are ")
 
 
-@pytest.mark.xfail(raises=pytest.fail.Exception, strict=True, reason=
-    "src bug: keys.py WORKER_NAME_RE ends in '$', which matches before a trailing "
-    "newline, so parse_worker accepts 'send-email\\n'")
 def test_a_worker_name_with_a_trailing_newline_is_rejected():
     with pytest.raises(ConfigError):
         parse('[workers."send-email\\n"]\nurl = "http://x"\n')

@@ -39,9 +39,6 @@ def test_split_job_id_rejects_what_is_not_a_job_id(text):
     assert job_key(text) is None
 
 
-@pytest.mark.xfail(raises=AssertionError, strict=True, reason=
-    "src bug: keys.py WORKER_NAME_RE / JOB_SUFFIX_RE end in '$', which also matches "
-    "before a trailing newline; use re.fullmatch or '\\Z'")
 @pytest.mark.parametrize("text", ["send-email:abc\n", "send-email\n:abc"])
 def test_split_job_id_rejects_a_trailing_newline(text):
     assert split_job_id(text) is None

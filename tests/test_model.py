@@ -53,9 +53,6 @@ def test_parse_run_at_rejects_garbage(value):
         parse_run_at(value)
 
 
-@pytest.mark.xfail(raises=OverflowError, strict=True, reason=
-    "src bug: model.py parse_run_at raises OverflowError (not ValueError) for "
-    "'inf', '1e400' and 1e308, so parse_enqueue lets it escape instead of a ValidationError")
 @pytest.mark.parametrize("value", ["inf", "1e400", 1e308])
 def test_parse_run_at_rejects_infinite_times(value):
     with pytest.raises(ValueError):
@@ -88,8 +85,8 @@ def test_parse_enqueue_reads_every_field():
     ({"worker": 7}, "worker", "is required"),
     ({"worker": "send-email", "runAt": 1, "delay": 1}, "runAt", "not both"),
     ({"worker": "send-email", "runAt": "soon"}, "runAt", "'soon' is not"),
-    ({"worker": "send-email", "delay": -1}, "delay", "seconds >= 0"),
-    ({"worker": "send-email", "delay": "5"}, "delay", "seconds >= 0"),
+    ({"worker": "send-email", "delay": -1}, "delay", "seconds from 0 to"),
+    ({"worker": "send-email", "delay": "5"}, "delay", "seconds from 0 to"),
     ({"worker": "send-email", "id": "has space"}, "id", "must be 1 to 200"),
     ({"worker": "send-email", "id": ""}, "id", "must be 1 to 200"),
     ({"worker": "send-email", "id": 12}, "id", "must be 1 to 200"),
@@ -110,17 +107,11 @@ def test_parse_enqueue_errors_name_the_field(body, field, words):
     assert error.to_json() == {"error": error.message, "field": field}
 
 
-@pytest.mark.xfail(raises=pytest.fail.Exception, strict=True, reason=
-    "src bug: keys.py JOB_SUFFIX_RE ends in '$', which matches before a trailing "
-    "newline, so parse_enqueue accepts the id 'abc\\n'")
 def test_parse_enqueue_rejects_an_id_with_a_trailing_newline():
     with pytest.raises(ValidationError):
         parse_enqueue({"worker": "send-email", "id": "abc\n"}, WORKERS)
 
 
-@pytest.mark.xfail(raises=OverflowError, strict=True, reason=
-    "src bug: model.py parse_enqueue computes int(round(x * 1000)) for delay and "
-    "timeout, which raises OverflowError for 1e308 instead of a ValidationError")
 @pytest.mark.parametrize("field", ["delay", "timeout"])
 def test_parse_enqueue_rejects_an_overflowing_number(field):
     with pytest.raises(ValidationError):

@@ -595,9 +595,6 @@ async def test_a_finished_job_is_kept_for_exactly_its_retention(engine_redis):
     assert await kept_for_ms(store, w) == [3_600_000, 60_000, 5_000]
 
 
-@pytest.mark.xfail(raises=AssertionError, strict=True, reason=
-    "src bug: store.py _policy_args and cancel() turn seconds into ms with int(), "
-    "which truncates: 8.11 s -> 8109 ms (also backoff initial/max); use round()")
 async def test_a_fractional_retention_is_kept_to_the_millisecond(engine_redis):
     w = worker(retention=Retention(succeeded_s=8.11, dead_s=2.01, cancelled_s=4.02))
     store = make_store(engine_redis, w)

@@ -24,8 +24,8 @@ PREFIX = "redisq"
 WAKE_CHANNEL = f"{PREFIX}:wake"
 SHARED_SECRET_KEY = f"{PREFIX}:secret"
 
-WORKER_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-JOB_SUFFIX_RE = re.compile(r"^[A-Za-z0-9._~:-]{1,200}$")
+WORKER_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
+JOB_SUFFIX_RE = re.compile(r"^[A-Za-z0-9._~:-]{1,200}\Z")
 QUEUE_SEQ_DIGITS = 12
 
 

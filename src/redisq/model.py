@@ -109,6 +109,9 @@ class EnqueueRequest:
 
 
 ENQUEUE_FIELDS = ("worker", "args", "runAt", "delay", "id", "maxAttempts", "timeout")
+MAX_UNIX_S = 253402300799  # 9999-12-31T23:59:59Z
+MAX_DELAY_S = 100 * 365 * 86400
+MAX_TIMEOUT_S = 7 * 86400
 AM_PM_FORMATS = ("%Y-%m-%d %I:%M:%S %p", "%Y-%m-%d %I:%M %p", "%Y/%m/%d %I:%M:%S %p", "%m/%d/%Y %I:%M:%S %p")
 
 
@@ -120,18 +123,26 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _unix_ms(seconds: float) -> int:
+    if not math.isfinite(seconds) or not 0 <= seconds <= MAX_UNIX_S:
+        raise ValueError(f"unix seconds must be between 0 and {MAX_UNIX_S} (year 9999), got {seconds!r}")
+    return int(round(seconds * 1000))
+
+
 def parse_run_at(value: Any) -> int:
     """A ``runAt`` value -> unix ms. ISO 8601 (UTC when it has no offset), ``2020-01-01 10:00:00 AM``
     style (UTC), or unix seconds as a number or a numeric string."""
     if _is_number(value):
-        return int(round(float(value) * 1000))
+        return _unix_ms(float(value))
     if not isinstance(value, str) or not value.strip():
         raise ValueError("must be an ISO 8601 time, a '2020-01-01 10:00:00 AM' style time, or unix seconds")
     text = value.strip()
     try:
-        return int(round(float(text) * 1000))
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        return _unix_ms(seconds)
     moment: datetime | None = None
     try:
         moment = datetime.fromisoformat(text)
@@ -180,8 +191,8 @@ def parse_enqueue(body: Any, workers: Mapping[str, WorkerConfig], index: int | N
             raise invalid("runAt", str(e)) from None
     if body.get("delay") is not None:
         delay = body["delay"]
-        if not _is_number(delay) or delay < 0:
-            raise invalid("delay", f"must be a number of seconds >= 0, got {delay!r}")
+        if not _is_number(delay) or not 0 <= delay <= MAX_DELAY_S:
+            raise invalid("delay", f"must be a number of seconds from 0 to {MAX_DELAY_S}, got {delay!r}")
         delay_ms = int(round(delay * 1000))
 
     suffix = body.get("id")
@@ -194,8 +205,8 @@ def parse_enqueue(body: Any, workers: Mapping[str, WorkerConfig], index: int | N
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
         raise invalid("maxAttempts", f"must be a whole number >= 1, got {max_attempts!r}")
     timeout = body.get("timeout", worker.timeout_s)
-    if not _is_number(timeout) or timeout <= 0:
-        raise invalid("timeout", f"must be a number of seconds > 0, got {timeout!r}")
+    if not _is_number(timeout) or not 0 < timeout <= MAX_TIMEOUT_S:
+        raise invalid("timeout", f"must be a number of seconds > 0 and <= {MAX_TIMEOUT_S}, got {timeout!r}")
 
     args = body.get("args", {})
     try:

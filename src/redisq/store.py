@@ -105,9 +105,9 @@ class Store:
         b, r = worker.backoff, worker.retention
         return [
             self.keys(worker.name).job_prefix,
-            int(b.initial_s * 1000), b.factor, int(b.max_s * 1000), 1 if b.jitter else 0,
+            round(b.initial_s * 1000), b.factor, round(b.max_s * 1000), 1 if b.jitter else 0,
             random.getrandbits(31),
-            int(r.succeeded_s * 1000), int(r.dead_s * 1000),
+            round(r.succeeded_s * 1000), round(r.dead_s * 1000),
         ]
 
     # -- enqueue ---------------------------------------------------------------------
@@ -216,7 +216,7 @@ class Store:
         with redis_outage_as_unavailable():
             out = await self.scripts.cancel(
                 keys=[keys.scheduled, keys.running, keys.finished, keys.job(suffix)],
-                args=[suffix, int(worker.retention.cancelled_s * 1000)],
+                args=[suffix, round(worker.retention.cancelled_s * 1000)],
             )
         outcome = _text(out[0])
         if outcome == "missing":
