@@ -5,7 +5,7 @@
 -- ARGV[4] burst, ARGV[5] concurrency ('' = unlimited)
 -- Returns {wait_ms, then 4 per claimed job: suffix, attempt, timeout_ms, args}
 --   wait_ms  0: more jobs may be due now;  > 0: the next job or token is due in that many ms;
---           -1: nothing is scheduled;      -2: due jobs wait for a concurrency slot.
+--           -1: nothing is scheduled;      -2: every concurrency slot is taken (look again after a settle).
 --!include common
 local scheduled_key, running_key, bucket_key = KEYS[1], KEYS[2], KEYS[3]
 local job_prefix = ARGV[1]

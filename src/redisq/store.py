@@ -51,7 +51,7 @@ class ClaimedJob:
 @dataclass(frozen=True)
 class Claim:
     jobs: list[ClaimedJob]
-    wait_ms: int  # 0 more due now, > 0 next due in ms, -1 nothing scheduled, -2 waiting for a slot
+    wait_ms: int  # 0 more due now, > 0 next due in ms, -1 nothing scheduled, -2 all slots taken
 
 
 @dataclass(frozen=True)
