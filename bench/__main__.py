@@ -1,0 +1,113 @@
+"""``python -m bench [--quick] [--processes 1,2] [--only ceiling,engine,http,e2e]``
+
+Runs the four steps in order and prints every figure beside a reference measured in the
+same run, then all of them again as a summary. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from . import e2e, engine, http_client, redis_ceiling
+from .procs import RedisProc
+from .report import FIGURES, NOTES, OtherLoad, loop_name
+
+STEPS = ("ceiling", "engine", "http", "e2e")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def node_version() -> str:
+    node = shutil.which("node")
+    if not node:
+        return "not installed"
+    return subprocess.run([node, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+
+
+def guarded(name: str, fn: Callable[[], Any]) -> Any:
+    """Run one step; a failure is printed and the run goes on with the next step."""
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001 - a benchmark step failing must not hide the others
+        print(f"  {name} failed: {type(e).__name__}: {e}", flush=True)
+        if os.environ.get("BENCH_TRACEBACK"):
+            traceback.print_exc()
+        NOTES.append(f"[{name}] failed: {type(e).__name__}: {e}")
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="smaller counts, under a minute")
+    parser.add_argument("--processes", help="coordinator processes for the e2e step: 1, 2 or 1,2 (default 1,2; --quick: 1)")
+    parser.add_argument("--only", help=f"comma-separated steps out of {','.join(STEPS)}")
+    args = parser.parse_args(argv)
+    only = set(args.only.split(",")) if args.only else set(STEPS)
+    unknown = only - set(STEPS)
+    if unknown:
+        parser.error(f"unknown step(s) {', '.join(sorted(unknown))}; expected {', '.join(STEPS)}")
+    processes = [int(x) for x in (args.processes or ("1" if args.quick else "1,2")).split(",")]
+
+    started = time.monotonic()
+    print(f"redisq bench ({'quick' if args.quick else 'full'} run) {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}")
+    print(f"  machine: {os.cpu_count()} cores, {cpu_model()}, {platform.system()} {platform.release()}")
+    print(f"  python {platform.python_version()} on {loop_name()}, node {node_version()}, "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+
+    ceiling = http = None
+    with OtherLoad() as whole:
+        if only & {"ceiling", "engine"}:
+            with OtherLoad() as load:
+                with RedisProc() as redis:
+                    if "ceiling" in only:
+                        ceiling = guarded("ceiling", lambda: redis_ceiling.measure(redis, args.quick))
+                    if "engine" in only:
+                        guarded("engine", lambda: engine.measure(redis, ceiling, args.quick))
+            print(f"  ({load.describe()})", flush=True)
+        if "http" in only:
+            with OtherLoad() as load:
+                http = guarded("http", lambda: http_client.measure(args.quick))
+            print(f"  ({load.describe()})", flush=True)
+        if "e2e" in only:
+            references = []
+            if http is not None:
+                references = [(f"{client} @128 (step 3)", http.rps(client, 128, loop))
+                              for client, loop in (("aiohttp", loop_name()), ("node", "node"))
+                              if http.rps(client, 128, loop)]
+            with OtherLoad() as load:
+                guarded("e2e", lambda: e2e.measure(args.quick, references, processes))
+            print(f"  ({load.describe()})", flush=True)
+
+    print(f"\nsummary ({time.monotonic() - started:.0f} s; {whole.describe()}):")
+    step = None
+    for f in FIGURES:
+        if f.step != step:
+            step = f.step
+            print(f" {step}:")
+        print(f.line())
+    for text in NOTES:
+        print(f"  {text}")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""Throwaway subprocesses for the benchmarks: a redis-server, the Node sink, coordinators.
+
+Each one listens on a free port on 127.0.0.1, is waited for with a time limit, and is
+stopped (SIGTERM, then SIGKILL after a grace period) when the benchmark ends, also when it
+fails. Use them as context managers::
+
+    with RedisProc() as redis, Sink(latency_ms=0) as sink:
+        ...
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(check: Any, proc: subprocess.Popen[bytes], what: str, timeout_s: float) -> None:
+    """Call ``check()`` until it returns True; raise if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode} before it was ready")
+        try:
+            if check():
+                return
+        except OSError as e:
+            last_error = e
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} was not ready within {timeout_s:g} s ({last_error})")
+
+
+class Proc:
+    """A subprocess that is stopped on exit from the ``with`` block."""
+
+    name = "process"
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: str | None = None
+
+    def _spawn(self, argv: Sequence[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+        log = tempfile.NamedTemporaryFile(prefix=f"redisq-bench-{self.name}-", suffix=".log", delete=False)
+        self.log_path = log.name
+        self.proc = subprocess.Popen(
+            list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env, cwd=str(cwd) if cwd else None,
+        )
+        log.close()
+
+    def log_tail(self, lines: int = 15) -> str:
+        if not self.log_path:
+            return ""
+        try:
+            text = Path(self.log_path).read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        if self.log_path:
+            try:
+                os.unlink(self.log_path)
+            except OSError:
+                pass
+            self.log_path = None
+
+    def __enter__(self) -> "Proc":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+class Child(Proc):
+    """Any command, its output kept in a log file for error messages."""
+
+    def __init__(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None):
+        self.name = name
+        self._spawn(argv, env=env, cwd=REPO_DIR)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class RedisProc(Proc):
+    """redis-server on a free port, no persistence, its files in a temporary directory."""
+
+    name = "redis"
+
+    def __init__(self, port: int | None = None):
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not on PATH (apt-get install redis-server)")
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="redisq-bench-redis-")
+        self._spawn([binary, "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly", "no",
+                     "--dir", self.dir, "--protected-mode", "yes"])
+        _wait_for(self._ping, self.proc, f"redis-server on port {self.port}", 10)  # type: ignore[arg-type]
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    def _ping(self) -> bool:
+        with socket.create_connection((HOST, self.port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+
+    def version(self) -> str:
+        with socket.create_connection((HOST, self.port), timeout=2) as s:
+            s.sendall(b"INFO server\r\n")
+            data = b""
+            while b"redis_version:" not in data or not data.endswith(b"\r\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        for line in data.decode(errors="replace").splitlines():
+            if line.startswith("redis_version:"):
+                return line.split(":", 1)[1]
+        return "?"
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        super().stop(grace_s)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def http_json(port: int, method: str, path: str, body: Any = None, timeout_s: float = 5.0,
+              headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """One small blocking HTTP call to 127.0.0.1:port; returns (status, parsed JSON or text)."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout_s)
+    try:
+        data = None if body is None else json.dumps(body).encode()
+        h = {"content-type": "application/json"} if data is not None else {}
+        h.update(headers or {})
+        conn.request(method, path, body=data, headers=h)
+        resp = conn.getresponse()
+        raw = resp.read()
+        try:
+            return resp.status, json.loads(raw)
+        except ValueError:
+            return resp.status, raw.decode(errors="replace")
+    finally:
+        conn.close()
+
+
+class Sink(Proc):
+    """``node bench/sink.js``: answers 200 {"ok":true} to every POST, after latency_ms."""
+
+    name = "sink"
+
+    def __init__(self, latency_ms: float = 0.0, port: int | None = None):
+        node = shutil.which("node")
+        if node is None:
+            raise RuntimeError("node is not on PATH (the sink is a Node http server)")
+        self.port = port or free_port()
+        self._spawn([node, str(BENCH_DIR / "sink.js"), "--port", str(self.port), "--latency-ms", str(latency_ms)])
+        _wait_for(lambda: self.get("/count")[0] == 200, self.proc, f"sink on port {self.port}", 10)  # type: ignore[arg-type]
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}/"
+
+    def get(self, path: str) -> tuple[int, Any]:
+        return http_json(self.port, "GET", path, timeout_s=2)
+
+    def count(self) -> int:
+        return int(self.get("/count")[1]["count"])
+
+    def lags(self) -> dict[str, Any]:
+        return self.get("/lags")[1]
+
+    def clock_offset_s(self, samples: int = 20) -> float:
+        """The sink's arrival clock minus this process's ``time.time()``, NTP style: the
+        sample with the shortest round trip, its midpoint as the moment of reading."""
+        best: tuple[float, float] | None = None
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=2)
+        try:
+            for _ in range(samples):
+                before = time.time()
+                conn.request("GET", "/clock")
+                sink_now = json.loads(conn.getresponse().read())["now"]
+                after = time.time()
+                if best is None or after - before < best[0]:
+                    best = (after - before, sink_now - (before + after) / 2)
+        finally:
+            conn.close()
+        return best[1] if best else 0.0
+
+    def reset(self) -> None:
+        http_json(self.port, "POST", "/reset", body={}, timeout_s=2)
+
+
+def coordinator_argv() -> list[str]:
+    """The ``redisq`` console script next to this Python, else ``python -m redisq.cli``."""
+    script = Path(sys.executable).with_name("redisq")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "redisq.cli"]
+
+
+class Coordinator(Proc):
+    """``redisq serve --config PATH --host 127.0.0.1 --port PORT``, ready when GET /health is 200."""
+
+    name = "coordinator"
+
+    def __init__(self, config_path: str, port: int | None = None, ready_timeout_s: float = 20.0,
+                 env: dict[str, str] | None = None):
+        self.port = port or free_port()
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self._spawn([*coordinator_argv(), "serve", "--config", config_path, "--host", HOST, "--port", str(self.port)],
+                    env=full_env, cwd=REPO_DIR)
+        try:
+            _wait_for(self._answers, self.proc, f"redisq serve on port {self.port}", ready_timeout_s)  # type: ignore[arg-type]
+        except RuntimeError as e:
+            tail = self.log_tail()
+            self.stop()
+            raise RuntimeError(f"{e}; its output ends: {tail[-600:]!r}" if tail else str(e)) from None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def _answers(self) -> bool:
+        status, _ = http_json(self.port, "GET", "/health", timeout_s=1)
+        return status == 200
