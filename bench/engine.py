@@ -41,6 +41,7 @@ class EngineResult:
     enqueue_only_jobs_s: float
     round_trips: int
     server_script_calls: int
+    server_busy_s: float  # time Redis spent inside the scripts
 
 
 def requests_for(n: int) -> list[EnqueueRequest]:
@@ -51,9 +52,11 @@ def requests_for(n: int) -> list[EnqueueRequest]:
     ]
 
 
-async def server_script_calls(client: Any) -> int:
+async def server_script_stats(client: Any) -> tuple[int, float]:
+    """(script calls, seconds Redis spent running them) since the last CONFIG RESETSTAT."""
     stats = await client.info("commandstats")
-    return sum(int(v["calls"]) for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+    scripts = [v for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval")]
+    return sum(int(v["calls"]) for v in scripts), sum(int(v["usec"]) for v in scripts) / 1e6
 
 
 async def cycle(url: str, jobs: int, claim_batch: int, consumers: int, time_limit_s: float) -> EngineResult:
@@ -106,12 +109,12 @@ async def cycle(url: str, jobs: int, claim_batch: int, consumers: int, time_limi
         await asyncio.gather(produce(), *(consume() for _ in range(consumers)))
         elapsed = time.perf_counter() - started
         done = await client.zcard(store.keys(WORKER).finished)
-        server_calls = await server_script_calls(client)
+        server_calls, server_busy_s = await server_script_stats(client)
         if done != jobs:
             raise RuntimeError(f"engine settled {done} of {jobs} jobs within {time_limit_s:g} s")
         await client.flushdb()
         return EngineResult(jobs, elapsed, jobs / elapsed, jobs / enqueue_done_s if enqueue_done_s else 0.0,
-                            calls, server_calls)
+                            calls, server_calls, server_busy_s)
     finally:
         await client.aclose()
 
@@ -200,6 +203,8 @@ def measure(redis: RedisProc, ceiling: Ceiling | None, quick: bool, jobs: int | 
     note("engine", f"round trips per job: {result.round_trips / result.jobs:.4f} counted by the loop, "
                    f"{result.server_script_calls / result.jobs:.4f} script calls seen by Redis "
                    f"({result.round_trips} / {result.server_script_calls} for {result.jobs:,} jobs)")
+    note("engine", f"Redis ran scripts for {result.server_busy_s:.2f} s of the {result.seconds:.2f} s "
+                   f"({result.server_busy_s / result.seconds:.0%}); the rest of the time it waited for Python")
     return result
 
 
