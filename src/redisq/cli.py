@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
-from typing import Sequence
+import threading
+from typing import Iterator, Sequence
 
 from . import __version__
 from .config import ConfigError, load_config
@@ -19,6 +22,28 @@ def _event_loop_name() -> str:
     except ImportError:
         return "asyncio"
     return "uvloop"
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        """uvicorn's server, except that after a graceful shutdown on SIGTERM/SIGINT the
+        process exits 0 instead of raising the captured signal again."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return GracefulServer
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -39,8 +64,13 @@ def serve(args: argparse.Namespace) -> int:
     app = create_app(coordinator)
     log.info("redisq %s serving on http://%s:%d (%s store, %d workers)", __version__, config.host, config.port,
              "embedded" if coordinator.embedded else "redis", len(config.workers))
-    uvicorn.run(app, host=config.host, port=config.port, loop=_event_loop_name(), lifespan="on",
-                log_level="warning", timeout_graceful_shutdown=max(1, int(config.shutdown_grace_s) + 1))
+    server = _server_class()(uvicorn.Config(
+        app, host=config.host, port=config.port, loop=_event_loop_name(), lifespan="on",
+        log_level="warning", timeout_graceful_shutdown=max(1, int(config.shutdown_grace_s) + 1)))
+    server.run()
+    if not server.started:
+        log.error("redisq could not start (see the errors above)")
+        return 1
     return 0
 
 

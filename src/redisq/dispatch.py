@@ -123,7 +123,8 @@ class Dispatcher:
         self._calls_background: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._flushers: list[asyncio.Task[None]] = []
-        self._stopping = False
+        self._stopping = False  # no more claims
+        self._closing = False  # no more settling by the flushers (stop() settles the rest)
         self._receipt_url_prefix = f"{config.public_url}/job/"
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -143,7 +144,7 @@ class Dispatcher:
         self._slot_free.set()
         for task in self._loops:
             task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await asyncio.wait(self._loops, timeout=MAX_IDLE_S + 1)
         if self._calls:
             log.info("waiting up to %.1f s for %d in-flight dispatches", grace_s, len(self._calls))
             _, pending = await asyncio.wait(set(self._calls), timeout=grace_s)
@@ -151,10 +152,15 @@ class Dispatcher:
                 log.warning("%d dispatches did not finish within the grace period; their leases will expire and they will be retried", len(pending))
                 for task in pending:
                     task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
-        for task in self._flushers:
+                await asyncio.wait(pending, timeout=1.0)
+        # The flushers end by the flag, not by cancel: on Python 3.11 a cancel that lands
+        # inside a redis-py call can be swallowed, and a loop waiting for it would never end.
+        self._closing = True
+        for event in self._settle_ready.values():
+            event.set()
+        _, pending = await asyncio.wait(self._flushers, timeout=max(1.0, grace_s))
+        for task in pending:
             task.cancel()
-        await asyncio.gather(*self._flushers, return_exceptions=True)
         for name, buffer in self._settle_buffer.items():
             if buffer:
                 try:
@@ -261,13 +267,15 @@ class Dispatcher:
     async def _flush_loop(self, worker: WorkerConfig) -> None:
         ready = self._settle_ready[worker.name]
         backoff = Backoff(f"settler ({worker.name})")
-        while True:
+        while not self._closing:
             await ready.wait()
             ready.clear()
             try:
                 await self._flush_all(worker)
                 backoff.succeeded()
             except REDIS_ERRORS as e:
+                if self._closing:
+                    return
                 ready.set()
                 await backoff.failed(e)
 

@@ -32,15 +32,23 @@ class Poller:
         self._wake = {name: asyncio.Event() for name in config.workers}
         self._next_reap_at = {name: 0.0 for name in config.workers}  # local monotonic seconds
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     async def start(self) -> None:
         for worker in self.config.workers.values():
             self._tasks.append(asyncio.create_task(self._loop(worker), name=f"poll:{worker.name}"))
 
     async def stop(self) -> None:
+        # End the loops by the flag, then cancel what still sleeps (a cancel that lands in a
+        # redis-py call may be swallowed on Python 3.11; the flag still ends the loop).
+        self._stopping = True
+        for event in self._wake.values():
+            event.set()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        _, pending = await asyncio.wait(self._tasks, timeout=5.0)
+        if pending:
+            log.warning("%d poller loops did not stop within 5 s", len(pending))
 
     def lease_started(self, worker: str, timeout_ms: int) -> None:
         """A lease that ends before the loop planned to look wakes it at the right time."""
@@ -52,7 +60,7 @@ class Poller:
     async def _loop(self, worker: WorkerConfig) -> None:
         backoff = Backoff(f"poller ({worker.name})")
         next_purge = 0.0
-        while True:
+        while not self._stopping:
             try:
                 reaped, wait_ms = await self.store.reap(worker, REAP_BATCH)
                 if reaped and self.on_reaped:
