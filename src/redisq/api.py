@@ -14,14 +14,14 @@ from typing import Any, AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .coordinator import Coordinator
 from .errors import (BadRequestError, PayloadTooLargeError, RedisqError, UnauthorizedError,
                      UnavailableError, ValidationError)
 from .keys import split_job_id
-from .model import parse_enqueue
+from .model import Job, parse_enqueue
 from .security import bearer_token, verify_receipt_token
 from .store import Receipt
 
@@ -48,6 +48,10 @@ async def read_json(request: Request, limit: int) -> Any:
         raise BadRequestError(f"request body is not valid JSON: {e}") from None
 
 
+def job_response(job: Job, status_code: int = 200) -> Response:
+    return Response(job.json_text(), status_code=status_code, media_type="application/json")
+
+
 def error_response(error: RedisqError) -> JSONResponse:
     return JSONResponse(error.to_json(), status_code=error.status_code)
 
@@ -58,15 +62,15 @@ def create_app(coordinator: Coordinator, *, manage_lifecycle: bool = True) -> St
     config = coordinator.config
     store = coordinator.store
 
-    async def enqueue_one(request: Request) -> JSONResponse:
+    async def enqueue_one(request: Request) -> Response:
         body = await read_json(request, config.max_body_bytes)
         job_request = parse_enqueue(body, config.workers)
         results, wake = await store.enqueue_many([job_request])
         await coordinator.enqueued(wake)
         job, created = results[0]
-        return JSONResponse(job.to_json(), status_code=201 if created else 200)
+        return job_response(job, 201 if created else 200)
 
-    async def enqueue_batch(request: Request) -> JSONResponse:
+    async def enqueue_batch(request: Request) -> Response:
         body = await read_json(request, config.max_body_bytes)
         if not isinstance(body, dict) or not isinstance(body.get("jobs"), list):
             raise ValidationError("body: expected {\"jobs\": [...]}", field="jobs")
@@ -82,18 +86,14 @@ def create_app(coordinator: Coordinator, *, manage_lifecycle: bool = True) -> St
         results, wake = await store.enqueue_many(requests)
         await coordinator.enqueued(wake)
         created = sum(1 for _, was_created in results if was_created)
-        return JSONResponse(
-            {"jobs": [job.to_json() for job, _ in results], "created": created},
-            status_code=201 if created else 200,
-        )
+        text = '{"jobs":[' + ",".join(job.json_text() for job, _ in results) + f'],"created":{created}}}'
+        return Response(text, status_code=201 if created else 200, media_type="application/json")
 
-    async def get_job(request: Request) -> JSONResponse:
-        job = await store.get(request.path_params["id"])
-        return JSONResponse(job.to_json())
+    async def get_job(request: Request) -> Response:
+        return job_response(await store.get(request.path_params["id"]))
 
-    async def cancel_job(request: Request) -> JSONResponse:
-        job = await store.cancel(request.path_params["id"])
-        return JSONResponse(job.to_json())
+    async def cancel_job(request: Request) -> Response:
+        return job_response(await store.cancel(request.path_params["id"]))
 
     async def post_receipt(request: Request) -> JSONResponse:
         job_id = request.path_params["id"]

@@ -125,7 +125,7 @@ class Dispatcher:
         self._flushers: list[asyncio.Task[None]] = []
         self._stopping = False  # no more claims
         self._closing = False  # no more settling by the flushers (stop() settles the rest)
-        self._receipt_url_prefix = f"{config.public_url}/job/"
+        self._receipt_url_json_prefix = json.dumps(f"{config.public_url}/job/")[:-1]  # without the closing quote
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -234,13 +234,13 @@ class Dispatcher:
         task.add_done_callback(self._calls.discard)
 
     def dispatch_body(self, job: ClaimedJob) -> bytes:
+        # Worker names and job ids are drawn from [A-Za-z0-9._~:-] (keys.py), so they need no
+        # JSON escaping; args are already JSON text.
         job_id = job.id
         return (
-            '{"jobId":%s,"worker":%s,"attempt":%d,"args":%s,"receiptUrl":%s,"receiptToken":"%s"}' % (
-                json.dumps(job_id), json.dumps(job.worker), job.attempt, job.args_json,
-                json.dumps(f"{self._receipt_url_prefix}{job_id}/receipt"),
-                receipt_token(self.secret, job_id, job.attempt),
-            )
+            f'{{"jobId":"{job_id}","worker":"{job.worker}","attempt":{job.attempt},"args":{job.args_json},'
+            f'"receiptUrl":{self._receipt_url_json_prefix}{job_id}/receipt","receiptToken":'
+            f'"{receipt_token(self.secret, job_id, job.attempt)}"}}'
         ).encode()
 
     async def _call(self, worker: WorkerConfig, job: ClaimedJob) -> None:

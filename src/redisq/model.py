@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
+from functools import lru_cache
 from typing import Any, Mapping
 
 from .config import WorkerConfig
@@ -36,10 +37,17 @@ class JobState(str, Enum):
         return self in (JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED)
 
 
-def iso_from_ms(ms: int | None) -> str | None:
-    if ms is None:
-        return None
+@lru_cache(maxsize=4096)  # the jobs of one batch share their createdAt and runAt
+def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def iso_from_ms(ms: int | None) -> str | None:
+    return None if ms is None else _iso(ms)
+
+
+def _json_or_null(text: str | None) -> str:
+    return "null" if text is None else json.dumps(text)
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,15 @@ class Job:
             last_error=f.get("last_error"),
             result_json=f.get("result"),
             finished_ms=int(float(f["finished_ms"])) if "finished_ms" in f else None,
+        )
+
+    def json_text(self) -> str:
+        """``to_json()`` as JSON text, with args and result spliced in as stored (no re-parse)."""
+        return (
+            f'{{"id":"{self.id}","worker":"{self.worker}","state":"{self.state.value}","args":{self.args_json},'
+            f'"runAt":"{_iso(self.run_at_ms)}","attempts":{self.attempts},"maxAttempts":{self.max_attempts},'
+            f'"lastError":{_json_or_null(self.last_error)},"result":{self.result_json or "null"},'
+            f'"createdAt":"{_iso(self.created_ms)}","finishedAt":{_json_or_null(iso_from_ms(self.finished_ms))}}}'
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -125,7 +142,7 @@ def _is_number(value: Any) -> bool:
 
 def _unix_ms(seconds: float) -> int:
     if not math.isfinite(seconds) or not 0 <= seconds <= MAX_UNIX_S:
-        raise ValueError(f"unix seconds must be between 0 and {MAX_UNIX_S} (year 9999), got {seconds!r}")
+        raise ValueError(f"must be a time from 1970 to 9999 (0 to {MAX_UNIX_S} unix seconds), got {seconds!r}")
     return int(round(seconds * 1000))
 
 
@@ -157,7 +174,11 @@ def parse_run_at(value: Any) -> int:
         raise ValueError(f"{value!r} is not an ISO 8601 time, a '2020-01-01 10:00:00 AM' style time, or unix seconds")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return int(round(moment.timestamp() * 1000))
+    try:
+        seconds = moment.timestamp()
+    except (OverflowError, ValueError, OSError):
+        raise ValueError(f"{value!r} is out of range") from None
+    return _unix_ms(seconds)
 
 
 def parse_enqueue(body: Any, workers: Mapping[str, WorkerConfig], index: int | None = None) -> EnqueueRequest:

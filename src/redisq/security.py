@@ -23,6 +23,8 @@ def receipt_token(secret: bytes, job_id: str, attempt: int) -> str:
 
 def verify_receipt_token(secret: bytes, job_id: str, token: str) -> int | None:
     """The attempt a valid token answers, or None."""
+    if not token.isascii():  # compare_digest takes ASCII text only
+        return None
     attempt_text, sep, _ = token.partition(".")
     if not sep or not attempt_text.isdigit() or len(attempt_text) > 9:
         return None
