@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import shlex
 import sys
 import tempfile
 import time
@@ -221,7 +222,11 @@ class Sink(Proc):
 
 
 def coordinator_argv() -> list[str]:
-    """The ``redisq`` console script next to this Python, else ``python -m redisq.cli``."""
+    """``$REDISQ_BENCH_COORDINATOR`` (e.g. ``python -m cProfile -o /tmp/serve.prof -m redisq.cli``
+    to profile), else the ``redisq`` console script next to this Python, else ``python -m redisq.cli``."""
+    override = os.environ.get("REDISQ_BENCH_COORDINATOR")
+    if override:
+        return shlex.split(override)
     script = Path(sys.executable).with_name("redisq")
     if script.exists():
         return [str(script)]

@@ -17,7 +17,7 @@ TOKEN_HEX_CHARS = 40
 
 
 def receipt_token(secret: bytes, job_id: str, attempt: int) -> str:
-    mac = hmac.new(secret, f"{job_id}\n{attempt}".encode(), hashlib.sha256).hexdigest()
+    mac = hmac.digest(secret, f"{job_id}\n{attempt}".encode(), hashlib.sha256).hex()
     return f"{attempt}.{mac[:TOKEN_HEX_CHARS]}"
 
 
