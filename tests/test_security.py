@@ -1,0 +1,94 @@
+"""Receipt tokens bind a receipt to one job and one attempt; the shared secret is one per Redis."""
+
+from __future__ import annotations
+
+import fakeredis
+import pytest
+import redis.asyncio as aioredis
+
+from redisq.keys import SHARED_SECRET_KEY
+from redisq.security import bearer_token, receipt_token, shared_secret, verify_receipt_token
+
+SECRET = b"a-secret-only-the-coordinators-know"
+JOB = "send-email:welcome-1"
+
+
+def test_a_token_verifies_for_its_job_and_gives_its_attempt():
+    for attempt in (1, 2, 17):
+        token = receipt_token(SECRET, JOB, attempt)
+        assert verify_receipt_token(SECRET, JOB, token) == attempt
+
+
+def test_a_token_is_stable_and_differs_per_attempt_and_job():
+    assert receipt_token(SECRET, JOB, 1) == receipt_token(SECRET, JOB, 1)
+    assert receipt_token(SECRET, JOB, 1) != receipt_token(SECRET, JOB, 2)
+    assert receipt_token(SECRET, JOB, 1) != receipt_token(SECRET, "send-email:welcome-2", 1)
+
+
+def test_a_token_for_another_job_is_refused():
+    token = receipt_token(SECRET, JOB, 1)
+    assert verify_receipt_token(SECRET, "send-email:welcome-2", token) is None
+    assert verify_receipt_token(SECRET, "other-worker:welcome-1", token) is None
+
+
+def test_a_token_relabelled_for_another_attempt_is_refused():
+    token = receipt_token(SECRET, JOB, 1)
+    _, _, mac = token.partition(".")
+    assert verify_receipt_token(SECRET, JOB, f"2.{mac}") is None
+    assert verify_receipt_token(SECRET, JOB, f"01.{mac}") is None
+
+
+def test_a_token_signed_with_another_secret_is_refused():
+    token = receipt_token(b"someone-elses-secret", JOB, 1)
+    assert verify_receipt_token(SECRET, JOB, token) is None
+
+
+def test_a_tampered_token_is_refused():
+    token = receipt_token(SECRET, JOB, 1)
+    last = token[-1]
+    flipped = token[:-1] + ("0" if last != "0" else "1")
+    assert verify_receipt_token(SECRET, JOB, flipped) is None
+    assert verify_receipt_token(SECRET, JOB, token[:-1]) is None  # truncated
+    assert verify_receipt_token(SECRET, JOB, token + "0") is None  # extended
+    assert verify_receipt_token(SECRET, JOB, token.upper()) is None
+
+
+@pytest.mark.parametrize("garbage", ["", ".", "1.", ".abc", "x.abc", "-1.abc", "1", "9999999999." + "0" * 40, "１.abc", "1.é" + "0" * 39])
+def test_garbage_tokens_are_refused_without_raising(garbage):
+    assert verify_receipt_token(SECRET, JOB, garbage) is None
+
+
+@pytest.mark.parametrize("header, token", [
+    ("Bearer 1.abc", "1.abc"),
+    ("bearer 1.abc", "1.abc"),
+    ("Bearer   1.abc  ", "1.abc"),
+    (None, None),
+    ("", None),
+    ("Bearer", None),
+    ("Bearer   ", None),
+    ("Basic dXNlcjpwYXNz", None),
+    ("1.abc", None),
+])
+def test_bearer_token_is_read_from_the_authorization_header(header, token):
+    assert bearer_token(header) == token
+
+
+async def test_the_configured_secret_wins(engine_redis):
+    assert await shared_secret(engine_redis, "configured") == b"configured"
+    assert await engine_redis.get(SHARED_SECRET_KEY) is None
+
+
+async def test_coordinators_without_a_secret_share_one_kept_in_redis(engine_redis):
+    first = await shared_secret(engine_redis, None)
+    kwargs = engine_redis.connection_pool.connection_kwargs
+    if isinstance(engine_redis, fakeredis.aioredis.FakeRedis):
+        other = fakeredis.aioredis.FakeRedis(server=kwargs["server"])
+    else:
+        other = aioredis.Redis(host=kwargs["host"], port=kwargs["port"], db=kwargs["db"])
+    try:
+        second = await shared_secret(other, None)
+    finally:
+        await other.aclose()
+    assert first == second and len(first) >= 32
+    token = receipt_token(first, JOB, 1)
+    assert verify_receipt_token(second, JOB, token) == 1
