@@ -172,7 +172,10 @@ def parse_receipt(body: Any, job_id: str, attempt: int) -> Receipt:
     else:
         error_text = json.dumps(error, separators=(",", ":"))
     result = body.get("result")
-    result_json = "" if result is None else json.dumps(result, separators=(",", ":"))
+    try:
+        result_json = "" if result is None else json.dumps(result, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        raise ValidationError("result: must be JSON (no NaN or Infinity)", field="result") from None
     parts = split_job_id(job_id)
     suffix = parts[1] if parts else job_id
     outcome = "success" if status == "success" else ("failure" if retry else "permanent")

@@ -31,6 +31,7 @@ log = logging.getLogger("redisq.dispatch")
 
 REDIS_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 MAX_IDLE_S = 1.0  # a sleeping loop looks again after this long even if no wake-up came
+WAKE_READ_TIMEOUT_S = 0.2
 SETTLE_BATCH = 500
 ERROR_BODY_CHARS = 300
 RESULT_MAX_BYTES = 16 * 1024
@@ -61,6 +62,10 @@ def _error_text(resp: Response) -> str:
     return f"HTTP {resp.status}" + (f": {snippet}" if snippet else "")
 
 
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
 def receipt_from_response(job: ClaimedJob, resp: Response) -> Receipt | None:
     """The worker's HTTP response as a receipt; None for 202 (the receipt comes later).
 
@@ -73,9 +78,9 @@ def receipt_from_response(job: ClaimedJob, resp: Response) -> Receipt | None:
         result = ""
         if resp.body and not resp.truncated and len(resp.body) <= RESULT_MAX_BYTES:
             try:
-                json.loads(resp.body)
+                json.loads(resp.body, parse_constant=_reject_constant)
                 result = resp.body.decode()
-            except ValueError:
+            except ValueError:  # not JSON (or NaN/Infinity): not kept
                 result = ""
         return Receipt(job.suffix, job.attempt, "success", result_json=result)
     if status in (429, 503):
@@ -144,7 +149,8 @@ class Dispatcher:
         self._slot_free.set()
         for task in self._loops:
             task.cancel()
-        await asyncio.wait(self._loops, timeout=MAX_IDLE_S + 1)
+        if self._loops:
+            await asyncio.wait(self._loops, timeout=MAX_IDLE_S + 1)
         if self._calls:
             log.info("waiting up to %.1f s for %d in-flight dispatches", grace_s, len(self._calls))
             _, pending = await asyncio.wait(set(self._calls), timeout=grace_s)
@@ -158,9 +164,10 @@ class Dispatcher:
         self._closing = True
         for event in self._settle_ready.values():
             event.set()
-        _, pending = await asyncio.wait(self._flushers, timeout=max(1.0, grace_s))
-        for task in pending:
-            task.cancel()
+        if self._flushers:
+            _, pending = await asyncio.wait(self._flushers, timeout=max(1.0, grace_s))
+            for task in pending:
+                task.cancel()
         for name, buffer in self._settle_buffer.items():
             if buffer:
                 try:
@@ -184,7 +191,8 @@ class Dispatcher:
             free = self.config.max_in_flight - self.in_flight
             if free <= 0:
                 self._slot_free.clear()
-                await self._slot_free.wait()
+                if not self._stopping:
+                    await self._slot_free.wait()
                 continue
             try:
                 claim = await self.store.claim(worker, min(batch, free))
@@ -199,6 +207,8 @@ class Dispatcher:
             if claim.wait_ms == 0:
                 await asyncio.sleep(0)
                 continue
+            if self._stopping:  # stop() may have come while the claim ran
+                break
             timeout_s = MAX_IDLE_S if claim.wait_ms < 0 else min(MAX_IDLE_S, claim.wait_ms / 1000)
             wake.clear()
             try:
@@ -214,7 +224,9 @@ class Dispatcher:
                 await pubsub.subscribe(WAKE_CHANNEL)
                 backoff.succeeded()
                 while not self._stopping:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=MAX_IDLE_S)
+                    # A short read timeout: a cancel that redis-py swallows on Python 3.11 must
+                    # not hold up stop() for long.
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=WAKE_READ_TIMEOUT_S)
                     if message and message.get("type") == "message":
                         data = message["data"]
                         self.wake(data.decode() if isinstance(data, bytes) else str(data))

@@ -46,6 +46,8 @@ class Poller:
             event.set()
         for task in self._tasks:
             task.cancel()
+        if not self._tasks:
+            return
         _, pending = await asyncio.wait(self._tasks, timeout=5.0)
         if pending:
             log.warning("%d poller loops did not stop within 5 s", len(pending))
@@ -77,6 +79,8 @@ class Poller:
                 continue
             if reaped >= REAP_BATCH:
                 continue
+            if self._stopping:  # stop() may have come while the scripts ran
+                return
             sleep_s = MAX_IDLE_S if wait_ms < 0 else min(MAX_IDLE_S, wait_ms / 1000)
             self._next_reap_at[worker.name] = time.monotonic() + sleep_s
             wake = self._wake[worker.name]
@@ -85,6 +89,8 @@ class Poller:
                 await asyncio.wait_for(wake.wait(), sleep_s)
             except asyncio.TimeoutError:
                 pass
+            if self._stopping:
+                return
             # woken early by a shorter lease: sleep on until that lease's end
             remaining = self._next_reap_at[worker.name] - time.monotonic()
             if remaining > 0:
