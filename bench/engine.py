@@ -17,9 +17,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from redisq.config import Config, WorkerConfig
 from redisq.model import EnqueueRequest, new_job_suffix
@@ -59,10 +58,15 @@ async def server_script_stats(client: Any) -> tuple[int, float]:
     return sum(int(v["calls"]) for v in scripts), sum(int(v["usec"]) for v in scripts) / 1e6
 
 
-async def cycle(url: str, jobs: int, claim_batch: int, consumers: int, time_limit_s: float) -> EngineResult:
+async def cycle(url: str, jobs: int, claim_batch: int, consumers: int, time_limit_s: float,
+                python_packer: bool = False) -> EngineResult:
+    """As shipped: the client ``redisq serve`` builds (``coordinator.connect``, commands packed
+    by hiredis). ``python_packer``: a plain redis-py client, which packs commands in Python."""
     import redis.asyncio as aioredis
 
-    client = aioredis.Redis.from_url(url, max_connections=consumers + 4)
+    from redisq.coordinator import connect
+
+    client = aioredis.Redis.from_url(url) if python_packer else connect(url)
     worker = WorkerConfig(name=WORKER, url="http://127.0.0.1:9/")
     store = Store(client, Config(redis_url=url, workers={WORKER: worker}))
     try:
@@ -140,33 +144,6 @@ async def enqueue_only(url: str, jobs: int) -> float:
         await client.aclose()
 
 
-@contextmanager
-def hiredis_packing() -> Iterator[bool]:
-    """While active, redis-py's asyncio connections pack commands with ``hiredis.pack_command``
-    (C) instead of in Python. Bench-only: it shows what the packing costs the engine."""
-    try:
-        import hiredis
-        from redis.asyncio.connection import AbstractConnection
-    except ImportError:
-        yield False
-        return
-    if not hasattr(hiredis, "pack_command"):
-        yield False
-        return
-
-    def pack_command(self: Any, *args: Any) -> list[bytes]:
-        if isinstance(args[0], str) and " " in args[0]:  # "CONFIG RESETSTAT" -> two words
-            args = (*args[0].split(), *args[1:])
-        return [hiredis.pack_command(args)]
-
-    original = AbstractConnection.pack_command
-    AbstractConnection.pack_command = pack_command  # type: ignore[method-assign]
-    try:
-        yield True
-    finally:
-        AbstractConnection.pack_command = original  # type: ignore[method-assign]
-
-
 def median(results: list[EngineResult]) -> EngineResult:
     return sorted(results, key=lambda r: r.jobs_s)[len(results) // 2]
 
@@ -176,14 +153,12 @@ def measure(redis: RedisProc, ceiling: Ceiling | None, quick: bool, jobs: int | 
     jobs = jobs or (20_000 if quick else 50_000)
     rounds = 1 if quick else 3
     progress(f"[2/4] engine alone: {jobs:,} jobs enqueue -> claim({claim_batch}) -> settle, {consumers} consumers, "
-             f"redisq.store.Store; {rounds} round(s), each as shipped and with hiredis command packing")
+             f"redisq.store.Store; {rounds} round(s), each as shipped and with redis-py's Python packer")
     results: list[EngineResult] = []
-    patched: list[EngineResult] = []
+    python_packed: list[EngineResult] = []
     for _ in range(rounds):  # interleaved, so that load from elsewhere hits both alike
         results.append(run(lambda: cycle(redis.url, jobs, claim_batch, consumers, 60.0)))
-        with hiredis_packing() as active:
-            if active:
-                patched.append(run(lambda: cycle(redis.url, jobs, claim_batch, consumers, 60.0)))
+        python_packed.append(run(lambda: cycle(redis.url, jobs, claim_batch, consumers, 60.0, python_packer=True)))
     result = median(results)
     enqueue_s = run(lambda: enqueue_only(redis.url, jobs))
     spread = f"median of {len(results)}: " + ", ".join(f"{r.jobs_s:,.0f}" for r in results) if len(results) > 1 else ""
@@ -197,9 +172,8 @@ def measure(redis: RedisProc, ceiling: Ceiling | None, quick: bool, jobs: int | 
                "redis-py pipelined job lives", ceiling.python_jobs_s)
     figure("engine", "engine enqueue->claim->settle", result.jobs_s, "jobs/s", "target", 20_000,
            "PASS" if result.jobs_s >= 20_000 else "BELOW TARGET")
-    if patched:
-        figure("engine", "engine, commands packed by hiredis (bench patch)", median(patched).jobs_s, "jobs/s",
-               "engine as shipped", result.jobs_s, "redis-py packs in Python by default")
+    figure("engine", "engine as shipped (hiredis packs commands)", result.jobs_s, "jobs/s",
+           "engine on redis-py's Python packer", median(python_packed).jobs_s)
     note("engine", f"round trips per job: {result.round_trips / result.jobs:.4f} counted by the loop, "
                    f"{result.server_script_calls / result.jobs:.4f} script calls seen by Redis "
                    f"({result.round_trips} / {result.server_script_calls} for {result.jobs:,} jobs)")
