@@ -20,7 +20,7 @@ MAX_RESPONSE_BYTES = 64 * 1024  # a worker's answer beyond this is not kept as t
 class Response:
     status: int
     body: bytes = b""
-    headers: Mapping[str, str] = field(default_factory=dict)  # names in lower case
+    headers: Mapping[str, str] = field(default_factory=dict)  # looked up by lower-case name
     truncated: bool = False
 
 
@@ -41,6 +41,15 @@ class AiohttpTransport:
         self._aiohttp = aiohttp
         self._session: Any = None
         self._max_connections = max_connections
+        self._timeouts: dict[float, Any] = {}  # one ClientTimeout per distinct job timeout
+
+    def _timeout(self, timeout_s: float) -> Any:
+        timeout = self._timeouts.get(timeout_s)
+        if timeout is None:
+            if len(self._timeouts) > 1000:
+                self._timeouts.clear()
+            timeout = self._timeouts[timeout_s] = self._aiohttp.ClientTimeout(total=timeout_s)
+        return timeout
 
     def _get_session(self) -> Any:
         if self._session is None:
@@ -52,14 +61,12 @@ class AiohttpTransport:
     async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float) -> Response:
         aiohttp = self._aiohttp
         try:
-            async with self._get_session().post(
-                url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)
-            ) as resp:
+            async with self._get_session().post(url, data=body, headers=headers, timeout=self._timeout(timeout_s)) as resp:
                 data = await resp.content.read(MAX_RESPONSE_BYTES + 1)
                 return Response(
                     status=resp.status,
                     body=data[:MAX_RESPONSE_BYTES],
-                    headers={k.lower(): v for k, v in resp.headers.items()},
+                    headers=resp.headers,  # case-insensitive already
                     truncated=len(data) > MAX_RESPONSE_BYTES,
                 )
         except asyncio.TimeoutError:
