@@ -578,11 +578,13 @@ BAD_ENQUEUES = [
     (b'{"worker": "send-email", "timeout": "1"}', 422, "timeout"),
     (b'{"worker": "send-email", "args": NaN}', 422, "args"),
     (b'{"worker": "send-email", "args": {"x": Infinity}}', 422, "args"),
+    (b"[" * 100_000, 400, None),  # nested too deeply for the JSON parser
 ]
 
 
 @pytest.mark.parametrize("content, status, field_name", BAD_ENQUEUES,
-                         ids=[c[:60].decode("utf-8", "replace") for c, _, _ in BAD_ENQUEUES])
+                         ids=[c[:60].decode("utf-8", "replace") + (f"...({len(c)} bytes)" if len(c) > 60 else "")
+                              for c, _, _ in BAD_ENQUEUES])
 async def test_a_bad_enqueue_is_refused_with_a_reason_and_writes_nothing(engine_redis, content, status, field_name):
     async with running_api(engine_redis, dispatch=False) as api:
         resp = await api.client.post("/job", content=content, headers={"Content-Type": "application/json"})
@@ -621,3 +623,11 @@ async def test_health_says_redis_is_up(engine_redis):
         resp = await api.client.get("/health")
         assert resp.status_code == 200
         assert resp.json()["redis"] == "up"
+
+
+async def test_run_at_null_counts_as_absent_beside_delay(engine_redis):
+    async with running_api(engine_redis, dispatch=False) as api:
+        resp = await api.client.post("/job", json={"worker": WORKER, "runAt": None, "delay": 5})
+        assert resp.status_code == 201, resp.text
+        job = resp.json()
+        assert iso_ms(job["runAt"]) - iso_ms(job["createdAt"]) == 5000

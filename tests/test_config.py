@@ -92,6 +92,7 @@ def test_backoff_delay():
     ('port = "80"\n', "port", "whole number"),
     ('public_url = "127.0.0.1:7575"\n', "public_url", "http:// or https://"),
     ('http_client = "requests"\n', "http_client", "'aiohttp' or 'httpx'"),
+    ('redis_url = "localhost:6379"\n', "redis_url", "redis://, rediss:// or unix://"),
 ])
 def test_errors_name_the_file_and_the_key(text, key, words):
     with pytest.raises(ConfigError) as caught:
@@ -150,3 +151,9 @@ def test_load_config_names_the_file_it_cannot_read(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_config(str(bad), environ={})
     assert str(caught.value).startswith(f"{bad}: workers.send-email.rate: ")
+
+
+def test_a_bad_redis_url_in_the_environment_is_named():
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ={"REDISQ_REDIS_URL": "127.0.0.1:6379"})
+    assert str(caught.value).startswith("environment: REDISQ_REDIS_URL: must be a redis://")

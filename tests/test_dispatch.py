@@ -587,3 +587,84 @@ async def test_a_coordinator_stops_promptly_whenever_it_is_stopped(backend, redi
         await stop_within(coord, 8.0)
         took = time.monotonic() - started
         assert took < STOP_PROMPTLY_S, f"round {round_number}: stop() took {took:.2f} s"
+
+
+# -- what a review found: loops survive Redis errors, no lost wake-ups, bounded inputs ---------------
+
+
+async def test_the_dispatcher_survives_a_redis_error_reply_and_carries_on(real_redis, redis_url):
+    """READONLY (a primary demoted to replica, as in a failover) is an error reply, not an
+    outage: the claim loop backs off and resumes once Redis accepts writes again."""
+    async with Worker() as worker:
+        async with coordinator(aioredis.Redis.from_url(redis_url), worker_config(worker.url)) as run:
+            job = await run.enqueue(worker="work", args={}, delay=0.2)
+            await real_redis.execute_command("REPLICAOF", "127.0.0.1", str(closed_port()))
+            try:
+                await asyncio.sleep(0.8)  # the due job's claim is refused with READONLY
+                assert worker.calls == []
+            finally:
+                await real_redis.execute_command("REPLICAOF", "NO", "ONE")
+            done = await run.finished(job["id"], within_s=8.0)
+            assert done["state"] == "succeeded"
+            for task in run.coordinator.dispatcher._loops + run.coordinator.poller._tasks:  # type: ignore[union-attr]
+                assert not task.done(), f"{task.get_name()} ended"
+
+
+async def test_max_in_flight_holds_across_workers(engine_redis):
+    """Slots are reserved before a claim, so several workers' loops together never open more
+    calls than max_in_flight."""
+    active = 0
+    most = 0
+
+    async def slow(url: str, body: bytes, headers: Any) -> Response:
+        nonlocal active, most
+        active += 1
+        most = max(most, active)
+        await asyncio.sleep(0.05)
+        active -= 1
+        return Response(200)
+
+    workers = [worker_config(f"http://worker.test/{n}", name=f"w{n}") for n in range(4)]
+    config = Config(secret=SECRET, max_in_flight=5, workers={w.name: w for w in workers})
+    coord = Coordinator(config, redis=engine_redis, transport=MockTransport(slow))
+    await coord.start()
+    try:
+        requests = [parse_enqueue({"worker": w.name}, config.workers) for w in workers for _ in range(10)]
+        results, wake = await coord.store.enqueue_many(requests)
+        await coord.enqueued(wake)
+        deadline = time.monotonic() + 10
+        while True:
+            states = [(await coord.store.get(job.id)).state.value for job, _ in results]
+            if all(s == "succeeded" for s in states):
+                break
+            assert time.monotonic() < deadline, states
+            await asyncio.sleep(0.05)
+        assert most == 5
+    finally:
+        await stop_within(coord)
+
+
+async def test_a_redirect_is_not_followed_and_counts_as_a_failure(engine_redis):
+    async def redirect(call: Call) -> web.StreamResponse:
+        if call.attempt == 1:
+            raise web.HTTPFound("/elsewhere")
+        return web.json_response({"ok": True})
+
+    async with Worker(redirect) as worker:
+        async with coordinator(engine_redis, worker_config(worker.url)) as run:
+            job = await run.enqueue(worker="work", args={})
+            done = await run.finished(job["id"])
+            assert done["state"] == "succeeded" and done["attempts"] == 2
+            assert [c.attempt for c in worker.calls] == [1, 2]  # nothing went to /elsewhere as a GET
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "1e20", "-5", "Tue, 31 Dec 99999 23:59:59 GMT"])
+def test_retry_after_is_bounded(value):
+    ms = retry_after_ms(value)
+    assert ms == -1 or 0 <= ms <= 86_400_000
+
+
+def test_a_result_with_a_byte_order_mark_is_not_kept():
+    job = ClaimedJob("work", "j", 1, 1000, "{}")
+    receipt = receipt_from_response(job, Response(200, "\ufeff{\"a\": 1}".encode()))
+    assert receipt is not None and receipt.outcome == "success" and receipt.result_json == ""

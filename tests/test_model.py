@@ -39,6 +39,7 @@ TEN_AM_UTC_MS = int(datetime(2020, 1, 1, 10, tzinfo=timezone.utc).timestamp() * 
     (TEN_AM_UTC_MS / 1000 + 0.5, TEN_AM_UTC_MS + 500),
     (str(TEN_AM_UTC_MS // 1000), TEN_AM_UTC_MS),     # numeric string
     (" 1577872800.25 ", TEN_AM_UTC_MS + 250),
+    ("9999-12-31T23:59:59.999Z", 253402300799999),  # the last millisecond there is
 ])
 def test_parse_run_at_accepts(value, expected_ms):
     assert parse_run_at(value) == expected_ms

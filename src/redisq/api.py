@@ -46,6 +46,8 @@ async def read_json(request: Request, limit: int) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise BadRequestError(f"request body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise BadRequestError("request body is nested too deeply") from None
 
 
 def job_response(job: Job, status_code: int = 200) -> Response:
@@ -93,7 +95,9 @@ def create_app(coordinator: Coordinator, *, manage_lifecycle: bool = True) -> St
         return job_response(await store.get(request.path_params["id"]))
 
     async def cancel_job(request: Request) -> Response:
-        return job_response(await store.cancel(request.path_params["id"]))
+        job = await store.cancel(request.path_params["id"])
+        coordinator.settled(job.worker, ["cancelled"])  # a cancelled running job frees its slot
+        return job_response(job)
 
     async def post_receipt(request: Request) -> JSONResponse:
         job_id = request.path_params["id"]

@@ -11,7 +11,7 @@ import threading
 from typing import Iterator, Sequence
 
 from . import __version__
-from .config import ConfigError, load_config
+from .config import ConfigError, check_redis_url, load_config
 
 log = logging.getLogger("redisq")
 
@@ -53,7 +53,8 @@ def serve(args: argparse.Namespace) -> int:
     from .coordinator import Coordinator
 
     try:
-        config = load_config(args.config).with_overrides(redis_url=args.redis_url, host=args.host, port=args.port)
+        config = load_config(args.config).with_overrides(
+            redis_url=check_redis_url("command line", "--redis-url", args.redis_url), host=args.host, port=args.port)
     except ConfigError as e:
         print(f"redisq: config error: {e}", file=sys.stderr)
         return 2

@@ -138,6 +138,15 @@ class _Reader:
         return value
 
 
+REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def check_redis_url(source: str, key: str, value: str | None) -> str | None:
+    if value is not None and not value.startswith(REDIS_URL_SCHEMES):
+        raise _fail(source, key, f"must be a redis://, rediss:// or unix:// URL, got {value!r}")
+    return value
+
+
 def _url(source: str, key: str, value: str | None) -> str | None:
     if value is not None and not value.startswith(("http://", "https://")):
         raise _fail(source, key, f"must be an http:// or https:// URL, got {value!r}")
@@ -198,7 +207,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
         raise _fail(source, "http_client", f"must be 'aiohttp' or 'httpx', got {http_client!r}")
     workers = {name: parse_worker(source, name, table) for name, table in r.table_of("workers").items()}
     return Config(
-        redis_url=r.text("redis_url", None),
+        redis_url=check_redis_url(source, "redis_url", r.text("redis_url", None)),
         public_url=(_url(source, "public_url", r.text("public_url", DEFAULT_PUBLIC_URL)) or DEFAULT_PUBLIC_URL).rstrip("/"),
         secret=r.text("secret", None),
         host=r.text("host", "127.0.0.1") or "127.0.0.1",
@@ -227,4 +236,5 @@ def load_config(path: str | None = None, environ: Mapping[str, str] | None = Non
         config = parse_config(data, path)
     else:
         config = Config()
-    return config.with_overrides(redis_url=env.get("REDISQ_REDIS_URL") or None, secret=env.get("REDISQ_SECRET") or None)
+    redis_url = check_redis_url("environment", "REDISQ_REDIS_URL", env.get("REDISQ_REDIS_URL") or None)
+    return config.with_overrides(redis_url=redis_url, secret=env.get("REDISQ_SECRET") or None)

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
 
 try:
     import hiredis
@@ -101,7 +102,7 @@ class Coordinator:
         if not dispatch:
             return
         transport = self.transport or make_transport(self.config.http_client, self.config.max_in_flight)
-        self.poller = Poller(self.store, self.config, on_reaped=lambda worker, _n: self.wake(worker))
+        self.poller = Poller(self.store, self.config, on_reaped=lambda worker, _n: self.settled(worker, ["retrying"]))
         self.dispatcher = Dispatcher(self.store, self.config, transport, self.secret,
                                      observer=self.observer, on_lease=self.poller.lease_started)
         await self.poller.start()
@@ -138,7 +139,7 @@ class Coordinator:
             self.wake(worker)
             try:
                 await self.redis.publish(WAKE_CHANNEL, worker)
-            except REDIS_ERRORS as e:
+            except (redis_errors.RedisError, OSError) as e:
                 log.debug("could not publish wake-up for %s: %s", worker, e)
 
     def settled(self, worker: str, words: list[str]) -> None:

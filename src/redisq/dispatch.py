@@ -15,6 +15,7 @@ import asyncio
 import email.utils
 import json
 import logging
+import math
 import time
 from collections import defaultdict
 from typing import Callable
@@ -36,25 +37,27 @@ SETTLE_BATCH = 500
 ERROR_BODY_CHARS = 300
 RESULT_MAX_BYTES = 16 * 1024
 JSON_HEADERS = {"Content-Type": "application/json"}
+MAX_RETRY_AFTER_S = 86400.0
 
 # observer(event, job_id, attempt, detail): "dispatched", "accepted" (202), "settled"
 Observer = Callable[[str, str, int, str], None]
 
 
 def retry_after_ms(value: str | None) -> int:
-    """``Retry-After`` (seconds, or an HTTP date) in ms; -1 when absent or unreadable."""
+    """``Retry-After`` (seconds, or an HTTP date) in ms, at most a day; -1 when absent or unreadable."""
     if not value:
         return -1
     value = value.strip()
     try:
-        return max(0, int(float(value) * 1000))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, OverflowError):
+            return -1
+    if not math.isfinite(seconds):
         return -1
-    return max(0, int((moment.timestamp() - time.time()) * 1000))
+    return int(min(max(0.0, seconds), MAX_RETRY_AFTER_S) * 1000)
 
 
 def _error_text(resp: Response) -> str:
@@ -78,9 +81,10 @@ def receipt_from_response(job: ClaimedJob, resp: Response) -> Receipt | None:
         result = ""
         if resp.body and not resp.truncated and len(resp.body) <= RESULT_MAX_BYTES:
             try:
-                json.loads(resp.body, parse_constant=_reject_constant)
-                result = resp.body.decode()
-            except ValueError:  # not JSON (or NaN/Infinity): not kept
+                text = resp.body.decode("utf-8")
+                json.loads(text, parse_constant=_reject_constant)
+                result = text
+            except (ValueError, RecursionError):  # not UTF-8 JSON (or NaN/Infinity): not kept
                 result = ""
         return Receipt(job.suffix, job.attempt, "success", result_json=result)
     if status in (429, 503):
@@ -92,7 +96,8 @@ def receipt_from_response(job: ClaimedJob, resp: Response) -> Receipt | None:
 
 
 class Backoff:
-    """Sleeps for a Redis outage: 0.1 s doubling to 5 s; logs once when it starts and ends."""
+    """Sleeps after a failed Redis call (an outage, an error reply such as READONLY or OOM):
+    0.1 s doubling to 5 s; logs once when the trouble starts and once when it ends."""
 
     def __init__(self, what: str):
         self.what = what
@@ -100,13 +105,18 @@ class Backoff:
 
     async def failed(self, error: Exception) -> None:
         if self.delay_s == 0.0:
-            log.warning("%s: redis unreachable (%s); retrying with backoff", self.what, error)
+            if isinstance(error, REDIS_ERRORS):
+                log.warning("%s: redis unreachable (%s); retrying with backoff", self.what, error)
+            elif isinstance(error, redis_errors.RedisError):
+                log.warning("%s: redis answered %s: %s; retrying with backoff", self.what, type(error).__name__, error)
+            else:
+                log.error("%s: unexpected %s; retrying with backoff", self.what, type(error).__name__, exc_info=error)
         self.delay_s = min(5.0, max(0.1, self.delay_s * 2))
         await asyncio.sleep(self.delay_s)
 
     def succeeded(self) -> None:
         if self.delay_s:
-            log.warning("%s: redis reachable again", self.what)
+            log.warning("%s: redis calls succeed again", self.what)
         self.delay_s = 0.0
 
 
@@ -172,7 +182,7 @@ class Dispatcher:
             if buffer:
                 try:
                     await asyncio.wait_for(self._flush_all(self.config.workers[name]), timeout=max(1.0, grace_s))
-                except (asyncio.TimeoutError, *REDIS_ERRORS) as e:
+                except Exception as e:  # timed out, or Redis still failing
                     log.warning("could not settle %d receipts of %s at shutdown (%s); their leases will "
                                 "expire and the jobs will be retried", len(buffer), name, e)
         await self.transport.close()
@@ -194,12 +204,19 @@ class Dispatcher:
                 if not self._stopping:
                     await self._slot_free.wait()
                 continue
+            # Reserve the slots first, so that other workers' loops cannot take them while
+            # this claim runs; and clear the wake-up first, so one that comes meanwhile counts.
+            reserved = min(batch, free)
+            self.in_flight += reserved
+            wake.clear()
             try:
-                claim = await self.store.claim(worker, min(batch, free))
+                claim = await self.store.claim(worker, reserved)
                 backoff.succeeded()
-            except REDIS_ERRORS as e:
+            except Exception as e:  # a Redis outage or error reply: back off, never end the loop
+                self._release(reserved)
                 await backoff.failed(e)
                 continue
+            self._release(reserved - len(claim.jobs))
             for job in claim.jobs:
                 self._start_call(worker, job)
             if claim.jobs and self.on_lease:
@@ -210,11 +227,15 @@ class Dispatcher:
             if self._stopping:  # stop() may have come while the claim ran
                 break
             timeout_s = MAX_IDLE_S if claim.wait_ms < 0 else min(MAX_IDLE_S, claim.wait_ms / 1000)
-            wake.clear()
             try:
                 await asyncio.wait_for(wake.wait(), timeout_s)
             except asyncio.TimeoutError:
                 pass
+
+    def _release(self, slots: int) -> None:
+        if slots:
+            self.in_flight -= slots
+            self._slot_free.set()
 
     async def _listen_for_wakes(self) -> None:
         backoff = Backoff("wake listener")
@@ -230,17 +251,17 @@ class Dispatcher:
                     if message and message.get("type") == "message":
                         data = message["data"]
                         self.wake(data.decode() if isinstance(data, bytes) else str(data))
-            except REDIS_ERRORS as e:
+            except Exception as e:
                 await backoff.failed(e)
             finally:
                 try:
                     await pubsub.aclose()
-                except REDIS_ERRORS:
+                except Exception:
                     pass
 
     # -- calling workers ---------------------------------------------------------------------
     def _start_call(self, worker: WorkerConfig, job: ClaimedJob) -> None:
-        self.in_flight += 1
+        """Start one call; its in-flight slot was reserved before the claim."""
         task = asyncio.create_task(self._call(worker, job))
         self._calls.add(task)
         task.add_done_callback(self._calls.discard)
@@ -265,9 +286,11 @@ class Dispatcher:
                 receipt = receipt_from_response(job, resp)
             except TransportError as e:
                 receipt = Receipt(job.suffix, job.attempt, "failure", error=str(e))
+            except Exception as e:  # never lose the attempt to a bug: it fails and is retried
+                log.exception("dispatching %s failed unexpectedly", job.id)
+                receipt = Receipt(job.suffix, job.attempt, "failure", error=f"dispatch error: {type(e).__name__}: {e}")
         finally:
-            self.in_flight -= 1
-            self._slot_free.set()
+            self._release(1)
         if receipt is None:
             if self.observer:
                 self.observer("accepted", job.id, job.attempt, "202: waiting for the worker's receipt")
@@ -285,7 +308,7 @@ class Dispatcher:
             try:
                 await self._flush_all(worker)
                 backoff.succeeded()
-            except REDIS_ERRORS as e:
+            except Exception as e:  # a Redis outage or error reply: keep the receipts, back off
                 if self._closing:
                     return
                 ready.set()
@@ -326,6 +349,6 @@ class Dispatcher:
     async def _publish_wake(self, worker_name: str) -> None:
         try:
             await self.store.redis.publish(WAKE_CHANNEL, worker_name)
-        except REDIS_ERRORS:
+        except Exception:
             pass  # the others look again within MAX_IDLE_S anyway
 

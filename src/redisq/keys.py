@@ -10,6 +10,9 @@ single hash slot and the same scripts run on one Redis and on Redis Cluster::
     redisq:{send-email}:seq          int   enqueue counter (orders jobs due at the same ms)
     redisq:{send-email}:job:<suffix> hash  one job
 
+Scripts get the keys they know of in KEYS; the job hashes that claim, reap and purge find
+inside a zset are built from ``job_prefix`` (in ARGV), which shares the slot.
+
 A job id is ``<worker>:<suffix>``, so the id alone leads to its keys.  A queue member
 in ``scheduled`` is the job's 12-hex-digit enqueue sequence followed by its suffix:
 jobs due at the same millisecond leave in the order they were enqueued.

@@ -126,7 +126,7 @@ class EnqueueRequest:
 
 
 ENQUEUE_FIELDS = ("worker", "args", "runAt", "delay", "id", "maxAttempts", "timeout")
-MAX_UNIX_S = 253402300799  # 9999-12-31T23:59:59Z
+MAX_UNIX_S = 253402300799.999  # 9999-12-31T23:59:59.999Z
 MAX_DELAY_S = 100 * 365 * 86400
 MAX_TIMEOUT_S = 7 * 86400
 AM_PM_FORMATS = ("%Y-%m-%d %I:%M:%S %p", "%Y-%m-%d %I:%M %p", "%Y/%m/%d %I:%M:%S %p", "%m/%d/%Y %I:%M:%S %p")
@@ -201,7 +201,7 @@ def parse_enqueue(body: Any, workers: Mapping[str, WorkerConfig], index: int | N
         known = ", ".join(sorted(workers)) or "none are configured"
         raise invalid("worker", f"unknown worker {worker_name!r} (known: {known})")
 
-    if "runAt" in body and "delay" in body:
+    if body.get("runAt") is not None and body.get("delay") is not None:
         raise invalid("runAt", "give either runAt or delay, not both")
     run_at_ms: int | None = None
     delay_ms = 0

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from typing import Callable
 
 from .config import Config, WorkerConfig
-from .dispatch import REDIS_ERRORS, Backoff
+from .dispatch import Backoff
 from .store import Store
 
 log = logging.getLogger("redisq.poller")
@@ -61,12 +62,14 @@ class Poller:
 
     async def _loop(self, worker: WorkerConfig) -> None:
         backoff = Backoff(f"poller ({worker.name})")
+        name = worker.name
         next_purge = 0.0
         while not self._stopping:
+            self._next_reap_at[name] = math.inf  # a lease started during the reap lowers it
             try:
                 reaped, wait_ms = await self.store.reap(worker, REAP_BATCH)
                 if reaped and self.on_reaped:
-                    self.on_reaped(worker.name, reaped)
+                    self.on_reaped(name, reaped)
                 if time.monotonic() >= next_purge:
                     more = True
                     while more:
@@ -74,24 +77,25 @@ class Poller:
                         await asyncio.sleep(0)
                     next_purge = time.monotonic() + PURGE_EVERY_S
                 backoff.succeeded()
-            except REDIS_ERRORS as e:
+            except Exception as e:  # a Redis outage or error reply: back off, never end the loop
+                self._next_reap_at[name] = 0.0
                 await backoff.failed(e)
                 continue
             if reaped >= REAP_BATCH:
                 continue
-            if self._stopping:  # stop() may have come while the scripts ran
-                return
             sleep_s = MAX_IDLE_S if wait_ms < 0 else min(MAX_IDLE_S, wait_ms / 1000)
-            self._next_reap_at[worker.name] = time.monotonic() + sleep_s
-            wake = self._wake[worker.name]
+            self._next_reap_at[name] = min(self._next_reap_at[name], time.monotonic() + sleep_s)
+            await self._sleep_until_next_reap(name)
+
+    async def _sleep_until_next_reap(self, name: str) -> None:
+        """Sleep until ``_next_reap_at``, which a shorter new lease may move earlier meanwhile."""
+        wake = self._wake[name]
+        while not self._stopping:
+            remaining = self._next_reap_at[name] - time.monotonic()
+            if remaining <= 0:
+                return
             wake.clear()
             try:
-                await asyncio.wait_for(wake.wait(), sleep_s)
+                await asyncio.wait_for(wake.wait(), remaining)
             except asyncio.TimeoutError:
-                pass
-            if self._stopping:
                 return
-            # woken early by a shorter lease: sleep on until that lease's end
-            remaining = self._next_reap_at[worker.name] - time.monotonic()
-            if remaining > 0:
-                await asyncio.sleep(remaining)

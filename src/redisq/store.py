@@ -119,6 +119,19 @@ class Store:
             by_worker[request.worker].append(i)
         results: list[tuple[Job, bool] | None] = [None] * len(requests)
         wake: set[str] = set()
+        try:
+            await self._enqueue_by_worker(requests, by_worker, results, wake)
+        except UnavailableError as e:
+            done = sum(1 for r in results if r is not None)
+            if done:  # one worker's jobs are one script call; a batch across workers is not atomic
+                raise UnavailableError(
+                    f"{e.message}; {done} of {len(requests)} jobs were enqueued before it failed "
+                    "(retry with ids to make the retry idempotent)") from e
+            raise
+        return [r for r in results if r is not None], wake
+
+    async def _enqueue_by_worker(self, requests: Sequence[EnqueueRequest], by_worker: dict[str, list[int]],
+                                 results: list[tuple[Job, bool] | None], wake: set[str]) -> None:
         with redis_outage_as_unavailable():
             for worker, indexes in by_worker.items():
                 keys = self.keys(worker)
@@ -145,7 +158,6 @@ class Store:
                                 run_at_ms=int(entry), attempts=0, max_attempts=r.max_attempts,
                                 timeout_ms=r.timeout_ms, created_ms=now_ms,
                             ), True)
-        return [r for r in results if r is not None], wake
 
     async def enqueue(self, request: EnqueueRequest) -> tuple[Job, bool]:
         results, _ = await self.enqueue_many([request])

@@ -61,7 +61,8 @@ class AiohttpTransport:
     async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float) -> Response:
         aiohttp = self._aiohttp
         try:
-            async with self._get_session().post(url, data=body, headers=headers, timeout=self._timeout(timeout_s)) as resp:
+            async with self._get_session().post(url, data=body, headers=headers, timeout=self._timeout(timeout_s),
+                                                allow_redirects=False) as resp:
                 data = await resp.content.read(MAX_RESPONSE_BYTES + 1)
                 return Response(
                     status=resp.status,
