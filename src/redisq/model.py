@@ -132,6 +132,9 @@ MAX_TIMEOUT_S = 7 * 86400
 AM_PM_FORMATS = ("%Y-%m-%d %I:%M:%S %p", "%Y-%m-%d %I:%M %p", "%Y/%m/%d %I:%M:%S %p", "%m/%d/%Y %I:%M:%S %p")
 
 
+COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)  # built once: json.dumps with options builds one per call
+
+
 def new_job_suffix() -> str:
     return os.urandom(10).hex()
 
@@ -231,7 +234,7 @@ def parse_enqueue(body: Any, workers: Mapping[str, WorkerConfig], index: int | N
 
     args = body.get("args", {})
     try:
-        args_json = json.dumps(args, separators=(",", ":"), allow_nan=False)
+        args_json = COMPACT_JSON.encode(args)
     except ValueError:
         raise invalid("args", "must be JSON (no NaN or Infinity)") from None
     return EnqueueRequest(
