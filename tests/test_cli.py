@@ -139,3 +139,12 @@ def test_serve_without_redis_url_uses_the_embedded_store_and_says_so(serve_proce
     assert process.returncode == 0, err
     assert EMBEDDED_WARNING in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", ["redisq.toml", "docker.toml"])
+def test_the_example_configs_the_readme_and_compose_use_are_valid(name):
+    from redisq.config import load_config
+
+    config = load_config(str(Path(__file__).resolve().parents[1] / "examples" / name), environ={})
+    assert set(config.workers) == {"send-email", "render-report"}
+    assert config.workers["send-email"].rate == 2.0 and config.workers["send-email"].bucket_size == 40
