@@ -3,7 +3,7 @@
 -- KEYS[1] scheduled zset, KEYS[2] running zset, KEYS[3] bucket hash
 -- ARGV[1] job key prefix, ARGV[2] most jobs to claim, ARGV[3] rate per second ('' = unlimited),
 -- ARGV[4] burst, ARGV[5] concurrency ('' = unlimited)
--- Returns {wait_ms, then 4 per claimed job: suffix, attempt, timeout_ms, args}
+-- Returns {wait_ms, then 5 per claimed job: suffix, attempt, timeout_ms, args, seq}
 --   wait_ms  0: more jobs may be due now;  > 0: the next job or token is due in that many ms;
 --           -1: nothing is scheduled;      -2: every concurrency slot is taken (look again after a settle).
 --!include common
@@ -38,7 +38,7 @@ if allowed > 0 then
     redis.call('ZREM', scheduled_key, member)
     local suffix = suffix_of_member(member)
     local job_key = job_prefix .. suffix
-    local job = redis.call('HMGET', job_key, 'timeout_ms', 'args')
+    local job = redis.call('HMGET', job_key, 'timeout_ms', 'args', 'seq')
     if job[1] then
       local attempt = redis.call('HINCRBY', job_key, 'attempts', 1)
       local lease_deadline_ms = now + tonumber(job[1])
@@ -48,6 +48,7 @@ if allowed > 0 then
       out[#out + 1] = attempt
       out[#out + 1] = job[1]
       out[#out + 1] = job[2]
+      out[#out + 1] = job[3]  -- the enqueue sequence: tells this job from a later one with its id
       claimed = claimed + 1
     end
   end

@@ -1,8 +1,9 @@
 -- settle: end running attempts with the receipts that answer them.
 -- KEYS[1] scheduled, KEYS[2] running, KEYS[3] finished, KEYS[4..] one job hash per receipt
--- ARGV[1..8] as in includes/attempts.lua, then 7 per receipt: suffix, attempt,
+-- ARGV[1..8] as in includes/attempts.lua, then 8 per receipt: suffix, attempt,
 --   outcome ('success' | 'failure' | 'permanent'), error, result (JSON text or ''),
---   retry_after_ms (-1 = none), digest (identifies the receipt, to recognise a repeat)
+--   retry_after_ms (-1 = none), digest (identifies the receipt, to recognise a repeat),
+--   seq (the enqueue sequence of the job the receipt answers; 0 = not checked)
 -- Returns one word per receipt: succeeded | retrying | dead (accepted), duplicate (an exact
 -- repeat of the accepted receipt), stale (answers an attempt that is no longer running),
 -- cancelled (the job was cancelled; nothing changes), missing (no such job).
@@ -13,13 +14,16 @@ local now = server_now_ms()
 local out = {}
 for i = 4, #KEYS do
   local job_key = KEYS[i]
-  local a = 8 + (i - 4) * 7
+  local a = 8 + (i - 4) * 8
   local suffix, attempt, outcome = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
   local error_text, result, retry_after_ms, digest = ARGV[a + 4], ARGV[a + 5], tonumber(ARGV[a + 6]), ARGV[a + 7]
+  local receipt_seq = tonumber(ARGV[a + 8])
   local job = redis.call('HMGET', job_key, 'state', 'attempts', 'max_attempts', 'seq', 'settled_attempt', 'receipt_digest')
   local state = job[1]
   if not state then
     out[#out + 1] = 'missing'
+  elseif receipt_seq ~= 0 and receipt_seq ~= tonumber(job[4]) then
+    out[#out + 1] = 'stale'  -- it answers an earlier job that had the same id (purged since)
   elseif state == 'cancelled' then
     out[#out + 1] = 'cancelled'
   elseif state ~= 'running' or tonumber(job[2]) ~= attempt then

@@ -417,7 +417,7 @@ async def test_a_receipt_without_a_valid_token_is_401_and_changes_nothing(engine
         if isinstance(authorization, str):
             headers["Authorization"] = authorization.format(
                 token_hex=call["receiptToken"].partition(".")[2],
-                token_for_other_job=receipt_token(api.coordinator.secret, "send-email:r2", 1))
+                token_for_other_job=receipt_token(api.coordinator.secret, "send-email:r2", 1, 1))
         elif authorization is not None:
             headers["Authorization"] = authorization  # raw bytes, as a client may send them
         resp = await api.client.post("/job/send-email:r1/receipt", json={"status": "success"}, headers=headers)
@@ -429,7 +429,7 @@ async def test_a_receipt_without_a_valid_token_is_401_and_changes_nothing(engine
 async def test_a_receipt_for_an_unknown_job_is_404(engine_redis):
     async with running_api(engine_redis) as api:
         for job_id in ("send-email:never-enqueued", "no-such-worker:job-1"):
-            token = receipt_token(api.coordinator.secret, job_id, 1)
+            token = receipt_token(api.coordinator.secret, job_id, 1, 1)
             resp = await api.receipt(job_id, {"status": "success"}, token)
             assert resp.status_code == 404 and resp.json()["error"]
         await api.assert_nothing_written()
@@ -631,3 +631,21 @@ async def test_run_at_null_counts_as_absent_beside_delay(engine_redis):
         assert resp.status_code == 201, resp.text
         job = resp.json()
         assert iso_ms(job["runAt"]) - iso_ms(job["createdAt"]) == 5000
+
+
+async def test_a_receipt_of_a_purged_job_cannot_answer_a_new_job_with_the_same_id(engine_redis):
+    """The token carries the job's enqueue sequence: after the first job with id r1 is gone
+    and r1 is enqueued again, the old job's token for attempt 1 is refused (409)."""
+    async with running_api(engine_redis) as api:
+        await api.enqueue(id="r1")
+        old_call = await api.call_for("send-email:r1")
+        await api.redis.delete(api.keys.job("r1"))  # as purge does after the retention
+        await api.redis.zrem(api.keys.running, "r1")
+        await api.enqueue(id="r1")
+        deadline = time.monotonic() + 5
+        while (await api.get("send-email:r1"))["state"] != "running":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        resp = await api.receipt("send-email:r1", {"status": "success"}, old_call["receiptToken"])
+        assert resp.status_code == 409, resp.text
+        assert (await api.get("send-email:r1"))["state"] == "running"

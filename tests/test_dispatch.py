@@ -248,7 +248,8 @@ async def test_the_worker_gets_the_dispatch_body_and_a_small_json_answer_is_the_
             assert call.body["attempt"] == 1
             assert call.body["args"] == {"to": "ada@example.com"}
             assert call.body["receiptUrl"] == f"{run.coordinator.config.public_url}/job/work:welcome-1/receipt"
-            assert verify_receipt_token(SECRET.encode(), "work:welcome-1", call.body["receiptToken"]) == 1
+            grant = verify_receipt_token(SECRET.encode(), "work:welcome-1", call.body["receiptToken"])
+            assert grant is not None and grant.attempt == 1
             assert call.headers["Content-Type"].startswith("application/json")
 
             assert done["state"] == "succeeded" and done["attempts"] == 1
@@ -342,7 +343,8 @@ async def test_no_answer_within_the_timeout_is_timed_out_and_retried(engine_redi
             assert done["state"] == "succeeded" and done["attempts"] == 2
             assert done["lastError"].startswith("timed out"), done["lastError"]
             first, second = worker.arrivals(job["id"])
-            assert 0.3 + 0.05 - CLOCK_SLACK_S <= second - first <= 0.3 + 0.05 + 0.15, second - first
+            # The lease starts at the claim, a little before the first call reaches the worker.
+            assert 0.3 + 0.05 - 0.02 <= second - first <= 0.3 + 0.05 + 0.15, second - first
 
 
 async def test_202_and_no_receipt_is_reaped_as_timed_out_after_the_timeout(engine_redis):

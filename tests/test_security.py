@@ -1,4 +1,5 @@
-"""Receipt tokens bind a receipt to one job and one attempt; the shared secret is one per Redis."""
+"""Receipt tokens bind a receipt to one job (id and enqueue sequence) and one attempt; the shared
+secret is one per Redis."""
 
 from __future__ import annotations
 
@@ -7,44 +8,46 @@ import pytest
 import redis.asyncio as aioredis
 
 from redisq.keys import SHARED_SECRET_KEY
-from redisq.security import bearer_token, receipt_token, shared_secret, verify_receipt_token
+from redisq.security import ReceiptGrant, bearer_token, receipt_token, shared_secret, verify_receipt_token
 
 SECRET = b"a-secret-only-the-coordinators-know"
 JOB = "send-email:welcome-1"
+SEQ = 41
 
 
 def test_a_token_verifies_for_its_job_and_gives_its_attempt():
     for attempt in (1, 2, 17):
-        token = receipt_token(SECRET, JOB, attempt)
-        assert verify_receipt_token(SECRET, JOB, token) == attempt
+        token = receipt_token(SECRET, JOB, attempt, SEQ)
+        assert verify_receipt_token(SECRET, JOB, token) == ReceiptGrant(attempt, SEQ)
 
 
 def test_a_token_is_stable_and_differs_per_attempt_and_job():
-    assert receipt_token(SECRET, JOB, 1) == receipt_token(SECRET, JOB, 1)
-    assert receipt_token(SECRET, JOB, 1) != receipt_token(SECRET, JOB, 2)
-    assert receipt_token(SECRET, JOB, 1) != receipt_token(SECRET, "send-email:welcome-2", 1)
+    assert receipt_token(SECRET, JOB, 1, SEQ) == receipt_token(SECRET, JOB, 1, SEQ)
+    assert receipt_token(SECRET, JOB, 1, SEQ) != receipt_token(SECRET, JOB, 2, SEQ)
+    assert receipt_token(SECRET, JOB, 1, SEQ) != receipt_token(SECRET, "send-email:welcome-2", 1, SEQ)
 
 
 def test_a_token_for_another_job_is_refused():
-    token = receipt_token(SECRET, JOB, 1)
+    token = receipt_token(SECRET, JOB, 1, SEQ)
     assert verify_receipt_token(SECRET, "send-email:welcome-2", token) is None
     assert verify_receipt_token(SECRET, "other-worker:welcome-1", token) is None
 
 
-def test_a_token_relabelled_for_another_attempt_is_refused():
-    token = receipt_token(SECRET, JOB, 1)
-    _, _, mac = token.partition(".")
-    assert verify_receipt_token(SECRET, JOB, f"2.{mac}") is None
-    assert verify_receipt_token(SECRET, JOB, f"01.{mac}") is None
+def test_a_token_relabelled_for_another_attempt_or_job_sequence_is_refused():
+    token = receipt_token(SECRET, JOB, 1, SEQ)
+    _, seq, mac = token.split(".")
+    assert verify_receipt_token(SECRET, JOB, f"2.{seq}.{mac}") is None
+    assert verify_receipt_token(SECRET, JOB, f"01.{seq}.{mac}") is None
+    assert verify_receipt_token(SECRET, JOB, f"1.{SEQ + 1}.{mac}") is None  # a later job with this id
 
 
 def test_a_token_signed_with_another_secret_is_refused():
-    token = receipt_token(b"someone-elses-secret", JOB, 1)
+    token = receipt_token(b"someone-elses-secret", JOB, 1, SEQ)
     assert verify_receipt_token(SECRET, JOB, token) is None
 
 
 def test_a_tampered_token_is_refused():
-    token = receipt_token(SECRET, JOB, 1)
+    token = receipt_token(SECRET, JOB, 1, SEQ)
     last = token[-1]
     flipped = token[:-1] + ("0" if last != "0" else "1")
     assert verify_receipt_token(SECRET, JOB, flipped) is None
@@ -53,7 +56,7 @@ def test_a_tampered_token_is_refused():
     assert verify_receipt_token(SECRET, JOB, token.upper()) is None
 
 
-@pytest.mark.parametrize("garbage", ["", ".", "1.", ".abc", "x.abc", "-1.abc", "1", "9999999999." + "0" * 40, "１.abc", "1.é" + "0" * 39])
+@pytest.mark.parametrize("garbage", ["", ".", "1.", ".abc", "x.abc", "-1.abc", "1", "9999999999.1." + "0" * 40, "1.1", "1.x.abc", "1.1.é" + "0" * 39, "１.abc", "1.é" + "0" * 39])
 def test_garbage_tokens_are_refused_without_raising(garbage):
     assert verify_receipt_token(SECRET, JOB, garbage) is None
 
@@ -90,5 +93,5 @@ async def test_coordinators_without_a_secret_share_one_kept_in_redis(engine_redi
     finally:
         await other.aclose()
     assert first == second and len(first) >= 32
-    token = receipt_token(first, JOB, 1)
-    assert verify_receipt_token(second, JOB, token) == 1
+    token = receipt_token(first, JOB, 1, SEQ)
+    assert verify_receipt_token(second, JOB, token) == ReceiptGrant(1, SEQ)

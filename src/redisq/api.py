@@ -104,11 +104,11 @@ def create_app(coordinator: Coordinator, *, manage_lifecycle: bool = True) -> St
         token = bearer_token(request.headers.get("authorization"))
         if token is None:
             raise UnauthorizedError("missing receipt token: send Authorization: Bearer <receiptToken>")
-        attempt = verify_receipt_token(coordinator.secret, job_id, token)
-        if attempt is None:
+        grant = verify_receipt_token(coordinator.secret, job_id, token)
+        if grant is None:
             raise UnauthorizedError("bad receipt token for this job")
         body = await read_json(request, config.max_body_bytes)
-        receipt = parse_receipt(body, job_id, attempt)
+        receipt = parse_receipt(body, job_id, grant.attempt, grant.seq)
         word = await store.receipt(job_id, receipt)
         parts = split_job_id(job_id)
         if parts is not None:
@@ -156,7 +156,7 @@ def create_app(coordinator: Coordinator, *, manage_lifecycle: bool = True) -> St
     return app
 
 
-def parse_receipt(body: Any, job_id: str, attempt: int) -> Receipt:
+def parse_receipt(body: Any, job_id: str, attempt: int, seq: int = 0) -> Receipt:
     if not isinstance(body, dict):
         raise ValidationError("body: must be a JSON object")
     unknown = [k for k in body if k not in RECEIPT_FIELDS]
@@ -183,4 +183,4 @@ def parse_receipt(body: Any, job_id: str, attempt: int) -> Receipt:
     parts = split_job_id(job_id)
     suffix = parts[1] if parts else job_id
     outcome = "success" if status == "success" else ("failure" if retry else "permanent")
-    return Receipt(suffix, attempt, outcome, error=error_text, result_json=result_json)
+    return Receipt(suffix, attempt, outcome, error=error_text, result_json=result_json, seq=seq)

@@ -86,13 +86,13 @@ def receipt_from_response(job: ClaimedJob, resp: Response) -> Receipt | None:
                 result = text
             except (ValueError, RecursionError):  # not UTF-8 JSON (or NaN/Infinity): not kept
                 result = ""
-        return Receipt(job.suffix, job.attempt, "success", result_json=result)
+        return Receipt(job.suffix, job.attempt, "success", result_json=result, seq=job.seq)
     if status in (429, 503):
         return Receipt(job.suffix, job.attempt, "failure", error=_error_text(resp),
-                       retry_after_ms=retry_after_ms(resp.headers.get("retry-after")))
+                       retry_after_ms=retry_after_ms(resp.headers.get("retry-after")), seq=job.seq)
     if 400 <= status < 500:
-        return Receipt(job.suffix, job.attempt, "permanent", error=_error_text(resp))
-    return Receipt(job.suffix, job.attempt, "failure", error=_error_text(resp))
+        return Receipt(job.suffix, job.attempt, "permanent", error=_error_text(resp), seq=job.seq)
+    return Receipt(job.suffix, job.attempt, "failure", error=_error_text(resp), seq=job.seq)
 
 
 class Backoff:
@@ -273,7 +273,7 @@ class Dispatcher:
         return (
             f'{{"jobId":"{job_id}","worker":"{job.worker}","attempt":{job.attempt},"args":{job.args_json},'
             f'"receiptUrl":{self._receipt_url_json_prefix}{job_id}/receipt","receiptToken":'
-            f'"{receipt_token(self.secret, job_id, job.attempt)}"}}'
+            f'"{receipt_token(self.secret, job_id, job.attempt, job.seq)}"}}'
         ).encode()
 
     async def _call(self, worker: WorkerConfig, job: ClaimedJob) -> None:
@@ -285,10 +285,11 @@ class Dispatcher:
                 resp = await self.transport.post(worker.url, self.dispatch_body(job), JSON_HEADERS, job.timeout_ms / 1000)
                 receipt = receipt_from_response(job, resp)
             except TransportError as e:
-                receipt = Receipt(job.suffix, job.attempt, "failure", error=str(e))
+                receipt = Receipt(job.suffix, job.attempt, "failure", error=str(e), seq=job.seq)
             except Exception as e:  # never lose the attempt to a bug: it fails and is retried
                 log.exception("dispatching %s failed unexpectedly", job.id)
-                receipt = Receipt(job.suffix, job.attempt, "failure", error=f"dispatch error: {type(e).__name__}: {e}")
+                receipt = Receipt(job.suffix, job.attempt, "failure", error=f"dispatch error: {type(e).__name__}: {e}",
+                                  seq=job.seq)
         finally:
             self._release(1)
         if receipt is None:

@@ -42,6 +42,7 @@ class ClaimedJob:
     attempt: int
     timeout_ms: int
     args_json: str
+    seq: int = 0  # the enqueue sequence: tells this job from a later one with the same id
 
     @property
     def id(self) -> str:
@@ -64,6 +65,7 @@ class Receipt:
     error: str = ""
     result_json: str = ""
     retry_after_ms: int = -1
+    seq: int = 0  # of the job it answers; 0 = not checked
 
     @property
     def digest(self) -> str:
@@ -175,8 +177,8 @@ class Store:
                   "" if worker.concurrency is None else worker.concurrency],
         )
         jobs = [
-            ClaimedJob(worker.name, _text(out[i]), int(out[i + 1]), int(out[i + 2]), _text(out[i + 3]))
-            for i in range(1, len(out), 4)
+            ClaimedJob(worker.name, _text(out[i]), int(out[i + 1]), int(out[i + 2]), _text(out[i + 3]), int(out[i + 4]))
+            for i in range(1, len(out), 5)
         ]
         return Claim(jobs, int(out[0]))
 
@@ -185,7 +187,7 @@ class Store:
         keys = self.keys(worker.name)
         args = self._policy_args(worker)
         for r in receipts:
-            args += [r.suffix, r.attempt, r.outcome, r.error, r.result_json, r.retry_after_ms, r.digest]
+            args += [r.suffix, r.attempt, r.outcome, r.error, r.result_json, r.retry_after_ms, r.digest, r.seq]
         out = await self.scripts.settle(
             keys=[keys.scheduled, keys.running, keys.finished, *(keys.job(r.suffix) for r in receipts)],
             args=args,
