@@ -23,7 +23,7 @@ from .errors import (BadRequestError, PayloadTooLargeError, RedisqError, Unautho
 from .keys import split_job_id
 from .model import Job, parse_enqueue
 from .security import bearer_token, verify_receipt_token
-from .store import Receipt
+from .store import ACCEPTED, Receipt
 
 log = logging.getLogger("redisq.api")
 
@@ -116,8 +116,9 @@ def create_app(coordinator: Coordinator, *, manage_lifecycle: bool = True) -> St
         if word == "cancelled":
             return JSONResponse({"accepted": False, "state": "cancelled",
                                  "message": "the job was cancelled; the receipt changes nothing"})
-        return JSONResponse({"accepted": True, "duplicate": word == "duplicate",
-                             "state": (await store.get(job_id)).state.value})
+        # An accepted receipt's word is the job's new state; only a repeat needs a look.
+        state = word if word in ACCEPTED else (await store.get(job_id)).state.value
+        return JSONResponse({"accepted": True, "duplicate": word == "duplicate", "state": state})
 
     async def health(request: Request) -> JSONResponse:
         try:

@@ -21,12 +21,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from .config import Config
-from .dispatch import REDIS_ERRORS, Dispatcher, Observer
+from .dispatch import Dispatcher, Observer
 from .embedded import EMBEDDED_WARNING, embedded_redis
 from .keys import WAKE_CHANNEL
 from .poller import Poller
 from .security import shared_secret
-from .store import Store
+from .store import REDIS_OUTAGE_ERRORS, Store
 from .transport import Transport, make_transport
 
 log = logging.getLogger("redisq")
@@ -115,7 +115,7 @@ class Coordinator:
         while True:
             try:
                 return await shared_secret(self.redis, None)
-            except REDIS_ERRORS as e:
+            except REDIS_OUTAGE_ERRORS as e:
                 if asyncio.get_running_loop().time() > deadline:
                     raise RuntimeError(
                         f"no secret configured and redis unreachable to read the shared one ({e}); "

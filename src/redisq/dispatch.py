@@ -18,19 +18,18 @@ import logging
 import math
 import time
 from collections import defaultdict
-from typing import Callable
+from typing import Any, Callable
 
 from redis import exceptions as redis_errors
 
 from .config import Config, WorkerConfig
 from .keys import WAKE_CHANNEL
 from .security import receipt_token
-from .store import Receipt, Store, ClaimedJob
+from .store import REDIS_OUTAGE_ERRORS, ClaimedJob, Receipt, Store
 from .transport import Response, Transport, TransportError
 
 log = logging.getLogger("redisq.dispatch")
 
-REDIS_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 MAX_IDLE_S = 1.0  # a sleeping loop looks again after this long even if no wake-up came
 WAKE_READ_TIMEOUT_S = 0.2
 SETTLE_BATCH = 500
@@ -77,6 +76,10 @@ def receipt_from_response(job: ClaimedJob, resp: Response) -> Receipt | None:
     status = resp.status
     if status == 202:
         return None
+
+    def receipt(outcome: str, **fields: Any) -> Receipt:
+        return Receipt(job.suffix, job.attempt, outcome, seq=job.seq, **fields)
+
     if 200 <= status < 300:
         result = ""
         if resp.body and not resp.truncated and len(resp.body) <= RESULT_MAX_BYTES:
@@ -86,16 +89,15 @@ def receipt_from_response(job: ClaimedJob, resp: Response) -> Receipt | None:
                 result = text
             except (ValueError, RecursionError):  # not UTF-8 JSON (or NaN/Infinity): not kept
                 result = ""
-        return Receipt(job.suffix, job.attempt, "success", result_json=result, seq=job.seq)
+        return receipt("success", result_json=result)
     if status in (429, 503):
-        return Receipt(job.suffix, job.attempt, "failure", error=_error_text(resp),
-                       retry_after_ms=retry_after_ms(resp.headers.get("retry-after")), seq=job.seq)
+        return receipt("failure", error=_error_text(resp), retry_after_ms=retry_after_ms(resp.headers.get("retry-after")))
     if 400 <= status < 500:
-        return Receipt(job.suffix, job.attempt, "permanent", error=_error_text(resp), seq=job.seq)
-    return Receipt(job.suffix, job.attempt, "failure", error=_error_text(resp), seq=job.seq)
+        return receipt("permanent", error=_error_text(resp))
+    return receipt("failure", error=_error_text(resp))
 
 
-class Backoff:
+class OutageBackoff:
     """Sleeps after a failed Redis call (an outage, an error reply such as READONLY or OOM):
     0.1 s doubling to 5 s; logs once when the trouble starts and once when it ends."""
 
@@ -105,7 +107,7 @@ class Backoff:
 
     async def failed(self, error: Exception) -> None:
         if self.delay_s == 0.0:
-            if isinstance(error, REDIS_ERRORS):
+            if isinstance(error, REDIS_OUTAGE_ERRORS):
                 log.warning("%s: redis unreachable (%s); retrying with backoff", self.what, error)
             elif isinstance(error, redis_errors.RedisError):
                 log.warning("%s: redis answered %s: %s; retrying with backoff", self.what, type(error).__name__, error)
@@ -135,7 +137,7 @@ class Dispatcher:
         self._settle_ready: dict[str, asyncio.Event] = {name: asyncio.Event() for name in config.workers}
         self._settle_buffer: dict[str, list[Receipt]] = defaultdict(list)
         self._calls: set[asyncio.Task[None]] = set()
-        self._calls_background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._flushers: list[asyncio.Task[None]] = []
         self._stopping = False  # no more claims
@@ -195,7 +197,7 @@ class Dispatcher:
     # -- claiming --------------------------------------------------------------------------
     async def _claim_loop(self, worker: WorkerConfig) -> None:
         wake = self._wake[worker.name]
-        backoff = Backoff(f"dispatcher ({worker.name})")
+        backoff = OutageBackoff(f"dispatcher ({worker.name})")
         batch = self.config.claim_batch
         while not self._stopping:
             free = self.config.max_in_flight - self.in_flight
@@ -238,7 +240,7 @@ class Dispatcher:
             self._slot_free.set()
 
     async def _listen_for_wakes(self) -> None:
-        backoff = Backoff("wake listener")
+        backoff = OutageBackoff("wake listener")
         while not self._stopping:
             pubsub = self.store.redis.pubsub()
             try:
@@ -302,7 +304,7 @@ class Dispatcher:
     # -- settling ------------------------------------------------------------------------------
     async def _flush_loop(self, worker: WorkerConfig) -> None:
         ready = self._settle_ready[worker.name]
-        backoff = Backoff(f"settler ({worker.name})")
+        backoff = OutageBackoff(f"settler ({worker.name})")
         while not self._closing:
             await ready.wait()
             ready.clear()
@@ -344,8 +346,8 @@ class Dispatcher:
             self.wake(worker_name)
         if self.config.workers[worker_name].concurrency is not None:
             task = asyncio.create_task(self._publish_wake(worker_name))
-            self._calls_background.add(task)
-            task.add_done_callback(self._calls_background.discard)
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def _publish_wake(self, worker_name: str) -> None:
         try:

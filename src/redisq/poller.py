@@ -14,7 +14,7 @@ import time
 from typing import Callable
 
 from .config import Config, WorkerConfig
-from .dispatch import Backoff
+from .dispatch import OutageBackoff
 from .store import Store
 
 log = logging.getLogger("redisq.poller")
@@ -61,7 +61,7 @@ class Poller:
             self._wake[worker].set()
 
     async def _loop(self, worker: WorkerConfig) -> None:
-        backoff = Backoff(f"poller ({worker.name})")
+        backoff = OutageBackoff(f"poller ({worker.name})")
         name = worker.name
         next_purge = 0.0
         while not self._stopping:

@@ -25,11 +25,15 @@ from .scripts import Scripts
 ENQUEUE_CHUNK = 1000
 
 
+# Redis cannot be reached (as opposed to an error reply, which it sends when it can).
+REDIS_OUTAGE_ERRORS = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+
+
 @contextmanager
 def redis_outage_as_unavailable() -> Iterator[None]:
     try:
         yield
-    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as e:
+    except REDIS_OUTAGE_ERRORS as e:
         raise UnavailableError(f"redis is unavailable: {e}") from e
     except (redis_errors.ReadOnlyError, redis_errors.OutOfMemoryError) as e:
         raise UnavailableError(f"redis refuses writes: {e}") from e
