@@ -70,6 +70,16 @@ class WorkerKeys:
     def job(self, suffix: str) -> str:
         return self.job_prefix + suffix
 
+    @property
+    def queue_keys(self) -> list[str]:
+        """The KEYS that scripts adding jobs read with ``queue_from`` (lua/includes/jobs.lua)."""
+        return [self.scheduled, self.seq]
+
+    @property
+    def queue_args(self) -> list[str]:
+        """The ARGV entries that go with ``queue_keys``, in order."""
+        return []
+
 
 def job_id(worker: str, suffix: str) -> str:
     return f"{worker}:{suffix}"

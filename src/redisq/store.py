@@ -143,14 +143,14 @@ class Store:
                 keys = self.keys(worker)
                 for start in range(0, len(indexes), ENQUEUE_CHUNK):
                     chunk = indexes[start:start + ENQUEUE_CHUNK]
-                    args: list[Any] = []
+                    args: list[Any] = list(keys.queue_args)
                     job_keys = []
                     for i in chunk:
                         r = requests[i]
                         job_keys.append(keys.job(r.suffix))
                         args += [r.suffix, r.args_json, "" if r.run_at_ms is None else r.run_at_ms,
                                  r.delay_ms, r.max_attempts, r.timeout_ms]
-                    out = await self.scripts.enqueue(keys=[keys.scheduled, keys.seq, *job_keys], args=args)
+                    out = await self.scripts.enqueue(keys=[*keys.queue_keys, *job_keys], args=args)
                     now_ms = int(out[0])
                     if int(out[1]):
                         wake.add(worker)
