@@ -1,22 +1,33 @@
 -- enqueue: add jobs to a worker's queue. A job whose id already exists is left as it is.
 -- KEYS: the queue's keys (WorkerKeys.queue_keys), then one job hash per job
--- ARGV: the queue's args (WorkerKeys.queue_args), then 6 per job: suffix, args (JSON text),
---   run_at_ms ('' = now + delay_ms), delay_ms, max_attempts, timeout_ms
+-- ARGV: the queue's args (WorkerKeys.queue_args), then 8 per job: suffix, args (JSON text),
+--   run_at_ms ('' = now + delay_ms), delay_ms, max_attempts, timeout_ms ('' = the worker's),
+--   throttle_key ('' = none), cost
 -- Returns {now_ms, wake, one entry per job}: the entry is the new job's run_at_ms, or
 -- the existing job's fields (HGETALL). wake is 1 when a new job is due before the
 -- previous head of the queue, so sleeping dispatchers should look again.
+-- A job whose cost is above the worker's burst could never run: then nothing is created
+-- and the answer is {'cost', index of the job (1-based), why}.
 --!include common
 --!include jobs
 local queue, first_job_key, first_job_arg = queue_from(1, 1)
-local now = server_now_ms()
+local ARGS_PER_JOB = 8
 
+local limits = read_limits(queue)
+for i = first_job_key, #KEYS do
+  local a = first_job_arg - 1 + (i - first_job_key) * ARGS_PER_JOB
+  local refusal = cost_refusal(limits, tonumber(ARGV[a + 8]))
+  if refusal then return {'cost', i - first_job_key + 1, refusal} end
+end
+
+local now = server_now_ms()
 local head_ms = queue_head_ms(queue)
 local earliest_new_ms = nil
 local out = {now, 0}
 
 for i = first_job_key, #KEYS do
   local job_key = KEYS[i]
-  local a = first_job_arg - 1 + (i - first_job_key) * 6
+  local a = first_job_arg - 1 + (i - first_job_key) * ARGS_PER_JOB
   local existing = redis.call('HGETALL', job_key)
   if #existing > 0 then
     out[#out + 1] = existing
@@ -25,6 +36,7 @@ for i = first_job_key, #KEYS do
     if run_at == nil then run_at = now + tonumber(ARGV[a + 4]) end
     create_job(queue, job_key, ARGV[a + 1], {
       args = ARGV[a + 2], run_at_ms = run_at, max_attempts = ARGV[a + 5], timeout_ms = ARGV[a + 6],
+      throttle_key = ARGV[a + 7], cost = ARGV[a + 8],
     }, now)
     out[#out + 1] = run_at
     if earliest_new_ms == nil or run_at < earliest_new_ms then earliest_new_ms = run_at end

@@ -1,20 +1,22 @@
 -- reap: fail the attempts whose lease ended before a receipt came ("timed out").
--- KEYS[1] scheduled, KEYS[2] running, KEYS[3] finished
--- ARGV[1..8] as in includes/attempts.lua, ARGV[9] most leases to reap
+-- KEYS and ARGV as in includes/attempts.lua, then ARGV[LAST_POLICY_ARG + 1] most leases to reap
 -- Returns {reaped, wait_ms until the next lease ends (-1 = none running)}
 --!include common
+--!include jobs
 --!include attempts
 
 local now = server_now_ms()
-local expired = redis.call('ZRANGEBYSCORE', running_key, '-inf', now, 'LIMIT', 0, tonumber(ARGV[9]))
+local expired = redis.call('ZRANGEBYSCORE', running_key, '-inf', now, 'LIMIT', 0, tonumber(ARGV[LAST_POLICY_ARG + 1]))
 for _, suffix in ipairs(expired) do
   redis.call('ZREM', running_key, suffix)
   local job_key = job_prefix .. suffix
-  local job = redis.call('HMGET', job_key, 'state', 'attempts', 'max_attempts', 'seq')
+  local job = redis.call('HMGET', job_key, 'state', 'attempts', 'max_attempts', 'seq', 'throttled', 'throttle_key')
   if job[1] == 'running' then
     local attempt = tonumber(job[2])
     redis.call('HSET', job_key, 'settled_attempt', attempt, 'receipt_digest', 'timed out')
-    fail_attempt(job_key, suffix, attempt, tonumber(job[3]), job[4], 'timed out', false, -1, now)
+    fail_attempt(job_key, suffix, {
+      attempt = attempt, max_attempts = job[3], seq = job[4], throttled = job[5], throttle_key = job[6],
+    }, 'timed out', false, -1, now)
   end
 end
 

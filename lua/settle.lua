@@ -1,24 +1,26 @@
 -- settle: end running attempts with the receipts that answer them.
--- KEYS[1] scheduled, KEYS[2] running, KEYS[3] finished, KEYS[4..] one job hash per receipt
--- ARGV[1..8] as in includes/attempts.lua, then 8 per receipt: suffix, attempt,
---   outcome ('success' | 'failure' | 'permanent'), error, result (JSON text or ''),
---   retry_after_ms (-1 = none), digest (identifies the receipt, to recognise a repeat),
---   seq (the enqueue sequence of the job the receipt answers; 0 = not checked)
+-- KEYS and ARGV as in includes/attempts.lua, then one job hash per receipt in KEYS, and
+--   8 ARGV per receipt: suffix, attempt, outcome ('success' | 'failure' | 'permanent'),
+--   error, result (JSON text or ''), retry_after_ms (-1 = none), digest (identifies the
+--   receipt, to recognise a repeat), seq (the enqueue sequence of the job the receipt
+--   answers; 0 = not checked)
 -- Returns one word per receipt: succeeded | retrying | dead (accepted), duplicate (an exact
 -- repeat of the accepted receipt), stale (answers an attempt that is no longer running),
 -- cancelled (the job was cancelled; nothing changes), missing (no such job).
 --!include common
+--!include jobs
 --!include attempts
 
 local now = server_now_ms()
 local out = {}
-for i = 4, #KEYS do
+for i = FIRST_JOB_KEY, #KEYS do
   local job_key = KEYS[i]
-  local a = 8 + (i - 4) * 8
+  local a = LAST_POLICY_ARG + (i - FIRST_JOB_KEY) * 8
   local suffix, attempt, outcome = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
   local error_text, result, retry_after_ms, digest = ARGV[a + 4], ARGV[a + 5], tonumber(ARGV[a + 6]), ARGV[a + 7]
   local receipt_seq = tonumber(ARGV[a + 8])
-  local job = redis.call('HMGET', job_key, 'state', 'attempts', 'max_attempts', 'seq', 'settled_attempt', 'receipt_digest')
+  local job = redis.call('HMGET', job_key, 'state', 'attempts', 'max_attempts', 'seq', 'settled_attempt',
+    'receipt_digest', 'throttled', 'throttle_key')
   local state = job[1]
   if not state then
     out[#out + 1] = 'missing'
@@ -39,8 +41,9 @@ for i = 4, #KEYS do
       if result ~= '' then redis.call('HSET', job_key, 'result', result) end
       out[#out + 1] = finish(job_key, suffix, 'succeeded', now, succeeded_retention_ms)
     else
-      out[#out + 1] = fail_attempt(job_key, suffix, attempt, tonumber(job[3]), job[4], error_text,
-        outcome == 'permanent', retry_after_ms, now)
+      out[#out + 1] = fail_attempt(job_key, suffix, {
+        attempt = attempt, max_attempts = job[3], seq = job[4], throttled = job[7], throttle_key = job[8],
+      }, error_text, outcome == 'permanent', retry_after_ms, now)
     end
   end
 end

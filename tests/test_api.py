@@ -30,7 +30,7 @@ from redisq.transport import MockTransport, Response
 
 WORKER = "send-email"
 JOB_FIELDS = {"id", "worker", "state", "args", "runAt", "attempts", "maxAttempts", "lastError", "result",
-              "createdAt", "finishedAt"}
+              "createdAt", "finishedAt", "throttleKey", "cost"}
 FINISHED = ("succeeded", "dead", "cancelled")
 
 Respond = Callable[[dict[str, Any]], "Response | Awaitable[Response]"]

@@ -46,7 +46,13 @@ def test_split_job_id_rejects_a_trailing_newline(text):
 
 def test_key_names():
     keys = WorkerKeys("send-email")
-    assert keys.scheduled == "redisq:{send-email}:scheduled"
+    assert keys.throttle_keys == "redisq:{send-email}:keys"
+    assert keys.scheduled == keys.queue("") == keys.queue_prefix == "redisq:{send-email}:queue:"
+    assert keys.queue("shop-a.myshopify.com") == "redisq:{send-email}:queue:shop-a.myshopify.com"
+    assert keys.key_bucket("shop-a") == keys.key_bucket_prefix + "shop-a" == "redisq:{send-email}:kbucket:shop-a"
+    assert keys.limits == "redisq:{send-email}:limits"
+    assert keys.stats == "redisq:{send-email}:stats"
+    assert keys.dispatched == "redisq:{send-email}:dispatched"
     assert keys.running == "redisq:{send-email}:running"
     assert keys.finished == "redisq:{send-email}:finished"
     assert keys.bucket == "redisq:{send-email}:bucket"
@@ -57,7 +63,8 @@ def test_key_names():
 def test_a_workers_keys_share_one_hash_slot_and_workers_differ():
     def slots(worker: str) -> set[int]:
         keys = WorkerKeys(worker)
-        names = [keys.scheduled, keys.running, keys.finished, keys.bucket, keys.seq,
+        names = [keys.throttle_keys, keys.queue("shop-a"), keys.key_bucket("shop-a"), keys.limits, keys.stats,
+                 keys.dispatched, keys.scheduled, keys.running, keys.finished, keys.bucket, keys.seq,
                  keys.job("abc"), keys.job("x:y:z"), job_key(job_id(worker, "other")) or ""]
         return {key_slot(name.encode()) for name in names}
 

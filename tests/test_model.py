@@ -65,7 +65,9 @@ def test_parse_run_at_rejects_infinite_times(value):
 
 def test_parse_enqueue_defaults_from_the_worker():
     r = parse_enqueue({"worker": "send-email", "args": {"to": "a@example.com"}}, WORKERS)
-    assert (r.worker, r.run_at_ms, r.delay_ms, r.max_attempts, r.timeout_ms) == ("send-email", None, 0, 5, 30_000)
+    # No timeout given: the job takes the worker's live timeout when it is claimed.
+    assert (r.worker, r.run_at_ms, r.delay_ms, r.max_attempts, r.timeout_ms) == ("send-email", None, 0, 5, None)
+    assert (r.throttle_key, r.cost) == ("", 1.0)
     assert json.loads(r.args_json) == {"to": "a@example.com"}
     assert JOB_SUFFIX_RE.match(r.suffix) and r.job_id == f"send-email:{r.suffix}"
     assert parse_enqueue({"worker": "send-email"}, WORKERS).suffix != r.suffix  # a fresh id each time
@@ -158,7 +160,12 @@ def test_job_from_redis_fields_and_to_json():
         "id": "send-email:abc", "worker": "send-email", "state": "succeeded", "args": {"to": "a"},
         "runAt": "2020-01-01T10:00:00.000Z", "attempts": 2, "maxAttempts": 5, "lastError": "smtp 451",
         "result": {"ok": True}, "createdAt": "2020-01-01T09:59:59.000Z", "finishedAt": "2020-01-01T10:00:01.500Z",
+        "throttleKey": None, "cost": 1,
     }
+    assert json.loads(job.json_text()) == job.to_json()
+    keyed = Job.from_fields("send-email", "abc", {**fields, b"throttle_key": b"shop-a", b"cost": b"12.5"})
+    assert (keyed.to_json()["throttleKey"], keyed.to_json()["cost"]) == ("shop-a", 12.5)
+    assert json.loads(keyed.json_text()) == keyed.to_json()
 
 
 def test_finished_states():

@@ -4,7 +4,7 @@ local function server_now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- A member of the scheduled zset: the 12-hex-digit enqueue sequence, then the job suffix,
+-- A member of a queue zset: the 12-hex-digit enqueue sequence, then the job suffix,
 -- so that jobs due at the same millisecond leave in the order they were enqueued.
 local QUEUE_SEQ_DIGITS = 12
 local function queue_member(seq, suffix)
@@ -12,4 +12,11 @@ local function queue_member(seq, suffix)
 end
 local function suffix_of_member(member)
   return string.sub(member, QUEUE_SEQ_DIGITS + 1)
+end
+
+-- A token bucket's level now, from its stored level and when it was stored (nil = full).
+local function bucket_level(stored_tokens, stored_ms, rate, burst, now)
+  if stored_tokens == false or stored_tokens == nil then return burst end
+  local elapsed_ms = math.max(0, now - tonumber(stored_ms))
+  return math.min(burst, tonumber(stored_tokens) + elapsed_ms * rate / 1000)
 end

@@ -1,28 +1,92 @@
--- Shared by the scripts that add jobs to a worker's queue (enqueue, and the cron tick);
--- needs includes/common.lua.
+-- Shared by the scripts that read or change a worker's queue; needs includes/common.lua.
+--
+-- A worker's waiting jobs sit in one queue per throttle key (jobs without one have the
+-- key ''), and the zset `throttle_keys` holds each key that has waiting jobs, scored by
+-- the time it can next be served (its head's run_at, its next token, the end of a pause).
+-- Claim looks only at keys whose time has come, so a throttled key costs nothing.
 --
 -- queue_from(first_key, first_arg) reads the queue's keys from KEYS (in the order of
 -- WorkerKeys.queue_keys in keys.py) and its ARGV (WorkerKeys.queue_args); it returns the
 -- queue and the indexes of the first KEYS and ARGV entries after them.
 local function queue_from(first_key, first_arg)
-  local queue = {scheduled = KEYS[first_key], seq = KEYS[first_key + 1]}
-  return queue, first_key + 2, first_arg
+  local queue = {
+    throttle_keys = KEYS[first_key], seq = KEYS[first_key + 1],
+    stats = KEYS[first_key + 2], limits = KEYS[first_key + 3],
+    queue_prefix = ARGV[first_arg], key_bucket_prefix = ARGV[first_arg + 1],
+  }
+  return queue, first_key + 4, first_arg + 2
 end
 
--- The run_at_ms of the earliest job waiting in the queue; nil when none waits.
+-- Counters shown by GET /workers: queued (waiting, retrying included), retrying,
+-- succeeded, dead, cancelled.
+local function count(queue, field, delta)
+  redis.call('HINCRBY', queue.stats, field, delta)
+end
+
+-- The worker's live limits (see limits.py); a missing field is no limit.
+local function read_limits(queue)
+  local v = redis.call('HMGET', queue.limits, 'rate', 'burst', 'concurrency', 'total_rate', 'total_burst',
+    'timeout_ms', 'paused')
+  local limits = {
+    rate = tonumber(v[1]), burst = tonumber(v[2]), concurrency = tonumber(v[3]),
+    total_rate = tonumber(v[4]), total_burst = tonumber(v[5]), timeout_ms = tonumber(v[6]),
+    paused = v[7] == '1',
+  }
+  if limits.rate and not limits.burst then limits.burst = math.max(1, limits.rate) end
+  if limits.total_rate and not limits.total_burst then limits.total_burst = math.max(1, limits.total_rate) end
+  if not limits.rate then limits.burst = nil end
+  if not limits.total_rate then limits.total_burst = nil end
+  return limits
+end
+
+-- The earliest time any throttle key can be served; nil when no job waits.
 local function queue_head_ms(queue)
-  local head = redis.call('ZRANGE', queue.scheduled, 0, 0, 'WITHSCORES')
+  local head = redis.call('ZRANGE', queue.throttle_keys, 0, 0, 'WITHSCORES')
   return tonumber(head[2])
 end
 
--- Create a scheduled job. job = {args = JSON text, run_at_ms, max_attempts, timeout_ms,
--- extra = optional flat list of further hash fields and values}. Returns its sequence.
+-- Put a job (new or to be retried) on its throttle key's queue. The key becomes ready by
+-- run_at_ms at the latest; a key that is paused or out of tokens is put back by claim.
+local function push_job(queue, throttle_key, seq, suffix, run_at_ms)
+  redis.call('ZADD', queue.queue_prefix .. throttle_key, run_at_ms, queue_member(seq, suffix))
+  local ready_ms = tonumber(redis.call('ZSCORE', queue.throttle_keys, throttle_key))
+  if ready_ms == nil or run_at_ms < ready_ms then
+    redis.call('ZADD', queue.throttle_keys, run_at_ms, throttle_key)
+  end
+end
+
+-- Why a job of this cost can never be claimed under these limits; nil when it can.
+local function cost_refusal(limits, cost)
+  if limits.burst and cost > limits.burst then
+    return 'is ' .. cost .. ', above the burst of ' .. limits.burst .. ' tokens'
+  end
+  if limits.total_burst and cost > limits.total_burst then
+    return 'is ' .. cost .. ', above the total_burst of ' .. limits.total_burst .. ' tokens'
+  end
+  return nil
+end
+
+-- Create a scheduled job. job = {args = JSON text, run_at_ms, max_attempts,
+-- timeout_ms ('' or nil = the worker's live timeout), throttle_key ('' or nil = none),
+-- cost (nil = 1), extra = optional flat list of further hash fields and values}.
+-- Returns its sequence.
 local function create_job(queue, job_key, suffix, job, now)
   local seq = redis.call('INCR', queue.seq)
-  redis.call('HSET', job_key,
-    'state', 'scheduled', 'args', job.args, 'run_at_ms', job.run_at_ms, 'attempts', 0,
-    'max_attempts', job.max_attempts, 'timeout_ms', job.timeout_ms, 'created_ms', now, 'seq', seq)
-  if job.extra and #job.extra > 0 then redis.call('HSET', job_key, unpack(job.extra)) end
-  redis.call('ZADD', queue.scheduled, job.run_at_ms, queue_member(seq, suffix))
+  local throttle_key = job.throttle_key or ''
+  local fields = {'state', 'scheduled', 'args', job.args, 'run_at_ms', job.run_at_ms, 'attempts', 0,
+    'max_attempts', job.max_attempts, 'created_ms', now, 'seq', seq}
+  if job.timeout_ms ~= nil and job.timeout_ms ~= '' then
+    fields[#fields + 1] = 'timeout_ms'; fields[#fields + 1] = job.timeout_ms
+  end
+  if throttle_key ~= '' then
+    fields[#fields + 1] = 'throttle_key'; fields[#fields + 1] = throttle_key
+  end
+  if job.cost ~= nil and tonumber(job.cost) ~= 1 then
+    fields[#fields + 1] = 'cost'; fields[#fields + 1] = job.cost
+  end
+  for _, value in ipairs(job.extra or {}) do fields[#fields + 1] = value end
+  redis.call('HSET', job_key, unpack(fields))
+  push_job(queue, throttle_key, seq, suffix, job.run_at_ms)
+  count(queue, 'queued', 1)
   return seq
 end

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
+from dataclasses import replace
 from typing import Any, AsyncIterator
 
 from starlette.applications import Starlette
@@ -18,9 +20,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .coordinator import Coordinator
+from .dispatch import MAX_RETRY_AFTER_S
 from .errors import (BadRequestError, PayloadTooLargeError, RedisqError, UnauthorizedError,
                      UnavailableError, ValidationError)
 from .keys import split_job_id
+from .limits import parse_limits_patch
 from .model import Job, parse_enqueue
 from .security import bearer_token, verify_receipt_token
 from .store import ACCEPTED, Receipt
@@ -28,7 +32,7 @@ from .store import ACCEPTED, Receipt
 log = logging.getLogger("redisq.api")
 
 MAX_BATCH = 1000
-RECEIPT_FIELDS = ("status", "error", "result", "retry")
+RECEIPT_FIELDS = ("status", "error", "result", "retry", "retryAfter")
 
 
 async def read_json(request: Request, limit: int) -> Any:
@@ -120,6 +124,34 @@ def create_app(coordinator: Coordinator, *, manage_lifecycle: bool = True) -> St
         state = word if word in ACCEPTED else (await store.get(job_id)).state.value
         return JSONResponse({"accepted": True, "duplicate": word == "duplicate", "state": state})
 
+    # -- operators: workers and their live limits ------------------------------------------
+    async def list_workers(request: Request) -> JSONResponse:
+        states = [await store.worker_state(name) for name in config.workers]
+        return JSONResponse({"workers": [state.to_json() for state in states]})
+
+    async def get_worker(request: Request) -> JSONResponse:
+        return JSONResponse((await store.worker_state(request.path_params["name"])).to_json())
+
+    async def patch_worker(request: Request) -> JSONResponse:
+        name = request.path_params["name"]
+        store.worker(name)  # 404 before reading the body
+        body = await read_json(request, config.max_body_bytes)
+        limits = parse_limits_patch(body, await store.limits(name))
+        await store.set_limits(name, limits)
+        await coordinator.enqueued({name})  # a higher rate or cap may let jobs go now
+        return JSONResponse((await store.worker_state(name)).to_json())
+
+    async def pause_worker(request: Request) -> JSONResponse:
+        name = request.path_params["name"]
+        await store.set_limits(name, replace(await store.limits(name), paused=True))
+        return JSONResponse((await store.worker_state(name)).to_json())
+
+    async def resume_worker(request: Request) -> JSONResponse:
+        name = request.path_params["name"]
+        await store.set_limits(name, replace(await store.limits(name), paused=False))
+        await coordinator.enqueued({name})
+        return JSONResponse((await store.worker_state(name)).to_json())
+
     async def health(request: Request) -> JSONResponse:
         try:
             await store.ping()
@@ -151,6 +183,11 @@ def create_app(coordinator: Coordinator, *, manage_lifecycle: bool = True) -> St
         Route("/job/{id}", get_job, methods=["GET"]),
         Route("/job/{id}", cancel_job, methods=["DELETE"]),
         Route("/job/{id}/receipt", post_receipt, methods=["POST"]),
+        Route("/workers", list_workers, methods=["GET"]),
+        Route("/workers/{name}", get_worker, methods=["GET"]),
+        Route("/workers/{name}", patch_worker, methods=["PATCH"]),
+        Route("/workers/{name}/pause", pause_worker, methods=["POST"]),
+        Route("/workers/{name}/resume", resume_worker, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={RedisqError: on_redisq_error, Exception: on_unexpected})
@@ -181,7 +218,18 @@ def parse_receipt(body: Any, job_id: str, attempt: int, seq: int = 0) -> Receipt
         result_json = "" if result is None else json.dumps(result, separators=(",", ":"), allow_nan=False)
     except ValueError:
         raise ValidationError("result: must be JSON (no NaN or Infinity)", field="result") from None
+    retry_after = body.get("retryAfter")
+    retry_after_ms = -1
+    if retry_after is not None:
+        if isinstance(retry_after, bool) or not isinstance(retry_after, (int, float)) or not math.isfinite(retry_after) \
+                or not 0 <= retry_after <= MAX_RETRY_AFTER_S:
+            raise ValidationError(f"retryAfter: must be a number of seconds from 0 to {MAX_RETRY_AFTER_S:g}, "
+                                  f"got {retry_after!r}", field="retryAfter")
+        if status != "failure" or not retry:
+            raise ValidationError("retryAfter: only a failure that is retried can carry it", field="retryAfter")
+        retry_after_ms = int(retry_after * 1000)
     parts = split_job_id(job_id)
     suffix = parts[1] if parts else job_id
     outcome = "success" if status == "success" else ("failure" if retry else "permanent")
-    return Receipt(suffix, attempt, outcome, error=error_text, result_json=result_json, seq=seq)
+    return Receipt(suffix, attempt, outcome, error=error_text, result_json=result_json,
+                   retry_after_ms=retry_after_ms, seq=seq)

@@ -50,9 +50,11 @@ class Retention:
 class WorkerConfig:
     name: str
     url: str
-    rate: float | None = None  # dispatches per second; None = unlimited
+    rate: float | None = None  # dispatches per second per throttle key; None = unlimited
     burst: float | None = None  # bucket size; None = max(1, rate)
     concurrency: int | None = None  # jobs in flight at once; None = unlimited
+    total_rate: float | None = None  # dispatches per second over all keys; None = unlimited
+    total_burst: float | None = None  # the worker-wide bucket's size; None = max(1, total_rate)
     timeout_s: float = 30.0
     max_attempts: int = 5
     backoff: Backoff = field(default_factory=Backoff)
@@ -159,7 +161,8 @@ def parse_worker(source: str, name: str, table: Mapping[str, Any]) -> WorkerConf
         raise _fail(source, path, "worker names are [a-z0-9][a-z0-9_-]{0,63}")
     if not isinstance(table, Mapping):
         raise _fail(source, path, "must be a table")
-    r = _Reader(source, table, path, {"url", "rate", "burst", "concurrency", "timeout", "max_attempts", "backoff", "retention"})
+    r = _Reader(source, table, path, {"url", "rate", "burst", "concurrency", "total_rate", "total_burst", "timeout",
+                                          "max_attempts", "backoff", "retention"})
     url = _url(source, f"{path}.url", r.text("url", None))
     if url is None:
         raise _fail(source, f"{path}.url", "is required")
@@ -167,6 +170,10 @@ def parse_worker(source: str, name: str, table: Mapping[str, Any]) -> WorkerConf
     burst = r.number("burst", None, minimum=1.0, strict=False)
     if burst is not None and rate is None:
         raise _fail(source, f"{path}.burst", "needs a rate")
+    total_rate = r.number("total_rate", None)
+    total_burst = r.number("total_burst", None, minimum=1.0, strict=False)
+    if total_burst is not None and total_rate is None:
+        raise _fail(source, f"{path}.total_burst", "needs a total_rate")
     b = _Reader(source, r.table_of("backoff"), f"{path}.backoff", {"initial", "factor", "max", "jitter"})
     backoff = Backoff(
         initial_s=b.number("initial", 1.0, minimum=0.0, strict=False) or 0.0,
@@ -187,6 +194,8 @@ def parse_worker(source: str, name: str, table: Mapping[str, Any]) -> WorkerConf
         rate=rate,
         burst=burst,
         concurrency=r.integer("concurrency", None),
+        total_rate=total_rate,
+        total_burst=total_burst,
         timeout_s=r.number("timeout", 30.0) or 30.0,
         max_attempts=r.integer("max_attempts", 5) or 5,
         backoff=backoff,

@@ -99,6 +99,7 @@ class Coordinator:
         if not self.embedded:
             await warn_about_eviction(self.redis)
         self.secret = await self._secret()
+        await self._seed_limits()
         if not dispatch:
             return
         transport = self.transport or make_transport(self.config.http_client, self.config.max_in_flight)
@@ -107,6 +108,14 @@ class Coordinator:
                                      observer=self.observer, on_lease=self.poller.lease_started)
         await self.poller.start()
         await self.dispatcher.start()
+
+    async def _seed_limits(self) -> None:
+        """The config file's limits into Redis (limits.py says when a live change wins)."""
+        for worker in self.config.workers.values():
+            try:
+                await self.store.seed_limits(worker)
+            except (redis_errors.RedisError, OSError) as e:  # seeded on first use instead
+                log.warning("could not seed the limits of %s yet: %s", worker.name, e)
 
     async def _secret(self) -> bytes:
         if self.config.secret:

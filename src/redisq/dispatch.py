@@ -136,6 +136,9 @@ class Dispatcher:
         self._wake: dict[str, asyncio.Event] = {name: asyncio.Event() for name in config.workers}
         self._settle_ready: dict[str, asyncio.Event] = {name: asyncio.Event() for name in config.workers}
         self._settle_buffer: dict[str, list[Receipt]] = defaultdict(list)
+        # Whether the worker's live limits cap its concurrency (the last claim says): a
+        # settle then frees a slot that claim loops here and elsewhere may be waiting for.
+        self._capped: dict[str, bool] = {name: w.concurrency is not None for name, w in config.workers.items()}
         self._calls: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
@@ -219,6 +222,7 @@ class Dispatcher:
                 await backoff.failed(e)
                 continue
             self._release(reserved - len(claim.jobs))
+            self._capped[worker.name] = claim.capped
             for job in claim.jobs:
                 self._start_call(worker, job)
             if claim.jobs and self.on_lease:
@@ -342,9 +346,10 @@ class Dispatcher:
     def after_settle(self, worker_name: str, words: list[str]) -> None:
         """A settle may free a concurrency slot or schedule a retry sooner than the claim loop
         planned to look: wake it here, and, for a capped worker, the other coordinators."""
-        if "retrying" in words or self.config.workers[worker_name].concurrency is not None:
+        capped = self._capped.get(worker_name, False)
+        if "retrying" in words or capped:
             self.wake(worker_name)
-        if self.config.workers[worker_name].concurrency is not None:
+        if capped:
             task = asyncio.create_task(self._publish_wake(worker_name))
             self._background.add(task)
             task.add_done_callback(self._background.discard)

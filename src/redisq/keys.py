@@ -3,19 +3,29 @@
 Every key of a worker shares the hash tag ``{<worker>}``, so each Lua script touches a
 single hash slot and the same scripts run on one Redis and on Redis Cluster::
 
-    redisq:{send-email}:scheduled    zset  queue member -> run_at_ms (scheduled + retrying)
-    redisq:{send-email}:running      zset  job suffix -> lease_deadline_ms
-    redisq:{send-email}:finished     zset  job suffix -> purge_at_ms
-    redisq:{send-email}:bucket       hash  tokens, updated_ms (the worker's token bucket)
-    redisq:{send-email}:seq          int   enqueue counter (orders jobs due at the same ms)
-    redisq:{send-email}:job:<suffix> hash  one job
+    redisq:{shopify}:keys             zset  throttle key -> ms when it can next be served
+    redisq:{shopify}:queue:<key>      zset  queue member -> run_at_ms (scheduled + retrying)
+    redisq:{shopify}:kbucket:<key>    hash  tokens, updated_ms, paused_until_ms (one key's bucket)
+    redisq:{shopify}:running          zset  job suffix -> lease_deadline_ms
+    redisq:{shopify}:finished         zset  job suffix -> purge_at_ms
+    redisq:{shopify}:bucket           hash  tokens, updated_ms, paused_until_ms (worker-wide)
+    redisq:{shopify}:limits           hash  the live limits (rate, burst, ...; see limits.py)
+    redisq:{shopify}:stats            hash  counters: scheduled, retrying, succeeded, dead, cancelled
+    redisq:{shopify}:dispatched       hash  second % 60 -> "<unix second>:<jobs claimed>"
+    redisq:{shopify}:seq              int   enqueue counter (orders jobs due at the same ms)
+    redisq:{shopify}:job:<suffix>     hash  one job
 
-Scripts get the keys they know of in KEYS; the job hashes that claim, reap and purge find
-inside a zset are built from ``job_prefix`` (in ARGV), which shares the slot.
+A job without a ``throttleKey`` belongs to the key ``""``: its queue is
+``redisq:{shopify}:queue:`` and its bucket ``redisq:{shopify}:kbucket:``.
+
+Scripts get the keys they know of in KEYS; the keys that claim, settle, reap, cancel and
+purge find through a zset or a job's fields (job hashes, a throttle key's queue and bucket)
+are built from the prefixes in ARGV (``job_prefix``, ``queue_prefix``,
+``key_bucket_prefix``), which share the worker's slot.
 
 A job id is ``<worker>:<suffix>``, so the id alone leads to its keys.  A queue member
-in ``scheduled`` is the job's 12-hex-digit enqueue sequence followed by its suffix:
-jobs due at the same millisecond leave in the order they were enqueued.
+is the job's 12-hex-digit enqueue sequence followed by its suffix: jobs due at the same
+millisecond leave in the order they were enqueued.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ SHARED_SECRET_KEY = f"{PREFIX}:secret"
 
 WORKER_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
 JOB_SUFFIX_RE = re.compile(r"^[A-Za-z0-9._~:-]{1,200}\Z")
+THROTTLE_KEY_MAX_CHARS = 200
 QUEUE_SEQ_DIGITS = 12
 
 
@@ -43,8 +54,27 @@ class WorkerKeys:
         return f"{PREFIX}:{{{self.worker}}}"
 
     @property
+    def throttle_keys(self) -> str:
+        return f"{self.tag}:keys"
+
+    @property
+    def queue_prefix(self) -> str:
+        return f"{self.tag}:queue:"
+
+    def queue(self, throttle_key: str = "") -> str:
+        return self.queue_prefix + throttle_key
+
+    @property
     def scheduled(self) -> str:
-        return f"{self.tag}:scheduled"
+        """The queue of the jobs that have no throttle key."""
+        return self.queue("")
+
+    @property
+    def key_bucket_prefix(self) -> str:
+        return f"{self.tag}:kbucket:"
+
+    def key_bucket(self, throttle_key: str = "") -> str:
+        return self.key_bucket_prefix + throttle_key
 
     @property
     def running(self) -> str:
@@ -57,6 +87,18 @@ class WorkerKeys:
     @property
     def bucket(self) -> str:
         return f"{self.tag}:bucket"
+
+    @property
+    def limits(self) -> str:
+        return f"{self.tag}:limits"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.tag}:stats"
+
+    @property
+    def dispatched(self) -> str:
+        return f"{self.tag}:dispatched"
 
     @property
     def seq(self) -> str:
@@ -73,12 +115,12 @@ class WorkerKeys:
     @property
     def queue_keys(self) -> list[str]:
         """The KEYS that scripts adding jobs read with ``queue_from`` (lua/includes/jobs.lua)."""
-        return [self.scheduled, self.seq]
+        return [self.throttle_keys, self.seq, self.stats, self.limits]
 
     @property
     def queue_args(self) -> list[str]:
         """The ARGV entries that go with ``queue_keys``, in order."""
-        return []
+        return [self.queue_prefix, self.key_bucket_prefix]
 
 
 def job_id(worker: str, suffix: str) -> str:

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 from .config import WorkerConfig
 from .errors import ValidationError
-from .keys import JOB_SUFFIX_RE, job_id
+from .keys import JOB_SUFFIX_RE, THROTTLE_KEY_MAX_CHARS, job_id
 
 
 class JobState(str, Enum):
@@ -50,6 +50,14 @@ def _json_or_null(text: str | None) -> str:
     return "null" if text is None else json.dumps(text)
 
 
+def _number_value(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
+
+
+def _number_json(value: float) -> str:
+    return json.dumps(_number_value(value))
+
+
 @dataclass(frozen=True)
 class Job:
     id: str
@@ -59,11 +67,13 @@ class Job:
     run_at_ms: int
     attempts: int
     max_attempts: int
-    timeout_ms: int
+    timeout_ms: int | None  # None = the worker's live timeout
     created_ms: int
     last_error: str | None = None
     result_json: str | None = None
     finished_ms: int | None = None
+    throttle_key: str | None = None
+    cost: float = 1.0
 
     @classmethod
     def from_fields(cls, worker: str, suffix: str, fields: Mapping[bytes | str, bytes | str]) -> "Job":
@@ -76,11 +86,13 @@ class Job:
             run_at_ms=int(float(f["run_at_ms"])),
             attempts=int(f.get("attempts", 0)),
             max_attempts=int(f["max_attempts"]),
-            timeout_ms=int(f["timeout_ms"]),
+            timeout_ms=int(f["timeout_ms"]) if "timeout_ms" in f else None,
             created_ms=int(float(f["created_ms"])),
             last_error=f.get("last_error"),
             result_json=f.get("result"),
             finished_ms=int(float(f["finished_ms"])) if "finished_ms" in f else None,
+            throttle_key=f.get("throttle_key"),
+            cost=float(f.get("cost", 1)),
         )
 
     def json_text(self) -> str:
@@ -89,7 +101,8 @@ class Job:
             f'{{"id":"{self.id}","worker":"{self.worker}","state":"{self.state.value}","args":{self.args_json},'
             f'"runAt":"{_iso(self.run_at_ms)}","attempts":{self.attempts},"maxAttempts":{self.max_attempts},'
             f'"lastError":{_json_or_null(self.last_error)},"result":{self.result_json or "null"},'
-            f'"createdAt":"{_iso(self.created_ms)}","finishedAt":{_json_or_null(iso_from_ms(self.finished_ms))}}}'
+            f'"createdAt":"{_iso(self.created_ms)}","finishedAt":{_json_or_null(iso_from_ms(self.finished_ms))},'
+            f'"throttleKey":{_json_or_null(self.throttle_key)},"cost":{_number_json(self.cost)}}}'
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -105,6 +118,8 @@ class Job:
             "result": json.loads(self.result_json) if self.result_json else None,
             "createdAt": iso_from_ms(self.created_ms),
             "finishedAt": iso_from_ms(self.finished_ms),
+            "throttleKey": self.throttle_key,
+            "cost": _number_value(self.cost),
         }
 
 
@@ -118,17 +133,20 @@ class EnqueueRequest:
     run_at_ms: int | None  # absolute (unix ms); None = now + delay_ms on the server's clock
     delay_ms: int
     max_attempts: int
-    timeout_ms: int
+    timeout_ms: int | None  # None = the worker's live timeout (limits.py)
+    throttle_key: str = ""  # "" = none: the job shares the worker's key ""
+    cost: float = 1.0  # tokens the job takes from its buckets
 
     @property
     def job_id(self) -> str:
         return job_id(self.worker, self.suffix)
 
 
-ENQUEUE_FIELDS = ("worker", "args", "runAt", "delay", "id", "maxAttempts", "timeout")
+ENQUEUE_FIELDS = ("worker", "args", "runAt", "delay", "id", "maxAttempts", "timeout", "throttleKey", "cost")
 MAX_UNIX_S = 253402300799.999  # 9999-12-31T23:59:59.999Z
 MAX_DELAY_S = 100 * 365 * 86400
 MAX_TIMEOUT_S = 7 * 86400
+MAX_COST = 1e9
 AM_PM_FORMATS = ("%Y-%m-%d %I:%M:%S %p", "%Y-%m-%d %I:%M %p", "%Y/%m/%d %I:%M:%S %p", "%m/%d/%Y %I:%M:%S %p")
 
 
@@ -228,9 +246,19 @@ def parse_enqueue(body: Any, workers: Mapping[str, WorkerConfig], index: int | N
     max_attempts = body.get("maxAttempts", worker.max_attempts)
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
         raise invalid("maxAttempts", f"must be a whole number >= 1, got {max_attempts!r}")
-    timeout = body.get("timeout", worker.timeout_s)
-    if not _is_number(timeout) or not 0 < timeout <= MAX_TIMEOUT_S:
+    timeout = body.get("timeout")
+    if timeout is not None and (not _is_number(timeout) or not 0 < timeout <= MAX_TIMEOUT_S):
         raise invalid("timeout", f"must be a number of seconds > 0 and <= {MAX_TIMEOUT_S}, got {timeout!r}")
+
+    throttle_key = body.get("throttleKey")
+    if throttle_key is None:
+        throttle_key = ""
+    elif not isinstance(throttle_key, str) or not 1 <= len(throttle_key) <= THROTTLE_KEY_MAX_CHARS \
+            or not throttle_key.isprintable():
+        raise invalid("throttleKey", f"must be 1 to {THROTTLE_KEY_MAX_CHARS} printable characters, got {throttle_key!r}")
+    cost = body.get("cost", 1)
+    if not _is_number(cost) or not 0 < cost <= MAX_COST:
+        raise invalid("cost", f"must be a number of tokens > 0 and <= {MAX_COST}, got {cost!r}")
 
     args = body.get("args", {})
     try:
@@ -244,5 +272,7 @@ def parse_enqueue(body: Any, workers: Mapping[str, WorkerConfig], index: int | N
         run_at_ms=run_at_ms,
         delay_ms=delay_ms,
         max_attempts=max_attempts,
-        timeout_ms=max(1, int(round(timeout * 1000))),
+        timeout_ms=None if timeout is None else max(1, int(round(timeout * 1000))),
+        throttle_key=throttle_key,
+        cost=float(cost),
     )

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-SCRIPT_NAMES = ("enqueue", "claim", "settle", "reap", "cancel", "purge")
+SCRIPT_NAMES = ("enqueue", "claim", "settle", "reap", "cancel", "purge", "set_limits", "worker_state")
 INCLUDE_RE = re.compile(r"^--!include (\w+)$", re.MULTILINE)
 
 
@@ -43,3 +43,5 @@ class Scripts:
         self.reap = redis.register_script(script_source("reap"))
         self.cancel = redis.register_script(script_source("cancel"))
         self.purge = redis.register_script(script_source("purge"))
+        self.set_limits = redis.register_script(script_source("set_limits"))
+        self.worker_state = redis.register_script(script_source("worker_state"))

@@ -17,8 +17,9 @@ from typing import Any, Iterator, Sequence
 from redis import exceptions as redis_errors
 
 from .config import Config, WorkerConfig
-from .errors import ConflictError, NotFoundError, UnavailableError
+from .errors import ConflictError, NotFoundError, UnavailableError, ValidationError
 from .keys import WorkerKeys, job_id, split_job_id
+from .limits import Limits, number_text
 from .model import EnqueueRequest, Job, JobState
 from .scripts import Scripts
 
@@ -56,7 +57,39 @@ class ClaimedJob:
 @dataclass(frozen=True)
 class Claim:
     jobs: list[ClaimedJob]
-    wait_ms: int  # 0 more due now, > 0 next due in ms, -1 nothing scheduled, -2 all slots taken
+    wait_ms: int  # 0 more due now, > 0 next due in ms, -1 nothing scheduled, -2 all slots taken, -3 paused
+    capped: bool = False  # the worker has a concurrency cap: a settle frees a slot
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    """What ``GET /workers`` shows of one worker."""
+
+    name: str
+    url: str
+    limits: Limits
+    scheduled: int
+    retrying: int
+    running: int
+    succeeded: int
+    dead: int
+    cancelled: int
+    throttle_keys: int  # keys with jobs waiting
+    tokens: float | None  # left in the bucket of jobs without a throttle key; None = no rate
+    total_tokens: float | None  # left in the worker-wide bucket; None = no total_rate
+    back_pressure_s: float  # the worker pauses this long after a Retry-After (0 = not paused)
+    dispatched_last_minute: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "url": self.url, "limits": self.limits.to_json(),
+            "jobs": {"scheduled": self.scheduled, "retrying": self.retrying, "running": self.running,
+                     "succeeded": self.succeeded, "dead": self.dead, "cancelled": self.cancelled},
+            "throttleKeysWaiting": self.throttle_keys, "tokens": self.tokens, "totalTokens": self.total_tokens,
+            "backPressureFor": self.back_pressure_s,
+            "dispatchedLastMinute": self.dispatched_last_minute,
+            "dispatchRate": round(self.dispatched_last_minute / 60, 3),
+        }
 
 
 @dataclass(frozen=True)
@@ -94,6 +127,7 @@ class Store:
         self.config = config
         self.scripts = Scripts(redis)
         self._keys: dict[str, WorkerKeys] = {}
+        self._seeded: set[str] = set()  # workers whose limits this process has seeded
 
     def keys(self, worker: str) -> WorkerKeys:
         keys = self._keys.get(worker)
@@ -109,8 +143,9 @@ class Store:
 
     def _policy_args(self, worker: WorkerConfig) -> list[Any]:
         b, r = worker.backoff, worker.retention
+        keys = self.keys(worker.name)
         return [
-            self.keys(worker.name).job_prefix,
+            *keys.queue_args, keys.job_prefix,
             round(b.initial_s * 1000), b.factor, round(b.max_s * 1000), 1 if b.jitter else 0,
             random.getrandbits(31),
             round(r.succeeded_s * 1000), round(r.dead_s * 1000),
@@ -149,8 +184,15 @@ class Store:
                         r = requests[i]
                         job_keys.append(keys.job(r.suffix))
                         args += [r.suffix, r.args_json, "" if r.run_at_ms is None else r.run_at_ms,
-                                 r.delay_ms, r.max_attempts, r.timeout_ms]
+                                 r.delay_ms, r.max_attempts, "" if r.timeout_ms is None else r.timeout_ms,
+                                 r.throttle_key, number_text(r.cost)]
+                    await self._ensure_limits(worker)
                     out = await self.scripts.enqueue(keys=[*keys.queue_keys, *job_keys], args=args)
+                    if _text(out[0]) == "cost":
+                        i = chunk[int(out[1]) - 1]
+                        where = f"jobs[{i}]." if len(requests) > 1 else ""
+                        raise ValidationError(f"{where}cost: {_text(out[2])} of worker {worker!r}, so it could never run",
+                                              field="cost", index=i if len(requests) > 1 else None)
                     now_ms = int(out[0])
                     if int(out[1]):
                         wake.add(worker)
@@ -163,6 +205,7 @@ class Store:
                                 id=r.job_id, worker=worker, state=JobState.SCHEDULED, args_json=r.args_json,
                                 run_at_ms=int(entry), attempts=0, max_attempts=r.max_attempts,
                                 timeout_ms=r.timeout_ms, created_ms=now_ms,
+                                throttle_key=r.throttle_key or None, cost=r.cost,
                             ), True)
 
     async def enqueue(self, request: EnqueueRequest) -> tuple[Job, bool]:
@@ -172,19 +215,16 @@ class Store:
     # -- the dispatcher's side ---------------------------------------------------------
     async def claim(self, worker: WorkerConfig, most: int) -> Claim:
         keys = self.keys(worker.name)
-        size = worker.bucket_size
+        await self._ensure_limits(worker.name)
         out = await self.scripts.claim(
-            keys=[keys.scheduled, keys.running, keys.bucket],
-            args=[keys.job_prefix, most,
-                  "" if worker.rate is None else worker.rate,
-                  "" if size is None else size,
-                  "" if worker.concurrency is None else worker.concurrency],
+            keys=[*keys.queue_keys, keys.running, keys.bucket, keys.dispatched],
+            args=[*keys.queue_args, keys.job_prefix, most],
         )
         jobs = [
             ClaimedJob(worker.name, _text(out[i]), int(out[i + 1]), int(out[i + 2]), _text(out[i + 3]), int(out[i + 4]))
-            for i in range(1, len(out), 5)
+            for i in range(2, len(out), 5)
         ]
-        return Claim(jobs, int(out[0]))
+        return Claim(jobs, int(out[0]), bool(int(out[1])))
 
     async def settle(self, worker: WorkerConfig, receipts: Sequence[Receipt]) -> list[str]:
         """End attempts; one word per receipt (see ``lua/settle.lua``)."""
@@ -193,23 +233,26 @@ class Store:
         for r in receipts:
             args += [r.suffix, r.attempt, r.outcome, r.error, r.result_json, r.retry_after_ms, r.digest, r.seq]
         out = await self.scripts.settle(
-            keys=[keys.scheduled, keys.running, keys.finished, *(keys.job(r.suffix) for r in receipts)],
+            keys=[*self._attempt_keys(keys), *(keys.job(r.suffix) for r in receipts)],
             args=args,
         )
         return [_text(word) for word in out]
 
+    @staticmethod
+    def _attempt_keys(keys: WorkerKeys) -> list[str]:
+        """KEYS of the scripts that end attempts (lua/includes/attempts.lua)."""
+        return [*keys.queue_keys, keys.running, keys.finished, keys.bucket]
+
     async def reap(self, worker: WorkerConfig, most: int = 500) -> tuple[int, int]:
         """Fail expired leases; returns (reaped, ms until the next lease ends or -1)."""
         keys = self.keys(worker.name)
-        out = await self.scripts.reap(
-            keys=[keys.scheduled, keys.running, keys.finished], args=[*self._policy_args(worker), most]
-        )
+        out = await self.scripts.reap(keys=self._attempt_keys(keys), args=[*self._policy_args(worker), most])
         return int(out[0]), int(out[1])
 
     async def purge(self, worker: WorkerConfig, most: int = 500) -> tuple[int, bool]:
         """Delete finished jobs past their retention; returns (purged, more are due)."""
         keys = self.keys(worker.name)
-        out = await self.scripts.purge(keys=[keys.finished], args=[keys.job_prefix, most])
+        out = await self.scripts.purge(keys=[keys.finished, keys.stats], args=[keys.job_prefix, most])
         return int(out[0]), bool(int(out[1]))
 
     # -- by job id -------------------------------------------------------------------
@@ -233,8 +276,8 @@ class Store:
         keys = self.keys(worker_name)
         with redis_outage_as_unavailable():
             out = await self.scripts.cancel(
-                keys=[keys.scheduled, keys.running, keys.finished, keys.job(suffix)],
-                args=[suffix, round(worker.retention.cancelled_s * 1000)],
+                keys=[*keys.queue_keys, keys.running, keys.finished, keys.job(suffix)],
+                args=[*keys.queue_args, suffix, round(worker.retention.cancelled_s * 1000)],
             )
         outcome = _text(out[0])
         if outcome == "missing":
@@ -254,6 +297,55 @@ class Store:
         if word == "stale":
             raise ConflictError(f"attempt {receipt.attempt} of job {job_id_text!r} is no longer the running one")
         return word
+
+    # -- live limits -------------------------------------------------------------------
+    async def _ensure_limits(self, worker_name: str) -> None:
+        if worker_name not in self._seeded:
+            await self.seed_limits(self.worker(worker_name))
+
+    async def seed_limits(self, worker: WorkerConfig) -> Limits:
+        """Give the worker's live limits the config file's values where the file changed
+        them since it last did (see limits.py: a live change wins until then)."""
+        keys = self.keys(worker.name)
+        out = await self.scripts.set_limits(keys=[keys.limits, keys.throttle_keys],
+                                            args=["seed", *Limits.from_config(worker).redis_pairs()])
+        self._seeded.add(worker.name)
+        return Limits.from_fields(_fields(out))
+
+    async def limits(self, worker_name: str) -> Limits:
+        with redis_outage_as_unavailable():
+            await self._ensure_limits(worker_name)
+            return Limits.from_fields(await self.redis.hgetall(self.keys(worker_name).limits))
+
+    async def set_limits(self, worker_name: str, limits: Limits) -> Limits:
+        """Set all of a worker's live limits; ``paused`` goes with them."""
+        with redis_outage_as_unavailable():
+            await self._ensure_limits(worker_name)
+            keys = self.keys(worker_name)
+            out = await self.scripts.set_limits(
+                keys=[keys.limits, keys.throttle_keys],
+                args=["set", *limits.redis_pairs(), "paused", "1" if limits.paused else ""])
+        return Limits.from_fields(_fields(out))
+
+    async def worker_state(self, worker_name: str) -> WorkerState:
+        worker = self.worker(worker_name)
+        keys = self.keys(worker_name)
+        with redis_outage_as_unavailable():
+            await self._ensure_limits(worker_name)
+            out = await self.scripts.worker_state(
+                keys=[*keys.queue_keys, keys.running, keys.bucket, keys.key_bucket(""), keys.dispatched],
+                args=keys.queue_args)
+        stats = {k: int(v) for k, v in _fields(out[2]).items()}
+        queued, retrying = stats.get("queued", 0), stats.get("retrying", 0)
+        return WorkerState(
+            name=worker_name, url=worker.url, limits=Limits.from_fields(_fields(out[1])),
+            scheduled=queued - retrying, retrying=retrying, running=int(out[3]),
+            succeeded=stats.get("succeeded", 0), dead=stats.get("dead", 0), cancelled=stats.get("cancelled", 0),
+            throttle_keys=int(out[4]),
+            tokens=float(_text(out[5])) if _text(out[5]) else None,
+            total_tokens=float(_text(out[6])) if _text(out[6]) else None,
+            back_pressure_s=int(out[7]) / 1000, dispatched_last_minute=int(out[8]),
+        )
 
     async def ping(self) -> None:
         with redis_outage_as_unavailable():

@@ -1,0 +1,38 @@
+-- worker_state: what GET /workers shows of one worker, read at one moment. Changes nothing.
+-- KEYS: the queue's keys (WorkerKeys.queue_keys), then running, worker bucket, the bucket
+--   of the key '' (jobs without a throttle key), dispatched
+-- ARGV: the queue's args (WorkerKeys.queue_args)
+-- Returns {now_ms, limits (HGETALL), stats (HGETALL), running, throttle keys waiting,
+--   tokens of the key '' ('' = no rate), tokens of the worker-wide bucket ('' = none),
+--   ms the worker stays paused by back-pressure (0 = not), jobs claimed in the last 60 s}
+--!include common
+--!include jobs
+local queue, next_key = queue_from(1, 1)
+local running_key, worker_bucket_key, default_bucket_key, dispatched_key =
+  KEYS[next_key], KEYS[next_key + 1], KEYS[next_key + 2], KEYS[next_key + 3]
+local now = server_now_ms()
+local limits = read_limits(queue)
+
+local default_tokens = ''
+if limits.rate then
+  local b = redis.call('HMGET', default_bucket_key, 'tokens', 'updated_ms')
+  default_tokens = string.format('%.3f', bucket_level(b[1], b[2], limits.rate, limits.burst, now))
+end
+local worker_bucket = redis.call('HMGET', worker_bucket_key, 'tokens', 'updated_ms', 'paused_until_ms')
+local total_tokens = ''
+if limits.total_rate then
+  total_tokens = string.format('%.3f', bucket_level(worker_bucket[1], worker_bucket[2], limits.total_rate, limits.total_burst, now))
+end
+local paused_ms = math.max(0, (tonumber(worker_bucket[3]) or 0) - now)
+
+local second = math.floor(now / 1000)
+local last_minute = 0
+local slots = redis.call('HVALS', dispatched_key)
+for _, slot in ipairs(slots) do
+  local at, seen = string.match(slot, '^(%d+):(%d+)$')
+  if at and tonumber(at) > second - 60 then last_minute = last_minute + tonumber(seen) end
+end
+
+return {now, redis.call('HGETALL', queue.limits), redis.call('HGETALL', queue.stats),
+  redis.call('ZCARD', running_key), redis.call('ZCARD', queue.throttle_keys),
+  default_tokens, total_tokens, paused_ms, last_minute}

@@ -1,0 +1,144 @@
+"""A worker's live limits: what the claim script enforces, kept in Redis.
+
+Every coordinator's claim reads them from ``redisq:{worker}:limits`` on each call, so a
+change made through ``PATCH /workers/{name}`` (or ``redisq workers set``) holds on every
+coordinator from its next claim, without a restart.
+
+Which wins, the file or a live change: the config file seeds each field at start, and
+a field takes the file's value only when the file's value differs from the one it seeded
+last time. So a live change survives restarts until someone edits that field in the file;
+then the file wins.
+
+Fields: ``rate`` (tokens per second per throttle key; jobs without a key share the key
+``""``), ``burst`` (bucket size, default ``max(1, rate)``), ``concurrency`` (jobs of the
+worker in flight at once), ``total_rate``/``total_burst`` (a worker-wide bucket over all
+keys), ``timeout`` (seconds, for jobs that did not set their own) and ``paused``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any, Mapping
+
+from .config import WorkerConfig
+from .errors import ValidationError
+
+MAX_TIMEOUT_S = 7 * 86400
+PATCH_FIELDS = ("rate", "burst", "concurrency", "timeout", "totalRate", "totalBurst")
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def number_text(value: float) -> str:
+    """A number as Lua's tonumber reads it, without a needless '.0'."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+@dataclass(frozen=True)
+class Limits:
+    rate: float | None = None
+    burst: float | None = None  # None = max(1, rate)
+    concurrency: int | None = None
+    total_rate: float | None = None
+    total_burst: float | None = None  # None = max(1, total_rate)
+    timeout_s: float = 30.0
+    paused: bool = False
+
+    @classmethod
+    def from_config(cls, worker: WorkerConfig) -> "Limits":
+        return cls(rate=worker.rate, burst=worker.burst, concurrency=worker.concurrency,
+                   total_rate=worker.total_rate, total_burst=worker.total_burst, timeout_s=worker.timeout_s)
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[Any, Any]) -> "Limits":
+        f = {_text(k): _text(v) for k, v in fields.items()}
+
+        def number(name: str) -> float | None:
+            return float(f[name]) if f.get(name) else None
+
+        concurrency = number("concurrency")
+        timeout_ms = number("timeout_ms")
+        return cls(rate=number("rate"), burst=number("burst"),
+                   concurrency=None if concurrency is None else int(concurrency),
+                   total_rate=number("total_rate"), total_burst=number("total_burst"),
+                   timeout_s=30.0 if timeout_ms is None else timeout_ms / 1000, paused=f.get("paused") == "1")
+
+    @property
+    def bucket_size(self) -> float | None:
+        if self.rate is None:
+            return None
+        return self.burst if self.burst is not None else max(1.0, self.rate)
+
+    @property
+    def total_bucket_size(self) -> float | None:
+        if self.total_rate is None:
+            return None
+        return self.total_burst if self.total_burst is not None else max(1.0, self.total_rate)
+
+    def redis_pairs(self) -> list[str]:
+        """Field/value pairs for ``lua/set_limits.lua`` ('' = no limit); ``paused`` is not among them."""
+        def opt(value: float | None) -> str:
+            return "" if value is None else number_text(value)
+
+        return ["rate", opt(self.rate), "burst", opt(self.burst), "concurrency", opt(self.concurrency),
+                "total_rate", opt(self.total_rate), "total_burst", opt(self.total_burst),
+                "timeout_ms", number_text(max(1, round(self.timeout_s * 1000)))]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rate": self.rate, "burst": self.bucket_size, "concurrency": self.concurrency,
+                "totalRate": self.total_rate, "totalBurst": self.total_bucket_size,
+                "timeout": self.timeout_s, "paused": self.paused}
+
+
+def parse_limits_patch(body: Any, current: Limits) -> Limits:
+    """A ``PATCH /workers/{name}`` body applied to ``current``; ValidationError names the field.
+
+    ``null`` removes a limit (``rate: null`` = unlimited; ``burst: null`` = the default)."""
+    if not isinstance(body, dict):
+        raise ValidationError("body: must be a JSON object")
+    if not body:
+        raise ValidationError(f"body: give at least one of {', '.join(PATCH_FIELDS)}")
+    unknown = [k for k in body if k not in PATCH_FIELDS]
+    if unknown:
+        raise ValidationError(f"{unknown[0]}: unknown field (expected {', '.join(PATCH_FIELDS)})", field=unknown[0])
+
+    def number(name: str, minimum: float, strict: bool) -> float | None:
+        value = body[name]
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValidationError(f"{name}: must be a number or null, got {value!r}", field=name)
+        if value < minimum or (strict and value == minimum):
+            raise ValidationError(f"{name}: must be {'>' if strict else '>='} {minimum:g}, got {value!r}", field=name)
+        return float(value)
+
+    changes: dict[str, Any] = {}
+    if "rate" in body:
+        changes["rate"] = number("rate", 0.0, strict=True)
+    if "burst" in body:
+        changes["burst"] = number("burst", 1.0, strict=False)
+    if "totalRate" in body:
+        changes["total_rate"] = number("totalRate", 0.0, strict=True)
+    if "totalBurst" in body:
+        changes["total_burst"] = number("totalBurst", 1.0, strict=False)
+    if "concurrency" in body:
+        value = body["concurrency"]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValidationError(f"concurrency: must be a whole number >= 1 or null, got {value!r}", field="concurrency")
+        changes["concurrency"] = value
+    if "timeout" in body:
+        value = body["timeout"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not 0 < value <= MAX_TIMEOUT_S:
+            raise ValidationError(f"timeout: must be a number of seconds > 0 and <= {MAX_TIMEOUT_S}, got {value!r}",
+                                  field="timeout")
+        changes["timeout_s"] = float(value)
+    limits = replace(current, **changes)
+    if limits.burst is not None and limits.rate is None:
+        raise ValidationError("burst: needs a rate (the worker has none)", field="burst")
+    if limits.total_burst is not None and limits.total_rate is None:
+        raise ValidationError("totalBurst: needs a totalRate (the worker has none)", field="totalBurst")
+    return limits

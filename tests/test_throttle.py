@@ -1,0 +1,216 @@
+"""Throttling in the engine: per-key buckets, fairness between keys, cost, back-pressure,
+and the live limits in Redis, through the ``Store`` API on a real Redis and on the
+embedded store (``engine_redis`` runs every test on both)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from redisq.config import Backoff
+from redisq.errors import ValidationError
+from redisq.limits import Limits
+from redisq.store import Store
+
+from test_store import failure, make_store, request, server_ms, success, worker
+
+W = "send-email"
+
+
+async def enqueue(store: Store, key: str | None, n: int, **body: Any) -> list[str]:
+    bodies = [{"worker": body.pop("worker", W), **({"throttleKey": key} if key else {}), **body} for _ in range(n)]
+    results, _ = await store.enqueue_many([request(store, **b) for b in bodies])
+    return [job.id for job, _ in results]
+
+
+async def test_each_throttle_key_has_its_own_bucket(engine_redis):
+    w = worker(rate=1.0, burst=3)
+    store = make_store(engine_redis, w)
+    a = await enqueue(store, "shop-a", 5)
+    b = await enqueue(store, "shop-b", 5)
+    claim = await store.claim(w, 100)
+    # Each key's bucket gives its burst of 3; the jobs of a key leave in enqueue order.
+    assert sorted(j.id for j in claim.jobs) == sorted(a[:3] + b[:3])
+    assert [j.id for j in claim.jobs if j.id in a] == a[:3]
+    assert [j.id for j in claim.jobs if j.id in b] == b[:3]
+    assert 900 <= claim.wait_ms <= 1000  # the next token of either key
+    assert (await store.claim(w, 100)).jobs == []
+
+
+async def test_jobs_without_a_key_share_the_worker_bucket_as_before(engine_redis):
+    w = worker(rate=1.0, burst=2)
+    store = make_store(engine_redis, w)
+    await enqueue(store, None, 4)
+    assert len((await store.claim(w, 100)).jobs) == 2
+
+
+async def test_a_key_with_ten_thousand_waiting_does_not_delay_another_keys_job(engine_redis):
+    w = worker()  # no rate: only fairness orders the keys
+    store = make_store(engine_redis, w)
+    for _ in range(10):
+        await enqueue(store, "busy", 1000)
+    first = await store.claim(w, 50)
+    assert len(first.jobs) == 50 and first.wait_ms == 0
+    (lone,) = await enqueue(store, "quiet", 1)
+    # The very next claim serves the waiting key, though "busy" has older jobs.
+    claim = await store.claim(w, 10)
+    assert lone in [j.id for j in claim.jobs]
+
+
+async def test_a_throttled_key_costs_nothing_and_its_neighbour_is_served(engine_redis):
+    w = worker(rate=2.0, burst=40)
+    store = make_store(engine_redis, w)
+    await enqueue(store, "busy", 2000)
+    assert len((await store.claim(w, 100)).jobs) == 40
+    (lone,) = await enqueue(store, "quiet", 1)
+    claim = await store.claim(w, 100)
+    assert [j.id for j in claim.jobs] == [lone]
+    assert 0 < claim.wait_ms <= 500
+
+
+async def test_cost_takes_that_many_tokens(engine_redis):
+    w = worker(rate=50.0, burst=100)
+    store = make_store(engine_redis, w)
+    heavy = await enqueue(store, "shop", 3, cost=40)
+    light = await enqueue(store, "shop", 1)
+    claim = await store.claim(w, 10)
+    assert [j.id for j in claim.jobs] == heavy[:2]  # 80 of 100; the third needs 40, 20 are left
+    assert 350 <= claim.wait_ms <= 400  # 20 more tokens at 50/s
+    assert (await store.get(heavy[0])).cost == 40
+    # Order within a key holds: the light job does not overtake the heavy one.
+    assert light[0] not in [j.id for j in (await store.claim(w, 10)).jobs]
+
+
+async def test_a_cost_above_the_burst_is_refused_and_nothing_is_created(engine_redis):
+    w = worker(rate=50.0, burst=100, total_rate=10.0, total_burst=60)
+    store = make_store(engine_redis, w)
+    with pytest.raises(ValidationError, match="cost: is 101, above the burst of 100"):
+        await enqueue(store, "shop", 1, cost=101, id="too-big")
+    with pytest.raises(ValidationError, match="above the total_burst of 60"):
+        await store.enqueue_many([request(store, id="fine", cost=1), request(store, id="big", cost=61)])
+    assert await engine_redis.exists(store.keys(W).job("fine"), store.keys(W).job("too-big")) == 0
+
+
+async def test_a_burst_lowered_below_a_waiting_jobs_cost_does_not_strand_it(engine_redis):
+    w = worker(rate=1000.0, burst=100)
+    store = make_store(engine_redis, w)
+    (job,) = await enqueue(store, None, 1, cost=80)
+    await store.set_limits(W, replace(await store.limits(W), burst=10.0))
+    assert [j.id for j in (await store.claim(w, 10)).jobs] == [job]  # it takes the whole bucket
+
+
+async def test_total_rate_caps_the_worker_over_all_its_keys(engine_redis):
+    w = worker(rate=100.0, burst=100, total_rate=1.0, total_burst=5)
+    store = make_store(engine_redis, w)
+    for key in ("a", "b", "c"):
+        await enqueue(store, key, 4)
+    claim = await store.claim(w, 100)
+    assert len(claim.jobs) == 5
+    assert 900 <= claim.wait_ms <= 1000
+
+
+async def test_back_pressure_on_a_key_pauses_that_key_only(engine_redis):
+    w = worker(backoff=Backoff(initial_s=0.0, jitter=False))
+    store = make_store(engine_redis, w)
+    await enqueue(store, "shop-a", 3)
+    await enqueue(store, "shop-b", 3)
+    claim = await store.claim(w, 2)
+    assert len(claim.jobs) == 2
+    hit = claim.jobs[0]
+    hit_key = (await store.get(hit.id)).throttle_key
+    before = await server_ms(engine_redis)
+    assert await store.settle(w, [failure(hit, "HTTP 429", retry_after_ms=2000)]) == ["retrying"]
+    rest = (await store.claim(w, 100)).jobs
+    keys = {(await store.get(j.id)).throttle_key for j in rest}
+    assert keys == {"shop-a", "shop-b"} - {hit_key}  # the other key runs on
+    assert len(rest) == 2  # its jobs that had not been claimed yet
+    job = await store.get(hit.id)
+    assert job.state.value == "retrying" and job.last_error == "HTTP 429"
+    assert before + 2000 <= job.run_at_ms
+    assert (await store.claim(w, 100)).jobs == []
+
+
+async def test_live_limits_apply_on_the_next_claim(engine_redis):
+    w = worker(rate=1.0, burst=1)
+    store = make_store(engine_redis, w)
+    await enqueue(store, None, 10)
+    assert len((await store.claim(w, 100)).jobs) == 1
+    await store.set_limits(W, replace(await store.limits(W), rate=1000.0, burst=3.0))
+    await asyncio.sleep(0.01)
+    assert len((await store.claim(w, 100)).jobs) == 3
+
+    paused = await store.set_limits(W, replace(await store.limits(W), paused=True))
+    assert paused.paused
+    claim = await store.claim(w, 100)
+    assert (claim.jobs, claim.wait_ms) == ([], -3)
+    await store.set_limits(W, replace(paused, paused=False, rate=None, burst=None))
+    assert len((await store.claim(w, 100)).jobs) == 6
+
+
+async def test_the_config_seeds_the_limits_and_a_live_change_wins_until_the_file_changes(engine_redis):
+    w = worker(rate=2.0, burst=40, concurrency=5, timeout_s=10.0)
+    store = make_store(engine_redis, w)
+    seeded = await store.seed_limits(w)
+    assert (seeded.rate, seeded.bucket_size, seeded.concurrency, seeded.timeout_s) == (2.0, 40.0, 5, 10.0)
+    await store.set_limits(W, replace(seeded, rate=5.0))
+    # A restart with the same file keeps the live change...
+    restarted = make_store(engine_redis, w)
+    assert (await restarted.seed_limits(w)).rate == 5.0
+    # ...and a file whose rate changed wins; fields it did not change keep their live values.
+    await restarted.set_limits(W, replace(await restarted.limits(W), concurrency=9))
+    edited = make_store(engine_redis, replace(w, rate=3.0))
+    limits = await edited.seed_limits(replace(w, rate=3.0))
+    assert (limits.rate, limits.concurrency) == (3.0, 9)
+
+
+async def test_the_live_timeout_applies_to_jobs_that_did_not_set_their_own(engine_redis):
+    w = worker(timeout_s=30.0)
+    store = make_store(engine_redis, w)
+    await enqueue(store, None, 1, id="own", timeout=5)
+    await enqueue(store, None, 1, id="default")
+    await store.set_limits(W, replace(await store.limits(W), timeout_s=2.0))
+    claim = await store.claim(w, 10)
+    assert {j.suffix: j.timeout_ms for j in claim.jobs} == {"own": 5000, "default": 2000}
+
+
+async def test_worker_state_counts_every_state(engine_redis):
+    w = worker(rate=1.0, burst=10, max_attempts=1, backoff=Backoff(initial_s=60.0, jitter=False))
+    w2 = replace(w, name="other", max_attempts=3)
+    store = make_store(engine_redis, w, w2)
+    await enqueue(store, None, 6)
+    await enqueue(store, "shop", 3)
+    claim = await store.claim(w, 5)  # 3 of the key "" (served first: it waited longest), 2 of "shop"
+    ok, bad, *running = claim.jobs
+    assert await store.settle(w, [success(ok), failure(bad)]) == ["succeeded", "dead"]
+    waiting = [j for j in await enqueue(store, None, 1)]
+    await store.cancel(waiting[0])
+    await enqueue(store, None, 1, worker="other")
+    (retry,) = (await store.claim(w2, 1)).jobs
+    assert await store.settle(w2, [failure(retry)]) == ["retrying"]
+
+    state = await store.worker_state(W)
+    assert (state.scheduled, state.retrying, state.running, state.succeeded, state.dead, state.cancelled) == \
+        (4, 0, 3, 1, 1, 1)
+    assert state.throttle_keys == 2  # "" and "shop" have jobs waiting
+    assert state.dispatched_last_minute == 5
+    assert state.tokens is not None and 7 <= state.tokens <= 7.5  # 10 less the 3 of the key "", refilling at 1/s
+    other = await store.worker_state("other")
+    assert (other.scheduled, other.retrying, other.running) == (0, 1, 0)
+    body = state.to_json()
+    assert body["jobs"]["running"] == 3 and body["limits"]["rate"] == 1.0 and body["dispatchRate"] == round(5 / 60, 3)
+
+
+async def test_a_drained_key_leaves_no_keys_behind(engine_redis):
+    w = worker(rate=1000.0, burst=10)
+    store = make_store(engine_redis, w)
+    await enqueue(store, "shop-a", 3)
+    jobs = (await store.claim(w, 10)).jobs
+    assert len(jobs) == 3 and (await store.claim(w, 10)).wait_ms == -1
+    keys = store.keys(W)
+    assert await engine_redis.exists(keys.queue("shop-a"), keys.throttle_keys) == 0
+    # The key's bucket refills to full within 10 ms and expires a second after.
+    ttl_ms = await engine_redis.pttl(keys.key_bucket("shop-a"))
+    assert 0 < ttl_ms <= 1010
