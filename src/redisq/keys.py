@@ -9,11 +9,16 @@ single hash slot and the same scripts run on one Redis and on Redis Cluster::
     redisq:{send-email}:bucket       hash  tokens, updated_ms (the worker's token bucket)
     redisq:{send-email}:seq          int   enqueue counter (orders jobs due at the same ms)
     redisq:{send-email}:job:<suffix> hash  one job
+    redisq:{send-email}:schedules    zset  schedule suffix -> next_fire_ms (schedules not paused)
+    redisq:{send-email}:schedule-ids set   every schedule suffix of the worker, paused or not
+    redisq:{send-email}:schedule:<suffix>       hash  one cron schedule's spec and state
+    redisq:{send-email}:schedule-jobs:<suffix>  list  its latest tick jobs' suffixes, newest first
 
 Scripts get the keys they know of in KEYS; the job hashes that claim, reap and purge find
 inside a zset are built from ``job_prefix`` (in ARGV), which shares the slot.
 
-A job id is ``<worker>:<suffix>``, so the id alone leads to its keys.  A queue member
+A job id is ``<worker>:<suffix>``, so the id alone leads to its keys; so is a schedule id,
+and the job a schedule's tick creates is ``<worker>:<schedule suffix>:<tick unix ms>``.  A queue member
 in ``scheduled`` is the job's 12-hex-digit enqueue sequence followed by its suffix:
 jobs due at the same millisecond leave in the order they were enqueued.
 """
@@ -71,6 +76,25 @@ class WorkerKeys:
         return self.job_prefix + suffix
 
     @property
+    def schedules(self) -> str:
+        return f"{self.tag}:schedules"
+
+    @property
+    def schedule_ids(self) -> str:
+        return f"{self.tag}:schedule-ids"
+
+    @property
+    def schedule_prefix(self) -> str:
+        """Scripts that find schedule suffixes in a zset build schedule keys from this prefix."""
+        return f"{self.tag}:schedule:"
+
+    def schedule(self, suffix: str) -> str:
+        return self.schedule_prefix + suffix
+
+    def schedule_jobs(self, suffix: str) -> str:
+        return f"{self.tag}:schedule-jobs:{suffix}"
+
+    @property
     def queue_keys(self) -> list[str]:
         """The KEYS that scripts adding jobs read with ``queue_from`` (lua/includes/jobs.lua)."""
         return [self.scheduled, self.seq]
@@ -98,3 +122,8 @@ def job_key(job_id_text: str) -> str | None:
     if parts is None:
         return None
     return WorkerKeys(parts[0]).job(parts[1])
+
+
+def tick_job_suffix(schedule_suffix: str, fire_ms: int) -> str:
+    """The suffix of the job a schedule's tick at ``fire_ms`` creates: one tick, one job id."""
+    return f"{schedule_suffix}:{fire_ms}"
