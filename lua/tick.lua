@@ -2,12 +2,14 @@
 -- the schedule on to its next fire time.
 -- KEYS: the queue's keys (WorkerKeys.queue_keys), the schedules zset, then per schedule:
 --   its hash, its jobs list, and one job hash per tick to fire
--- ARGV: the queue's args (WorkerKeys.queue_args), the worker's default max_attempts and
---   timeout_ms, the number of schedules, then per schedule: suffix, expected next_fire_ms,
+-- ARGV: the queue's args (WorkerKeys.queue_args), due_ms (the time the ticks were computed
+--   for: nothing fires before it), the worker's default max_attempts and timeout_ms, the
+--   number of schedules, then per schedule: suffix, expected next_fire_ms,
 --   expected revision, new next_fire_ms, number of ticks, then per tick: job suffix, fire_ms
 -- Returns {now_ms, wake, then per schedule: ticks fired (jobs created), or -1 when the
 -- schedule changed since the coordinator read it (deleted, paused, updated, or another
--- coordinator fired it first): then nothing is written for it}.
+-- coordinator fired it first) or its new next fire time has already passed: then nothing
+-- is written for it}; or {now_ms, 'early'} when due_ms has not come yet (nothing written).
 -- A tick's job id comes from the schedule id and the tick time, and a job that already
 -- exists is left alone, so a tick can never produce two jobs. wake is 1 when a new job is
 -- due before the previous head of the queue, as in enqueue.
@@ -17,10 +19,12 @@ local JOBS_KEPT = 10
 local queue, k, a = queue_from(1, 1)
 local schedules_key = KEYS[k]
 k = k + 1
-local default_max_attempts, default_timeout_ms = ARGV[a], ARGV[a + 1]
-local schedule_count = tonumber(ARGV[a + 2])
-a = a + 3
+local due_ms = tonumber(ARGV[a])
+local default_max_attempts, default_timeout_ms = ARGV[a + 1], ARGV[a + 2]
+local schedule_count = tonumber(ARGV[a + 3])
+a = a + 4
 local now = server_now_ms()
+if now < due_ms then return {now, 'early'} end
 
 local head_ms = queue_head_ms(queue)
 local earliest_new_ms = nil
@@ -39,7 +43,8 @@ for _ = 1, schedule_count do
   a = a + 5
   local spec = redis.call('HMGET', schedule_key, 'next_fire_ms', 'revision', 'paused', 'args',
     'max_attempts', 'timeout_ms', 'throttle_key', 'cost')
-  local current = tonumber(spec[1]) == expected_next_ms and tonumber(spec[2]) == expected_revision and spec[3] == '0'
+  local current = tonumber(spec[1]) == expected_next_ms and tonumber(spec[2]) == expected_revision
+    and spec[3] == '0' and new_next_ms > now
   local fired = 0
   local last_fire_ms, last_job = nil, nil
   for _ = 1, tick_count do

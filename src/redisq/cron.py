@@ -59,6 +59,7 @@ MAX_SCHEDULE_SUFFIX = 180  # leaves room for ":<fire_ms>" in the tick job's id (
 NEXT_RUN_TIMES = 5
 DUE_BATCH = 100
 MAX_IDLE_S = 1.0
+PLAN_AHEAD_MS = 50  # ticks are computed this long before they are due
 MAX_CRON_STEPS = 100_000  # croniter iterations before a schedule counts as never firing
 
 
@@ -129,6 +130,9 @@ def cron_spec(cron: str, timezone: str) -> CronSpec:
 def due_ticks(spec: CronSpec, catch_up: bool, next_fire_ms: int, now_ms: int) -> tuple[list[int], int]:
     """The ticks to fire now for a schedule whose stored next fire time has come, and the
     next fire time after now (the misfire rule, see the module's docstring)."""
+    following_ms = spec.fires_after(next_fire_ms, 1)[0]
+    if following_ms > now_ms:  # the usual case: one tick is due
+        return [next_fire_ms], following_ms
     new_next_ms = spec.fires_after(now_ms, 1)[0]
     on_time = next_fire_ms >= now_ms - MISFIRE_GRACE_MS
     most = MAX_CATCH_UP_TICKS if catch_up or on_time else 1
@@ -307,6 +311,20 @@ class TickRound:
     fired: int  # jobs created
     refused: int  # schedules another coordinator (or an update) got to first
     wake: bool  # a new job is due before the queue's previous head
+    early: bool = False  # the plan's due_ms had not come: nothing was written
+
+
+@dataclass(frozen=True)
+class TickPlan:
+    """Due schedules and their computed ticks, to be fired at ``due_ms`` by ``Schedules.fire``."""
+
+    worker: WorkerConfig
+    now_ms: int
+    due_ms: int
+    wait_ms: int  # until the earliest next fire time; -1 = no schedule
+    count: int  # schedules in the plan
+    keys: list[str]
+    args: list[Any]
 
 
 # -- the engine's side ---------------------------------------------------------------------
@@ -408,21 +426,23 @@ class Schedules:
             raise NotFoundError(f"no schedule {schedule_id!r}")
         return await self.get(schedule_id)
 
-    async def tick(self, worker: WorkerConfig, most: int = DUE_BATCH) -> TickRound:
-        """Fire this worker's due schedules: one read, then one atomic tick script call."""
+    async def plan(self, worker: WorkerConfig, horizon_ms: int = 0, most: int = DUE_BATCH) -> TickPlan:
+        """Read the schedules due now (or, within ``horizon_ms``, at the earliest next fire
+        time) and compute their ticks: a plan for ``fire``. Changes nothing."""
         keys = WorkerKeys(worker.name)
-        out = await self._due(keys=[keys.schedules], args=[keys.schedule_prefix, most])
-        now_ms, earliest_ms = int(out[0]), int(out[1])
+        out = await self._due(keys=[keys.schedules], args=[keys.schedule_prefix, most, horizon_ms])
+        now_ms, earliest_ms, due_ms = int(out[0]), int(out[1]), int(out[2])
         tick_keys: list[str] = []
         tick_args: list[Any] = []
-        count = 0
-        for i in range(2, len(out), 6):
+        count = skipped = 0
+        for i in range(3, len(out), 6):
             suffix, next_fire_ms, revision = _text(out[i]), int(out[i + 1]), int(out[i + 2])
             cron, tz, catch_up = _text(out[i + 3]), _text(out[i + 4]), _text(out[i + 5]) == "1"
             try:
-                ticks, new_next_ms = due_ticks(cron_spec(cron, tz), catch_up, next_fire_ms, now_ms)
+                ticks, new_next_ms = due_ticks(cron_spec(cron, tz), catch_up, next_fire_ms, due_ms)
             except (CroniterError, ValueError, ZoneInfoNotFoundError) as e:
                 log.error("schedule %s: cannot compute its fire times (%s); it is skipped", job_id(worker.name, suffix), e)
+                skipped += 1
                 continue
             count += 1
             tick_keys += [keys.schedule(suffix), keys.schedule_jobs(suffix)]
@@ -431,17 +451,32 @@ class Schedules:
                 job_suffix = tick_job_suffix(suffix, fire_ms)
                 tick_keys.append(keys.job(job_suffix))
                 tick_args += [job_suffix, fire_ms]
-        if not count:
-            wait_ms = -1 if earliest_ms < 0 else max(0, earliest_ms - now_ms)
-            if len(out) > 2:  # due but skipped: look again in a while, not in a busy loop
-                wait_ms = round(MAX_IDLE_S * 1000)
-            return TickRound(now_ms, wait_ms, 0, 0, False)
+        wait_ms = -1 if earliest_ms < 0 else max(0, earliest_ms - now_ms)
+        if skipped and not count:  # due but not computable: look again in a while, not in a busy loop
+            wait_ms = round(MAX_IDLE_S * 1000)
+        return TickPlan(worker, now_ms, due_ms, wait_ms, count, tick_keys, tick_args)
+
+    async def fire(self, plan: TickPlan) -> TickRound:
+        """Run a plan's ticks in one atomic ``tick.lua`` call (not before its ``due_ms``)."""
+        keys = WorkerKeys(plan.worker.name)
+        worker = plan.worker
         result = await self._tick(
-            keys=[*keys.queue_keys, keys.schedules, *tick_keys],
-            args=[*keys.queue_args, worker.max_attempts, max(1, round(worker.timeout_s * 1000)), count, *tick_args])
+            keys=[*keys.queue_keys, keys.schedules, *plan.keys],
+            args=[*keys.queue_args, plan.due_ms, worker.max_attempts, max(1, round(worker.timeout_s * 1000)),
+                  plan.count, *plan.args])
+        now_ms = int(result[0])
+        if _text(result[1]) == "early":
+            return TickRound(now_ms, max(1, plan.due_ms - now_ms), 0, 0, False, early=True)
         outcomes = [int(x) for x in result[2:]]
-        return TickRound(int(result[0]), 0, sum(n for n in outcomes if n > 0), sum(1 for n in outcomes if n < 0),
+        return TickRound(now_ms, 0, sum(n for n in outcomes if n > 0), sum(1 for n in outcomes if n < 0),
                          bool(int(result[1])))
+
+    async def tick(self, worker: WorkerConfig, most: int = DUE_BATCH) -> TickRound:
+        """Fire this worker's due schedules: one read, then one atomic tick script call."""
+        plan = await self.plan(worker, 0, most)
+        if not plan.count:
+            return TickRound(plan.now_ms, plan.wait_ms, 0, 0, False)
+        return await self.fire(plan)
 
 
 # -- the loop ------------------------------------------------------------------------------
@@ -485,18 +520,34 @@ class Ticker:
         while not self._stopping:
             wake.clear()
             try:
-                round_ = await self.schedules.tick(worker)
-                if round_.wake and self.on_enqueued is not None:
-                    await self.on_enqueued({worker.name})
+                # Compute the ticks up to PLAN_AHEAD_MS before they are due, so that at the
+                # tick time only the tick script's round trip is left.
+                plan = await self.schedules.plan(worker, PLAN_AHEAD_MS)
+                if plan.count:
+                    await self._fire_when_due(plan)
+                    backoff.succeeded()
+                    continue
                 backoff.succeeded()
             except Exception as e:  # a Redis outage or error reply: back off, never end the loop
                 await backoff.failed(e)
                 continue
-            if round_.wait_ms == 0:
-                continue
-            sleep_s = MAX_IDLE_S if round_.wait_ms < 0 else min(MAX_IDLE_S, round_.wait_ms / 1000)
+            wait_ms = plan.wait_ms - PLAN_AHEAD_MS // 2
+            sleep_s = MAX_IDLE_S if plan.wait_ms < 0 else min(MAX_IDLE_S, max(0, wait_ms) / 1000)
             try:
                 await asyncio.wait_for(wake.wait(), sleep_s)
             except asyncio.TimeoutError:
                 pass
 
+    async def _fire_when_due(self, plan: TickPlan) -> None:
+        # Sleep by the offset on the Redis clock; the script refuses to fire early, and then
+        # says how long is left.
+        wait_ms = plan.due_ms - plan.now_ms
+        for _ in range(100):
+            if wait_ms > 0:
+                await asyncio.sleep(wait_ms / 1000)
+            round_ = await self.schedules.fire(plan)
+            if not round_.early:
+                break
+            wait_ms = round_.wait_ms
+        if round_.wake and self.on_enqueued is not None:
+            await self.on_enqueued({plan.worker.name})
