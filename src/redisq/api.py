@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from .coordinator import Coordinator
 from .dispatch import MAX_RETRY_AFTER_S
+from .cron import is_schedule_body, parse_schedule, reject_cron_in_batch
 from .errors import (BadRequestError, PayloadTooLargeError, RedisqError, UnauthorizedError,
                      UnavailableError, ValidationError)
 from .keys import split_job_id
@@ -70,6 +71,8 @@ def create_app(coordinator: Coordinator, *, manage_lifecycle: bool = True) -> St
 
     async def enqueue_one(request: Request) -> Response:
         body = await read_json(request, config.max_body_bytes)
+        if is_schedule_body(body):
+            return await save_schedule(body)
         job_request = parse_enqueue(body, config.workers)
         results, wake = await store.enqueue_many([job_request])
         await coordinator.enqueued(wake)
@@ -88,6 +91,7 @@ def create_app(coordinator: Coordinator, *, manage_lifecycle: bool = True) -> St
             raise ValidationError("jobs: must hold at least one job", field="jobs")
         if len(items) > MAX_BATCH:
             raise ValidationError(f"jobs: at most {MAX_BATCH} jobs per call, got {len(items)}", field="jobs")
+        reject_cron_in_batch(items)
         requests = [parse_enqueue(item, config.workers, index=i) for i, item in enumerate(items)]
         results, wake = await store.enqueue_many(requests)
         await coordinator.enqueued(wake)
@@ -151,6 +155,32 @@ def create_app(coordinator: Coordinator, *, manage_lifecycle: bool = True) -> St
         await store.set_limits(name, replace(await store.limits(name), paused=False))
         await coordinator.enqueued({name})
         return JSONResponse((await store.worker_state(name)).to_json())
+    async def save_schedule(body: Any) -> JSONResponse:
+        schedule, created = await coordinator.schedules.save(parse_schedule(body, config.workers))
+        coordinator.schedules_changed(schedule.worker)
+        return JSONResponse(schedule.to_json(), status_code=201 if created else 200)
+
+    async def list_schedules(request: Request) -> JSONResponse:
+        worker = request.query_params.get("worker")
+        if worker is not None and worker not in config.workers:
+            known = ", ".join(sorted(config.workers)) or "none are configured"
+            raise ValidationError(f"worker: unknown worker {worker!r} (known: {known})", field="worker")
+        schedules = await coordinator.schedules.list(worker)
+        return JSONResponse({"schedules": [s.to_json() for s in schedules]})
+
+    async def get_schedule(request: Request) -> JSONResponse:
+        return JSONResponse((await coordinator.schedules.get(request.path_params["id"])).to_json())
+
+    async def delete_schedule(request: Request) -> JSONResponse:
+        return JSONResponse((await coordinator.schedules.delete(request.path_params["id"])).to_json())
+
+    async def pause_schedule(request: Request) -> JSONResponse:
+        return JSONResponse((await coordinator.schedules.set_paused(request.path_params["id"], True)).to_json())
+
+    async def resume_schedule(request: Request) -> JSONResponse:
+        schedule = await coordinator.schedules.set_paused(request.path_params["id"], False)
+        coordinator.schedules_changed(schedule.worker)
+        return JSONResponse(schedule.to_json())
 
     async def health(request: Request) -> JSONResponse:
         try:
@@ -189,6 +219,11 @@ def create_app(coordinator: Coordinator, *, manage_lifecycle: bool = True) -> St
         Route("/workers/{name}/pause", pause_worker, methods=["POST"]),
         Route("/workers/{name}/resume", resume_worker, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
+        Route("/schedules", list_schedules, methods=["GET"]),
+        Route("/schedule/{id}", get_schedule, methods=["GET"]),
+        Route("/schedule/{id}", delete_schedule, methods=["DELETE"]),
+        Route("/schedule/{id}/pause", pause_schedule, methods=["POST"]),
+        Route("/schedule/{id}/resume", resume_schedule, methods=["POST"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={RedisqError: on_redisq_error, Exception: on_unexpected})
     return app

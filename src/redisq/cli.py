@@ -1,10 +1,12 @@
-"""The command line: ``redisq serve`` and ``redisq demo``."""
+"""The command line: ``redisq serve``, ``redisq demo`` and ``redisq schedules``."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -81,6 +83,33 @@ def demo(args: argparse.Namespace) -> int:
     return run_demo(loop=_event_loop_name())
 
 
+def schedules(args: argparse.Namespace) -> int:
+    """List the schedules through a running coordinator's HTTP API (``GET /schedules``)."""
+    import httpx
+
+    params = {"worker": args.worker} if args.worker else {}
+    try:
+        resp = httpx.get(f"{args.url.rstrip('/')}/schedules", params=params, timeout=10, trust_env=False)
+    except httpx.HTTPError as e:
+        print(f"redisq: cannot reach {args.url}: {e}", file=sys.stderr)
+        return 1
+    if resp.status_code != 200:
+        print(f"redisq: {args.url} answered {resp.status_code}: {resp.text.strip()}", file=sys.stderr)
+        return 1
+    listed = resp.json()["schedules"]
+    if args.json:
+        print(json.dumps(listed, indent=2))
+        return 0
+    rows = [("ID", "CRON", "TIMEZONE", "STATE", "NEXT RUN", "LAST FIRE")]
+    for s in listed:
+        rows.append((s["id"], s["cron"], s["timezone"], "paused" if s["paused"] else "active",
+                     s["nextRunAt"] or "-", s["lastFireAt"] or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="redisq", description="A coordinator for background jobs whose workers are HTTP endpoints.")
     parser.add_argument("--version", action="version", version=f"redisq {__version__}")
@@ -95,6 +124,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p = commands.add_parser("demo", help="a self-contained tour on the embedded store")
     p.set_defaults(func=demo)
+
+    p = commands.add_parser("schedules", help="list the cron schedules (asks a running coordinator)")
+    p.add_argument("--url", default=os.environ.get("REDISQ_URL", "http://127.0.0.1:7575"),
+                   help="the coordinator's base URL (default: $REDISQ_URL, else http://127.0.0.1:7575)")
+    p.add_argument("--worker", help="only this worker's schedules")
+    p.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
+    p.set_defaults(func=schedules)
 
     args = parser.parse_args(argv)
     return int(args.func(args))

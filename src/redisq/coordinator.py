@@ -21,6 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from .config import Config
+from .cron import Schedules, Ticker
 from .dispatch import Dispatcher, Observer
 from .embedded import EMBEDDED_WARNING, embedded_redis
 from .keys import WAKE_CHANNEL
@@ -94,6 +95,8 @@ class Coordinator:
         self.secret: bytes = (config.secret or "").encode()
         self.dispatcher: Dispatcher | None = None
         self.poller: Poller | None = None
+        self.schedules = Schedules(redis, config)
+        self.ticker: Ticker | None = None
 
     async def start(self, dispatch: bool = True) -> None:
         if not self.embedded:
@@ -108,6 +111,8 @@ class Coordinator:
                                      observer=self.observer, on_lease=self.poller.lease_started)
         await self.poller.start()
         await self.dispatcher.start()
+        self.ticker = Ticker(self.schedules, self.config, on_enqueued=self.enqueued)
+        await self.ticker.start()
 
     async def _seed_limits(self) -> None:
         """The config file's limits into Redis (limits.py says when a live change wins)."""
@@ -132,6 +137,8 @@ class Coordinator:
                 await asyncio.sleep(0.5)
 
     async def stop(self) -> None:
+        if self.ticker is not None:
+            await self.ticker.stop()
         if self.dispatcher is not None:
             await self.dispatcher.stop(self.config.shutdown_grace_s)
         if self.poller is not None:
@@ -150,6 +157,11 @@ class Coordinator:
                 await self.redis.publish(WAKE_CHANNEL, worker)
             except (redis_errors.RedisError, OSError) as e:
                 log.debug("could not publish wake-up for %s: %s", worker, e)
+
+    def schedules_changed(self, worker: str) -> None:
+        """A schedule was saved or resumed: its next fire time may be sooner than the ticker planned."""
+        if self.ticker is not None:
+            self.ticker.wake(worker)
 
     def settled(self, worker: str, words: list[str]) -> None:
         if self.dispatcher is not None:

@@ -14,6 +14,10 @@ single hash slot and the same scripts run on one Redis and on Redis Cluster::
     redisq:{shopify}:dispatched       hash  second % 60 -> "<unix second>:<jobs claimed>"
     redisq:{shopify}:seq              int   enqueue counter (orders jobs due at the same ms)
     redisq:{shopify}:job:<suffix>     hash  one job
+    redisq:{shopify}:schedules        zset  schedule suffix -> next_fire_ms (schedules not paused)
+    redisq:{shopify}:schedule-ids     set   every schedule suffix of the worker, paused or not
+    redisq:{shopify}:schedule:<suffix>       hash  one cron schedule's spec and state
+    redisq:{shopify}:schedule-jobs:<suffix>  list  its latest tick jobs' suffixes, newest first
 
 A job without a ``throttleKey`` belongs to the key ``""``: its queue is
 ``redisq:{shopify}:queue:`` and its bucket ``redisq:{shopify}:kbucket:``.
@@ -23,9 +27,10 @@ purge find through a zset or a job's fields (job hashes, a throttle key's queue 
 are built from the prefixes in ARGV (``job_prefix``, ``queue_prefix``,
 ``key_bucket_prefix``), which share the worker's slot.
 
-A job id is ``<worker>:<suffix>``, so the id alone leads to its keys.  A queue member
-is the job's 12-hex-digit enqueue sequence followed by its suffix: jobs due at the same
-millisecond leave in the order they were enqueued.
+A job id is ``<worker>:<suffix>``, so the id alone leads to its keys; so is a schedule id,
+and the job a schedule's tick creates is ``<worker>:<schedule suffix>:<tick unix ms>``.  A
+queue member is the job's 12-hex-digit enqueue sequence followed by its suffix: jobs due
+at the same millisecond leave in the order they were enqueued.
 """
 
 from __future__ import annotations
@@ -113,6 +118,25 @@ class WorkerKeys:
         return self.job_prefix + suffix
 
     @property
+    def schedules(self) -> str:
+        return f"{self.tag}:schedules"
+
+    @property
+    def schedule_ids(self) -> str:
+        return f"{self.tag}:schedule-ids"
+
+    @property
+    def schedule_prefix(self) -> str:
+        """Scripts that find schedule suffixes in a zset build schedule keys from this prefix."""
+        return f"{self.tag}:schedule:"
+
+    def schedule(self, suffix: str) -> str:
+        return self.schedule_prefix + suffix
+
+    def schedule_jobs(self, suffix: str) -> str:
+        return f"{self.tag}:schedule-jobs:{suffix}"
+
+    @property
     def queue_keys(self) -> list[str]:
         """The KEYS that scripts adding jobs read with ``queue_from`` (lua/includes/jobs.lua)."""
         return [self.throttle_keys, self.seq, self.stats, self.limits]
@@ -140,3 +164,8 @@ def job_key(job_id_text: str) -> str | None:
     if parts is None:
         return None
     return WorkerKeys(parts[0]).job(parts[1])
+
+
+def tick_job_suffix(schedule_suffix: str, fire_ms: int) -> str:
+    """The suffix of the job a schedule's tick at ``fire_ms`` creates: one tick, one job id."""
+    return f"{schedule_suffix}:{fire_ms}"
