@@ -21,8 +21,8 @@ from .coordinator import Coordinator
 from .errors import (BadRequestError, PayloadTooLargeError, RedisqError, UnauthorizedError,
                      UnavailableError, ValidationError)
 from .keys import split_job_id
-from .model import Job, parse_enqueue
-from .security import bearer_token, verify_receipt_token
+from .model import Job, iso_from_ms, parse_enqueue
+from .security import ApiTokenMiddleware, ReceiptGrant, bearer_token, verify_receipt_token
 from .store import ACCEPTED, Receipt
 
 log = logging.getLogger("redisq.api")
@@ -120,6 +120,21 @@ def create_app(coordinator: Coordinator, *, manage_lifecycle: bool = True) -> St
         state = word if word in ACCEPTED else (await store.get(job_id)).state.value
         return JSONResponse({"accepted": True, "duplicate": word == "duplicate", "state": state})
 
+    def receipt_grant(request: Request) -> ReceiptGrant:
+        token = bearer_token(request.headers.get("authorization"))
+        if token is None:
+            raise UnauthorizedError("missing receipt token: send Authorization: Bearer <receiptToken>")
+        grant = verify_receipt_token(coordinator.secret, request.path_params["id"], token)
+        if grant is None:
+            raise UnauthorizedError("bad receipt token for this job")
+        return grant
+
+    async def heartbeat(request: Request) -> JSONResponse:
+        job_id = request.path_params["id"]
+        grant = receipt_grant(request)
+        lease_deadline_ms = await store.heartbeat(job_id, grant.attempt, grant.seq)
+        return JSONResponse({"extended": True, "attempt": grant.attempt, "leaseDeadline": iso_from_ms(lease_deadline_ms)})
+
     async def health(request: Request) -> JSONResponse:
         try:
             await store.ping()
@@ -152,8 +167,11 @@ def create_app(coordinator: Coordinator, *, manage_lifecycle: bool = True) -> St
         Route("/job/{id}", cancel_job, methods=["DELETE"]),
         Route("/job/{id}/receipt", post_receipt, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
+        Route("/job/{id}/heartbeat", heartbeat, methods=["POST"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={RedisqError: on_redisq_error, Exception: on_unexpected})
+    if config.api_tokens:  # every route but security.OPEN_ROUTES needs a token, routes added later too
+        app.add_middleware(ApiTokenMiddleware, tokens=config.api_tokens)
     return app
 
 

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-SCRIPT_NAMES = ("enqueue", "claim", "settle", "reap", "cancel", "purge")
+SCRIPT_NAMES = ("enqueue", "claim", "settle", "reap", "cancel", "purge", "heartbeat")
 INCLUDE_RE = re.compile(r"^--!include (\w+)$", re.MULTILINE)
 
 
@@ -43,3 +43,4 @@ class Scripts:
         self.reap = redis.register_script(script_source("reap"))
         self.cancel = redis.register_script(script_source("cancel"))
         self.purge = redis.register_script(script_source("purge"))
+        self.heartbeat = redis.register_script(script_source("heartbeat"))
