@@ -1,4 +1,4 @@
-"""The command line: ``redisq serve`` and ``redisq demo``."""
+"""The command line: ``redisq serve``, ``redisq demo`` and ``redisq package``."""
 
 from __future__ import annotations
 
@@ -81,6 +81,19 @@ def demo(args: argparse.Namespace) -> int:
     return run_demo(loop=_event_loop_name())
 
 
+def package(args: argparse.Namespace) -> int:
+    from .package import DEPLOY_HINTS, PackageError, build
+
+    try:
+        entries = build(args.module, args.target, args.out, requirements=args.requirements, pip_args=args.pip_arg or ())
+    except PackageError as e:
+        print(f"redisq: package error: {e}", file=sys.stderr)
+        return 2
+    print(f"bundle for {args.target} in {args.out}: {', '.join(entries)}")
+    print("deploy: " + DEPLOY_HINTS[args.target].format(out=args.out))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="redisq", description="A coordinator for background jobs whose workers are HTTP endpoints.")
     parser.add_argument("--version", action="version", version=f"redisq {__version__}")
@@ -95,6 +108,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p = commands.add_parser("demo", help="a self-contained tour on the embedded store")
     p.set_defaults(func=demo)
+
+    p = commands.add_parser("package", help="build a deployable bundle of a workers module")
+    p.add_argument("module", help="the workers module: path/to/workers.py, a package directory or a module name; "
+                                  "MODULE:ATTR names the Workers object (default: workers)")
+    p.add_argument("--target", required=True, choices=("lambda", "gcf", "vercel"), help="where it will run")
+    p.add_argument("--out", required=True, help="directory to write the bundle to (new or empty)")
+    p.add_argument("--requirements", help="the module's dependencies (default: requirements.txt beside it)")
+    p.add_argument("--pip-arg", action="append", help="an extra argument for pip (lambda), e.g. --pip-arg=--index-url=URL")
+    p.set_defaults(func=package)
 
     args = parser.parse_args(argv)
     return int(args.func(args))
