@@ -704,7 +704,7 @@ async def test_every_dispatch_is_signed_with_the_first_signing_key(engine_redis)
         verify_dispatch([b"old-key"], headers["X-Redisq-Timestamp"], headers["X-Redisq-Signature"], body)
 
 
-def test_without_signing_keys_the_secret_signs():
-    coord = Coordinator(Config(secret="only-the-secret"), redis=object())
+async def test_without_signing_keys_the_secret_signs(engine_redis):
+    coord = Coordinator(Config(secret="only-the-secret"), redis=engine_redis)
     assert coord.signing_key == b"only-the-secret"
-    assert Coordinator(Config(secret="s", signing_keys=("k1", "k2")), redis=object()).signing_key == b"k1"
+    assert Coordinator(Config(secret="s", signing_keys=("k1", "k2")), redis=engine_redis).signing_key == b"k1"
