@@ -146,5 +146,5 @@ def test_the_example_configs_the_readme_and_compose_use_are_valid(name):
     from redisq.config import load_config
 
     config = load_config(str(Path(__file__).resolve().parents[1] / "examples" / name), environ={})
-    assert set(config.workers) == {"send-email", "render-report"}
+    assert set(config.workers) == {"send-email", "render-report", "sync-shopify-orders"}
     assert config.workers["send-email"].rate == 2.0 and config.workers["send-email"].bucket_size == 40
