@@ -47,7 +47,7 @@ local claimed = 0
 local function take(job_key, suffix, timeout_ms, args, seq, state)
   local attempt = redis.call('HINCRBY', job_key, 'attempts', 1)
   local lease_deadline_ms = now + timeout_ms
-  redis.call('HSET', job_key, 'state', 'running', 'lease_deadline_ms', lease_deadline_ms)
+  redis.call('HSET', job_key, 'state', 'running', 'lease_deadline_ms', lease_deadline_ms, 'lease_timeout_ms', timeout_ms)
   redis.call('ZADD', running_key, lease_deadline_ms, suffix)
   count(queue, 'queued', -1)
   if state == 'retrying' then count(queue, 'retrying', -1) end

@@ -649,3 +649,104 @@ async def test_a_receipt_of_a_purged_job_cannot_answer_a_new_job_with_the_same_i
         resp = await api.receipt("send-email:r1", {"status": "success"}, old_call["receiptToken"])
         assert resp.status_code == 409, resp.text
         assert (await api.get("send-email:r1"))["state"] == "running"
+
+
+# -- POST /job/{id}/heartbeat --------------------------------------------------------------------
+
+
+async def heartbeat(api: Api, job_id: str, token: str | None) -> httpx.Response:
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    return await api.client.post(f"/job/{job_id}/heartbeat", headers=headers)
+
+
+async def test_a_heartbeat_moves_the_lease_deadline_to_now_plus_the_timeout(engine_redis):
+    async with running_api(engine_redis) as api:
+        job = await api.enqueue(id="long-1", timeout=2)
+        call = await api.call_for(job["id"])
+        suffix = "long-1"
+        before = await api.redis.zscore(api.keys.running, suffix)
+        await asyncio.sleep(0.05)  # let Redis's clock move on
+        resp = await heartbeat(api, job["id"], call["receiptToken"])
+        after_ms = await server_ms(api.redis)
+        assert resp.status_code == 200, resp.text
+        answer = resp.json()
+        assert answer["extended"] is True and answer["attempt"] == 1
+        deadline_ms = iso_ms(answer["leaseDeadline"])
+        assert after_ms + 2000 - 50 <= deadline_ms <= after_ms + 2000
+        assert await api.redis.zscore(api.keys.running, suffix) == deadline_ms > before
+        assert int(await api.redis.hget(api.keys.job(suffix), "lease_deadline_ms")) == deadline_ms
+        assert (await api.get(job["id"]))["state"] == "running"
+
+
+async def test_heartbeats_keep_an_attempt_past_its_timeout_from_being_reaped(engine_redis):
+    async with running_api(engine_redis) as api:
+        job = await api.enqueue(id="long-2", timeout=0.3)
+        call = await api.call_for(job["id"])
+        for _ in range(9):  # 0.9 s of work, three times the timeout
+            assert (await heartbeat(api, job["id"], call["receiptToken"])).status_code == 200
+            await asyncio.sleep(0.1)
+        running = await api.get(job["id"])
+        assert running["state"] == "running" and running["attempts"] == 1 and running["lastError"] is None
+        resp = await api.receipt(job["id"], {"status": "success"}, call["receiptToken"])
+        assert resp.json()["state"] == "succeeded"
+
+
+async def test_a_heartbeat_needs_the_receipt_token_of_the_running_attempt(engine_redis):
+    async with running_api(engine_redis) as api:
+        job = await api.enqueue(id="long-3")
+        call = await api.call_for(job["id"])
+        attempt, seq, _ = call["receiptToken"].split(".")
+        assert (await heartbeat(api, job["id"], None)).status_code == 401
+        assert (await heartbeat(api, job["id"], call["receiptToken"][:-1] + "x")).status_code == 401
+        later_attempt = receipt_token(b"api-test-secret", job["id"], 2, int(seq))
+        resp = await heartbeat(api, job["id"], later_attempt)
+        assert resp.status_code == 409 and "no longer the running one" in resp.json()["error"]
+        unknown = receipt_token(b"api-test-secret", "send-email:nope", 1, 1)
+        assert (await heartbeat(api, "send-email:nope", unknown)).status_code == 404
+
+
+async def test_a_heartbeat_of_a_finished_or_cancelled_job_is_409_so_the_worker_stops(engine_redis):
+    async with running_api(engine_redis) as api:
+        done = await api.enqueue(id="done-1")
+        call = await api.call_for(done["id"])
+        await api.receipt(done["id"], {"status": "success"}, call["receiptToken"])
+        resp = await heartbeat(api, done["id"], call["receiptToken"])
+        assert resp.status_code == 409 and "succeeded" in resp.json()["error"]
+
+        cancelled = await api.enqueue(id="cancel-1")
+        call = await api.call_for(cancelled["id"])
+        assert (await api.client.delete(f"/job/{cancelled['id']}")).status_code == 200
+        resp = await heartbeat(api, cancelled["id"], call["receiptToken"])
+        assert resp.status_code == 409 and "cancelled" in resp.json()["error"]
+        assert await api.redis.zcard(api.keys.running) == 0  # the heartbeat did not bring it back
+
+
+# -- api_tokens ----------------------------------------------------------------------------------------
+
+
+async def test_with_api_tokens_every_route_but_health_and_receipts_needs_one(engine_redis):
+    async with running_api(engine_redis, api_tokens=("token-a", "token-b")) as api:
+        body = {"worker": WORKER, "id": "auth-1"}
+        missing = await api.client.post("/job", json=body)
+        assert missing.status_code == 401 and "Authorization: Bearer" in missing.json()["error"]
+        assert missing.headers["www-authenticate"] == "Bearer"
+        wrong = await api.client.post("/job", json=body, headers={"Authorization": "Bearer token-c"})
+        assert wrong.status_code == 401 and wrong.json() == {"error": "bad API token"}
+        await api.assert_nothing_written()
+
+        auth = {"Authorization": "Bearer token-b"}
+        created = await api.client.post("/job", json=body, headers=auth)
+        assert created.status_code == 201
+        job_id = created.json()["id"]
+        assert (await api.client.get(f"/job/{job_id}")).status_code == 401
+        assert (await api.client.get(f"/job/{job_id}", headers=auth)).status_code == 200
+        assert (await api.client.post("/jobs", json={"jobs": [body]})).status_code == 401
+        assert (await api.client.get("/workers")).status_code == 401  # routes added later are protected too
+        assert (await api.client.get("/health")).status_code == 200
+
+        call = await api.call_for(job_id)
+        assert (await heartbeat(api, job_id, call["receiptToken"])).status_code == 200
+        receipt = await api.receipt(job_id, {"status": "success"}, call["receiptToken"])
+        assert receipt.status_code == 200 and receipt.json()["state"] == "succeeded"
+        assert (await api.client.delete(f"/job/{job_id}")).status_code == 401
+        assert (await api.client.delete(f"/job/{job_id}", headers=auth)).status_code == 409

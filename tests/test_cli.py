@@ -146,5 +146,74 @@ def test_the_example_configs_the_readme_and_compose_use_are_valid(name):
     from redisq.config import load_config
 
     config = load_config(str(Path(__file__).resolve().parents[1] / "examples" / name), environ={})
-    assert set(config.workers) == {"send-email", "render-report"}
+    assert set(config.workers) == {"send-email", "render-report", "sync-shopify-orders"}
     assert config.workers["send-email"].rate == 2.0 and config.workers["send-email"].bucket_size == 40
+
+
+@pytest.fixture
+def coordinator_with_a_worker(tmp_path, clean_env) -> Iterator[tuple[str, dict[str, str]]]:
+    """`redisq serve` (embedded store) with one throttled worker; yields its URL and an env."""
+    port = free_port()
+    config = tmp_path / "redisq.toml"
+    config.write_text(f'port = {port}\nsecret = "cli-test"\n\n[workers.shopify]\nurl = "http://127.0.0.1:9/x"\n'
+                      "rate = 2\nburst = 40\n")
+    process = subprocess.Popen([REDISQ, "serve", "--config", str(config)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env=clean_env, cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20.0
+        while True:
+            assert process.poll() is None and time.monotonic() < deadline, "redisq serve did not come up"
+            try:
+                if httpx.get(f"{url}/health", timeout=0.5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        yield url, {**clean_env, "REDISQ_URL": url}
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def test_workers_lists_and_sets_live_limits(coordinator_with_a_worker):
+    url, env = coordinator_with_a_worker
+    listed = run(["workers"], env)
+    assert listed.returncode == 0, listed.stderr
+    header, row = listed.stdout.splitlines()
+    assert header.split()[:3] == ["NAME", "RATE", "BURST"] and row.split()[:3] == ["shopify", "2", "40"]
+
+    changed = run(["workers", "set", "shopify", "rate=10", "concurrency=5", "--json"], env)
+    assert changed.returncode == 0, changed.stderr
+    assert '"rate": 10.0' in changed.stdout and '"concurrency": 5' in changed.stdout
+    assert httpx.get(f"{url}/workers/shopify").json()["limits"]["rate"] == 10.0
+
+    assert run(["workers", "pause", "shopify"], env).returncode == 0
+    assert httpx.get(f"{url}/workers/shopify").json()["limits"]["paused"] is True
+    resumed = run(["workers", "resume", "shopify"], env)
+    assert resumed.returncode == 0 and "active" in resumed.stdout
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["workers", "set", "shopify", "rate=fast"], 2, "rate: 'fast' is not a number"),
+    (["workers", "set", "shopify", "speed=3"], 2, "expected NAME=VALUE with NAME one of"),
+    (["workers", "set", "shopify"], 2, "give at least one NAME=VALUE"),
+    (["workers", "set", "shopify", "rate=0"], 1, "answered 422: rate: must be > 0"),
+    (["workers", "set", "shopify", "burst=0.5"], 1, "answered 422: burst: must be >= 1"),
+    (["workers", "set", "nobody", "rate=1"], 1, "answered 404: unknown worker 'nobody'"),
+    (["workers", "pause", "nobody"], 1, "answered 404"),
+])
+def test_workers_set_refuses_bad_input_and_changes_nothing(coordinator_with_a_worker, args, code, message):
+    url, env = coordinator_with_a_worker
+    before = httpx.get(f"{url}/workers").json()
+    done = run(args, env)
+    assert done.returncode == code and message in done.stderr, (done.returncode, done.stderr)
+    assert httpx.get(f"{url}/workers").json() == before
+
+
+def test_workers_says_so_when_no_coordinator_answers(clean_env):
+    done = run(["workers", "--url", f"http://127.0.0.1:{free_port()}"], clean_env)
+    assert done.returncode == 1 and "cannot reach" in done.stderr

@@ -157,3 +157,18 @@ def test_a_bad_redis_url_in_the_environment_is_named():
     with pytest.raises(ConfigError) as caught:
         load_config(environ={"REDISQ_REDIS_URL": "127.0.0.1:6379"})
     assert str(caught.value).startswith("environment: REDISQ_REDIS_URL: must be a redis://")
+
+
+def test_signing_keys_and_api_tokens_come_from_the_file_and_the_environment():
+    config = parse_config({"signing_keys": ["new", "old"], "api_tokens": ["t1"]}, "redisq.toml")
+    assert config.signing_keys == ("new", "old") and config.api_tokens == ("t1",)
+    assert parse_config({}).signing_keys == () and parse_config({}).api_tokens == ()
+    env = {"REDISQ_SIGNING_KEYS": "k2, k1", "REDISQ_API_TOKENS": "a,,b "}
+    from_env = load_config(None, environ=env)
+    assert from_env.signing_keys == ("k2", "k1") and from_env.api_tokens == ("a", "b")
+
+
+@pytest.mark.parametrize("value", ["one", [""], [1], ["ok", "  "]])
+def test_signing_keys_must_be_a_list_of_strings(value):
+    with pytest.raises(ConfigError, match="redisq.toml: signing_keys: must be a list of non-empty strings"):
+        parse_config({"signing_keys": value}, "redisq.toml")

@@ -488,6 +488,7 @@ CLAIMED = ClaimedJob(worker="work", suffix="j1", attempt=2, timeout_ms=1000, arg
     (Response(429, b"slow down", {"retry-after": "3"}), "failure", "", "HTTP 429: slow down", 3000),
     (Response(503, b"", {}), "failure", "", "HTTP 503", -1),
     (Response(400, b"bad template"), "permanent", "", "HTTP 400: bad template", -1),
+    (Response(401, b"redisq signature refused"), "failure", "", "HTTP 401: redisq signature refused", -1),  # retried
     (Response(404, b"x" * 1000), "permanent", "", "HTTP 404: " + "x" * 300, -1),
     (Response(500, b"boom"), "failure", "", "HTTP 500: boom", -1),
     (Response(302, b""), "failure", "", "HTTP 302", -1),
@@ -670,3 +671,40 @@ def test_a_result_with_a_byte_order_mark_is_not_kept():
     job = ClaimedJob("work", "j", 1, 1000, "{}")
     receipt = receipt_from_response(job, Response(200, "\ufeff{\"a\": 1}".encode()))
     assert receipt is not None and receipt.outcome == "success" and receipt.result_json == ""
+
+
+async def test_every_dispatch_is_signed_with_the_first_signing_key(engine_redis):
+    from redisq.security import verify_dispatch
+
+    bodies: list[tuple[bytes, Any]] = []
+
+    def handler(url: str, body: bytes, headers: Any) -> Response:
+        bodies.append((body, headers))
+        return Response(200, b"{}")
+
+    config = Config(secret=SECRET, signing_keys=("new-key", "old-key"),
+                    workers={"work": worker_config("http://worker.test/work")})
+    coord = Coordinator(config, redis=engine_redis, transport=MockTransport(handler))
+    await coord.start()
+    try:
+        _, wake = await coord.store.enqueue_many([parse_enqueue({"worker": "work"}, config.workers)])
+        await coord.enqueued(wake)
+        deadline = time.monotonic() + 5
+        while not bodies:
+            assert time.monotonic() < deadline, "no dispatch within 5 s"
+            await asyncio.sleep(0.01)
+    finally:
+        await stop_within(coord)
+    ((body, headers),) = bodies
+    assert headers["Content-Type"] == "application/json"
+    assert headers["X-Redisq-Signature"].startswith("v1=")
+    assert abs(int(headers["X-Redisq-Timestamp"]) - time.time()) < 5
+    verify_dispatch([b"new-key"], headers["X-Redisq-Timestamp"], headers["X-Redisq-Signature"], body)
+    with pytest.raises(Exception, match="does not match"):
+        verify_dispatch([b"old-key"], headers["X-Redisq-Timestamp"], headers["X-Redisq-Signature"], body)
+
+
+async def test_without_signing_keys_the_secret_signs(engine_redis):
+    coord = Coordinator(Config(secret="only-the-secret"), redis=engine_redis)
+    assert coord.signing_key == b"only-the-secret"
+    assert Coordinator(Config(secret="s", signing_keys=("k1", "k2")), redis=engine_redis).signing_key == b"k1"

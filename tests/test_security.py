@@ -95,3 +95,76 @@ async def test_coordinators_without_a_secret_share_one_kept_in_redis(engine_redi
     assert first == second and len(first) >= 32
     token = receipt_token(first, JOB, 1, SEQ)
     assert verify_receipt_token(second, JOB, token) == ReceiptGrant(1, SEQ)
+
+
+# -- dispatch signatures --------------------------------------------------------------------------
+
+from redisq.security import (SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureError, api_token_valid,  # noqa: E402
+                             dispatch_signature, is_open_route, signed_headers, verify_dispatch)
+
+BODY = b'{"jobId":"send-email:1","worker":"send-email"}'
+
+
+def test_the_signature_is_hmac_sha256_over_timestamp_dot_body_with_a_version_prefix():
+    import hashlib
+    import hmac
+    expected = hmac.new(b"k", b"1700000000." + BODY, hashlib.sha256).hexdigest()
+    assert dispatch_signature(b"k", 1700000000, BODY) == f"v1={expected}"
+    headers = signed_headers(b"k", BODY, now_s=1700000000.7)
+    assert headers == {TIMESTAMP_HEADER: "1700000000", SIGNATURE_HEADER: f"v1={expected}"}
+
+
+def test_a_signature_by_any_of_the_keys_verifies_within_the_tolerance():
+    headers = signed_headers(b"old", BODY, now_s=1000)
+    verify_dispatch([b"new", b"old"], headers[TIMESTAMP_HEADER], headers[SIGNATURE_HEADER], BODY, now_s=1000 + 300)
+    with pytest.raises(SignatureError, match="old"):
+        verify_dispatch([b"new", b"old"], headers[TIMESTAMP_HEADER], headers[SIGNATURE_HEADER], BODY, now_s=1000 + 301)
+    with pytest.raises(SignatureError, match="does not match"):
+        verify_dispatch([b"new"], headers[TIMESTAMP_HEADER], headers[SIGNATURE_HEADER], BODY, now_s=1000)
+
+
+def test_one_valid_signature_among_several_is_enough():
+    headers = signed_headers(b"new", BODY, now_s=1000)
+    several = f"v1={'0' * 64}, {headers[SIGNATURE_HEADER]}"
+    verify_dispatch([b"new"], headers[TIMESTAMP_HEADER], several, BODY, now_s=1000)
+
+
+@pytest.mark.parametrize("timestamp, signature, reason", [
+    (None, "v1=00", "missing"),
+    ("1000", None, "missing"),
+    ("-1000", "v1=00", "unix seconds"),
+    ("1e3", "v1=00", "unix seconds"),
+    ("１０００", "v1=00", "unix seconds"),
+    ("1000", "v1=é", "does not match"),
+])
+def test_malformed_signature_headers_are_refused_with_a_reason(timestamp, signature, reason):
+    with pytest.raises(SignatureError, match=reason):
+        verify_dispatch([b"k"], timestamp, signature, BODY, now_s=1000)
+
+
+# -- API tokens ------------------------------------------------------------------------------------
+
+
+def test_api_tokens_compare_against_every_configured_token():
+    tokens = [b"first-token", b"second-token"]
+    assert api_token_valid(tokens, "second-token")
+    assert not api_token_valid(tokens, "second-toke")
+    assert not api_token_valid(tokens, None)
+    assert not api_token_valid(tokens, "sécond")
+
+
+@pytest.mark.parametrize("method, path, open_", [
+    ("GET", "/health", True),
+    ("POST", "/job/send-email:1/receipt", True),
+    ("POST", "/job/send-email:1/heartbeat", True),
+    ("POST", "/health", False),
+    ("GET", "/job/send-email:1/receipt", False),
+    ("POST", "/job", False),
+    ("GET", "/job/send-email:1", False),
+    ("DELETE", "/job/send-email:1", False),
+    ("GET", "/workers", False),
+    ("POST", "/job/a/b/receipt", False),
+    ("GET", "/health/x", False),
+])
+def test_only_health_receipts_and_heartbeats_are_open(method, path, open_):
+    assert is_open_route(method, path) is open_

@@ -26,8 +26,8 @@ from .errors import (BadRequestError, PayloadTooLargeError, RedisqError, Unautho
                      UnavailableError, ValidationError)
 from .keys import split_job_id
 from .limits import parse_limits_patch
-from .model import Job, parse_enqueue
-from .security import bearer_token, verify_receipt_token
+from .model import Job, iso_from_ms, parse_enqueue
+from .security import ApiTokenMiddleware, ReceiptGrant, bearer_token, verify_receipt_token
 from .store import ACCEPTED, Receipt
 
 log = logging.getLogger("redisq.api")
@@ -181,6 +181,20 @@ def create_app(coordinator: Coordinator, *, manage_lifecycle: bool = True) -> St
         schedule = await coordinator.schedules.set_paused(request.path_params["id"], False)
         coordinator.schedules_changed(schedule.worker)
         return JSONResponse(schedule.to_json())
+    def receipt_grant(request: Request) -> ReceiptGrant:
+        token = bearer_token(request.headers.get("authorization"))
+        if token is None:
+            raise UnauthorizedError("missing receipt token: send Authorization: Bearer <receiptToken>")
+        grant = verify_receipt_token(coordinator.secret, request.path_params["id"], token)
+        if grant is None:
+            raise UnauthorizedError("bad receipt token for this job")
+        return grant
+
+    async def heartbeat(request: Request) -> JSONResponse:
+        job_id = request.path_params["id"]
+        grant = receipt_grant(request)
+        lease_deadline_ms = await store.heartbeat(job_id, grant.attempt, grant.seq)
+        return JSONResponse({"extended": True, "attempt": grant.attempt, "leaseDeadline": iso_from_ms(lease_deadline_ms)})
 
     async def health(request: Request) -> JSONResponse:
         try:
@@ -224,8 +238,11 @@ def create_app(coordinator: Coordinator, *, manage_lifecycle: bool = True) -> St
         Route("/schedule/{id}", delete_schedule, methods=["DELETE"]),
         Route("/schedule/{id}/pause", pause_schedule, methods=["POST"]),
         Route("/schedule/{id}/resume", resume_schedule, methods=["POST"]),
+        Route("/job/{id}/heartbeat", heartbeat, methods=["POST"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={RedisqError: on_redisq_error, Exception: on_unexpected})
+    if config.api_tokens:  # every route but security.OPEN_ROUTES needs a token, routes added later too
+        app.add_middleware(ApiTokenMiddleware, tokens=config.api_tokens)
     return app
 
 

@@ -2,8 +2,9 @@
 
 A mistake in the file raises ``ConfigError`` with one line that names the file, the key
 and what is wrong: ``redisq.toml: workers.send-email.rate: must be a number > 0``.
-Environment variables win over the file: ``REDISQ_REDIS_URL``, ``REDISQ_SECRET``
-(and ``REDISQ_CONFIG`` names the file).
+Environment variables win over the file: ``REDISQ_REDIS_URL``, ``REDISQ_SECRET``,
+``REDISQ_SIGNING_KEYS`` and ``REDISQ_API_TOKENS`` (comma-separated), and ``REDISQ_CONFIG``
+names the file.
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ class Config:
     claim_batch: int = 256
     http_client: str = "aiohttp"
     workers: Mapping[str, WorkerConfig] = field(default_factory=dict)
+    signing_keys: tuple[str, ...] = ()  # the first signs dispatches, all verify; () = sign with secret
+    api_tokens: tuple[str, ...] = ()  # () = the API is open
 
     def with_overrides(self, **changes: Any) -> "Config":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -206,7 +209,23 @@ def parse_worker(source: str, name: str, table: Mapping[str, Any]) -> WorkerConf
 TOP_LEVEL_KEYS = {
     "redis_url", "public_url", "secret", "host", "port", "max_body_bytes",
     "shutdown_grace", "max_in_flight", "claim_batch", "http_client", "workers",
+    "signing_keys", "api_tokens",
 }
+
+
+def parse_text_list(source: str, key: str, value: Any) -> tuple[str, ...]:
+    """A list of non-empty strings (signing keys, API tokens)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise _fail(source, key, "must be a list of non-empty strings")
+    return tuple(v.strip() for v in value)
+
+
+def env_text_list(env: Mapping[str, str], name: str) -> tuple[str, ...] | None:
+    """A comma-separated environment variable as a list; None when unset or empty."""
+    items = tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+    return items or None
 
 
 def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
@@ -227,6 +246,8 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
         claim_batch=r.integer("claim_batch", 256) or 256,
         http_client=http_client,
         workers=workers,
+        signing_keys=parse_text_list(source, "signing_keys", data.get("signing_keys")),
+        api_tokens=parse_text_list(source, "api_tokens", data.get("api_tokens")),
     )
 
 
@@ -246,4 +267,6 @@ def load_config(path: str | None = None, environ: Mapping[str, str] | None = Non
     else:
         config = Config()
     redis_url = check_redis_url("environment", "REDISQ_REDIS_URL", env.get("REDISQ_REDIS_URL") or None)
+    config = config.with_overrides(signing_keys=env_text_list(env, "REDISQ_SIGNING_KEYS"),
+                                   api_tokens=env_text_list(env, "REDISQ_API_TOKENS"))
     return config.with_overrides(redis_url=redis_url, secret=env.get("REDISQ_SECRET") or None)

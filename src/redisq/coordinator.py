@@ -108,7 +108,8 @@ class Coordinator:
         transport = self.transport or make_transport(self.config.http_client, self.config.max_in_flight)
         self.poller = Poller(self.store, self.config, on_reaped=lambda worker, _n: self.settled(worker, ["retrying"]))
         self.dispatcher = Dispatcher(self.store, self.config, transport, self.secret,
-                                     observer=self.observer, on_lease=self.poller.lease_started)
+                                     observer=self.observer, on_lease=self.poller.lease_started,
+                                     signing_key=self.signing_key)
         await self.poller.start()
         await self.dispatcher.start()
         self.ticker = Ticker(self.schedules, self.config, on_enqueued=self.enqueued)
@@ -121,6 +122,13 @@ class Coordinator:
                 await self.store.seed_limits(worker)
             except (redis_errors.RedisError, OSError) as e:  # seeded on first use instead
                 log.warning("could not seed the limits of %s yet: %s", worker.name, e)
+
+    @property
+    def signing_key(self) -> bytes:
+        """The key that signs dispatches: the first of ``signing_keys``, else the secret."""
+        if self.config.signing_keys:
+            return self.config.signing_keys[0].encode()
+        return self.secret
 
     async def _secret(self) -> bytes:
         if self.config.secret:

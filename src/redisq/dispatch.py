@@ -24,7 +24,7 @@ from redis import exceptions as redis_errors
 
 from .config import Config, WorkerConfig
 from .keys import WAKE_CHANNEL
-from .security import receipt_token
+from .security import receipt_token, signed_headers
 from .store import REDIS_OUTAGE_ERRORS, ClaimedJob, Receipt, Store
 from .transport import Response, Transport, TransportError
 
@@ -71,8 +71,11 @@ def _reject_constant(name: str) -> None:
 def receipt_from_response(job: ClaimedJob, resp: Response) -> Receipt | None:
     """The worker's HTTP response as a receipt; None for 202 (the receipt comes later).
 
-    2xx = success (a small JSON body is kept as the result); 429 and 503 = failure, retried
-    after Retry-After when given; other 4xx = permanent failure; anything else = failure."""
+    2xx = success (a small JSON body is kept as the result); 429 and 503 = failure, and with
+    Retry-After back-pressure (settle pauses the key and does not count the attempt); 401 =
+    failure, retried (the worker refused the request's signature: a key mismatch, fixed by
+    configuration, must not kill the job); other 4xx = permanent failure; anything else =
+    failure."""
     status = resp.status
     if status == 202:
         return None
@@ -92,6 +95,8 @@ def receipt_from_response(job: ClaimedJob, resp: Response) -> Receipt | None:
         return receipt("success", result_json=result)
     if status in (429, 503):
         return receipt("failure", error=_error_text(resp), retry_after_ms=retry_after_ms(resp.headers.get("retry-after")))
+    if status == 401:  # the worker refused our signature: a key mismatch an operator fixes, so retried
+        return receipt("failure", error=_error_text(resp))
     if 400 <= status < 500:
         return receipt("permanent", error=_error_text(resp))
     return receipt("failure", error=_error_text(resp))
@@ -124,11 +129,13 @@ class OutageBackoff:
 
 class Dispatcher:
     def __init__(self, store: Store, config: Config, transport: Transport, secret: bytes,
-                 observer: Observer | None = None, on_lease: Callable[[str, int], None] | None = None):
+                 observer: Observer | None = None, on_lease: Callable[[str, int], None] | None = None,
+                 signing_key: bytes | None = None):
         self.store = store
         self.config = config
         self.transport = transport
         self.secret = secret
+        self.signing_key = secret if signing_key is None else signing_key  # signs X-Redisq-Signature
         self.observer = observer
         self.on_lease = on_lease  # (worker, shortest timeout_ms) after a claim, for the poller
         self.in_flight = 0
@@ -282,13 +289,18 @@ class Dispatcher:
             f'"{receipt_token(self.secret, job_id, job.attempt, job.seq)}"}}'
         ).encode()
 
+    def request_headers(self, body: bytes) -> dict[str, str]:
+        """Content type and the signature headers (``security.signed_headers``)."""
+        return {**JSON_HEADERS, **signed_headers(self.signing_key, body)}
+
     async def _call(self, worker: WorkerConfig, job: ClaimedJob) -> None:
         receipt: Receipt | None
         try:
             if self.observer:
                 self.observer("dispatched", job.id, job.attempt, worker.url)
             try:
-                resp = await self.transport.post(worker.url, self.dispatch_body(job), JSON_HEADERS, job.timeout_ms / 1000)
+                body = self.dispatch_body(job)
+                resp = await self.transport.post(worker.url, body, self.request_headers(body), job.timeout_ms / 1000)
                 receipt = receipt_from_response(job, resp)
             except TransportError as e:
                 receipt = Receipt(job.suffix, job.attempt, "failure", error=str(e), seq=job.seq)

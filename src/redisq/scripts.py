@@ -14,7 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-SCRIPT_NAMES = ("enqueue", "claim", "settle", "reap", "cancel", "purge", "set_limits", "worker_state")
+SCRIPT_NAMES = ("enqueue", "claim", "settle", "reap", "cancel", "purge", "set_limits", "worker_state",
+                "heartbeat")
 INCLUDE_RE = re.compile(r"^--!include (\w+)$", re.MULTILINE)
 
 
@@ -45,3 +46,4 @@ class Scripts:
         self.purge = redis.register_script(script_source("purge"))
         self.set_limits = redis.register_script(script_source("set_limits"))
         self.worker_state = redis.register_script(script_source("worker_state"))
+        self.heartbeat = redis.register_script(script_source("heartbeat"))

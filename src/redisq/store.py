@@ -347,6 +347,23 @@ class Store:
             back_pressure_s=int(out[7]) / 1000, dispatched_last_minute=int(out[8]),
         )
 
+    async def heartbeat(self, job_id_text: str, attempt: int, seq: int = 0) -> int:
+        """Extend the running attempt's lease to now + the job's timeout; returns the new
+        lease deadline (unix ms). NotFound for an unknown job; Conflict when the attempt
+        is no longer the running one or the job is not running."""
+        worker_name, suffix = self._locate(job_id_text)
+        keys = self.keys(worker_name)
+        with redis_outage_as_unavailable():
+            out = await self.scripts.heartbeat(keys=[keys.running, keys.job(suffix)], args=[suffix, attempt, seq])
+        outcome, detail = _text(out[0]), _text(out[1])
+        if outcome == "missing":
+            raise NotFoundError(f"no job {job_id_text!r}")
+        if outcome == "stale":
+            raise ConflictError(f"attempt {attempt} of job {job_id_text!r} is no longer the running one")
+        if outcome == "finished":
+            raise ConflictError(f"job {job_id_text!r} is {detail}, not running: its lease cannot be extended")
+        return int(detail)
+
     async def ping(self) -> None:
         with redis_outage_as_unavailable():
             await self.redis.ping()

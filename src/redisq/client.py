@@ -1,0 +1,230 @@
+"""The Python client of the HTTP API, on httpx: ``Client`` (blocking) and ``AsyncClient``.
+
+    from redisq import Client
+
+    with Client("http://127.0.0.1:7575", token="...") as redisq:
+        job = redisq.enqueue("send-email", {"to": "ada@example.com"}, delay=60, id="welcome-ada")
+        redisq.get(job.id).state          # "scheduled"
+        redisq.cancel(job.id)
+
+Errors are those of ``redisq.errors``, chosen by the API's status code and carrying its
+message (and ``field``/``index`` for a 422)::
+
+    RedisqError                  any other status (its ``status_code`` says which)
+    +-- BadRequestError          400
+    +-- UnauthorizedError        401 missing or wrong API token
+    +-- NotFoundError            404 no such job
+    +-- ConflictError            409 e.g. cancelling a finished job
+    +-- PayloadTooLargeError     413
+    +-- ValidationError          422 a field is wrong (unknown worker, bad runAt, a field this server does not know)
+    +-- UnavailableError         503 Redis is down; also: the coordinator cannot be reached
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Mapping, Sequence
+
+import httpx
+
+from .errors import (BadRequestError, ConflictError, NotFoundError, PayloadTooLargeError, RedisqError,
+                     UnauthorizedError, UnavailableError, ValidationError)
+
+DEFAULT_URL = "http://127.0.0.1:7575"
+DEFAULT_TIMEOUT_S = 10.0
+
+ERRORS_BY_STATUS: dict[int, type[RedisqError]] = {
+    400: BadRequestError, 401: UnauthorizedError, 404: NotFoundError, 409: ConflictError,
+    413: PayloadTooLargeError, 422: ValidationError, 503: UnavailableError,
+}
+
+
+def _time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """A job as the API answers it. ``raw`` holds the whole answer, fields added by newer
+    servers included."""
+
+    id: str
+    worker: str
+    state: str
+    args: Any
+    run_at: datetime | None
+    attempts: int
+    max_attempts: int
+    last_error: str | None
+    result: Any
+    created_at: datetime | None
+    finished_at: datetime | None
+    raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
+    created: bool | None = None  # enqueue: True when new, False when the id existed; None elsewhere
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("succeeded", "dead", "cancelled")
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], created: bool | None = None) -> "JobInfo":
+        return cls(
+            id=data["id"], worker=data["worker"], state=data["state"], args=data.get("args"),
+            run_at=_time(data.get("runAt")), attempts=data.get("attempts", 0), max_attempts=data.get("maxAttempts", 0),
+            last_error=data.get("lastError"), result=data.get("result"), created_at=_time(data.get("createdAt")),
+            finished_at=_time(data.get("finishedAt")), raw=dict(data), created=created,
+        )
+
+
+def _seconds(value: float | timedelta) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else value
+
+
+def enqueue_body(worker: str, args: Any = None, *, run_at: datetime | float | str | None = None,
+                 delay: float | timedelta | None = None, cron: str | None = None, timezone: str | None = None,
+                 id: str | None = None, max_attempts: int | None = None, timeout: float | timedelta | None = None,
+                 throttle_key: str | None = None, cost: float | None = None, **extra: Any) -> dict[str, Any]:
+    """The ``POST /job`` body; fields left as None are left out (the server's defaults
+    apply). ``extra`` passes further API fields as they are spelled there."""
+    body: dict[str, Any] = {"worker": worker}
+    if args is not None:
+        body["args"] = args
+    if run_at is not None:
+        body["runAt"] = run_at.isoformat() if isinstance(run_at, datetime) else run_at
+    if delay is not None:
+        body["delay"] = _seconds(delay)
+    if timeout is not None:
+        body["timeout"] = _seconds(timeout)
+    for name, value in (("cron", cron), ("timezone", timezone), ("id", id), ("maxAttempts", max_attempts),
+                        ("throttleKey", throttle_key), ("cost", cost)):
+        if value is not None:
+            body[name] = value
+    body.update(extra)
+    return body
+
+
+def _batch_body(jobs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Each job is a mapping of ``enqueue``'s keyword arguments (``worker`` included)."""
+    return {"jobs": [enqueue_body(**dict(job)) for job in jobs]}
+
+
+def error_from_response(resp: httpx.Response) -> RedisqError:
+    try:
+        data = resp.json()
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        message = data["error"]
+        field_name, index = data.get("field"), data.get("index")
+    else:
+        message = resp.text.strip()[:300] or resp.reason_phrase or "no message"
+        field_name, index = None, None
+    cls = ERRORS_BY_STATUS.get(resp.status_code, RedisqError)
+    error = cls(f"{resp.request.method} {resp.request.url.path}: HTTP {resp.status_code}: {message}",
+                field=field_name if isinstance(field_name, str) else None,
+                index=index if isinstance(index, int) else None)
+    if cls is RedisqError:
+        error.status_code = resp.status_code
+    error.message = message
+    return error
+
+
+def _answer(resp: httpx.Response) -> Any:
+    if resp.status_code >= 400:
+        raise error_from_response(resp)
+    return resp.json()
+
+
+def _unreachable(base_url: str, error: httpx.TransportError) -> UnavailableError:
+    return UnavailableError(f"cannot reach redisq at {base_url}: {type(error).__name__}: {error}")
+
+
+def _client_settings(base_url: str, token: str | None, timeout_s: float) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return {"base_url": base_url.rstrip("/"), "headers": headers, "timeout": timeout_s}
+
+
+class Client:
+    """Blocking client. ``token`` is one of the coordinator's ``api_tokens``; ``transport``
+    replaces the network (``httpx.MockTransport`` in tests)."""
+
+    def __init__(self, base_url: str = DEFAULT_URL, *, token: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 transport: httpx.BaseTransport | None = None):
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(transport=transport, **_client_settings(base_url, token, timeout_s))
+
+    def _request(self, method: str, path: str, json: Any = None) -> httpx.Response:
+        try:
+            return self._http.request(method, path, json=json)
+        except httpx.TransportError as e:
+            raise _unreachable(self.base_url, e) from e
+
+    def enqueue(self, worker: str, args: Any = None, **options: Any) -> JobInfo:
+        """Enqueue one job; see ``enqueue_body`` for the options."""
+        resp = self._request("POST", "/job", enqueue_body(worker, args, **options))
+        return JobInfo.from_json(_answer(resp), created=resp.status_code == 201)
+
+    def enqueue_many(self, jobs: Sequence[Mapping[str, Any]]) -> list[JobInfo]:
+        """Enqueue up to 1000 jobs in one call, each a mapping of ``enqueue``'s arguments."""
+        data = _answer(self._request("POST", "/jobs", _batch_body(jobs)))
+        return [JobInfo.from_json(job) for job in data["jobs"]]
+
+    def get(self, job_id: str) -> JobInfo:
+        return JobInfo.from_json(_answer(self._request("GET", f"/job/{job_id}")))
+
+    def cancel(self, job_id: str) -> JobInfo:
+        return JobInfo.from_json(_answer(self._request("DELETE", f"/job/{job_id}")))
+
+    def health(self) -> dict[str, Any]:
+        return dict(_answer(self._request("GET", "/health")))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """``Client`` for asyncio code: the same methods, awaited."""
+
+    def __init__(self, base_url: str = DEFAULT_URL, *, token: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 transport: httpx.AsyncBaseTransport | None = None):
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.AsyncClient(transport=transport, **_client_settings(base_url, token, timeout_s))
+
+    async def _request(self, method: str, path: str, json: Any = None) -> httpx.Response:
+        try:
+            return await self._http.request(method, path, json=json)
+        except httpx.TransportError as e:
+            raise _unreachable(self.base_url, e) from e
+
+    async def enqueue(self, worker: str, args: Any = None, **options: Any) -> JobInfo:
+        resp = await self._request("POST", "/job", enqueue_body(worker, args, **options))
+        return JobInfo.from_json(_answer(resp), created=resp.status_code == 201)
+
+    async def enqueue_many(self, jobs: Sequence[Mapping[str, Any]]) -> list[JobInfo]:
+        data = _answer(await self._request("POST", "/jobs", _batch_body(jobs)))
+        return [JobInfo.from_json(job) for job in data["jobs"]]
+
+    async def get(self, job_id: str) -> JobInfo:
+        return JobInfo.from_json(_answer(await self._request("GET", f"/job/{job_id}")))
+
+    async def cancel(self, job_id: str) -> JobInfo:
+        return JobInfo.from_json(_answer(await self._request("DELETE", f"/job/{job_id}")))
+
+    async def health(self) -> dict[str, Any]:
+        return dict(_answer(await self._request("GET", "/health")))
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()

@@ -1,0 +1,154 @@
+"""The client: request bodies and typed errors (httpx.MockTransport), and the blocking
+client against a real coordinator (uvicorn in a thread, a real Redis)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterator
+
+import httpx
+import pytest
+import uvicorn
+
+from redisq import (AsyncClient, BadRequestError, Client, ConflictError, NotFoundError, RedisqError,
+                    UnauthorizedError, UnavailableError, ValidationError)
+from redisq.api import create_app
+from redisq.config import Config, WorkerConfig
+from redisq.coordinator import Coordinator
+
+JOB = {"id": "send-email:a1", "worker": "send-email", "state": "scheduled", "args": {"to": "ada@example.com"},
+       "runAt": "2030-01-01T09:00:00.000Z", "attempts": 0, "maxAttempts": 5, "lastError": None, "result": None,
+       "createdAt": "2029-12-31T09:00:00.000Z", "finishedAt": None, "throttleKey": "shop-1"}
+
+
+def recording(status: int = 201, answer: Any = JOB) -> tuple[list[httpx.Request], httpx.MockTransport]:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(status, json=answer)
+
+    return seen, httpx.MockTransport(handler)
+
+
+def test_enqueue_sends_the_api_fields_and_reads_the_job():
+    seen, transport = recording()
+    with Client("http://redisq.test/", token="t0k", transport=transport) as client:
+        job = client.enqueue("send-email", {"to": "ada@example.com"}, run_at=datetime(2030, 1, 1, 9, tzinfo=timezone.utc),
+                             id="a1", max_attempts=5, timeout=timedelta(seconds=90), throttle_key="shop-1", cost=2,
+                             cron="0 9 * * *", timezone="Europe/Paris")
+    (request,) = seen
+    assert (request.method, str(request.url)) == ("POST", "http://redisq.test/job")
+    assert request.headers["authorization"] == "Bearer t0k"
+    assert json.loads(request.content) == {
+        "worker": "send-email", "args": {"to": "ada@example.com"}, "runAt": "2030-01-01T09:00:00+00:00",
+        "timeout": 90.0, "cron": "0 9 * * *", "timezone": "Europe/Paris", "id": "a1", "maxAttempts": 5,
+        "throttleKey": "shop-1", "cost": 2}
+    assert job.id == "send-email:a1" and job.created is True and job.state == "scheduled"
+    assert job.run_at == datetime(2030, 1, 1, 9, tzinfo=timezone.utc) and job.finished_at is None
+    assert job.raw["throttleKey"] == "shop-1"  # fields of newer servers are kept
+
+
+def test_options_left_out_are_not_sent():
+    seen, transport = recording(200)
+    with Client(transport=transport) as client:
+        job = client.enqueue("send-email", delay=30)
+    assert json.loads(seen[0].content) == {"worker": "send-email", "delay": 30}
+    assert "authorization" not in seen[0].headers
+    assert job.created is False  # 200: the id existed
+
+
+def test_enqueue_many_get_and_cancel_use_their_routes():
+    seen, transport = recording(201, {"jobs": [JOB, JOB], "created": 2})
+    with Client(transport=transport) as client:
+        jobs = client.enqueue_many([{"worker": "send-email", "args": {"n": 1}, "throttle_key": "s"},
+                                    {"worker": "send-email", "delay": 5}])
+    assert [j.id for j in jobs] == ["send-email:a1", "send-email:a1"]
+    assert json.loads(seen[0].content) == {"jobs": [{"worker": "send-email", "args": {"n": 1}, "throttleKey": "s"},
+                                                    {"worker": "send-email", "delay": 5}]}
+    seen, transport = recording(200)
+    with Client(transport=transport) as client:
+        client.get("send-email:a1")
+        client.cancel("send-email:a1")
+    assert [(r.method, r.url.path) for r in seen] == [("GET", "/job/send-email:a1"), ("DELETE", "/job/send-email:a1")]
+
+
+@pytest.mark.parametrize("status, body, error_type", [
+    (400, {"error": "request body is not valid JSON"}, BadRequestError),
+    (401, {"error": "bad API token"}, UnauthorizedError),
+    (404, {"error": "no job 'send-email:x'"}, NotFoundError),
+    (409, {"error": "job 'send-email:x' has already finished (succeeded)"}, ConflictError),
+    (422, {"error": "jobs[2].runAt: bad", "field": "runAt", "index": 2}, ValidationError),
+    (503, {"error": "redis is unavailable: refused"}, UnavailableError),
+    (500, {"error": "internal error: KeyError"}, RedisqError),
+])
+async def test_api_errors_become_typed_errors_with_the_servers_message(status, body, error_type):
+    _, transport = recording(status, body)
+    with Client(transport=transport) as client, pytest.raises(error_type) as raised:
+        client.get("send-email:x")
+    assert type(raised.value) is error_type
+    assert raised.value.message == body["error"] and raised.value.status_code == status
+    assert str(raised.value) == f"GET /job/send-email:x: HTTP {status}: {body['error']}"
+    assert (raised.value.field, raised.value.index) == (body.get("field"), body.get("index"))
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json=body)
+
+    async with AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        with pytest.raises(error_type):
+            await client.cancel("send-email:x")
+
+
+def test_an_unreachable_coordinator_is_unavailable():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with Client(f"http://127.0.0.1:{port}", timeout_s=2) as client, pytest.raises(UnavailableError, match="cannot reach"):
+        client.get("send-email:x")
+
+
+@pytest.fixture
+def coordinator_url(real_redis: Any, redis_url: str) -> Iterator[str]:
+    """A real coordinator (its own event loop, in a thread) on the test Redis."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    config = Config(redis_url=redis_url, secret="client-test", public_url=url, shutdown_grace_s=0.2,
+                    workers={"send-email": WorkerConfig(name="send-email", url="http://127.0.0.1:1/")})
+    server = uvicorn.Server(uvicorn.Config(create_app(Coordinator(config)), log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the coordinator did not start"
+        time.sleep(0.01)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def test_the_blocking_client_against_a_real_coordinator(coordinator_url):
+    with Client(coordinator_url) as client:
+        job = client.enqueue("send-email", {"to": "ada@example.com"}, delay=3600, id="later-1")
+        assert (job.id, job.state, job.created) == ("send-email:later-1", "scheduled", True)
+        assert client.enqueue("send-email", {"to": "ada@example.com"}, delay=3600, id="later-1").created is False
+        assert job.run_at is not None and job.created_at is not None
+        assert 3599 <= (job.run_at - job.created_at).total_seconds() <= 3601
+        batch = client.enqueue_many([{"worker": "send-email", "delay": 3600, "id": f"b{i}"} for i in range(3)])
+        assert [j.id for j in batch] == ["send-email:b0", "send-email:b1", "send-email:b2"]
+        assert client.get("send-email:b1").state == "scheduled"
+        assert client.cancel("send-email:b1").state == "cancelled"
+        with pytest.raises(ConflictError, match="already finished"):
+            client.cancel("send-email:b1")
+        with pytest.raises(ValidationError) as invalid:
+            client.enqueue("send-sms", {})
+        assert invalid.value.field == "worker" and "unknown worker" in invalid.value.message
+        with pytest.raises(NotFoundError):
+            client.get("send-email:nope")
