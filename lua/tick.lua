@@ -2,14 +2,14 @@
 -- the schedule on to its next fire time.
 -- KEYS: the queue's keys (WorkerKeys.queue_keys), the schedules zset, then per schedule:
 --   its hash, its jobs list, and one job hash per tick to fire
--- ARGV: the queue's args (WorkerKeys.queue_args), due_ms (the time the ticks were computed
---   for: nothing fires before it), the worker's default max_attempts and timeout_ms, the
+-- ARGV: the queue's args (WorkerKeys.queue_args), not_before_ms (nothing fires before it:
+--   the ticks' jobs are created at most a lead ahead of their time), the worker's default max_attempts and timeout_ms, the
 --   number of schedules, then per schedule: suffix, expected next_fire_ms,
 --   expected revision, new next_fire_ms, number of ticks, then per tick: job suffix, fire_ms
 -- Returns {now_ms, wake, then per schedule: ticks fired (jobs created), or -1 when the
 -- schedule changed since the coordinator read it (deleted, paused, updated, or another
 -- coordinator fired it first) or its new next fire time has already passed: then nothing
--- is written for it}; or {now_ms, 'early'} when due_ms has not come yet (nothing written).
+-- is written for it}; or {now_ms, 'early'} when not_before_ms has not come yet (nothing written).
 -- A tick's job id comes from the schedule id and the tick time, and a job that already
 -- exists is left alone, so a tick can never produce two jobs. wake is 1 when a new job is
 -- due before the previous head of the queue, as in enqueue.
@@ -19,12 +19,12 @@ local JOBS_KEPT = 10
 local queue, k, a = queue_from(1, 1)
 local schedules_key = KEYS[k]
 k = k + 1
-local due_ms = tonumber(ARGV[a])
+local not_before_ms = tonumber(ARGV[a])
 local default_max_attempts, default_timeout_ms = ARGV[a + 1], ARGV[a + 2]
 local schedule_count = tonumber(ARGV[a + 3])
 a = a + 4
 local now = server_now_ms()
-if now < due_ms then return {now, 'early'} end
+if now < not_before_ms then return {now, 'early'} end
 
 local head_ms = queue_head_ms(queue)
 local earliest_new_ms = nil

@@ -21,6 +21,9 @@ jump (02:30 on a spring-forward night fires at 03:00), so no day is lost; a loca
 that occurs twice fires at its first occurrence only, so nothing fires twice, unless the
 hour field is ``*`` (an hourly or more frequent schedule keeps firing every real hour).
 
+A tick's job is created up to ``TICK_LEAD_MS`` (0.1 s) before the tick, with runAt at
+the tick's time, so the dispatcher sends it as on time as any delayed job.
+
 Misfires (``due_ticks``): ticks at most ``MISFIRE_GRACE_MS`` late are all fired (a
 restart or a deploy loses none); when the schedule's next tick is later than that, no
 coordinator ran for a while, and the schedule fires once, for the latest missed tick,
@@ -60,7 +63,9 @@ MAX_SCHEDULE_SUFFIX = 180  # leaves room for ":<fire_ms>" in the tick job's id (
 NEXT_RUN_TIMES = 5
 DUE_BATCH = 100
 MAX_IDLE_S = 1.0
-PLAN_AHEAD_MS = 50  # ticks are computed this long before they are due
+# A tick's job is created this long before the tick, with runAt at the tick's time, so that
+# the dispatcher sends it as on time as any delayed job (it sleeps until runAt).
+TICK_LEAD_MS = 100
 MAX_CRON_STEPS = 100_000  # croniter iterations before a schedule counts as never firing
 
 
@@ -463,17 +468,18 @@ class Schedules:
             wait_ms = round(MAX_IDLE_S * 1000)
         return TickPlan(worker, now_ms, due_ms, wait_ms, count, tick_keys, tick_args)
 
-    async def fire(self, plan: TickPlan) -> TickRound:
-        """Run a plan's ticks in one atomic ``tick.lua`` call (not before its ``due_ms``)."""
+    async def fire(self, plan: TickPlan, lead_ms: int = 0) -> TickRound:
+        """Run a plan's ticks in one atomic ``tick.lua`` call, not before ``lead_ms`` ahead of
+        its ``due_ms``. The jobs' runAt is their tick's time either way."""
         keys = WorkerKeys(plan.worker.name)
         worker = plan.worker
         result = await self._tick(
             keys=[*keys.queue_keys, keys.schedules, *plan.keys],
-            args=[*keys.queue_args, plan.due_ms, worker.max_attempts, "",  # "" = the worker's live timeout
+            args=[*keys.queue_args, plan.due_ms - lead_ms, worker.max_attempts, "",  # "" = the worker's live timeout
                   plan.count, *plan.args])
         now_ms = int(result[0])
         if _text(result[1]) == "early":
-            return TickRound(now_ms, max(1, plan.due_ms - now_ms), 0, 0, False, early=True)
+            return TickRound(now_ms, max(1, plan.due_ms - lead_ms - now_ms), 0, 0, False, early=True)
         outcomes = [int(x) for x in result[2:]]
         return TickRound(now_ms, 0, sum(n for n in outcomes if n > 0), sum(1 for n in outcomes if n < 0),
                          bool(int(result[1])))
@@ -527,9 +533,9 @@ class Ticker:
         while not self._stopping:
             wake.clear()
             try:
-                # Compute the ticks up to PLAN_AHEAD_MS before they are due, so that at the
-                # tick time only the tick script's round trip is left.
-                plan = await self.schedules.plan(worker, PLAN_AHEAD_MS)
+                # The ticks due within TICK_LEAD_MS: their jobs are created now, to leave at
+                # their tick's time.
+                plan = await self.schedules.plan(worker, TICK_LEAD_MS)
                 if plan.count:
                     await self._fire_when_due(plan)
                     backoff.succeeded()
@@ -538,7 +544,7 @@ class Ticker:
             except Exception as e:  # a Redis outage or error reply: back off, never end the loop
                 await backoff.failed(e)
                 continue
-            wait_ms = plan.wait_ms - PLAN_AHEAD_MS // 2
+            wait_ms = plan.wait_ms - TICK_LEAD_MS
             sleep_s = MAX_IDLE_S if plan.wait_ms < 0 else min(MAX_IDLE_S, max(0, wait_ms) / 1000)
             try:
                 await asyncio.wait_for(wake.wait(), sleep_s)
@@ -546,13 +552,13 @@ class Ticker:
                 pass
 
     async def _fire_when_due(self, plan: TickPlan) -> None:
-        # Sleep by the offset on the Redis clock; the script refuses to fire early, and then
+        # Normally at once; the script refuses ticks more than TICK_LEAD_MS ahead, and then
         # says how long is left.
-        wait_ms = plan.due_ms - plan.now_ms
+        wait_ms = plan.due_ms - TICK_LEAD_MS - plan.now_ms
         for _ in range(100):
             if wait_ms > 0:
                 await asyncio.sleep(wait_ms / 1000)
-            round_ = await self.schedules.fire(plan)
+            round_ = await self.schedules.fire(plan, TICK_LEAD_MS)
             if not round_.early:
                 break
             wait_ms = round_.wait_ms
