@@ -79,7 +79,6 @@ local function serve(throttle_key, share)
     if head[1] == nil then break end
     local run_at = tonumber(head[2])
     if run_at > now then next_ms = run_at break end
-    if taken >= share or claimed >= allowed then next_ms = now break end
     local suffix = suffix_of_member(head[1])
     local job_key = job_prefix .. suffix
     local job = redis.call('HMGET', job_key, 'state', 'cost', 'timeout_ms', 'args', 'seq')
@@ -92,6 +91,8 @@ local function serve(throttle_key, share)
         next_ms = now + math.ceil((cost - tokens) * 1000 / limits.rate)
         break
       end
+      -- It could go now: but the key has had its share of this claim, or the claim is full.
+      if taken >= share or claimed >= allowed then next_ms = now break end
       local total_cost = nil
       if total_tokens ~= nil then
         total_cost = math.min(cost, limits.total_burst)

@@ -214,3 +214,17 @@ async def test_a_drained_key_leaves_no_keys_behind(engine_redis):
     # The key's bucket refills to full within 10 ms and expires a second after.
     ttl_ms = await engine_redis.pttl(keys.key_bucket("shop-a"))
     assert 0 < ttl_ms <= 1010
+
+
+async def test_a_key_that_used_its_last_token_waits_for_the_next_one_not_for_the_next_claim(engine_redis):
+    w = worker(rate=0.001, burst=1)  # one token per key, the next in 1,000 s
+    store = make_store(engine_redis, w)
+    for n in range(10):
+        await enqueue(store, f"busy-{n}", 2)
+    assert len((await store.claim(w, 10)).jobs) == 10
+    now = await server_ms(engine_redis)
+    scores = [s for _, s in await engine_redis.zrange(store.keys(W).throttle_keys, 0, -1, withscores=True)]
+    assert len(scores) == 10 and min(scores) >= now + 999_000
+    # So a claim of one job goes straight to a key that can run, past the ten waiting ones.
+    (fresh,) = await enqueue(store, "fresh", 1)
+    assert [j.id for j in (await store.claim(w, 1)).jobs] == [fresh]
