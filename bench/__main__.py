@@ -1,6 +1,6 @@
-"""``python -m bench [--quick] [--processes 1,2] [--only ceiling,engine,http,e2e]``
+"""``python -m bench [--quick] [--processes 1,2] [--only ceiling,engine,http,e2e,cron,throttle]``
 
-Runs the four steps in order and prints every figure beside a reference measured in the
+Runs the six steps in order and prints every figure beside a reference measured in the
 same run, then all of them again as a summary. See bench/README.md.
 """
 
@@ -17,11 +17,11 @@ import traceback
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from . import e2e, engine, http_client, redis_ceiling
+from . import cron_lag, e2e, engine, http_client, redis_ceiling, throttle
 from .procs import RedisProc
 from .report import FIGURES, NOTES, OtherLoad, loop_name
 
-STEPS = ("ceiling", "engine", "http", "e2e")
+STEPS = ("ceiling", "engine", "http", "e2e", "cron", "throttle")
 
 
 def cpu_model() -> str:
@@ -94,6 +94,14 @@ def main(argv: list[str] | None = None) -> int:
                               if http.rps(client, 128, loop)]
             with OtherLoad() as load:
                 guarded("e2e", lambda: e2e.measure(args.quick, references, processes))
+            print(f"  ({load.describe()})", flush=True)
+        if "cron" in only:
+            with OtherLoad() as load:
+                guarded("cron", lambda: cron_lag.measure(args.quick))
+            print(f"  ({load.describe()})", flush=True)
+        if "throttle" in only:
+            with OtherLoad() as load:
+                guarded("throttle", lambda: throttle.measure(args.quick))
             print(f"  ({load.describe()})", flush=True)
 
     print(f"\nsummary ({time.monotonic() - started:.0f} s; {whole.describe()}):")

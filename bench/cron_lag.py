@@ -96,7 +96,7 @@ async def measure_async(schedules: int, seconds: float) -> tuple[dict[str, float
 def measure(quick: bool, schedules: int | None = None, seconds: float | None = None) -> tuple[dict[str, float], dict[str, float]]:
     schedules = schedules or 10
     seconds = seconds or (8.0 if quick else 20.0)
-    progress(f"cron: tick lag, {schedules} schedules x {seconds:g} s, 1 coordinator")
+    progress(f"[5/6] cron: tick lag, {schedules} schedules x {seconds:g} s, 1 coordinator")
     ticks, delayed = run(lambda: measure_async(schedules, seconds))
     if ticks.get("n"):
         for key in ("p50", "p99", "max"):

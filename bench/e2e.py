@@ -292,7 +292,7 @@ def measure(quick: bool, references: list[tuple[str, float]] | None, processes: 
             extra_config: dict[str, Any] | None = None, sink_latency_ms: float = 0.0) -> list[E2EResult]:
     jobs = jobs or (5_000 if quick else 20_000)
     lag_jobs, lag_spread_s = (500, 2.5) if quick else (1_000, 5.0)
-    progress(f"[4/4] end to end: redisq serve x{processes} processes, {jobs:,} jobs via POST /jobs, "
+    progress(f"[4/6] end to end: redisq serve x{processes} processes, {jobs:,} jobs via POST /jobs, "
              f"then {lag_jobs:,} delayed jobs over {lag_spread_s:g} s")
     reason = unavailable_reason()
     if reason:

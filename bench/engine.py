@@ -152,7 +152,7 @@ def measure(redis: RedisProc, ceiling: Ceiling | None, quick: bool, jobs: int | 
             claim_batch: int = 256, consumers: int = 2) -> EngineResult:
     jobs = jobs or (20_000 if quick else 50_000)
     rounds = 1 if quick else 3
-    progress(f"[2/4] engine alone: {jobs:,} jobs enqueue -> claim({claim_batch}) -> settle, {consumers} consumers, "
+    progress(f"[2/6] engine alone: {jobs:,} jobs enqueue -> claim({claim_batch}) -> settle, {consumers} consumers, "
              f"redisq.store.Store; {rounds} round(s), each as shipped and with redis-py's Python packer")
     results: list[EngineResult] = []
     python_packed: list[EngineResult] = []

@@ -128,7 +128,7 @@ def measure(quick: bool, in_flight_levels: list[int] | None = None, seconds: flo
     warmup_s = 0.5 if quick else 1.0
     results = HttpResults()
     node = shutil.which("node")
-    progress(f"[3/4] HTTP client: aiohttp vs httpx vs a Node client, to the Node sink, {seconds:g} s per run "
+    progress(f"[3/6] HTTP client: aiohttp vs httpx vs a Node client, to the Node sink, {seconds:g} s per run "
              f"after {warmup_s:g} s warm-up, at {levels} in flight, Python on {loop_name()}"
              + (f", sink answering after {latency_ms:g} ms" if latency_ms else ""))
     with Sink(latency_ms=latency_ms) as sink:

@@ -103,7 +103,7 @@ async def python_pipelined(url: str, jobs: int) -> tuple[float, float]:
 
 
 def measure(redis: RedisProc, quick: bool) -> Ceiling:
-    progress(f"[1/4] raw Redis ceiling: redis-benchmark -P 32 and redis-py pipelines on redis {redis.version()} port {redis.port}")
+    progress(f"[1/6] raw Redis ceiling: redis-benchmark -P 32 and redis-py pipelines on redis {redis.version()} port {redis.port}")
     bench = redis_benchmark(redis.port, 100_000 if quick else 300_000)
     jobs = 20_000 if quick else 50_000
     best_ops, best_jobs = 0.0, 0.0

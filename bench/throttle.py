@@ -152,7 +152,7 @@ async def fairness_lag(url: str, busy_jobs: int, samples: int) -> tuple[dict[str
 def measure(quick: bool, ready: int | None = None, samples: int | None = None) -> None:
     ready = ready or (1000 if quick else 2000)
     samples = samples or (20 if quick else 50)
-    progress(f"[6] throttling: time per claim of {ready:,} ready jobs (10 per claim) with 100 and with 100,000 "
+    progress(f"[6/6] throttling: time per claim of {ready:,} ready jobs (10 per claim) with 100 and with 100,000 "
              f"throttled jobs waiting; lag of {samples} quiet-key jobs behind 10,000 of a busy key")
     with RedisProc() as redis:
         small = [run(lambda: claim_cost(redis.url, 100, ready)) for _ in range(3)]

@@ -26,4 +26,5 @@ end
 redis.call('HSET', job_key, 'state', 'cancelled', 'finished_ms', now)
 redis.call('ZADD', finished_key, now + retention_ms, suffix)
 count(queue, 'cancelled', 1)
+write_counts(queue)
 return {'cancelled', redis.call('HGETALL', job_key)}

@@ -4,7 +4,7 @@
 -- a key that was just served goes behind the keys that are still waiting, so one busy
 -- key cannot hold back the others.
 -- KEYS: the queue's keys (WorkerKeys.queue_keys), then running zset, worker bucket hash,
---   dispatched hash
+--   dispatched hash, buckets zset (throttle key -> when its bucket is full)
 -- ARGV: the queue's args (WorkerKeys.queue_args), then job key prefix, most jobs to claim
 -- Returns {wait_ms, capped, then 5 per claimed job: suffix, attempt, timeout_ms, args, seq}
 --   wait_ms  0: more jobs may be due now;  > 0: the next job or token is due in that many ms;
@@ -14,7 +14,8 @@
 --!include common
 --!include jobs
 local queue, next_key, next_arg = queue_from(1, 1)
-local running_key, worker_bucket_key, dispatched_key = KEYS[next_key], KEYS[next_key + 1], KEYS[next_key + 2]
+local running_key, worker_bucket_key, dispatched_key, buckets_key =
+  KEYS[next_key], KEYS[next_key + 1], KEYS[next_key + 2], KEYS[next_key + 3]
 local job_prefix, most = ARGV[next_arg], tonumber(ARGV[next_arg + 1])
 local limits = read_limits(queue)
 local capped = 0
@@ -44,18 +45,22 @@ local DEFAULT_TIMEOUT_MS = 30000  -- config.py's default, for a worker whose lim
 local out = {0, capped}
 local claimed = 0
 
-local function take(job_key, suffix, timeout_ms, args, seq, state)
-  local attempt = redis.call('HINCRBY', job_key, 'attempts', 1)
+local leases = {}  -- ZADD arguments for the running zset: lease deadline, suffix, ...
+
+local function take(job_key, suffix, job, timeout_ms)
+  local attempt = (tonumber(job[6]) or 0) + 1
   local lease_deadline_ms = now + timeout_ms
-  redis.call('HSET', job_key, 'state', 'running', 'lease_deadline_ms', lease_deadline_ms, 'lease_timeout_ms', timeout_ms)
-  redis.call('ZADD', running_key, lease_deadline_ms, suffix)
+  redis.call('HSET', job_key, 'state', 'running', 'attempts', attempt, 'lease_deadline_ms', lease_deadline_ms,
+    'lease_timeout_ms', timeout_ms)
+  leases[#leases + 1] = lease_deadline_ms
+  leases[#leases + 1] = suffix
   count(queue, 'queued', -1)
-  if state == 'retrying' then count(queue, 'retrying', -1) end
+  if job[1] == 'retrying' then count(queue, 'retrying', -1) end
   out[#out + 1] = suffix
   out[#out + 1] = attempt
   out[#out + 1] = timeout_ms
-  out[#out + 1] = args
-  out[#out + 1] = seq  -- the enqueue sequence: tells this job from a later one with its id
+  out[#out + 1] = job[4]
+  out[#out + 1] = job[5]  -- the enqueue sequence: tells this job from a later one with its id
   claimed = claimed + 1
 end
 
@@ -72,27 +77,30 @@ local function serve(throttle_key, share)
   end
   local tokens = nil
   if limits.rate then tokens = bucket_level(bucket[1], bucket[2], limits.rate, limits.burst, now) end
+  -- The first share + 1 jobs of the key, in order: what it may take, and the one after.
+  local entries = redis.call('ZRANGE', queue_key, 0, share, 'WITHSCORES')
+  local done = {}  -- members leaving the queue: taken, or with no hash left
   local taken = 0
   local next_ms = nil
-  while true do
-    local head = redis.call('ZRANGE', queue_key, 0, 0, 'WITHSCORES')
-    if head[1] == nil then break end
-    local run_at = tonumber(head[2])
-    if run_at > now then next_ms = run_at break end
-    local suffix = suffix_of_member(head[1])
+  local stopped = false
+  for i = 1, #entries, 2 do
+    local member, run_at = entries[i], tonumber(entries[i + 1])
+    if run_at > now then next_ms = run_at stopped = true break end
+    local suffix = suffix_of_member(member)
     local job_key = job_prefix .. suffix
-    local job = redis.call('HMGET', job_key, 'state', 'cost', 'timeout_ms', 'args', 'seq')
+    local job = redis.call('HMGET', job_key, 'state', 'cost', 'timeout_ms', 'args', 'seq', 'attempts')
     if not job[1] then
-      redis.call('ZREM', queue_key, head[1])  -- its hash is gone: nothing to run
+      done[#done + 1] = member  -- its hash is gone: nothing to run
     else
       local cost = tonumber(job[2]) or 1
       if limits.burst then cost = math.min(cost, limits.burst) end  -- a burst lowered live
       if tokens ~= nil and tokens + 1e-9 < cost then
         next_ms = now + math.ceil((cost - tokens) * 1000 / limits.rate)
+        stopped = true
         break
       end
       -- It could go now: but the key has had its share of this claim, or the claim is full.
-      if taken >= share or claimed >= allowed then next_ms = now break end
+      if taken >= share or claimed >= allowed then next_ms = now stopped = true break end
       local total_cost = nil
       if total_tokens ~= nil then
         total_cost = math.min(cost, limits.total_burst)
@@ -100,20 +108,27 @@ local function serve(throttle_key, share)
           total_needed = total_cost - total_tokens
           next_ms = false
           if taken > 0 then next_ms = now end
+          stopped = true
           break
         end
       end
-      redis.call('ZREM', queue_key, head[1])
-      take(job_key, suffix, tonumber(job[3]) or limits.timeout_ms or DEFAULT_TIMEOUT_MS, job[4], job[5], job[1])
+      done[#done + 1] = member
+      take(job_key, suffix, job, tonumber(job[3]) or limits.timeout_ms or DEFAULT_TIMEOUT_MS)
       taken = taken + 1
       if tokens ~= nil then tokens = tokens - cost end
       if total_cost ~= nil then total_tokens = total_tokens - total_cost end
     end
   end
+  if #done > 0 then redis.call('ZREM', queue_key, unpack(done)) end
+  if not stopped then
+    -- Every job fetched left (some had no hash any more): look at what follows, if anything.
+    local head = redis.call('ZRANGE', queue_key, 0, 0, 'WITHSCORES')
+    if head[1] then next_ms = math.max(tonumber(head[2]), now) end
+  end
   if tokens ~= nil and taken > 0 then
     redis.call('HSET', bucket_key, 'tokens', string.format('%.6f', tokens), 'updated_ms', now)
-    -- An untouched bucket refills to full: let it go once it has.
-    redis.call('PEXPIRE', bucket_key, math.ceil((limits.burst - tokens) * 1000 / limits.rate) + 1000)
+    -- An untouched bucket refills to full; purge deletes it then (at the limits of then).
+    redis.call('ZADD', buckets_key, now + math.ceil((limits.burst - tokens) * 1000 / limits.rate), throttle_key)
   end
   return next_ms
 end
@@ -130,6 +145,8 @@ for _, throttle_key in ipairs(ready) do
   end
 end
 
+if #leases > 0 then redis.call('ZADD', running_key, unpack(leases)) end
+write_counts(queue)
 if total_tokens ~= nil and claimed > 0 then
   redis.call('HSET', worker_bucket_key, 'tokens', string.format('%.6f', total_tokens), 'updated_ms', now)
 end

@@ -17,7 +17,8 @@ local limits = read_limits(queue)
 for i = first_job_key, #KEYS do
   local a = first_job_arg - 1 + (i - first_job_key) * ARGS_PER_JOB
   local refusal = cost_refusal(limits, tonumber(ARGV[a + 8]))
-  if refusal then return {'cost', i - first_job_key + 1, refusal} end
+  -- (an existing id is answered with its job, whatever the cost)
+  if refusal and redis.call('EXISTS', KEYS[i]) == 0 then return {'cost', i - first_job_key + 1, refusal} end
 end
 
 local now = server_now_ms()
@@ -44,4 +45,5 @@ for i = first_job_key, #KEYS do
 end
 
 if earliest_new_ms ~= nil and (head_ms == nil or earliest_new_ms < head_ms) then out[2] = 1 end
+write_counts(queue)
 return out

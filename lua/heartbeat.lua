@@ -9,14 +9,16 @@
 --!include common
 local running_key, job_key = KEYS[1], KEYS[2]
 local suffix, attempt, seq = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local job = redis.call('HMGET', job_key, 'state', 'attempts', 'lease_timeout_ms', 'seq', 'lease_deadline_ms')
+local job = redis.call('HMGET', job_key, 'state', 'attempts', 'lease_timeout_ms', 'seq', 'lease_deadline_ms', 'timeout_ms')
 local state = job[1]
 if not state then return {'missing', ''} end
 if seq ~= 0 and seq ~= tonumber(job[4]) then return {'stale', state} end  -- an earlier job with this id
 if tonumber(job[2]) ~= attempt then return {'stale', state} end
 if state ~= 'running' then return {'finished', state} end
 local now = server_now_ms()
-local lease_deadline_ms = math.max(now + tonumber(job[3]), tonumber(job[5]) or 0)
+-- A job claimed before claim kept lease_timeout_ms has its own timeout_ms (or the default).
+local timeout_ms = tonumber(job[3]) or tonumber(job[6]) or 30000
+local lease_deadline_ms = math.max(now + timeout_ms, tonumber(job[5]) or 0)
 redis.call('HSET', job_key, 'lease_deadline_ms', lease_deadline_ms)
 redis.call('ZADD', running_key, lease_deadline_ms, suffix)
 return {'extended', lease_deadline_ms}

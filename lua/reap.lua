@@ -20,6 +20,7 @@ for _, suffix in ipairs(expired) do
   end
 end
 
+write_counts(queue)
 local next_lease = redis.call('ZRANGE', running_key, 0, 0, 'WITHSCORES')
 local wait_ms = -1
 if next_lease[1] then wait_ms = math.max(0, tonumber(next_lease[2]) - now) end

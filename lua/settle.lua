@@ -47,4 +47,5 @@ for i = FIRST_JOB_KEY, #KEYS do
     end
   end
 end
+write_counts(queue)
 return out

@@ -79,4 +79,5 @@ for _ = 1, schedule_count do
 end
 
 if earliest_new_ms ~= nil and (head_ms == nil or earliest_new_ms < head_ms) then out[2] = 1 end
+write_counts(queue)
 return out

@@ -434,3 +434,20 @@ async def test_schedule_routes_answer_404_for_unknown_ids_and_pause_resume_delet
         deleted = await client.delete("/schedule/digest:d")
         assert deleted.status_code == 200 and deleted.json()["id"] == "digest:d"
         assert (await client.get("/schedule/digest:d")).status_code == 404
+
+
+async def test_a_schedule_passes_its_throttle_key_and_cost_to_every_tick_and_a_cost_above_the_burst_is_422(engine_redis):
+    cfg = config(rate=100.0, burst=20)
+    schedules, store = Schedules(engine_redis, cfg), Store(engine_redis, cfg)
+    await store.seed_limits(cfg.workers[WORKER])
+    with pytest.raises(ValidationError, match="cost: is 25, above the burst of 20 tokens"):
+        await save(schedules, cron="* * * * * *", id="too-costly", cost=25)
+    assert await engine_redis.exists(KEYS.schedule("too-costly")) == 0
+    schedule, _ = await save(schedules, cron="* * * * * *", id="per-shop", throttleKey="shop-a", cost=5)
+    assert (schedule.throttle_key, schedule.cost) == ("shop-a", 5)
+    while await server_ms(engine_redis) < schedule.next_fire_ms:
+        await asyncio.sleep(0.02)
+    assert (await schedules.tick(cfg.workers[WORKER])).fired == 1
+    job = await store.get(f"{WORKER}:{tick_job_suffix('per-shop', schedule.next_fire_ms)}")
+    assert (job.throttle_key, job.cost) == ("shop-a", 5)
+    assert (await store.worker_state(WORKER)).scheduled == 1  # the tick's job is counted

@@ -57,6 +57,10 @@ def make_workers(**keys: Any) -> tuple[Workers, list[tuple[Any, JobContext]]]:
     async def throttled(args: Any, ctx: JobContext) -> Any:
         raise RetryLater("shopify said 429", after_s=7)
 
+    @workers.job("briefly-throttled")
+    async def briefly_throttled(args: Any, ctx: JobContext) -> Any:
+        raise RetryLater("shopify said 429", after_s=0.4)
+
     @workers.job("opaque")
     async def opaque(args: Any, ctx: JobContext) -> Any:
         return object()
@@ -132,6 +136,11 @@ async def test_retry_later_is_answered_429_with_retry_after():
     assert resp.status_code == 429 and resp.headers["retry-after"] == "7"
     receipt = as_receipt(resp)
     assert receipt.outcome == "failure" and receipt.retry_after_ms == 7000
+
+    # A wait under a second is rounded up, not down to an immediate retry.
+    body = dispatch_body("briefly-throttled")
+    resp = await post(workers, body, signed(body, KEY))
+    assert resp.status_code == 429 and resp.headers["retry-after"] == "1"
 
 
 async def test_a_result_that_is_not_json_is_a_failure_that_says_so():

@@ -1,12 +1,14 @@
 -- Shared by the scripts that end an attempt (settle, reap); needs includes/common.lua and
 -- includes/jobs.lua. They pass the same layout:
--- KEYS: the queue's keys (WorkerKeys.queue_keys), then running, finished, worker bucket
+-- KEYS: the queue's keys (WorkerKeys.queue_keys), then running, finished, worker bucket,
+--   buckets zset (throttle key -> when its bucket is full; purge deletes it then)
 -- ARGV: the queue's args (WorkerKeys.queue_args), then job key prefix, backoff initial ms,
 --   backoff factor, backoff max ms, jitter (1 or 0), random seed, succeeded retention ms,
 --   dead retention ms; their own arguments follow from ARGV[LAST_POLICY_ARG + 1].
 local queue, next_key, next_arg = queue_from(1, 1)
-local running_key, finished_key, worker_bucket_key = KEYS[next_key], KEYS[next_key + 1], KEYS[next_key + 2]
-local FIRST_JOB_KEY = next_key + 3
+local running_key, finished_key, worker_bucket_key, buckets_key =
+  KEYS[next_key], KEYS[next_key + 1], KEYS[next_key + 2], KEYS[next_key + 3]
+local FIRST_JOB_KEY = next_key + 4
 local job_prefix = ARGV[next_arg]
 local backoff_initial_ms, backoff_factor, backoff_max_ms = tonumber(ARGV[next_arg + 1]), tonumber(ARGV[next_arg + 2]), tonumber(ARGV[next_arg + 3])
 local jitter = ARGV[next_arg + 4] == '1'
@@ -47,9 +49,9 @@ local function pause_until(throttle_key, until_ms, now)
   local previous = tonumber(redis.call('HGET', bucket_key, 'paused_until_ms'))
   if previous == nil or previous < until_ms then
     redis.call('HSET', bucket_key, 'paused_until_ms', until_ms)
-    if throttle_key ~= '' then
-      local ttl_ms = redis.call('PTTL', bucket_key)
-      if ttl_ms < until_ms - now + 1000 then redis.call('PEXPIRE', bucket_key, until_ms - now + 1000) end
+    if throttle_key ~= '' then  -- kept until the pause ends at least (purge looks then)
+      local purge_at = tonumber(redis.call('ZSCORE', buckets_key, throttle_key))
+      if purge_at == nil or purge_at < until_ms then redis.call('ZADD', buckets_key, until_ms, throttle_key) end
     end
   end
   local ready_ms = tonumber(redis.call('ZSCORE', queue.throttle_keys, throttle_key))

@@ -13,14 +13,23 @@ local function queue_from(first_key, first_arg)
     throttle_keys = KEYS[first_key], seq = KEYS[first_key + 1],
     stats = KEYS[first_key + 2], limits = KEYS[first_key + 3],
     queue_prefix = ARGV[first_arg], key_bucket_prefix = ARGV[first_arg + 1],
+    counts = {}, ready_ms = {},  -- pending counter changes, and key scores this call has seen
   }
   return queue, first_key + 4, first_arg + 2
 end
 
 -- Counters shown by GET /workers: queued (waiting, retrying included), retrying,
--- succeeded, dead, cancelled.
+-- succeeded, dead, cancelled. Changes add up during the call; a script that counts must
+-- call write_counts(queue) before it returns.
 local function count(queue, field, delta)
-  redis.call('HINCRBY', queue.stats, field, delta)
+  queue.counts[field] = (queue.counts[field] or 0) + delta
+end
+
+local function write_counts(queue)
+  for field, delta in pairs(queue.counts) do
+    if delta ~= 0 then redis.call('HINCRBY', queue.stats, field, delta) end
+  end
+  queue.counts = {}
 end
 
 -- The worker's live limits (see limits.py); a missing field is no limit.
@@ -49,10 +58,13 @@ end
 -- run_at_ms at the latest; a key that is paused or out of tokens is put back by claim.
 local function push_job(queue, throttle_key, seq, suffix, run_at_ms)
   redis.call('ZADD', queue.queue_prefix .. throttle_key, run_at_ms, queue_member(seq, suffix))
-  local ready_ms = tonumber(redis.call('ZSCORE', queue.throttle_keys, throttle_key))
-  if ready_ms == nil or run_at_ms < ready_ms then
+  local ready_ms = queue.ready_ms[throttle_key]
+  if ready_ms == nil then ready_ms = tonumber(redis.call('ZSCORE', queue.throttle_keys, throttle_key)) or false end
+  if ready_ms == false or run_at_ms < ready_ms then
     redis.call('ZADD', queue.throttle_keys, run_at_ms, throttle_key)
+    ready_ms = run_at_ms
   end
+  queue.ready_ms[throttle_key] = ready_ms
 end
 
 -- Why a job of this cost can never be claimed under these limits; nil when it can.
@@ -73,19 +85,25 @@ end
 local function create_job(queue, job_key, suffix, job, now)
   local seq = redis.call('INCR', queue.seq)
   local throttle_key = job.throttle_key or ''
-  local fields = {'state', 'scheduled', 'args', job.args, 'run_at_ms', job.run_at_ms, 'attempts', 0,
-    'max_attempts', job.max_attempts, 'created_ms', now, 'seq', seq}
-  if job.timeout_ms ~= nil and job.timeout_ms ~= '' then
-    fields[#fields + 1] = 'timeout_ms'; fields[#fields + 1] = job.timeout_ms
+  local timeout_ms = job.timeout_ms
+  if timeout_ms == nil or timeout_ms == '' then timeout_ms = false end
+  if throttle_key == '' and (job.cost == nil or tonumber(job.cost) == 1) and not job.extra then
+    if timeout_ms then  -- the common cases in one call each, without building a table
+      redis.call('HSET', job_key, 'state', 'scheduled', 'args', job.args, 'run_at_ms', job.run_at_ms,
+        'attempts', 0, 'max_attempts', job.max_attempts, 'created_ms', now, 'seq', seq, 'timeout_ms', timeout_ms)
+    else
+      redis.call('HSET', job_key, 'state', 'scheduled', 'args', job.args, 'run_at_ms', job.run_at_ms,
+        'attempts', 0, 'max_attempts', job.max_attempts, 'created_ms', now, 'seq', seq)
+    end
+  else
+    local fields = {'state', 'scheduled', 'args', job.args, 'run_at_ms', job.run_at_ms, 'attempts', 0,
+      'max_attempts', job.max_attempts, 'created_ms', now, 'seq', seq}
+    if timeout_ms then fields[#fields + 1] = 'timeout_ms'; fields[#fields + 1] = timeout_ms end
+    if throttle_key ~= '' then fields[#fields + 1] = 'throttle_key'; fields[#fields + 1] = throttle_key end
+    if job.cost ~= nil and tonumber(job.cost) ~= 1 then fields[#fields + 1] = 'cost'; fields[#fields + 1] = job.cost end
+    for _, value in ipairs(job.extra or {}) do fields[#fields + 1] = value end
+    redis.call('HSET', job_key, unpack(fields))
   end
-  if throttle_key ~= '' then
-    fields[#fields + 1] = 'throttle_key'; fields[#fields + 1] = throttle_key
-  end
-  if job.cost ~= nil and tonumber(job.cost) ~= 1 then
-    fields[#fields + 1] = 'cost'; fields[#fields + 1] = job.cost
-  end
-  for _, value in ipairs(job.extra or {}) do fields[#fields + 1] = value end
-  redis.call('HSET', job_key, unpack(fields))
   push_job(queue, throttle_key, seq, suffix, job.run_at_ms)
   count(queue, 'queued', 1)
   return seq

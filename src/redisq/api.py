@@ -140,19 +140,21 @@ def create_app(coordinator: Coordinator, *, manage_lifecycle: bool = True) -> St
         name = request.path_params["name"]
         store.worker(name)  # 404 before reading the body
         body = await read_json(request, config.max_body_bytes)
-        limits = parse_limits_patch(body, await store.limits(name))
-        await store.set_limits(name, limits)
+        current = await store.limits(name)
+        await store.set_limits(name, parse_limits_patch(body, current), before=current)
         await coordinator.enqueued({name})  # a higher rate or cap may let jobs go now
         return JSONResponse((await store.worker_state(name)).to_json())
 
     async def pause_worker(request: Request) -> JSONResponse:
         name = request.path_params["name"]
-        await store.set_limits(name, replace(await store.limits(name), paused=True))
+        current = await store.limits(name)
+        await store.set_limits(name, replace(current, paused=True), before=current)
         return JSONResponse((await store.worker_state(name)).to_json())
 
     async def resume_worker(request: Request) -> JSONResponse:
         name = request.path_params["name"]
-        await store.set_limits(name, replace(await store.limits(name), paused=False))
+        current = await store.limits(name)
+        await store.set_limits(name, replace(current, paused=False), before=current)
         await coordinator.enqueued({name})
         return JSONResponse((await store.worker_state(name)).to_json())
     async def save_schedule(body: Any) -> JSONResponse:

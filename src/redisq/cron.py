@@ -48,7 +48,7 @@ from .config import Config, WorkerConfig
 from .dispatch import OutageBackoff
 from .errors import NotFoundError, ValidationError
 from .keys import WorkerKeys, job_id, split_job_id, tick_job_suffix
-from .limits import number_text
+from .limits import Limits, number_text
 from .model import iso_from_ms, new_job_suffix, parse_enqueue
 from .scripts import script_source
 from .store import redis_outage_as_unavailable
@@ -367,6 +367,11 @@ class Schedules:
         """Create the schedule, or update it in place; returns (schedule, created)."""
         keys = WorkerKeys(request.worker)
         with redis_outage_as_unavailable():
+            if request.cost is not None:  # as enqueue refuses a job that could never run
+                refusal = Limits.from_fields(await self.redis.hgetall(keys.limits)).cost_refusal(request.cost)
+                if refusal is not None:
+                    raise ValidationError(f"cost: {refusal} of worker {request.worker!r}, so its jobs could "
+                                          "never run", field="cost")
             now_ms = await self._now_ms()
             try:
                 next_fire_ms = request.spec.fires_after(now_ms, 1)[0]

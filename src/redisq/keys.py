@@ -8,6 +8,7 @@ single hash slot and the same scripts run on one Redis and on Redis Cluster::
     redisq:{shopify}:kbucket:<key>    hash  tokens, updated_ms, paused_until_ms (one key's bucket)
     redisq:{shopify}:running          zset  job suffix -> lease_deadline_ms
     redisq:{shopify}:finished         zset  job suffix -> purge_at_ms
+    redisq:{shopify}:buckets          zset  throttle key -> ms its bucket is full (purge deletes it then)
     redisq:{shopify}:bucket           hash  tokens, updated_ms, paused_until_ms (worker-wide)
     redisq:{shopify}:limits           hash  the live limits (rate, burst, ...; see limits.py)
     redisq:{shopify}:stats            hash  counters: scheduled, retrying, succeeded, dead, cancelled
@@ -92,6 +93,10 @@ class WorkerKeys:
     @property
     def bucket(self) -> str:
         return f"{self.tag}:bucket"
+
+    @property
+    def buckets(self) -> str:
+        return f"{self.tag}:buckets"
 
     @property
     def limits(self) -> str:

@@ -61,9 +61,11 @@ class Limits:
 
         concurrency = number("concurrency")
         timeout_ms = number("timeout_ms")
-        return cls(rate=number("rate"), burst=number("burst"),
+        rate, total_rate = number("rate"), number("total_rate")
+        # A burst without its rate means nothing (claim ignores it too).
+        return cls(rate=rate, burst=number("burst") if rate is not None else None,
                    concurrency=None if concurrency is None else int(concurrency),
-                   total_rate=number("total_rate"), total_burst=number("total_burst"),
+                   total_rate=total_rate, total_burst=number("total_burst") if total_rate is not None else None,
                    timeout_s=30.0 if timeout_ms is None else timeout_ms / 1000, paused=f.get("paused") == "1")
 
     @property
@@ -77,6 +79,24 @@ class Limits:
         if self.total_rate is None:
             return None
         return self.total_burst if self.total_burst is not None else max(1.0, self.total_rate)
+
+    def cost_refusal(self, cost: float) -> str | None:
+        """Why a job of this cost could never run under these limits (lua/includes/jobs.lua
+        words it the same); None when it can."""
+        for size, name in ((self.bucket_size, "burst"), (self.total_bucket_size, "total_burst")):
+            if size is not None and cost > size:
+                return f"is {number_text(cost)}, above the {name} of {number_text(size)} tokens"
+        return None
+
+    def changed_pairs(self, before: "Limits") -> list[str]:
+        """The pairs of ``redis_pairs`` (and ``paused``) whose values differ from ``before``'s,
+        so that a change writes only what it changes (a concurrent pause or PATCH of another
+        field on another coordinator is kept)."""
+        now, then = self.redis_pairs(), before.redis_pairs()
+        pairs = [x for i in range(0, len(now), 2) if now[i + 1] != then[i + 1] for x in now[i:i + 2]]
+        if self.paused != before.paused:
+            pairs += ["paused", "1" if self.paused else ""]
+        return pairs
 
     def redis_pairs(self) -> list[str]:
         """Field/value pairs for ``lua/set_limits.lua`` ('' = no limit); ``paused`` is not among them."""
@@ -136,6 +156,11 @@ def parse_limits_patch(body: Any, current: Limits) -> Limits:
             raise ValidationError(f"timeout: must be a number of seconds > 0 and <= {MAX_TIMEOUT_S}, got {value!r}",
                                   field="timeout")
         changes["timeout_s"] = float(value)
+    # Removing a rate removes its burst too, unless the same PATCH gives one (then refused).
+    if "rate" in changes and changes["rate"] is None and "burst" not in changes:
+        changes["burst"] = None
+    if "total_rate" in changes and changes["total_rate"] is None and "total_burst" not in changes:
+        changes["total_burst"] = None
     limits = replace(current, **changes)
     if limits.burst is not None and limits.rate is None:
         raise ValidationError("burst: needs a rate (the worker has none)", field="burst")

@@ -160,6 +160,8 @@ class Store:
             by_worker[request.worker].append(i)
         results: list[tuple[Job, bool] | None] = [None] * len(requests)
         wake: set[str] = set()
+        if len(by_worker) > 1:
+            await self._refuse_costs_above_burst(requests)
         try:
             await self._enqueue_by_worker(requests, by_worker, results, wake)
         except UnavailableError as e:
@@ -170,6 +172,25 @@ class Store:
                     "(retry with ids to make the retry idempotent)") from e
             raise
         return [r for r in results if r is not None], wake
+
+    async def _refuse_costs_above_burst(self, requests: Sequence[EnqueueRequest]) -> None:
+        """Before a batch across workers writes anything: a new job whose cost is above its
+        worker's burst is refused here (the enqueue script checks it again, atomically, but
+        only for its own worker's jobs, after the workers before it were written)."""
+        limits: dict[str, Limits] = {}
+        for i, r in enumerate(requests):
+            if r.cost <= 1:
+                continue
+            if r.worker not in limits:
+                limits[r.worker] = await self.limits(r.worker)
+            refusal = limits[r.worker].cost_refusal(r.cost)
+            if refusal is None:
+                continue
+            with redis_outage_as_unavailable():
+                exists = await self.redis.exists(self.keys(r.worker).job(r.suffix))
+            if not exists:  # an existing id is answered with its job, as always
+                raise ValidationError(f"jobs[{i}].cost: {refusal} of worker {r.worker!r}, so it could never run",
+                                      field="cost", index=i)
 
     async def _enqueue_by_worker(self, requests: Sequence[EnqueueRequest], by_worker: dict[str, list[int]],
                                  results: list[tuple[Job, bool] | None], wake: set[str]) -> None:
@@ -217,7 +238,7 @@ class Store:
         keys = self.keys(worker.name)
         await self._ensure_limits(worker.name)
         out = await self.scripts.claim(
-            keys=[*keys.queue_keys, keys.running, keys.bucket, keys.dispatched],
+            keys=[*keys.queue_keys, keys.running, keys.bucket, keys.dispatched, keys.buckets],
             args=[*keys.queue_args, keys.job_prefix, most],
         )
         jobs = [
@@ -241,7 +262,7 @@ class Store:
     @staticmethod
     def _attempt_keys(keys: WorkerKeys) -> list[str]:
         """KEYS of the scripts that end attempts (lua/includes/attempts.lua)."""
-        return [*keys.queue_keys, keys.running, keys.finished, keys.bucket]
+        return [*keys.queue_keys, keys.running, keys.finished, keys.bucket, keys.buckets]
 
     async def reap(self, worker: WorkerConfig, most: int = 500) -> tuple[int, int]:
         """Fail expired leases; returns (reaped, ms until the next lease ends or -1)."""
@@ -252,7 +273,8 @@ class Store:
     async def purge(self, worker: WorkerConfig, most: int = 500) -> tuple[int, bool]:
         """Delete finished jobs past their retention; returns (purged, more are due)."""
         keys = self.keys(worker.name)
-        out = await self.scripts.purge(keys=[keys.finished, keys.stats], args=[keys.job_prefix, most])
+        out = await self.scripts.purge(keys=[keys.finished, keys.stats, keys.buckets, keys.limits],
+                                       args=[keys.job_prefix, most, keys.key_bucket_prefix])
         return int(out[0]), bool(int(out[1]))
 
     # -- by job id -------------------------------------------------------------------
@@ -317,14 +339,17 @@ class Store:
             await self._ensure_limits(worker_name)
             return Limits.from_fields(await self.redis.hgetall(self.keys(worker_name).limits))
 
-    async def set_limits(self, worker_name: str, limits: Limits) -> Limits:
-        """Set all of a worker's live limits; ``paused`` goes with them."""
+    async def set_limits(self, worker_name: str, limits: Limits, before: Limits | None = None) -> Limits:
+        """Set a worker's live limits (``paused`` with them). Given ``before`` (what the change
+        was made from), only the fields that differ from it are written."""
         with redis_outage_as_unavailable():
             await self._ensure_limits(worker_name)
             keys = self.keys(worker_name)
-            out = await self.scripts.set_limits(
-                keys=[keys.limits, keys.throttle_keys],
-                args=["set", *limits.redis_pairs(), "paused", "1" if limits.paused else ""])
+            if before is None:
+                pairs = [*limits.redis_pairs(), "paused", "1" if limits.paused else ""]
+            else:
+                pairs = limits.changed_pairs(before)
+            out = await self.scripts.set_limits(keys=[keys.limits, keys.throttle_keys], args=["set", *pairs])
         return Limits.from_fields(_fields(out))
 
     async def worker_state(self, worker_name: str) -> WorkerState:

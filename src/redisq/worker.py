@@ -47,6 +47,7 @@ import contextlib
 import inspect
 import json
 import logging
+import math
 import os
 import threading
 import urllib.error
@@ -341,7 +342,7 @@ class Workers:
         except PermanentFailure as e:
             return Answer.text(422, error_text(e))
         except RetryLater as e:
-            return Answer.text(429, error_text(e), **{"Retry-After": str(max(0, int(round(e.after_s))))})
+            return Answer.text(429, error_text(e), **{"Retry-After": str(max(0, math.ceil(e.after_s)))})
         except Exception as e:
             log.exception("job %s (attempt %d) failed", ctx.job_id, ctx.attempt)
             return Answer.text(500, error_text(e))
