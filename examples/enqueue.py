@@ -17,8 +17,7 @@ def main() -> None:
     parser.add_argument("--url", default="http://127.0.0.1:7575")
     parser.add_argument("--token", help="one of the coordinator's api_tokens, if it has any")
     parser.add_argument("--shopify", action="store_true",
-                        help="also sync orders of two shops (needs examples/fake_shopify.py and a coordinator "
-                             "that knows the throttleKey field)")
+                        help="also sync orders of two shops, one throttle key each (needs examples/fake_shopify.py)")
     options = parser.parse_args()
     with Client(options.url, token=options.token) as redisq:
         jobs = [

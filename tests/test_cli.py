@@ -199,6 +199,8 @@ def test_workers_lists_and_sets_live_limits(coordinator_with_a_worker):
 
 @pytest.mark.parametrize("args, code, message", [
     (["workers", "set", "shopify", "rate=fast"], 2, "rate: 'fast' is not a number"),
+    (["workers", "set", "shopify", "rate=nan"], 2, "rate: 'nan' is not a finite number"),
+    (["workers", "set", "shopify", "timeout=none"], 1, "answered 422: timeout: must be a number of seconds"),
     (["workers", "set", "shopify", "speed=3"], 2, "expected NAME=VALUE with NAME one of"),
     (["workers", "set", "shopify"], 2, "give at least one NAME=VALUE"),
     (["workers", "set", "shopify", "rate=0"], 1, "answered 422: rate: must be > 0"),

@@ -31,6 +31,13 @@ def parse(text: str, source: str = "cfg.toml") -> Config:
     return parse_config(tomllib.loads(text), source)
 
 
+def test_without_public_url_the_receipt_url_follows_the_port_it_serves_on():
+    config = parse('port = 8080\n').with_overrides(port=9090)
+    assert config.public_url is None and config.base_url == "http://127.0.0.1:9090"
+    assert parse('host = "0.0.0.0"\n').base_url == "http://127.0.0.1:7575"
+    assert parse('public_url = "https://redisq.example.com/"\n').base_url == "https://redisq.example.com"
+
+
 def test_parse_the_full_example():
     config = parse(EXAMPLE)
     assert (config.redis_url, config.public_url, config.secret) == (

@@ -247,7 +247,7 @@ async def test_the_worker_gets_the_dispatch_body_and_a_small_json_answer_is_the_
             assert call.body["worker"] == "work"
             assert call.body["attempt"] == 1
             assert call.body["args"] == {"to": "ada@example.com"}
-            assert call.body["receiptUrl"] == f"{run.coordinator.config.public_url}/job/work:welcome-1/receipt"
+            assert call.body["receiptUrl"] == f"{run.coordinator.config.base_url}/job/work:welcome-1/receipt"
             grant = verify_receipt_token(SECRET.encode(), "work:welcome-1", call.body["receiptToken"])
             assert grant is not None and grant.attempt == 1
             assert call.headers["Content-Type"].startswith("application/json")

@@ -142,6 +142,8 @@ def check_every_shop_at_two_per_second(shopify: ShopifyWorker, shops: list[str],
         assert burst[-1] - burst[0] < 0.5, (shop, burst[-1] - burst[0])
         # ...then Shopify's leak rate, within 2%.
         rate = steady_rate(times, BUCKET - 1)
+        print(f"{shop}: {len(times)} calls, burst of {BUCKET - 1} in {burst[-1] - burst[0]:.3f} s, "
+              f"then {rate:.4f}/s")  # seen with pytest -s
         assert abs(rate - LEAK_PER_S) <= 0.02 * LEAK_PER_S, (shop, rate)
 
 

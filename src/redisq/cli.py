@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -175,6 +176,8 @@ def _parse_settings(pairs: Sequence[str]) -> dict[str, Any]:
                 value = int(text) if text.lstrip("-").isdigit() else float(text)
             except ValueError:
                 raise ValueError(f"{name}: {text!r} is not a number (or none)") from None
+            if not math.isfinite(value):
+                raise ValueError(f"{name}: {text!r} is not a finite number")
         body[WORKER_SETTINGS[name]] = value
     return body
 
@@ -223,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p = commands.add_parser("serve", help="run the HTTP API and the dispatcher")
     p.add_argument("--config", help="TOML config file (default: $REDISQ_CONFIG)")
-    p.add_argument("--redis-url", help="Redis URL (default: config redis_url, $REDISQ_REDIS_URL, else embedded)")
+    p.add_argument("--redis-url", help="Redis URL (default: $REDISQ_REDIS_URL, else the config's redis_url, else embedded)")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default 7575)")
     p.set_defaults(func=serve)

@@ -17,8 +17,6 @@ from typing import Any, Mapping
 
 from .keys import WORKER_NAME_RE
 
-DEFAULT_PUBLIC_URL = "http://127.0.0.1:7575"
-
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names where and why."""
@@ -71,7 +69,7 @@ class WorkerConfig:
 @dataclass(frozen=True)
 class Config:
     redis_url: str | None = None
-    public_url: str = DEFAULT_PUBLIC_URL
+    public_url: str | None = None  # None: http://<host>:<port> of this process (see base_url)
     secret: str | None = None
     host: str = "127.0.0.1"
     port: int = 7575
@@ -83,6 +81,15 @@ class Config:
     workers: Mapping[str, WorkerConfig] = field(default_factory=dict)
     signing_keys: tuple[str, ...] = ()  # the first signs dispatches, all verify; () = sign with secret
     api_tokens: tuple[str, ...] = ()  # () = the API is open
+
+    @property
+    def base_url(self) -> str:
+        """Where workers reach this coordinator (the receiptUrl's base): ``public_url``, else
+        this process's own host and port (127.0.0.1 when it listens on every address)."""
+        if self.public_url:
+            return self.public_url
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
 
     def with_overrides(self, **changes: Any) -> "Config":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -236,7 +243,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
     workers = {name: parse_worker(source, name, table) for name, table in r.table_of("workers").items()}
     return Config(
         redis_url=check_redis_url(source, "redis_url", r.text("redis_url", None)),
-        public_url=(_url(source, "public_url", r.text("public_url", DEFAULT_PUBLIC_URL)) or DEFAULT_PUBLIC_URL).rstrip("/"),
+        public_url=(_url(source, "public_url", r.text("public_url", None)) or "").rstrip("/") or None,
         secret=r.text("secret", None),
         host=r.text("host", "127.0.0.1") or "127.0.0.1",
         port=r.integer("port", 7575) or 7575,

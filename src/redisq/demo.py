@@ -101,7 +101,7 @@ async def demo_main() -> int:
     api_server, api_task = await _start(create_app(coordinator), api_port)
     ids: list[str] = []
     try:
-        async with httpx.AsyncClient(base_url=config.public_url) as client:
+        async with httpx.AsyncClient(base_url=config.base_url) as client:
             async def post(path: str, body: dict[str, Any]) -> Any:
                 resp = await client.post(path, json=body)
                 resp.raise_for_status()

@@ -152,7 +152,7 @@ class Dispatcher:
         self._flushers: list[asyncio.Task[None]] = []
         self._stopping = False  # no more claims
         self._closing = False  # no more settling by the flushers (stop() settles the rest)
-        self._receipt_url_json_prefix = json.dumps(f"{config.public_url}/job/")[:-1]  # without the closing quote
+        self._receipt_url_json_prefix = json.dumps(f"{config.base_url}/job/")[:-1]  # without the closing quote
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
