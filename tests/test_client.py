@@ -9,14 +9,16 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 import uvicorn
 
-from redisq import (AsyncClient, BadRequestError, Client, ConflictError, NotFoundError, RedisqError,
+from redisq import (AsyncClient, BadRequestError, Client, ConflictError, JobInfo, NotFoundError, RedisqError,
                     UnauthorizedError, UnavailableError, ValidationError)
 from redisq.api import create_app
+from redisq.client import ScheduleInfo
 from redisq.config import Config, WorkerConfig
 from redisq.coordinator import Coordinator
 
@@ -39,15 +41,13 @@ def test_enqueue_sends_the_api_fields_and_reads_the_job():
     seen, transport = recording()
     with Client("http://redisq.test/", token="t0k", transport=transport) as client:
         job = client.enqueue("send-email", {"to": "ada@example.com"}, run_at=datetime(2030, 1, 1, 9, tzinfo=timezone.utc),
-                             id="a1", max_attempts=5, timeout=timedelta(seconds=90), throttle_key="shop-1", cost=2,
-                             cron="0 9 * * *", timezone="Europe/Paris")
+                             id="a1", max_attempts=5, timeout=timedelta(seconds=90), throttle_key="shop-1", cost=2)
     (request,) = seen
     assert (request.method, str(request.url)) == ("POST", "http://redisq.test/job")
     assert request.headers["authorization"] == "Bearer t0k"
     assert json.loads(request.content) == {
         "worker": "send-email", "args": {"to": "ada@example.com"}, "runAt": "2030-01-01T09:00:00+00:00",
-        "timeout": 90.0, "cron": "0 9 * * *", "timezone": "Europe/Paris", "id": "a1", "maxAttempts": 5,
-        "throttleKey": "shop-1", "cost": 2}
+        "timeout": 90.0, "id": "a1", "maxAttempts": 5, "throttleKey": "shop-1", "cost": 2}
     assert job.id == "send-email:a1" and job.created is True and job.state == "scheduled"
     assert job.run_at == datetime(2030, 1, 1, 9, tzinfo=timezone.utc) and job.finished_at is None
     assert job.raw["throttleKey"] == "shop-1"  # fields of newer servers are kept
@@ -111,6 +111,132 @@ def test_an_unreachable_coordinator_is_unavailable():
         client.get("send-email:x")
 
 
+SCHEDULE = {"id": "send-email:daily", "worker": "send-email", "cron": "0 9 * * *", "timezone": "Europe/Paris",
+            "args": {"to": "ada@example.com"}, "catchUp": True, "maxAttempts": 5, "timeout": None, "throttleKey": "shop-1",
+            "cost": 2, "paused": False, "nextRunAt": "2030-01-01T08:00:00.000Z",
+            "nextRunTimes": ["2030-01-01T08:00:00.000Z", "2030-01-02T08:00:00.000Z"], "lastFireAt": None,
+            "lastJobs": [], "createdAt": "2029-12-31T09:00:00.000Z", "updatedAt": "2029-12-31T09:00:00.000Z"}
+
+
+async def test_a_cron_enqueue_answers_a_schedule_in_both_clients():
+    seen, transport = recording(201, SCHEDULE)
+    with Client(transport=transport) as client:
+        schedule = client.enqueue("send-email", {"to": "ada@example.com"}, cron="0 9 * * *", timezone="Europe/Paris",
+                                  id="daily", catch_up=True, throttle_key="shop-1", cost=2, max_attempts=5)
+    assert json.loads(seen[0].content) == {
+        "worker": "send-email", "args": {"to": "ada@example.com"}, "cron": "0 9 * * *", "timezone": "Europe/Paris",
+        "catchUp": True, "id": "daily", "maxAttempts": 5, "throttleKey": "shop-1", "cost": 2}
+    assert isinstance(schedule, ScheduleInfo) and schedule.created is True
+    assert (schedule.id, schedule.worker, schedule.cron, schedule.timezone, schedule.paused) == (
+        "send-email:daily", "send-email", "0 9 * * *", "Europe/Paris", False)
+    assert schedule.next_run_at == datetime(2030, 1, 1, 8, tzinfo=timezone.utc)
+    assert schedule.next_run_times == (datetime(2030, 1, 1, 8, tzinfo=timezone.utc),
+                                       datetime(2030, 1, 2, 8, tzinfo=timezone.utc))
+    assert schedule.raw["catchUp"] is True and schedule.raw["throttleKey"] == "shop-1"
+
+    paused = {**SCHEDULE, "paused": True, "nextRunAt": None, "nextRunTimes": []}
+    seen, transport = recording(200, paused)
+    async with AsyncClient(transport=transport) as aclient:
+        updated = await aclient.enqueue("send-email", cron="0 9 * * *", id="daily", catch_up=False)
+    assert json.loads(seen[0].content) == {"worker": "send-email", "cron": "0 9 * * *", "catchUp": False, "id": "daily"}
+    assert isinstance(updated, ScheduleInfo) and updated.created is False  # 200: updated in place
+    assert (updated.paused, updated.next_run_at, updated.next_run_times) == (True, None, ())
+
+
+def test_catch_up_without_cron_is_refused_before_sending():
+    seen, transport = recording()
+    with Client(transport=transport) as client, pytest.raises(ValidationError, match="catchUp") as refused:
+        client.enqueue("send-email", catch_up=True)
+    assert refused.value.field == "catchUp" and seen == []
+
+
+@pytest.mark.parametrize("options, field_name", [
+    ({"delay": float("nan")}, "delay"), ({"delay": float("inf")}, "delay"), ({"run_at": float("nan")}, "runAt"),
+    ({"run_at": float("-inf")}, "runAt"), ({"timeout": float("nan")}, "timeout"), ({"cost": float("inf")}, "cost"),
+    ({"args": {"x": float("nan")}}, "args"), ({"args": {1, 2}}, "args"),
+])
+async def test_values_json_cannot_carry_are_validation_errors_before_sending(options, field_name):
+    seen, transport = recording()
+    with Client(transport=transport) as client, pytest.raises(ValidationError) as refused:
+        client.enqueue("send-email", **options)
+    assert refused.value.field == field_name and str(refused.value).startswith(f"{field_name}: ")
+    with Client(transport=transport) as client, pytest.raises(ValidationError) as refused:
+        client.enqueue_many([{"worker": "send-email"}, {"worker": "send-email", **options}])
+    assert (refused.value.field, refused.value.index) == (field_name, 1)
+    assert str(refused.value).startswith(f"jobs[1].{field_name}: ")
+    async with AsyncClient(transport=transport) as aclient:
+        with pytest.raises(ValidationError):
+            await aclient.enqueue("send-email", **options)
+    assert seen == []
+
+
+def test_a_naive_run_at_is_sent_as_utc():
+    seen, transport = recording()
+    with Client(transport=transport) as client:
+        client.enqueue("send-email", run_at=datetime(2030, 1, 1, 9, 30))
+        client.enqueue("send-email", run_at=datetime(2030, 1, 1, 9, 30, tzinfo=timezone(timedelta(hours=2))))
+    assert [json.loads(r.content)["runAt"] for r in seen] == ["2030-01-01T09:30:00+00:00", "2030-01-01T09:30:00+02:00"]
+
+
+def failing(error: Exception) -> httpx.MockTransport:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise error
+
+    return httpx.MockTransport(handler)
+
+
+@pytest.mark.parametrize("error", [httpx.ReadTimeout("timed out"), httpx.WriteTimeout("timed out"),
+                                   httpx.RemoteProtocolError("Server disconnected without sending a response.")])
+async def test_no_answer_to_an_enqueue_says_the_job_may_exist(error):
+    with Client("http://redisq.test", timeout_s=2.5, transport=failing(error)) as client:
+        with pytest.raises(UnavailableError) as unanswered:
+            client.enqueue("send-email", {}, id="a1")
+        message = str(unanswered.value)
+        assert "cannot reach" not in message and "POST /job" in message and type(error).__name__ in message
+        assert "the job may have been created" in message and "same id" in message
+        if isinstance(error, httpx.TimeoutException):
+            assert "no answer from redisq at http://redisq.test within timeout_s=2.5s" in message
+        with pytest.raises(UnavailableError, match="may have been created: enqueueing again without an id could "
+                                                   "create a second one; give id="):
+            client.enqueue("send-email", {})
+        with pytest.raises(UnavailableError, match="the schedule may have been created"):
+            client.enqueue("send-email", cron="0 9 * * *", id="daily")
+        with pytest.raises(UnavailableError, match="POST /jobs: .*the jobs may have been created: enqueue them again "
+                                                   "with the same ids"):
+            client.enqueue_many([{"worker": "send-email", "id": "b1"}])
+        with pytest.raises(UnavailableError) as read:
+            client.get("send-email:a1")
+        assert "may have been created" not in str(read.value)
+
+    def async_failing(request: httpx.Request) -> httpx.Response:
+        raise error
+
+    async with AsyncClient(timeout_s=2.5, transport=httpx.MockTransport(async_failing)) as aclient:
+        with pytest.raises(UnavailableError, match="the job may have been created"):
+            await aclient.enqueue("send-email", {}, id="a1")
+
+
+@pytest.mark.parametrize("error", [httpx.ConnectError("refused"), httpx.ConnectTimeout("timed out"),
+                                   httpx.PoolTimeout("timed out")])
+def test_errors_before_sending_say_cannot_reach(error):
+    with Client("http://redisq.test", transport=failing(error)) as client:
+        with pytest.raises(UnavailableError, match="^cannot reach redisq at http://redisq.test: ") as unreachable:
+            client.enqueue("send-email", {}, id="a1")
+    assert "may have been created" not in str(unreachable.value)
+
+
+def test_a_coordinator_that_never_answers_times_out_with_may_exist():
+    """A real socket that accepts the request and never answers: httpx's own ReadTimeout."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        with Client(f"http://127.0.0.1:{port}", timeout_s=0.3) as client, pytest.raises(UnavailableError) as raised:
+            client.enqueue("send-email", {}, id="a1")
+    assert isinstance(raised.value.__cause__, httpx.ReadTimeout)
+    assert "within timeout_s=0.3s" in str(raised.value) and "the job may have been created" in str(raised.value)
+
+
 @pytest.fixture
 def coordinator_url(real_redis: Any, redis_url: str) -> Iterator[str]:
     """A real coordinator (its own event loop, in a thread) on the test Redis."""
@@ -152,3 +278,22 @@ def test_the_blocking_client_against_a_real_coordinator(coordinator_url):
         assert invalid.value.field == "worker" and "unknown worker" in invalid.value.message
         with pytest.raises(NotFoundError):
             client.get("send-email:nope")
+
+
+def test_a_cron_enqueue_against_a_real_coordinator_answers_the_schedule(coordinator_url):
+    with Client(coordinator_url) as client:
+        schedule = client.enqueue("send-email", {"to": "ada@example.com"}, cron="0 9 * * *", timezone="Europe/Paris",
+                                  id="daily", catch_up=True, throttle_key="shop-1", cost=2)
+        assert isinstance(schedule, ScheduleInfo) and not isinstance(schedule, JobInfo)
+        assert (schedule.id, schedule.worker, schedule.cron, schedule.timezone) == (
+            "send-email:daily", "send-email", "0 9 * * *", "Europe/Paris")
+        assert schedule.created is True and schedule.paused is False
+        assert schedule.next_run_at is not None and schedule.next_run_at > datetime.now(timezone.utc)
+        assert len(schedule.next_run_times) == 5 and schedule.next_run_times[0] == schedule.next_run_at
+        assert all(t.astimezone(ZoneInfo("Europe/Paris")).hour == 9 for t in schedule.next_run_times)
+        assert (schedule.raw["catchUp"], schedule.raw["throttleKey"], schedule.raw["cost"]) == (True, "shop-1", 2)
+        again = client.enqueue("send-email", {"to": "ada@example.com"}, cron="30 9 * * *", id="daily")
+        assert again.created is False and again.cron == "30 9 * * *" and again.raw["catchUp"] is False
+        with pytest.raises(ValidationError) as invalid:
+            client.enqueue("send-email", cron="0 9 * * *", delay=5)
+        assert invalid.value.field == "delay"

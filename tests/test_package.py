@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from redisq.cli import main
-from redisq.package import SDK_FILES, PackageError, build
+from redisq.package import (DEPLOY_HINTS, ENTRY_MODULES, SDK_FILES, TARGETS, PackageError, Source, build,
+                            entry_point)
 from sdk_helpers import dispatch_body, event, signed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,4 +176,143 @@ def test_package_refuses_what_it_cannot_bundle(tmp_path, capsys):
 def test_the_cli_builds_a_bundle_and_prints_the_deploy_step(tmp_path, capsys):
     assert main(["package", f"{EXAMPLE}:workers", "--target", "gcf", "--out", str(tmp_path / "b")]) == 0
     out = capsys.readouterr().out
-    assert "gcloud functions deploy" in out and "--entry-point main" in out
+    assert "gcloud functions deploy" in out and "--entry-point main" in out and "--allow-unauthenticated" in out
+
+
+WORKERS_SOURCE = "from redisq.worker import Workers\nworkers = Workers(secret='x')\n"
+
+
+def write(path: Path, text: str = WORKERS_SOURCE) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("target, name", [("lambda", "handler"), ("gcf", "main"), ("vercel", "api"), ("vercel", "index")])
+def test_a_module_named_like_the_entry_point_is_refused(tmp_path, target, name):
+    for source in (write(tmp_path / "file" / f"{name}.py"), write(tmp_path / "pkg" / name / "__init__.py").parent):
+        with pytest.raises(PackageError, match=f"named {name!r} would collide with the {target} entry point"):
+            build(str(source), target, tmp_path / f"out-{target}")
+        assert not (tmp_path / f"out-{target}").exists()
+    other = next(t for t in ("lambda", "gcf") if name not in ENTRY_MODULES[t])
+    assert build(str(tmp_path / "file" / f"{name}.py"), other, tmp_path / "ok")  # only its own target refuses it
+
+
+def test_the_entry_modules_are_those_the_entry_points_write():
+    source = Source(Path("jobs.py"), "jobs", "workers")
+    for target in TARGETS:
+        written = {Path(p).parts[0].removesuffix(".py") for p in entry_point(target, source) if p.endswith(".py")}
+        written |= {Path(p).stem for p in entry_point(target, source) if p.endswith(".py")}
+        assert set(ENTRY_MODULES[target]) == written
+
+
+def test_a_file_inside_a_package_is_refused_for_the_package_directory(tmp_path):
+    write(tmp_path / "shop" / "__init__.py", "")
+    inner = write(tmp_path / "shop" / "jobs.py", "from . import api\n" + WORKERS_SOURCE)
+    with pytest.raises(PackageError, match=r"jobs.py is part of the package shop .*package the package directory"):
+        build(str(inner), "gcf", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_workers_object_must_be_defined_or_imported(tmp_path):
+    plain = write(tmp_path / "plain.py", "from redisq.worker import Workers\napp = Workers(secret='x')\n")
+    with pytest.raises(PackageError, match="plain.py: defines or imports no 'workers'"):
+        build(str(plain), "gcf", tmp_path / "a")
+    assert build(f"{plain}:app", "gcf", tmp_path / "b")
+    with pytest.raises(PackageError, match="defines or imports no 'missing'"):
+        build(f"{plain}:missing", "gcf", tmp_path / "c")
+    write(tmp_path / "pkg" / "__init__.py", "from .jobs import app  # not workers\n")
+    write(tmp_path / "pkg" / "workers.py", WORKERS_SOURCE)
+    with pytest.raises(PackageError, match=r"__init__.py: defines or imports no 'workers'.*pkg.workers is a submodule"):
+        build(str(tmp_path / "pkg"), "vercel", tmp_path / "d")
+    write(tmp_path / "pkg" / "__init__.py", "try:\n    from .workers import workers\nexcept ImportError:\n    raise\n")
+    assert "pkg" in build(str(tmp_path / "pkg"), "vercel", tmp_path / "e")
+    broken = write(tmp_path / "broken.py", "workers = (\n")
+    with pytest.raises(PackageError, match="broken.py: cannot be parsed"):
+        build(str(broken), "gcf", tmp_path / "f")
+
+
+def test_a_packages_requirements_are_beside_it_not_in_it(tmp_path):
+    write(tmp_path / "src" / "shop" / "__init__.py")
+    write(tmp_path / "src" / "requirements.txt", "requests==2.32.3\n")
+    build(str(tmp_path / "src" / "shop"), "gcf", tmp_path / "gcf")
+    assert "requests==2.32.3" in (tmp_path / "gcf" / "requirements.txt").read_text().splitlines()
+    (tmp_path / "src" / "requirements.txt").unlink()
+    write(tmp_path / "src" / "shop" / "requirements.txt", "requests==2.32.3\n")
+    with pytest.raises(PackageError, match="looked for beside the package, not in it"):
+        build(str(tmp_path / "src" / "shop"), "gcf", tmp_path / "gcf2")
+    build(str(tmp_path / "src" / "shop"), "gcf", tmp_path / "gcf3",
+          requirements=str(tmp_path / "src" / "shop" / "requirements.txt"))
+    assert "requests==2.32.3" in (tmp_path / "gcf3" / "requirements.txt").read_text().splitlines()
+
+
+def test_out_naming_a_file_is_a_package_error(tmp_path, capsys):
+    (tmp_path / "taken").write_text("")
+    with pytest.raises(PackageError, match="exists and is not a directory"):
+        build(str(EXAMPLE), "gcf", tmp_path / "taken")
+    with pytest.raises(PackageError, match="taken"):
+        build(str(EXAMPLE), "gcf", tmp_path / "taken" / "below")
+    assert main(["package", str(EXAMPLE), "--target", "gcf", "--out", str(tmp_path / "taken")]) == 2
+    assert "exists and is not a directory" in capsys.readouterr().err
+
+
+def test_a_failed_build_leaves_nothing_so_a_rerun_works(tmp_path):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    tiny_wheel(wheels)
+    module = write(tmp_path / "src" / "shopjobs.py", "import tinydep\n" + WORKERS_SOURCE)
+    requirements = write(tmp_path / "src" / "requirements.txt", "tinydep==9.9\n")  # not in the wheels
+    parent = tmp_path / "build"
+    offline = ["--no-index", f"--find-links={wheels}"]
+    with pytest.raises(PackageError, match="pip could not install"):
+        build(str(module), "lambda", parent / "deeper" / "lambda", pip_args=offline)
+    assert not parent.exists()  # nor the directories made for --out
+    (parent / "empty").mkdir(parents=True)  # an empty --out given is kept when the build fails
+    with pytest.raises(PackageError, match="pip could not install"):
+        build(str(module), "lambda", parent / "empty", pip_args=offline)
+    assert sorted(p.name for p in parent.iterdir()) == ["empty"] and list((parent / "empty").iterdir()) == []
+    requirements.write_text("tinydep==1.0\n")
+    assert "tinydep" in build(str(module), "lambda", parent / "lambda", pip_args=offline)
+    assert "tinydep" in build(str(module), "lambda", parent / "empty", pip_args=offline)
+    assert sorted(p.name for p in parent.iterdir()) == ["empty", "lambda"]  # no partial directory left
+    (tmp_path / "reference").mkdir()  # the bundle's directories have the umask's mode, not a temp dir's 0700
+    assert (parent / "lambda").stat().st_mode == (tmp_path / "reference").stat().st_mode
+
+
+def test_the_deploy_hints_make_the_function_public_as_the_readme_says():
+    assert "--allow-unauthenticated" in DEPLOY_HINTS["gcf"]
+    assert "aws lambda create-function-url-config --function-name redisq-workers --auth-type NONE" in DEPLOY_HINTS["lambda"]
+
+
+def test_a_lambda_bundle_whose_entry_point_does_not_import_is_refused(tmp_path):
+    module = write(tmp_path / "src" / "jobs.py", "import nosuchdep\n" + WORKERS_SOURCE)
+    with pytest.raises(PackageError, match=r"does not import in a clean Python.*ModuleNotFoundError: No module named "
+                                           r"'nosuchdep'") as refused:
+        build(str(module), "lambda", tmp_path / "out")
+    assert "Traceback" not in str(refused.value) and not (tmp_path / "out").exists()
+    # installed here (this venv has httpx) but not in the bundle: still missing, as on Lambda
+    write(module, "import httpx\n" + WORKERS_SOURCE)
+    with pytest.raises(PackageError, match="No module named 'httpx'"):
+        build(str(module), "lambda", tmp_path / "out")
+    write(module, "raise RuntimeError('no config at import')\n" + WORKERS_SOURCE)
+    with pytest.raises(PackageError, match="RuntimeError: no config at import"):
+        build(str(module), "lambda", tmp_path / "out")
+    # gcf and vercel bundles get their dependencies at deploy: not imported here
+    assert build(str(module), "gcf", tmp_path / "gcf")
+    # Workers() reading REDISQ_SECRET at import, and boto3 (Lambda's runtime has it), pass
+    write(module, "import boto3\nfrom redisq.worker import Workers\nworkers = Workers()\n")
+    assert "jobs.py" in build(str(module), "lambda", tmp_path / "out")
+    assert not list((tmp_path / "out").rglob("__pycache__"))  # the check wrote no .pyc into the bundle
+
+
+def test_the_import_check_is_skipped_only_for_compiled_dependencies_this_python_cannot_load(tmp_path, monkeypatch):
+    import redisq.package as package
+
+    write(tmp_path / "bundle" / "dep" / "__init__.py", "")
+    assert package._can_import_here(tmp_path / "bundle")
+    (tmp_path / "bundle" / "dep" / "_speedups.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")
+    assert package._can_import_here(tmp_path / "bundle") == package._is_lambdas_python()
+    monkeypatch.setattr(package, "_is_lambdas_python", lambda: False)
+    assert not package._can_import_here(tmp_path / "bundle")
+    module = write(tmp_path / "src" / "jobs.py", "import nosuchdep\n" + WORKERS_SOURCE)
+    assert "jobs.py" in build(str(module), "lambda", tmp_path / "unchecked", check_import=False)

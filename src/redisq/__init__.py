@@ -22,14 +22,14 @@ _EXPORTS = {
     "UnavailableError": "errors", "ValidationError": "errors",
     "Job": "model", "JobState": "model",
     "Store": "store",
-    "AsyncClient": "client", "Client": "client", "JobInfo": "client",
+    "AsyncClient": "client", "Client": "client", "JobInfo": "client", "ScheduleInfo": "client",
     "JobContext": "worker", "PermanentFailure": "worker", "RetryLater": "worker", "Workers": "worker",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from .client import AsyncClient, Client, JobInfo
+    from .client import AsyncClient, Client, JobInfo, ScheduleInfo
     from .config import Backoff, Config, ConfigError, Retention, WorkerConfig, load_config
     from .coordinator import Coordinator
     from .errors import (BadRequestError, ConflictError, NotFoundError, PayloadTooLargeError, RedisqError,

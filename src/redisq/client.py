@@ -6,6 +6,7 @@
         job = redisq.enqueue("send-email", {"to": "ada@example.com"}, delay=60, id="welcome-ada")
         redisq.get(job.id).state          # "scheduled"
         redisq.cancel(job.id)
+        redisq.enqueue("daily-report", cron="0 9 * * *", timezone="Europe/Paris", id="daily")  # a ScheduleInfo
 
 Errors are those of ``redisq.errors``, chosen by the API's status code and carrying its
 message (and ``field``/``index`` for a 422)::
@@ -17,14 +18,22 @@ message (and ``field``/``index`` for a 422)::
     +-- ConflictError            409 e.g. cancelling a finished job
     +-- PayloadTooLargeError     413
     +-- ValidationError          422 a field is wrong (unknown worker, bad runAt, a field this server does not know)
-    +-- UnavailableError         503 Redis is down; also: the coordinator cannot be reached
+    +-- UnavailableError         503 Redis is down; also: the coordinator cannot be reached, or
+                                 gave no answer within ``timeout_s`` (an enqueue may then have
+                                 been done: enqueue again with the same ``id`` to make it safe)
+
+Bad values that cannot be sent as JSON (``delay=float("nan")``, NaN in ``args``) raise
+``ValidationError`` naming the field, before anything is sent.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, Mapping, Sequence
+from datetime import datetime, timedelta, timezone as _timezone
+from typing import Any, Mapping, Sequence, overload
+
+import json
+import math
 
 import httpx
 
@@ -77,36 +86,109 @@ class JobInfo:
         )
 
 
+@dataclass(frozen=True)
+class ScheduleInfo:
+    """A cron schedule as the API answers it (``enqueue(..., cron=...)`` creates or updates
+    one). ``next_run_at`` is None while paused; ``raw`` holds the whole answer (``args``,
+    ``catchUp``, ``lastJobs``, ...)."""
+
+    id: str
+    worker: str
+    cron: str
+    timezone: str
+    next_run_at: datetime | None
+    next_run_times: tuple[datetime, ...]
+    paused: bool
+    raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
+    created: bool | None = None  # enqueue: True when new, False when the id existed (updated in place)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], created: bool | None = None) -> "ScheduleInfo":
+        return cls(
+            id=data["id"], worker=data["worker"], cron=data["cron"], timezone=data.get("timezone", "UTC"),
+            next_run_at=_time(data.get("nextRunAt")),
+            next_run_times=tuple(t for t in map(_time, data.get("nextRunTimes") or ()) if t is not None),
+            paused=bool(data.get("paused", False)), raw=dict(data), created=created,
+        )
+
+
 def _seconds(value: float | timedelta) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else value
 
 
+def _run_at_text(value: datetime) -> str:
+    if value.tzinfo is None or value.utcoffset() is None:  # naive: UTC, as the server reads a time without offset
+        value = value.replace(tzinfo=_timezone.utc)
+    return value.isoformat()
+
+
+def _check_json(body: Mapping[str, Any]) -> None:
+    """A ValidationError naming the first field that cannot be sent as JSON (NaN, infinity,
+    an object JSON has no form for), before anything is sent."""
+    for name, value in body.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValidationError(f"{name}: must be a finite number, got {value!r}", field=name)
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError:
+            raise ValidationError(f"{name}: must be JSON (no NaN or Infinity)", field=name) from None
+        except TypeError as e:
+            raise ValidationError(f"{name}: cannot be sent as JSON: {e}", field=name) from None
+
+
 def enqueue_body(worker: str, args: Any = None, *, run_at: datetime | float | str | None = None,
                  delay: float | timedelta | None = None, cron: str | None = None, timezone: str | None = None,
-                 id: str | None = None, max_attempts: int | None = None, timeout: float | timedelta | None = None,
-                 throttle_key: str | None = None, cost: float | None = None, **extra: Any) -> dict[str, Any]:
+                 catch_up: bool | None = None, id: str | None = None, max_attempts: int | None = None,
+                 timeout: float | timedelta | None = None, throttle_key: str | None = None, cost: float | None = None,
+                 **extra: Any) -> dict[str, Any]:
     """The ``POST /job`` body; fields left as None are left out (the server's defaults
-    apply). ``extra`` passes further API fields as they are spelled there."""
+    apply). ``extra`` passes further API fields as they are spelled there.
+
+    ``run_at``: a ``datetime`` (a naive one is taken as UTC, not local time, and sent with
+    its ``+00:00`` offset), unix seconds, or a string the server parses. ``cron`` (with
+    ``timezone``, ``catch_up``) makes the body a schedule's: ``run_at``/``delay`` do not
+    apply to it, ``id``, ``args``, ``max_attempts``, ``timeout``, ``throttle_key`` and ``cost``
+    do (for each job it fires). A value that cannot be sent as JSON (NaN, infinity) raises
+    ``ValidationError`` naming the field."""
     body: dict[str, Any] = {"worker": worker}
     if args is not None:
         body["args"] = args
     if run_at is not None:
-        body["runAt"] = run_at.isoformat() if isinstance(run_at, datetime) else run_at
+        body["runAt"] = _run_at_text(run_at) if isinstance(run_at, datetime) else run_at
     if delay is not None:
         body["delay"] = _seconds(delay)
     if timeout is not None:
         body["timeout"] = _seconds(timeout)
-    for name, value in (("cron", cron), ("timezone", timezone), ("id", id), ("maxAttempts", max_attempts),
-                        ("throttleKey", throttle_key), ("cost", cost)):
+    for name, value in (("cron", cron), ("timezone", timezone), ("catchUp", catch_up), ("id", id),
+                        ("maxAttempts", max_attempts), ("throttleKey", throttle_key), ("cost", cost)):
         if value is not None:
             body[name] = value
     body.update(extra)
+    if "catchUp" in body and body.get("cron") is None:
+        raise ValidationError("catchUp: only a schedule takes it (give cron=...)", field="catchUp")
+    _check_json(body)
     return body
+
+
+def _is_schedule(body: Mapping[str, Any]) -> bool:
+    return body.get("cron") is not None  # as the server tells a schedule from a job
 
 
 def _batch_body(jobs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Each job is a mapping of ``enqueue``'s keyword arguments (``worker`` included)."""
-    return {"jobs": [enqueue_body(**dict(job)) for job in jobs]}
+    bodies = []
+    for i, job in enumerate(jobs):
+        try:
+            bodies.append(enqueue_body(**dict(job)))
+        except ValidationError as e:
+            raise ValidationError(f"jobs[{i}].{e.message}", field=e.field, index=i) from None
+    return {"jobs": bodies}
+
+
+def _enqueued(resp: httpx.Response, body: Mapping[str, Any]) -> "JobInfo | ScheduleInfo":
+    data = _answer(resp)
+    info = ScheduleInfo if _is_schedule(body) else JobInfo
+    return info.from_json(data, created=resp.status_code == 201)
 
 
 def error_from_response(resp: httpx.Response) -> RedisqError:
@@ -136,8 +218,37 @@ def _answer(resp: httpx.Response) -> Any:
     return resp.json()
 
 
-def _unreachable(base_url: str, error: httpx.TransportError) -> UnavailableError:
-    return UnavailableError(f"cannot reach redisq at {base_url}: {type(error).__name__}: {error}")
+# Errors after which the request may have reached the coordinator (it was sent, or being
+# sent, when the answer failed to come). The others (ConnectError, ConnectTimeout,
+# PoolTimeout, ...) happen before anything is sent.
+_AFTER_SENDING = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+
+
+def _transport_error(base_url: str, timeout_s: float, method: str, path: str, json_body: Any,
+                     error: httpx.TransportError) -> UnavailableError:
+    what = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    if not isinstance(error, _AFTER_SENDING):
+        return UnavailableError(f"cannot reach redisq at {base_url}: {what}")
+    if isinstance(error, httpx.TimeoutException):
+        message = f"{method} {path}: no answer from redisq at {base_url} within timeout_s={timeout_s:g}s ({what})"
+    else:
+        message = f"{method} {path}: the connection to redisq at {base_url} was lost before an answer came ({what})"
+    if method == "POST" and path in ("/job", "/jobs"):
+        one = path == "/job"
+        kind = "schedule" if one and isinstance(json_body, Mapping) and _is_schedule(json_body) else "job"
+        items = [json_body] if one else (json_body.get("jobs") or []) if isinstance(json_body, Mapping) else []
+        given = bool(items) and all(isinstance(j, Mapping) and j.get("id") is not None for j in items)
+        if one:
+            message += (f"; the {kind} may have been created: "
+                        + ("enqueue again with the same id, which creates it at most once" if given else
+                           "enqueueing again without an id could create a second one; give id=... so that a "
+                           "retry is safe"))
+        else:
+            message += ("; the jobs may have been created: "
+                        + ("enqueue them again with the same ids, which create each at most once" if given else
+                           "enqueueing again without an id on each job could create them twice; give each an "
+                           "id so that a retry is safe"))
+    return UnavailableError(message)
 
 
 def _client_settings(base_url: str, token: str | None, timeout_s: float) -> dict[str, Any]:
@@ -152,18 +263,25 @@ class Client:
     def __init__(self, base_url: str = DEFAULT_URL, *, token: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
                  transport: httpx.BaseTransport | None = None):
         self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
         self._http = httpx.Client(transport=transport, **_client_settings(base_url, token, timeout_s))
 
     def _request(self, method: str, path: str, json: Any = None) -> httpx.Response:
         try:
             return self._http.request(method, path, json=json)
         except httpx.TransportError as e:
-            raise _unreachable(self.base_url, e) from e
+            raise _transport_error(self.base_url, self.timeout_s, method, path, json, e) from e
 
-    def enqueue(self, worker: str, args: Any = None, **options: Any) -> JobInfo:
-        """Enqueue one job; see ``enqueue_body`` for the options."""
-        resp = self._request("POST", "/job", enqueue_body(worker, args, **options))
-        return JobInfo.from_json(_answer(resp), created=resp.status_code == 201)
+    @overload
+    def enqueue(self, worker: str, args: Any = None, *, cron: None = None, **options: Any) -> JobInfo: ...
+    @overload
+    def enqueue(self, worker: str, args: Any = None, *, cron: str, **options: Any) -> ScheduleInfo: ...
+
+    def enqueue(self, worker: str, args: Any = None, **options: Any) -> JobInfo | ScheduleInfo:
+        """Enqueue one job (a ``JobInfo``), or with ``cron=`` create or update a schedule (a
+        ``ScheduleInfo``); see ``enqueue_body`` for the options."""
+        body = enqueue_body(worker, args, **options)
+        return _enqueued(self._request("POST", "/job", body), body)
 
     def enqueue_many(self, jobs: Sequence[Mapping[str, Any]]) -> list[JobInfo]:
         """Enqueue up to 1000 jobs in one call, each a mapping of ``enqueue``'s arguments."""
@@ -195,17 +313,23 @@ class AsyncClient:
     def __init__(self, base_url: str = DEFAULT_URL, *, token: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
                  transport: httpx.AsyncBaseTransport | None = None):
         self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
         self._http = httpx.AsyncClient(transport=transport, **_client_settings(base_url, token, timeout_s))
 
     async def _request(self, method: str, path: str, json: Any = None) -> httpx.Response:
         try:
             return await self._http.request(method, path, json=json)
         except httpx.TransportError as e:
-            raise _unreachable(self.base_url, e) from e
+            raise _transport_error(self.base_url, self.timeout_s, method, path, json, e) from e
 
-    async def enqueue(self, worker: str, args: Any = None, **options: Any) -> JobInfo:
-        resp = await self._request("POST", "/job", enqueue_body(worker, args, **options))
-        return JobInfo.from_json(_answer(resp), created=resp.status_code == 201)
+    @overload
+    async def enqueue(self, worker: str, args: Any = None, *, cron: None = None, **options: Any) -> JobInfo: ...
+    @overload
+    async def enqueue(self, worker: str, args: Any = None, *, cron: str, **options: Any) -> ScheduleInfo: ...
+
+    async def enqueue(self, worker: str, args: Any = None, **options: Any) -> JobInfo | ScheduleInfo:
+        body = enqueue_body(worker, args, **options)
+        return _enqueued(await self._request("POST", "/job", body), body)
 
     async def enqueue_many(self, jobs: Sequence[Mapping[str, Any]]) -> list[JobInfo]:
         data = _answer(await self._request("POST", "/jobs", _batch_body(jobs)))
