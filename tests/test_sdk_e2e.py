@@ -25,7 +25,7 @@ from redisq.client import AsyncClient, JobInfo
 from redisq.config import Backoff, Config, WorkerConfig
 from redisq.coordinator import Coordinator
 from redisq.errors import UnauthorizedError
-from redisq.worker import JobContext, PermanentFailure, Workers
+from redisq.worker import JobContext, PermanentFailure, RetryLater, Workers
 
 KEY = "e2e-shared-secret"
 NO_JITTER = Backoff(initial_s=0.05, factor=2.0, max_s=1.0, jitter=False)
@@ -38,6 +38,7 @@ class Sdk:
     workers: Workers
     runs: dict[str, list[int]] = field(default_factory=dict)  # job name -> attempts it ran
     heartbeats: list[str] = field(default_factory=list)  # lease deadlines the coordinator answered
+    shop_calls: list[tuple[str, int, float]] = field(default_factory=list)  # (job id, attempt, monotonic s)
 
 
 def sdk_app(**keys: Any) -> Sdk:
@@ -63,6 +64,13 @@ def sdk_app(**keys: Any) -> Sdk:
     async def invalid(args: Any, ctx: JobContext) -> Any:
         ran(ctx)
         raise PermanentFailure(f"{args['to']!r} is not an address")
+
+    @workers.job("shopify-sync")
+    async def shopify_sync(args: Any, ctx: JobContext) -> Any:
+        sdk.shop_calls.append((ctx.job_id, ctx.attempt, time.monotonic()))
+        if args["shop"] == "a" and ctx.attempt == 1:
+            raise RetryLater("Shopify answered 429", after_s=1)
+        return {"shop": args["shop"]}
 
     @workers.job("render")
     async def render(args: Any, ctx: JobContext) -> Any:
@@ -142,6 +150,8 @@ async def stack(redis_url: str, sdk: Sdk, *, token: str | None = None, **setting
         settings.setdefault("secret", KEY)
         workers = {name: WorkerConfig(name=name, url=worker_url + "/", timeout_s=2.0, max_attempts=3, backoff=NO_JITTER)
                    for name in ("greet", "flaky", "invalid", "render")}
+        workers["shopify-sync"] = WorkerConfig(name="shopify-sync", url=worker_url + "/", timeout_s=2.0,
+                                               max_attempts=1, backoff=NO_JITTER)
         for name, timeout_s in (("long", 1.0),):
             workers[name] = WorkerConfig(name=name, url=worker_url + "/", timeout_s=timeout_s, max_attempts=1,
                                          backoff=NO_JITTER)
@@ -261,3 +271,24 @@ async def test_with_api_tokens_a_wrong_token_is_401_and_the_right_one_runs_jobs(
         done = await run.finished(job.id)
     assert (done.state, done.result) == ("succeeded", {"pages": 1})
     assert sdk.runs == {"render": [1]}
+
+
+async def test_retry_later_pauses_only_that_throttle_key_and_does_not_use_up_an_attempt(redis_db):
+    sdk = sdk_app()
+    async with stack(redis_db, sdk) as run:
+        first = await run.client.enqueue("shopify-sync", {"shop": "a"}, throttle_key="shop-a", id="a-1")
+        deadline = time.monotonic() + 5
+        while not sdk.shop_calls:
+            assert time.monotonic() < deadline, "the first job was not dispatched"
+            await asyncio.sleep(0.01)
+        second = await run.client.enqueue("shopify-sync", {"shop": "a"}, throttle_key="shop-a", id="a-2")
+        other = await run.client.enqueue("shopify-sync", {"shop": "b"}, throttle_key="shop-b", id="b-1")
+        done = {job.id: await run.finished(job.id) for job in (other, first, second)}
+    # maxAttempts is 1, yet the job that got RetryLater succeeded on its second attempt.
+    assert (done[first.id].state, done[first.id].attempts) == ("succeeded", 2)
+    assert all(job.state == "succeeded" for job in done.values())
+    calls = {(job_id, attempt): at for job_id, attempt, at in sdk.shop_calls}
+    throttled_at = calls[(first.id, 1)]
+    assert calls[(other.id, 1)] - throttled_at < 0.5  # shop b is not held up by shop a's pause
+    for job_id, attempt in ((first.id, 2), (second.id, 1)):  # shop a waits out the Retry-After
+        assert calls[(job_id, attempt)] - throttled_at >= 0.95, (job_id, calls[(job_id, attempt)] - throttled_at)
