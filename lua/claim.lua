@@ -119,14 +119,18 @@ local function serve(throttle_key, share)
       if total_cost ~= nil then total_tokens = total_tokens - total_cost end
     end
   end
-  if #done > 0 then redis.call('ZREM', queue_key, unpack(done)) end
+  call_in_slices('ZREM', queue_key, done, 1)
   if not stopped then
     -- Every job fetched left (some had no hash any more): look at what follows, if anything.
     local head = redis.call('ZRANGE', queue_key, 0, 0, 'WITHSCORES')
-    if head[1] then next_ms = math.max(tonumber(head[2]), now) end
+    if head[1] then
+      next_ms = math.max(tonumber(head[2]), now)
+      if tokens ~= nil and tokens + 1e-9 < 1 then next_ms = math.max(next_ms, now + math.ceil((1 - tokens) * 1000 / limits.rate)) end
+    end
   end
   if tokens ~= nil and taken > 0 then
     redis.call('HSET', bucket_key, 'tokens', string.format('%.6f', tokens), 'updated_ms', now)
+    redis.call('PERSIST', bucket_key)  -- a TTL an earlier release set must not end it early
     -- An untouched bucket refills to full; purge deletes it then (at the limits of then).
     redis.call('ZADD', buckets_key, now + math.ceil((limits.burst - tokens) * 1000 / limits.rate), throttle_key)
   end
@@ -145,7 +149,7 @@ for _, throttle_key in ipairs(ready) do
   end
 end
 
-if #leases > 0 then redis.call('ZADD', running_key, unpack(leases)) end
+call_in_slices('ZADD', running_key, leases, 2)
 write_counts(queue)
 if total_tokens ~= nil and claimed > 0 then
   redis.call('HSET', worker_bucket_key, 'tokens', string.format('%.6f', total_tokens), 'updated_ms', now)

@@ -265,11 +265,17 @@ async def test_lowering_the_rate_live_never_lets_more_out_than_the_new_rate(engi
 async def test_patch_writes_only_what_it_changes(engine_redis):
     w = worker(rate=2.0, burst=40)
     store = make_store(engine_redis, w)
+    from redisq.limits import parse_limits_patch, patched_fields
+
     seen = await store.limits(W)  # one coordinator reads, to change the rate...
-    await store.set_limits(W, replace(seen, paused=True), before=seen)  # ...another pauses meanwhile
-    await store.set_limits(W, replace(seen, rate=5.0), before=seen)
+    await store.set_limits(W, replace(seen, paused=True), fields={"paused"})  # ...another pauses meanwhile
+    await store.set_limits(W, parse_limits_patch({"rate": 5}, seen), fields=patched_fields({"rate": 5}))
     after = await store.limits(W)
-    assert (after.rate, after.paused) == (5.0, True)
+    assert (after.rate, after.bucket_size, after.paused) == (5.0, 40.0, True)
+    # A PATCH back to a value it read as current is still written (another changed it since).
+    await store.set_limits(W, replace(await store.limits(W), rate=7.0), fields={"rate"})
+    await store.set_limits(W, parse_limits_patch({"rate": 5}, after), fields=patched_fields({"rate": 5}))
+    assert (await store.limits(W)).rate == 5.0
 
 
 async def test_a_batch_across_workers_with_a_cost_above_a_burst_writes_nothing(engine_redis):
@@ -290,14 +296,37 @@ async def test_an_existing_id_is_answered_with_its_job_even_after_its_burst_was_
 
 
 async def test_removing_the_rate_removes_its_burst(engine_redis):
-    from redisq.limits import parse_limits_patch
+    from redisq.limits import parse_limits_patch, patched_fields
 
     w = worker(rate=2.0, burst=40)
     store = make_store(engine_redis, w)
     current = await store.limits(W)
     unlimited = parse_limits_patch({"rate": None}, current)
     assert (unlimited.rate, unlimited.burst) == (None, None)
-    await store.set_limits(W, unlimited, before=current)
+    await store.set_limits(W, unlimited, fields=patched_fields({"rate": None}))
     assert parse_limits_patch({"concurrency": 3}, await store.limits(W)).concurrency == 3
     with pytest.raises(ValidationError, match="burst: needs a rate"):
         parse_limits_patch({"rate": None, "burst": 5}, current)
+
+
+async def test_a_claim_of_thousands_of_jobs_at_once_moves_them_all(engine_redis):
+    w = worker()
+    store = make_store(engine_redis, w)
+    for _ in range(6):
+        await enqueue(store, None, 1000)
+    claim = await store.claim(w, 5000)  # more values than one Lua unpack takes
+    assert len(claim.jobs) == 5000
+    assert await engine_redis.zcard(store.keys(W).running) == 5000
+    state = await store.worker_state(W)
+    assert (state.scheduled, state.running) == (1000, 5000)
+
+
+async def test_a_bucket_with_a_ttl_from_an_earlier_release_is_kept(engine_redis):
+    w = worker(rate=1.0, burst=5)
+    store = make_store(engine_redis, w)
+    bucket = store.keys(W).key_bucket("shop")
+    await engine_redis.hset(bucket, mapping={"tokens": "5", "updated_ms": str(await server_ms(engine_redis))})
+    await engine_redis.pexpire(bucket, 1000)  # what the release before purge-deleted buckets did
+    await enqueue(store, "shop", 10)
+    assert len((await store.claim(w, 10)).jobs) == 5
+    assert await engine_redis.pttl(bucket) == -1

@@ -50,6 +50,7 @@ local function pause_until(throttle_key, until_ms, now)
   if previous == nil or previous < until_ms then
     redis.call('HSET', bucket_key, 'paused_until_ms', until_ms)
     if throttle_key ~= '' then  -- kept until the pause ends at least (purge looks then)
+      redis.call('PERSIST', bucket_key)  -- a TTL an earlier release set must not end it early
       local purge_at = tonumber(redis.call('ZSCORE', buckets_key, throttle_key))
       if purge_at == nil or purge_at < until_ms then redis.call('ZADD', buckets_key, until_ms, throttle_key) end
     end

@@ -14,6 +14,16 @@ local function suffix_of_member(member)
   return string.sub(member, QUEUE_SEQ_DIGITS + 1)
 end
 
+-- redis.call(command, key, ...) with the values of `flat` as its arguments, `per` values
+-- (one member) at a time: in slices, since Lua's unpack fails beyond a few thousand values.
+local SLICE_MEMBERS = 1000
+local function call_in_slices(command, key, flat, per)
+  local slice = SLICE_MEMBERS * per
+  for first = 1, #flat, slice do
+    redis.call(command, key, unpack(flat, first, math.min(#flat, first + slice - 1)))
+  end
+end
+
 -- A token bucket's level now, from its stored level and when it was stored (nil = full).
 local function bucket_level(stored_tokens, stored_ms, rate, burst, now)
   if stored_tokens == false or stored_tokens == nil then return burst end

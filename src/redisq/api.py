@@ -25,7 +25,7 @@ from .cron import is_schedule_body, parse_schedule, reject_cron_in_batch
 from .errors import (BadRequestError, PayloadTooLargeError, RedisqError, UnauthorizedError,
                      UnavailableError, ValidationError)
 from .keys import split_job_id
-from .limits import parse_limits_patch
+from .limits import parse_limits_patch, patched_fields
 from .model import Job, iso_from_ms, parse_enqueue
 from .security import ApiTokenMiddleware, ReceiptGrant, bearer_token, verify_receipt_token
 from .store import ACCEPTED, Receipt
@@ -141,20 +141,20 @@ def create_app(coordinator: Coordinator, *, manage_lifecycle: bool = True) -> St
         store.worker(name)  # 404 before reading the body
         body = await read_json(request, config.max_body_bytes)
         current = await store.limits(name)
-        await store.set_limits(name, parse_limits_patch(body, current), before=current)
+        await store.set_limits(name, parse_limits_patch(body, current), fields=patched_fields(body))
         await coordinator.enqueued({name})  # a higher rate or cap may let jobs go now
         return JSONResponse((await store.worker_state(name)).to_json())
 
     async def pause_worker(request: Request) -> JSONResponse:
         name = request.path_params["name"]
         current = await store.limits(name)
-        await store.set_limits(name, replace(current, paused=True), before=current)
+        await store.set_limits(name, replace(current, paused=True), fields={"paused"})
         return JSONResponse((await store.worker_state(name)).to_json())
 
     async def resume_worker(request: Request) -> JSONResponse:
         name = request.path_params["name"]
         current = await store.limits(name)
-        await store.set_limits(name, replace(current, paused=False), before=current)
+        await store.set_limits(name, replace(current, paused=False), fields={"paused"})
         await coordinator.enqueued({name})
         return JSONResponse((await store.worker_state(name)).to_json())
     async def save_schedule(body: Any) -> JSONResponse:

@@ -88,15 +88,11 @@ class Limits:
                 return f"is {number_text(cost)}, above the {name} of {number_text(size)} tokens"
         return None
 
-    def changed_pairs(self, before: "Limits") -> list[str]:
-        """The pairs of ``redis_pairs`` (and ``paused``) whose values differ from ``before``'s,
-        so that a change writes only what it changes (a concurrent pause or PATCH of another
-        field on another coordinator is kept)."""
-        now, then = self.redis_pairs(), before.redis_pairs()
-        pairs = [x for i in range(0, len(now), 2) if now[i + 1] != then[i + 1] for x in now[i:i + 2]]
-        if self.paused != before.paused:
-            pairs += ["paused", "1" if self.paused else ""]
-        return pairs
+    def pairs_of(self, fields: "set[str]") -> list[str]:
+        """The pairs of ``redis_pairs`` (and ``paused``) for these Redis fields only, so that a
+        change writes what it names and keeps what another coordinator changed meanwhile."""
+        every = [*self.redis_pairs(), "paused", "1" if self.paused else ""]
+        return [x for i in range(0, len(every), 2) if every[i] in fields for x in every[i:i + 2]]
 
     def redis_pairs(self) -> list[str]:
         """Field/value pairs for ``lua/set_limits.lua`` ('' = no limit); ``paused`` is not among them."""
@@ -111,6 +107,21 @@ class Limits:
         return {"rate": self.rate, "burst": self.bucket_size, "concurrency": self.concurrency,
                 "totalRate": self.total_rate, "totalBurst": self.total_bucket_size,
                 "timeout": self.timeout_s, "paused": self.paused}
+
+
+PATCH_REDIS_FIELDS = {"rate": "rate", "burst": "burst", "concurrency": "concurrency", "timeout": "timeout_ms",
+                      "totalRate": "total_rate", "totalBurst": "total_burst"}
+
+
+def patched_fields(body: Mapping[str, Any]) -> set[str]:
+    """The Redis fields a valid PATCH body writes: those it names, and a rate's burst with it
+    (so a burst left behind without its rate is replaced, not revived)."""
+    fields = {PATCH_REDIS_FIELDS[name] for name in body}
+    if "rate" in fields:
+        fields.add("burst")
+    if "total_rate" in fields:
+        fields.add("total_burst")
+    return fields
 
 
 def parse_limits_patch(body: Any, current: Limits) -> Limits:

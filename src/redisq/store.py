@@ -339,16 +339,16 @@ class Store:
             await self._ensure_limits(worker_name)
             return Limits.from_fields(await self.redis.hgetall(self.keys(worker_name).limits))
 
-    async def set_limits(self, worker_name: str, limits: Limits, before: Limits | None = None) -> Limits:
-        """Set a worker's live limits (``paused`` with them). Given ``before`` (what the change
-        was made from), only the fields that differ from it are written."""
+    async def set_limits(self, worker_name: str, limits: Limits, fields: set[str] | None = None) -> Limits:
+        """Set a worker's live limits (``paused`` with them); given ``fields`` (Redis field
+        names, see ``Limits.pairs_of``), only those are written."""
         with redis_outage_as_unavailable():
             await self._ensure_limits(worker_name)
             keys = self.keys(worker_name)
-            if before is None:
+            if fields is None:
                 pairs = [*limits.redis_pairs(), "paused", "1" if limits.paused else ""]
             else:
-                pairs = limits.changed_pairs(before)
+                pairs = limits.pairs_of(fields)
             out = await self.scripts.set_limits(keys=[keys.limits, keys.throttle_keys], args=["set", *pairs])
         return Limits.from_fields(_fields(out))
 
