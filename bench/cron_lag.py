@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import ClientSession, web
 
 from .e2e import TARGET_LAG_P99_MS, WORKER, write_config
-from .procs import Coordinator, RedisProc, free_port
+from .procs import Coordinator, RedisProc, free_port, start_local_worker
 from .report import figure, progress, run
 
 
@@ -54,15 +54,10 @@ async def measure_async(schedules: int, seconds: float) -> tuple[dict[str, float
             delayed_lags.append(at_ms - body["args"]["dueAt"])
         return web.json_response({"ok": True})
 
-    app = web.Application()
-    app.router.add_post("/work", arrive)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    worker_url, runner = await start_local_worker(arrive)
     try:
         with RedisProc() as redis:
-            config = write_config(redis.url, f"http://127.0.0.1:{port}/work", free_port(), {})
+            config = write_config(redis.url, worker_url, free_port(), {})
             with Coordinator(config) as coordinator:
                 async with ClientSession() as session:
                     # Warm up: the first calls open the dispatcher's connections to the worker;

@@ -259,3 +259,17 @@ class Coordinator(Proc):
     def _answers(self) -> bool:
         status, _ = http_json(self.port, "GET", "/health", timeout_s=1)
         return status == 200
+
+
+async def start_local_worker(handle: Any) -> tuple[str, Any]:
+    """A worker URL in this process: an aiohttp server on a free port whose POST /work is
+    ``handle(request)``. Returns the URL and the runner (``await runner.cleanup()`` ends it)."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_post("/work", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, HOST, port).start()
+    return f"http://{HOST}:{port}/work", runner

@@ -33,7 +33,7 @@ from redisq.model import parse_enqueue
 from redisq.store import Store
 
 from .cron_lag import percentiles
-from .procs import RedisProc, free_port
+from .procs import RedisProc, start_local_worker
 from .report import figure, note, progress, run
 
 WORKER = "shopify"
@@ -99,13 +99,8 @@ async def fairness_lag(url: str, busy_jobs: int, samples: int) -> tuple[dict[str
         arrived.set()
         return web.json_response({"ok": True})
 
-    app = web.Application()
-    app.router.add_post("/work", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    worker = WorkerConfig(name=WORKER, url=f"http://127.0.0.1:{port}/work", rate=2.0, burst=40)
+    worker_url, runner = await start_local_worker(handle)
+    worker = WorkerConfig(name=WORKER, url=worker_url, rate=2.0, burst=40)
     config = Config(redis_url=url, secret="bench", workers={WORKER: worker})
     redis = connect(url)
     await redis.flushdb()

@@ -18,7 +18,6 @@ from typing import Any, AsyncIterator
 
 import httpx
 import pytest
-import uvicorn
 
 from redisq.api import create_app
 from redisq.client import AsyncClient, JobInfo
@@ -26,6 +25,8 @@ from redisq.config import Backoff, Config, WorkerConfig
 from redisq.coordinator import Coordinator
 from redisq.errors import UnauthorizedError
 from redisq.worker import JobContext, PermanentFailure, RetryLater, Workers
+
+from test_dispatch import serving
 
 KEY = "e2e-shared-secret"
 NO_JITTER = Backoff(initial_s=0.05, factor=2.0, max_s=1.0, jitter=False)
@@ -104,25 +105,12 @@ def free_socket() -> socket.socket:
 
 
 @contextlib.asynccontextmanager
-async def serving(app: Any, sock: socket.socket | None = None) -> AsyncIterator[str]:
+async def serving_at(app: Any, sock: socket.socket | None = None) -> AsyncIterator[str]:
     """``app`` under uvicorn on ``sock`` (default: a free local port); yields its base URL."""
     if sock is None:
         sock = free_socket()
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        deadline = time.monotonic() + 5.0
-        while not server.started:
-            if task.done():
-                task.result()
-            assert time.monotonic() < deadline, "uvicorn did not start within 5 s"
-            await asyncio.sleep(0.01)
-        yield url
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 5.0)
-        sock.close()
+    async with serving(app, sock):
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 @dataclass
@@ -144,7 +132,7 @@ class Stack:
 @contextlib.asynccontextmanager
 async def stack(redis_url: str, sdk: Sdk, *, token: str | None = None, **settings: Any) -> AsyncIterator[Stack]:
     """The SDK app, a coordinator whose workers all point at it, and a client."""
-    async with serving(sdk.workers) as worker_url:
+    async with serving_at(sdk.workers) as worker_url:
         api_sock = free_socket()
         public_url = f"http://127.0.0.1:{api_sock.getsockname()[1]}"  # the receiptUrl's base
         settings.setdefault("secret", KEY)
@@ -159,7 +147,7 @@ async def stack(redis_url: str, sdk: Sdk, *, token: str | None = None, **setting
         coordinator = Coordinator(config)
         await coordinator.start()
         try:
-            async with serving(create_app(coordinator, manage_lifecycle=False), api_sock) as api_url:
+            async with serving_at(create_app(coordinator, manage_lifecycle=False), api_sock) as api_url:
                 async with AsyncClient(api_url, token=token, timeout_s=5.0) as client:
                     yield Stack(client, coordinator, worker_url)
                 await sdk.workers.drain(5.0)

@@ -11,7 +11,6 @@ import contextlib
 import json
 import logging
 import math
-from dataclasses import replace
 from typing import Any, AsyncIterator
 
 from starlette.applications import Starlette
@@ -25,7 +24,7 @@ from .cron import is_schedule_body, parse_schedule, reject_cron_in_batch
 from .errors import (BadRequestError, PayloadTooLargeError, RedisqError, UnauthorizedError,
                      UnavailableError, ValidationError)
 from .keys import split_job_id
-from .limits import parse_limits_patch, patched_fields
+from .limits import Limits, parse_limits_patch, patched_fields
 from .model import Job, iso_from_ms, parse_enqueue
 from .security import ApiTokenMiddleware, ReceiptGrant, bearer_token, verify_receipt_token
 from .store import ACCEPTED, Receipt
@@ -145,18 +144,19 @@ def create_app(coordinator: Coordinator, *, manage_lifecycle: bool = True) -> St
         await coordinator.enqueued({name})  # a higher rate or cap may let jobs go now
         return JSONResponse((await store.worker_state(name)).to_json())
 
-    async def pause_worker(request: Request) -> JSONResponse:
+    async def set_paused(request: Request, paused: bool) -> JSONResponse:
         name = request.path_params["name"]
-        current = await store.limits(name)
-        await store.set_limits(name, replace(current, paused=True), fields={"paused"})
+        await store.set_limits(name, Limits(paused=paused), fields={"paused"})  # only the flag is written
+        if not paused:
+            await coordinator.enqueued({name})
         return JSONResponse((await store.worker_state(name)).to_json())
 
+    async def pause_worker(request: Request) -> JSONResponse:
+        return await set_paused(request, True)
+
     async def resume_worker(request: Request) -> JSONResponse:
-        name = request.path_params["name"]
-        current = await store.limits(name)
-        await store.set_limits(name, replace(current, paused=False), fields={"paused"})
-        await coordinator.enqueued({name})
-        return JSONResponse((await store.worker_state(name)).to_json())
+        return await set_paused(request, False)
+
     async def save_schedule(body: Any) -> JSONResponse:
         schedule, created = await coordinator.schedules.save(parse_schedule(body, config.workers))
         coordinator.schedules_changed(schedule.worker)

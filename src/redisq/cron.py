@@ -49,7 +49,8 @@ from .dispatch import OutageBackoff
 from .errors import NotFoundError, ValidationError
 from .keys import WorkerKeys, job_id, split_job_id, tick_job_suffix
 from .limits import Limits, number_text
-from .model import iso_from_ms, new_job_suffix, parse_enqueue
+from .model import iso_from_ms, json_number, new_job_suffix, parse_enqueue
+from .poller import WorkerLoops
 from .scripts import script_source
 from .store import redis_outage_as_unavailable
 
@@ -304,7 +305,7 @@ class Schedule:
             "args": json.loads(self.args_json), "catchUp": self.catch_up,
             "maxAttempts": self.max_attempts,
             "timeout": None if self.timeout_ms is None else self.timeout_ms / 1000,
-            "throttleKey": self.throttle_key, "cost": int(self.cost) if self.cost.is_integer() else self.cost,
+            "throttleKey": self.throttle_key, "cost": json_number(self.cost),
             "paused": self.paused,
             "nextRunAt": None if self.paused else iso_from_ms(self.next_fire_ms),
             "nextRunTimes": [iso_from_ms(ms) for ms in self.next_run_times()],
@@ -499,38 +500,17 @@ class Schedules:
 
 # -- the loop ------------------------------------------------------------------------------
 
-class Ticker:
+class Ticker(WorkerLoops):
     """Per worker, one loop that sleeps until the earliest next fire time (at most
     ``MAX_IDLE_S``, and less when ``wake`` says a schedule was saved) and then ticks."""
 
+    kind = "ticker"
+
     def __init__(self, schedules: Schedules, config: Config,
                  on_enqueued: Callable[[set[str]], Awaitable[None]] | None = None):
+        super().__init__(config)
         self.schedules = schedules
-        self.config = config
         self.on_enqueued = on_enqueued
-        self._wake = {name: asyncio.Event() for name in config.workers}
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = False
-
-    async def start(self) -> None:
-        for worker in self.config.workers.values():
-            self._tasks.append(asyncio.create_task(self._loop(worker), name=f"tick:{worker.name}"))
-
-    async def stop(self) -> None:
-        self._stopping = True
-        for event in self._wake.values():
-            event.set()
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=5.0)
-            if pending:
-                log.warning("%d ticker loops did not stop within 5 s", len(pending))
-
-    def wake(self, worker: str) -> None:
-        event = self._wake.get(worker)
-        if event is not None:
-            event.set()
 
     async def _loop(self, worker: WorkerConfig) -> None:
         backoff = OutageBackoff(f"ticker ({worker.name})")

@@ -50,12 +50,13 @@ def _json_or_null(text: str | None) -> str:
     return "null" if text is None else json.dumps(text)
 
 
-def _number_value(value: float) -> int | float:
+def json_number(value: float) -> int | float:
+    """12.0 -> 12: a whole number of tokens shows without ".0" in JSON."""
     return int(value) if float(value).is_integer() else value
 
 
 def _number_json(value: float) -> str:
-    return json.dumps(_number_value(value))
+    return json.dumps(json_number(value))
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ class Job:
             "createdAt": iso_from_ms(self.created_ms),
             "finishedAt": iso_from_ms(self.finished_ms),
             "throttleKey": self.throttle_key,
-            "cost": _number_value(self.cost),
+            "cost": json_number(self.cost),
         }
 
 

@@ -25,19 +25,21 @@ REAP_BATCH = 500
 PURGE_BATCH = 500
 
 
-class Poller:
-    def __init__(self, store: Store, config: Config, on_reaped: Callable[[str, int], None] | None = None):
-        self.store = store
+class WorkerLoops:
+    """One background loop per worker (``_loop``), each with a wake-up event, started and
+    stopped together (the poller here, the cron ticker in cron.py)."""
+
+    kind = "worker"  # names the tasks ("<kind>:<worker>") and the loops in the log
+
+    def __init__(self, config: Config):
         self.config = config
-        self.on_reaped = on_reaped
         self._wake = {name: asyncio.Event() for name in config.workers}
-        self._next_reap_at = {name: 0.0 for name in config.workers}  # local monotonic seconds
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
     async def start(self) -> None:
         for worker in self.config.workers.values():
-            self._tasks.append(asyncio.create_task(self._loop(worker), name=f"poll:{worker.name}"))
+            self._tasks.append(asyncio.create_task(self._loop(worker), name=f"{self.kind}:{worker.name}"))
 
     async def stop(self) -> None:
         # End the loops by the flag, then cancel what still sleeps (a cancel that lands in a
@@ -51,7 +53,25 @@ class Poller:
             return
         _, pending = await asyncio.wait(self._tasks, timeout=5.0)
         if pending:
-            log.warning("%d poller loops did not stop within 5 s", len(pending))
+            log.warning("%d %s loops did not stop within 5 s", len(pending), self.kind)
+
+    def wake(self, worker: str) -> None:
+        event = self._wake.get(worker)
+        if event is not None:
+            event.set()
+
+    async def _loop(self, worker: WorkerConfig) -> None:
+        raise NotImplementedError
+
+
+class Poller(WorkerLoops):
+    kind = "poller"
+
+    def __init__(self, store: Store, config: Config, on_reaped: Callable[[str, int], None] | None = None):
+        super().__init__(config)
+        self.store = store
+        self.on_reaped = on_reaped
+        self._next_reap_at = {name: 0.0 for name in config.workers}  # local monotonic seconds
 
     def lease_started(self, worker: str, timeout_ms: int) -> None:
         """A lease that ends before the loop planned to look wakes it at the right time."""
