@@ -2,7 +2,8 @@
 
 Shopify gives each shop a leaky bucket of 40 REST calls that leaks 2 per second, and
 answers 429 to a call that would overflow it. ``ShopifyWorker`` is that bucket, per shop,
-in an aiohttp server in a background thread of this process; real ``redisq serve``
+in a process of its own (``tests/shopify_server.py``), as Shopify is, so that nothing in
+the test's process can delay when a call is counted; real ``redisq serve``
 processes on a real redis-server dispatch to it. What is asserted is what a Shopify app
 developer would check: no 429 ever, each shop served at its full 2/s, a quiet shop not
 held back by a busy one, and a live limit change that shows in the rate within a second.
@@ -14,15 +15,14 @@ bucket counts them at claim time (README, "Throttling", says the same to users).
 
 from __future__ import annotations
 
-import asyncio
-import threading
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import httpx
-from aiohttp import web
 
 from redis_server import free_port
 from test_resilience import SECRET, client, clean_env, processes, start_coordinator, start_redis  # noqa: F401
@@ -33,63 +33,61 @@ LEAK_PER_S = 2.0
 
 
 class ShopifyWorker:
-    """A worker URL that keeps Shopify's leaky bucket per shop (the job's ``args.shop``)
-    and answers 429 with Retry-After when a call would overflow it."""
+    """``tests/shopify_server.py`` in a process of its own, and what it saw (read from its
+    ``GET /log``). A context manager."""
 
     def __init__(self, bucket: int = BUCKET, leak_per_s: float = LEAK_PER_S):
-        self.bucket, self.leak_per_s = bucket, leak_per_s
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/shopify"
-        self._lock = threading.Lock()
-        self._level: dict[str, tuple[float, float]] = {}  # shop -> (level, at monotonic s)
-        self.calls: dict[str, list[float]] = defaultdict(list)  # shop -> monotonic arrival times (200s)
-        self.wall_arrivals: dict[str, float] = {}  # job id -> time.time() at arrival
-        self.throttled: list[tuple[str, float]] = []  # (shop, level) of every 429
-        self._loop = asyncio.new_event_loop()
-        self._runner: web.AppRunner | None = None
-        self._thread = threading.Thread(target=self._loop.run_forever, name="shopify", daemon=True)
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        now = time.monotonic()
-        wall = time.time()
-        body = await request.json()
-        shop = body["args"]["shop"]
-        with self._lock:
-            level, at = self._level.get(shop, (0.0, now))
-            level = max(0.0, level - (now - at) * self.leak_per_s)
-            if level + 1 > self.bucket:
-                self._level[shop] = (level, now)
-                self.throttled.append((shop, level))
-                retry_after_s = (level + 1 - self.bucket) / self.leak_per_s
-                return web.json_response({"errors": "Exceeded 2 calls per second for api client."}, status=429,
-                                         headers={"Retry-After": f"{retry_after_s:.3f}"})
-            self._level[shop] = (level + 1, now)
-            self.calls[shop].append(now)
-            self.wall_arrivals[body["jobId"]] = wall
-        return web.json_response({"ok": True})
-
-    async def _start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/shopify", self._handle)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.5, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        self._args = [sys.executable, str(Path(__file__).with_name("shopify_server.py")), "--port", str(self.port),
+                      "--bucket", str(bucket), "--leak", str(leak_per_s)]
+        self._process: subprocess.Popen[bytes] | None = None
+        self._http = httpx.Client(timeout=5, trust_env=False)
 
     def __enter__(self) -> "ShopifyWorker":
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
+        self._process = subprocess.Popen(self._args, env=clean_env())
+        deadline = time.monotonic() + 20
+        while True:
+            assert self._process.poll() is None, f"shopify_server.py exited with {self._process.returncode}"
+            try:
+                self._http.get(f"http://127.0.0.1:{self.port}/log")
+                return self
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "shopify_server.py did not answer within 20 s"
+                time.sleep(0.05)
 
     def __exit__(self, *exc: Any) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(5)
+        self._http.close()
+
+    def _log(self) -> dict[str, Any]:
+        resp = self._http.get(f"http://127.0.0.1:{self.port}/log")
+        resp.raise_for_status()
+        return resp.json()
+
+    @property
+    def calls(self) -> dict[str, list[float]]:
+        """shop -> the monotonic times of the calls it served"""
+        return defaultdict(list, self._log()["calls"])
+
+    @property
+    def wall_arrivals(self) -> dict[str, float]:
+        """job id -> time.time() at its call's arrival"""
+        return self._log()["wallArrivals"]
+
+    @property
+    def throttled(self) -> list[tuple[str, float]]:
+        """(shop, bucket level) of every 429"""
+        return [tuple(t) for t in self._log()["throttled"]]
 
     def served(self) -> int:
-        with self._lock:
-            return sum(len(times) for times in self.calls.values())
+        return sum(len(times) for times in self._log()["calls"].values())
 
 
 def write_config(path: Path, *, redis_url: str, port: int, worker_url: str, rate: float = LEAK_PER_S,
@@ -108,6 +106,18 @@ def write_config(path: Path, *, redis_url: str, port: int, worker_url: str, rate
         "timeout = 5",
     ]) + "\n")
     return path
+
+
+def start_coordinators(tmp_path: Path, client: httpx.Client, processes: list[Any], redis_url: str,
+                       worker_url: str, count: int = 1, **settings: Any) -> list[Any]:
+    """``count`` `redisq serve` processes on one Redis, dispatching to ``worker_url``."""
+    coordinators = []
+    for n in range(count):
+        port = free_port()
+        config = write_config(tmp_path / f"redisq-{n}.toml", redis_url=redis_url, port=port, worker_url=worker_url,
+                              **settings)
+        coordinators.append(start_coordinator(processes, client, config, port, tmp_path / f"redisq-{n}.log"))
+    return coordinators
 
 
 def enqueue_for_shops(client: httpx.Client, base_url: str, shops: list[str], per_shop: int) -> None:
@@ -133,9 +143,10 @@ def steady_rate(times: list[float], burst: int) -> float:
 
 
 def check_every_shop_at_two_per_second(shopify: ShopifyWorker, shops: list[str], per_shop: int) -> None:
-    assert shopify.throttled == [], f"{len(shopify.throttled)} calls got a 429: {shopify.throttled[:5]}"
+    throttled, calls = shopify.throttled, shopify.calls
+    assert throttled == [], f"{len(throttled)} calls got a 429: {throttled[:5]}"
     for shop in shops:
-        times = shopify.calls[shop]
+        times = calls[shop]
         assert len(times) == per_shop, (shop, len(times))
         # The initial burst goes at once...
         burst = sorted(times)[:BUCKET - 1]
@@ -153,10 +164,8 @@ PER_SHOP = 100  # 500 jobs: 39 at once per shop, then 61 at 2/s, about 31 s
 
 def test_500_jobs_for_5_shops_get_no_429_and_each_shop_runs_at_2_per_second(tmp_path, client, processes):
     server = start_redis(processes)
-    port = free_port()
     with ShopifyWorker() as shopify:
-        config = write_config(tmp_path / "redisq.toml", redis_url=server.url, port=port, worker_url=shopify.url)
-        coordinator = start_coordinator(processes, client, config, port, tmp_path / "redisq.log")
+        (coordinator,) = start_coordinators(tmp_path, client, processes, server.url, shopify.url)
         enqueue_for_shops(client, coordinator.base_url, SHOPS, PER_SHOP)
         wait_served(shopify, len(SHOPS) * PER_SHOP, within_s=60)
         check_every_shop_at_two_per_second(shopify, SHOPS, PER_SHOP)
@@ -167,12 +176,7 @@ def test_500_jobs_for_5_shops_get_no_429_and_each_shop_runs_at_2_per_second(tmp_
 def test_three_coordinators_on_one_redis_still_get_no_429(tmp_path, client, processes):
     server = start_redis(processes)
     with ShopifyWorker() as shopify:
-        coordinators = []
-        for n in range(3):
-            port = free_port()
-            config = write_config(tmp_path / f"redisq-{n}.toml", redis_url=server.url, port=port,
-                                  worker_url=shopify.url)
-            coordinators.append(start_coordinator(processes, client, config, port, tmp_path / f"redisq-{n}.log"))
+        coordinators = start_coordinators(tmp_path, client, processes, server.url, shopify.url, count=3)
         enqueue_for_shops(client, coordinators[0].base_url, SHOPS, PER_SHOP)
         wait_served(shopify, len(SHOPS) * PER_SHOP, within_s=60)
         check_every_shop_at_two_per_second(shopify, SHOPS, PER_SHOP)
@@ -181,10 +185,8 @@ def test_three_coordinators_on_one_redis_still_get_no_429(tmp_path, client, proc
 
 def test_a_quiet_shop_is_served_at_once_behind_10000_jobs_of_a_busy_one(tmp_path, client, processes):
     server = start_redis(processes)
-    port = free_port()
     with ShopifyWorker() as shopify:
-        config = write_config(tmp_path / "redisq.toml", redis_url=server.url, port=port, worker_url=shopify.url)
-        coordinator = start_coordinator(processes, client, config, port, tmp_path / "redisq.log")
+        (coordinator,) = start_coordinators(tmp_path, client, processes, server.url, shopify.url)
         enqueue_for_shops(client, coordinator.base_url, ["busy.myshopify.com"], 10_000)
         wait_served(shopify, BUCKET - 1, within_s=10)
         lags_ms = []
@@ -207,11 +209,8 @@ def test_a_quiet_shop_is_served_at_once_behind_10000_jobs_of_a_busy_one(tmp_path
 
 def test_a_live_patch_from_2_to_10_per_second_shows_within_a_second(tmp_path, client, processes):
     server = start_redis(processes)
-    port = free_port()
     with ShopifyWorker(bucket=1000, leak_per_s=1000) as shopify:  # this test is about redisq's rate only
-        config = write_config(tmp_path / "redisq.toml", redis_url=server.url, port=port, worker_url=shopify.url,
-                              burst=1)
-        coordinator = start_coordinator(processes, client, config, port, tmp_path / "redisq.log")
+        (coordinator,) = start_coordinators(tmp_path, client, processes, server.url, shopify.url, burst=1)
         enqueue_for_shops(client, coordinator.base_url, ["one.myshopify.com"], 200)
         time.sleep(2.2)
         patched_at = time.monotonic()
