@@ -1,6 +1,6 @@
-"""``python -m bench [--quick] [--processes 1,2] [--only ceiling,engine,http,e2e,cron,throttle]``
+"""``python -m bench [--quick] [--processes 1,2] [--only ceiling,engine,http,e2e,cron,throttle,shopify]``
 
-Runs the six steps in order and prints every figure beside a reference measured in the
+Runs the seven steps in order and prints every figure beside a reference measured in the
 same run, then all of them again as a summary. See bench/README.md.
 """
 
@@ -17,11 +17,11 @@ import traceback
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from . import cron_lag, e2e, engine, http_client, redis_ceiling, throttle
+from . import cron_lag, e2e, engine, http_client, redis_ceiling, shopify_spacing, throttle
 from .procs import RedisProc
 from .report import FIGURES, NOTES, OtherLoad, loop_name
 
-STEPS = ("ceiling", "engine", "http", "e2e", "cron", "throttle")
+STEPS = ("ceiling", "engine", "http", "e2e", "cron", "throttle", "shopify")
 
 
 def cpu_model() -> str:
@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
             with OtherLoad() as load:
                 guarded("throttle", lambda: throttle.measure(args.quick))
             print(f"  ({load.describe()})", flush=True)
+        if "shopify" in only:
+            # No OtherLoad here: half of this step runs beside a CPU burner on purpose.
+            guarded("shopify", lambda: shopify_spacing.measure(args.quick))
 
     print(f"\nsummary ({time.monotonic() - started:.0f} s; {whole.describe()}):")
     step = None

@@ -6,11 +6,18 @@
 -- KEYS: the queue's keys (WorkerKeys.queue_keys), then running zset, worker bucket hash,
 --   dispatched hash, buckets zset (throttle key -> when its bucket is full)
 -- ARGV: the queue's args (WorkerKeys.queue_args), then job key prefix, most jobs to claim
--- Returns {wait_ms, capped, then 5 per claimed job: suffix, attempt, timeout_ms, args, seq}
+-- Returns {wait_ms, capped, rated, total_slack_ms, then 8 per claimed job: suffix, attempt,
+--   timeout_ms, args, seq, throttle_key, cost, key_slack_ms}
 --   wait_ms  0: more jobs may be due now;  > 0: the next job or token is due in that many ms;
 --           -1: nothing is scheduled;      -2: every concurrency slot is taken (look again after a settle);
 --           -3: the worker is paused by an operator (look again after a resume).
 --   capped   1 when the worker has a concurrency cap (a settle frees a slot: wake the claimers).
+--   rated    1 when the worker has a rate or total_rate: its jobs must leave within the
+--            coordinator's send_window of this claim, or be returned unsent (settle.lua),
+--            and a late one holds its buckets back (hold_back.lua).
+--   total_slack_ms, key_slack_ms  how long the worker-wide bucket and the job's key's bucket
+--            would have taken to fill up when this claim drew on them ('' = no such bucket):
+--            a job written later than that after the claim holds them back (hold_back.lua).
 --!include common
 --!include jobs
 local queue, next_key, next_arg = queue_from(1, 1)
@@ -18,21 +25,22 @@ local running_key, worker_bucket_key, dispatched_key, buckets_key =
   KEYS[next_key], KEYS[next_key + 1], KEYS[next_key + 2], KEYS[next_key + 3]
 local job_prefix, most = ARGV[next_arg], tonumber(ARGV[next_arg + 1])
 local limits = read_limits(queue)
-local capped = 0
+local capped, rated = 0, 0
 if limits.concurrency then capped = 1 end
-if limits.paused then return {-3, capped} end
+if limits.rate or limits.total_rate then rated = 1 end
 local now = server_now_ms()
+if limits.paused then return {-3, capped, rated, ''} end
 
 -- A worker that answered 429 or 503 with Retry-After for a job without a throttle key.
 local worker_bucket = redis.call('HMGET', worker_bucket_key, 'tokens', 'updated_ms', 'paused_until_ms')
 local worker_paused_until = tonumber(worker_bucket[3])
-if worker_paused_until and worker_paused_until > now then return {worker_paused_until - now, capped} end
+if worker_paused_until and worker_paused_until > now then return {worker_paused_until - now, capped, rated, ''} end
 
 local allowed = most
 local free_slots = nil
 if limits.concurrency then
   free_slots = limits.concurrency - redis.call('ZCARD', running_key)
-  if free_slots <= 0 then return {-2, capped} end
+  if free_slots <= 0 then return {-2, capped, rated, ''} end
   allowed = math.min(allowed, free_slots)
 end
 local total_tokens = nil
@@ -41,13 +49,19 @@ if limits.total_rate then
 end
 local total_needed = nil  -- tokens the worker-wide bucket lacked for the next job
 
+-- How long a bucket at `tokens` takes to fill up: lateness up to that costs it nothing.
+local function slack_ms(tokens, rate, burst)
+  return string.format('%.3f', math.max(0, burst - tokens) * 1000 / rate)
+end
+
 local DEFAULT_TIMEOUT_MS = 30000  -- config.py's default, for a worker whose limits were never seeded
-local out = {0, capped}
+local out = {0, capped, rated, ''}
+if total_tokens ~= nil then out[4] = slack_ms(total_tokens, limits.total_rate, limits.total_burst) end
 local claimed = 0
 
 local leases = {}  -- ZADD arguments for the running zset: lease deadline, suffix, ...
 
-local function take(job_key, suffix, job, timeout_ms)
+local function take(job_key, suffix, job, timeout_ms, throttle_key, cost, key_slack_ms)
   local attempt = (tonumber(job[6]) or 0) + 1
   local lease_deadline_ms = now + timeout_ms
   redis.call('HSET', job_key, 'state', 'running', 'attempts', attempt, 'lease_deadline_ms', lease_deadline_ms,
@@ -61,6 +75,9 @@ local function take(job_key, suffix, job, timeout_ms)
   out[#out + 1] = timeout_ms
   out[#out + 1] = job[4]
   out[#out + 1] = job[5]  -- the enqueue sequence: tells this job from a later one with its id
+  out[#out + 1] = throttle_key
+  out[#out + 1] = cost
+  out[#out + 1] = key_slack_ms
   claimed = claimed + 1
 end
 
@@ -77,6 +94,8 @@ local function serve(throttle_key, share)
   end
   local tokens = nil
   if limits.rate then tokens = bucket_level(bucket[1], bucket[2], limits.rate, limits.burst, now) end
+  local key_slack_ms = ''
+  if tokens ~= nil then key_slack_ms = slack_ms(tokens, limits.rate, limits.burst) end
   -- The first share + 1 jobs of the key, in order: what it may take, and the one after.
   local entries = redis.call('ZRANGE', queue_key, 0, share, 'WITHSCORES')
   local done = {}  -- members leaving the queue: taken, or with no hash left
@@ -113,7 +132,8 @@ local function serve(throttle_key, share)
         end
       end
       done[#done + 1] = member
-      take(job_key, suffix, job, tonumber(job[3]) or limits.timeout_ms or DEFAULT_TIMEOUT_MS)
+      take(job_key, suffix, job, tonumber(job[3]) or limits.timeout_ms or DEFAULT_TIMEOUT_MS, throttle_key,
+        tostring(cost), key_slack_ms)
       taken = taken + 1
       if tokens ~= nil then tokens = tokens - cost end
       if total_cost ~= nil then total_tokens = total_tokens - total_cost end

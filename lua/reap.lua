@@ -10,12 +10,13 @@ local expired = redis.call('ZRANGEBYSCORE', running_key, '-inf', now, 'LIMIT', 0
 for _, suffix in ipairs(expired) do
   redis.call('ZREM', running_key, suffix)
   local job_key = job_prefix .. suffix
-  local job = redis.call('HMGET', job_key, 'state', 'attempts', 'max_attempts', 'seq', 'throttled', 'throttle_key')
+  local job = redis.call('HMGET', job_key, 'state', 'attempts', 'max_attempts', 'seq', 'throttled', 'throttle_key', 'unsent')
   if job[1] == 'running' then
     local attempt = tonumber(job[2])
     redis.call('HSET', job_key, 'settled_attempt', attempt, 'receipt_digest', 'timed out')
     fail_attempt(job_key, suffix, {
       attempt = attempt, max_attempts = job[3], seq = job[4], throttled = job[5], throttle_key = job[6],
+      unsent = job[7],
     }, 'timed out', false, -1, now)
   end
 end

@@ -1,10 +1,11 @@
 -- settle: end running attempts with the receipts that answer them.
 -- KEYS and ARGV as in includes/attempts.lua, then one job hash per receipt in KEYS, and
---   8 ARGV per receipt: suffix, attempt, outcome ('success' | 'failure' | 'permanent'),
+--   8 ARGV per receipt: suffix, attempt, outcome ('success' | 'failure' | 'permanent' |
+--   'unsent': the coordinator did not send it, see return_unsent),
 --   error, result (JSON text or ''), retry_after_ms (-1 = none), digest (identifies the
 --   receipt, to recognise a repeat), seq (the enqueue sequence of the job the receipt
 --   answers; 0 = not checked)
--- Returns one word per receipt: succeeded | retrying | dead (accepted), duplicate (an exact
+-- Returns one word per receipt: succeeded | retrying | dead | returned (accepted), duplicate (an exact
 -- repeat of the accepted receipt), stale (answers an attempt that is no longer running),
 -- cancelled (the job was cancelled; nothing changes), missing (no such job).
 --!include common
@@ -20,7 +21,8 @@ for i = FIRST_JOB_KEY, #KEYS do
   local error_text, result, retry_after_ms, digest = ARGV[a + 4], ARGV[a + 5], tonumber(ARGV[a + 6]), ARGV[a + 7]
   local receipt_seq = tonumber(ARGV[a + 8])
   local job = redis.call('HMGET', job_key, 'state', 'attempts', 'max_attempts', 'seq', 'settled_attempt',
-    'receipt_digest', 'throttled', 'throttle_key')
+    'receipt_digest', 'throttled', 'throttle_key', 'unsent', 'run_at_ms', 'cost', 'lease_deadline_ms',
+    'lease_timeout_ms')
   local state = job[1]
   if not state then
     out[#out + 1] = 'missing'
@@ -40,9 +42,15 @@ for i = FIRST_JOB_KEY, #KEYS do
     if outcome == 'success' then
       if result ~= '' then redis.call('HSET', job_key, 'result', result) end
       out[#out + 1] = finish(job_key, suffix, 'succeeded', now, succeeded_retention_ms)
+    elseif outcome == 'unsent' then
+      out[#out + 1] = return_unsent(job_key, suffix, {
+        attempt = attempt, seq = job[4], unsent = job[9], throttle_key = job[8], run_at_ms = job[10], cost = job[11],
+        claimed_ms = (tonumber(job[12]) or now) - (tonumber(job[13]) or 0),
+      }, now)
     else
       out[#out + 1] = fail_attempt(job_key, suffix, {
-        attempt = attempt, max_attempts = job[3], seq = job[4], throttled = job[7], throttle_key = job[8],
+        attempt = attempt, max_attempts = job[3], seq = job[4], throttled = job[7], unsent = job[9],
+        throttle_key = job[8],
       }, error_text, outcome == 'permanent', retry_after_ms, now)
     end
   end

@@ -179,3 +179,12 @@ def test_signing_keys_and_api_tokens_come_from_the_file_and_the_environment():
 def test_signing_keys_must_be_a_list_of_strings(value):
     with pytest.raises(ConfigError, match="redisq.toml: signing_keys: must be a list of non-empty strings"):
         parse_config({"signing_keys": value}, "redisq.toml")
+
+
+def test_send_window_defaults_to_a_quarter_second_and_refuses_what_is_not_a_window():
+    assert parse("").send_window_s == 0.25
+    assert parse("send_window = 0.5").send_window_s == 0.5
+    for bad, message in (("0", "must be a number > 0"), ("-1", "must be a number > 0"), ('"x"', "must be a number"),
+                         ("61", "must be at most 60 seconds")):
+        with pytest.raises(ConfigError, match=f"cfg.toml: send_window: {message}"):
+            parse(f"send_window = {bad}")

@@ -63,7 +63,8 @@ end
 -- retryAfter) it is back-pressure: the key pauses, the job runs again then, and the
 -- attempt is not counted. Otherwise it is retried after its backoff, or dead when it
 -- was permanent or the last one allowed.
--- job = {attempt, max_attempts, seq, throttled (back-pressure retries so far), throttle_key}
+-- job = {attempt, max_attempts, seq, throttled (back-pressure retries so far), unsent
+-- (attempts returned unsent so far), throttle_key}
 local function fail_attempt(job_key, suffix, job, error_text, permanent, retry_after_ms, now)
   redis.call('HSET', job_key, 'last_error', error_text)
   local throttle_key = job.throttle_key or ''
@@ -74,9 +75,55 @@ local function fail_attempt(job_key, suffix, job, error_text, permanent, retry_a
     pause_until(throttle_key, run_at, now)
     return retry_at(job_key, suffix, job.seq, throttle_key, run_at)
   end
-  local failures = tonumber(job.attempt) - throttled
+  local failures = tonumber(job.attempt) - throttled - (tonumber(job.unsent) or 0)
   if permanent or failures >= tonumber(job.max_attempts) then
     return finish(job_key, suffix, 'dead', now, dead_retention_ms)
   end
   return retry_at(job_key, suffix, job.seq, throttle_key, now + backoff_ms(failures))
+end
+
+-- Tokens given back by return_unsent, per bucket, in this script call. While a claimed job
+-- is out, its bucket refills as if the token were spent; had it not been claimed, a full
+-- bucket would have lost that refill to its cap. So a refund forfeits, once per bucket and
+-- call, the refill of the longest time a returned job was out (rate x that time): never
+-- more tokens than the job's absence left room for.
+local refunds = {}  -- bucket key -> {due = tokens to forfeit, forfeited = tokens forfeited so far}
+
+local function refund_tokens(bucket_key, rate, burst, cost, out_ms, now)
+  local r = refunds[bucket_key]
+  if r == nil then r = {due = 0, forfeited = 0} refunds[bucket_key] = r end
+  r.due = math.max(r.due, out_ms * rate / 1000)
+  cost = math.min(cost, burst)
+  local give = math.max(0, cost - (r.due - r.forfeited))
+  r.forfeited = r.forfeited + (cost - give)
+  local bucket = redis.call('HMGET', bucket_key, 'tokens', 'updated_ms')
+  if not bucket[1] or give <= 0 then return end  -- a missing bucket is full: nothing to give back
+  local tokens = math.min(burst, bucket_level(bucket[1], bucket[2], rate, burst, now) + give)
+  redis.call('HSET', bucket_key, 'tokens', string.format('%.6f', tokens), 'updated_ms', now)
+end
+
+-- A claimed job that its coordinator did not send, because it could not within
+-- send_window of the claim: it goes back to its queue at its run time, as if it had not
+-- been claimed, and the tokens its claim took are given back (less the forfeit above).
+-- Its attempt number stays taken (receipts stay bound to attempts) but is not counted as
+-- a failure.
+-- job = {attempt, seq, unsent (so far), throttle_key, run_at_ms, cost, claimed_ms}
+local function return_unsent(job_key, suffix, job, now)
+  local throttle_key = job.throttle_key or ''
+  local state = 'scheduled'
+  if tonumber(job.attempt) - (tonumber(job.unsent) or 0) > 1 then state = 'retrying' end
+  redis.call('HSET', job_key, 'state', state, 'unsent', (tonumber(job.unsent) or 0) + 1)
+  push_job(queue, throttle_key, job.seq, suffix, math.min(tonumber(job.run_at_ms) or now, now))
+  count(queue, 'queued', 1)
+  if state == 'retrying' then count(queue, 'retrying', 1) end
+  local limits = read_limits(queue)
+  local cost = tonumber(job.cost) or 1
+  local out_ms = math.max(0, now - (tonumber(job.claimed_ms) or now))
+  if limits.rate then
+    refund_tokens(queue.key_bucket_prefix .. throttle_key, limits.rate, limits.burst, cost, out_ms, now)
+  end
+  if limits.total_rate then
+    refund_tokens(worker_bucket_key, limits.total_rate, limits.total_burst, cost, out_ms, now)
+  end
+  return 'returned'
 end

@@ -78,6 +78,9 @@ class Config:
     max_in_flight: int = 1024
     claim_batch: int = 256
     http_client: str = "aiohttp"
+    # A throttled job leaves at most this long after its claim (measured up to the moment
+    # its bytes are written), or is returned unsent with its tokens (README, Throttling).
+    send_window_s: float = 0.25
     workers: Mapping[str, WorkerConfig] = field(default_factory=dict)
     signing_keys: tuple[str, ...] = ()  # the first signs dispatches, all verify; () = sign with secret
     api_tokens: tuple[str, ...] = ()  # () = the API is open
@@ -150,6 +153,7 @@ class _Reader:
         return value
 
 
+MAX_SEND_WINDOW_S = 60.0
 REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
@@ -215,7 +219,7 @@ def parse_worker(source: str, name: str, table: Mapping[str, Any]) -> WorkerConf
 
 TOP_LEVEL_KEYS = {
     "redis_url", "public_url", "secret", "host", "port", "max_body_bytes",
-    "shutdown_grace", "max_in_flight", "claim_batch", "http_client", "workers",
+    "shutdown_grace", "max_in_flight", "claim_batch", "http_client", "send_window", "workers",
     "signing_keys", "api_tokens",
 }
 
@@ -241,6 +245,9 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
     if http_client not in ("aiohttp", "httpx"):
         raise _fail(source, "http_client", f"must be 'aiohttp' or 'httpx', got {http_client!r}")
     workers = {name: parse_worker(source, name, table) for name, table in r.table_of("workers").items()}
+    send_window_s = r.number("send_window", 0.25) or 0.25
+    if send_window_s > MAX_SEND_WINDOW_S:
+        raise _fail(source, "send_window", f"must be at most {MAX_SEND_WINDOW_S:g} seconds, got {send_window_s!r}")
     return Config(
         redis_url=check_redis_url(source, "redis_url", r.text("redis_url", None)),
         public_url=(_url(source, "public_url", r.text("public_url", None)) or "").rstrip("/") or None,
@@ -252,6 +259,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
         max_in_flight=r.integer("max_in_flight", 1024) or 1024,
         claim_batch=r.integer("claim_batch", 256) or 256,
         http_client=http_client,
+        send_window_s=send_window_s,
         workers=workers,
         signing_keys=parse_text_list(source, "signing_keys", data.get("signing_keys")),
         api_tokens=parse_text_list(source, "api_tokens", data.get("api_tokens")),

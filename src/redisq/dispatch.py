@@ -25,8 +25,8 @@ from redis import exceptions as redis_errors
 from .config import Config, WorkerConfig
 from .keys import WAKE_CHANNEL
 from .security import receipt_token, signed_headers
-from .store import REDIS_OUTAGE_ERRORS, ClaimedJob, Receipt, Store
-from .transport import Response, Transport, TransportError
+from .store import REDIS_OUTAGE_ERRORS, Claim, ClaimedJob, HoldBack, Receipt, Store
+from .transport import NotSentError, Response, SendWindow, Transport, TransportError
 
 log = logging.getLogger("redisq.dispatch")
 
@@ -37,8 +37,10 @@ ERROR_BODY_CHARS = 300
 RESULT_MAX_BYTES = 16 * 1024
 JSON_HEADERS = {"Content-Type": "application/json"}
 MAX_RETRY_AFTER_S = 86400.0
+HOLD_BACK_MIN_MS = 1  # a throttled job written at least this late after its claim holds its key back
 
 # observer(event, job_id, attempt, detail): "dispatched", "accepted" (202), "settled"
+# ("settled" with "returned (...)" for a throttled job that was not sent within send_window)
 Observer = Callable[[str, str, int, str], None]
 
 
@@ -127,6 +129,68 @@ class OutageBackoff:
         self.delay_s = 0.0
 
 
+class ClaimLateness:
+    """How late one claim's throttled jobs are written, and what to tell Redis about it.
+
+    Lateness is measured from just before the claim was sent to Redis, so it is never less
+    than the real delay after the claim on the Redis clock. A bucket that was short of full
+    at the claim loses nothing to a lateness below that slack (a key served at its pace);
+    beyond it, each report carries the slack, the cost the claim drew and the lateness
+    reported before, so Redis takes back only the rest (``lua/hold_back.lua``)."""
+
+    def __init__(self, claim: Claim, started: float):
+        self.started = started
+        self.total_slack_ms = claim.total_slack_ms
+        self.key_slack_ms: dict[str, float] = {}
+        self.key_costs: dict[str, float] = defaultdict(float)
+        for job in claim.jobs:
+            if job.key_slack_ms is not None:
+                self.key_slack_ms[job.throttle_key] = job.key_slack_ms
+                self.key_costs[job.throttle_key] += job.cost
+        self.total_cost = sum(job.cost for job in claim.jobs)
+        self.reported_ms: dict[tuple[str, str], int] = {}
+
+    def written(self, job: ClaimedJob, at: float) -> list[HoldBack]:
+        late_ms = math.ceil((at - self.started) * 1000)
+        reports = []
+        if job.throttle_key in self.key_slack_ms:
+            reports.append(self._report("key", job.throttle_key, self.key_slack_ms[job.throttle_key],
+                                        self.key_costs[job.throttle_key], late_ms))
+        if self.total_slack_ms is not None:
+            reports.append(self._report("worker", "", self.total_slack_ms, self.total_cost, late_ms))
+        return [r for r in reports if r is not None]
+
+    def _report(self, bucket: str, throttle_key: str, slack_ms: float, cost: float, late_ms: int) -> HoldBack | None:
+        reported_ms = self.reported_ms.get((bucket, throttle_key), 0)
+        if late_ms <= slack_ms or late_ms < reported_ms + HOLD_BACK_MIN_MS:
+            return None
+        self.reported_ms[(bucket, throttle_key)] = late_ms
+        return HoldBack(bucket, throttle_key, slack_ms, cost, max(reported_ms, math.floor(slack_ms)), late_ms)
+
+
+class UnsentWarning:
+    """Logs, at most once a minute per worker, how many throttled jobs this coordinator
+    could not send within send_window of their claim (they went back to their queues)."""
+
+    INTERVAL_S = 60.0
+
+    def __init__(self, send_window_s: float):
+        self.send_window_s = send_window_s
+        self._count: dict[str, int] = defaultdict(int)
+        self._logged_at: dict[str, float] = {}
+
+    def note(self, worker_name: str, returned: int) -> None:
+        self._count[worker_name] += returned
+        now = time.monotonic()
+        if now - self._logged_at.get(worker_name, -self.INTERVAL_S) < self.INTERVAL_S:
+            return
+        log.warning("%s: %d throttled jobs could not be sent within send_window (%g s) of their claim and went "
+                    "back to their queues with their tokens (this coordinator is short of CPU, or send_window is "
+                    "too small for its bursts)", worker_name, self._count[worker_name], self.send_window_s)
+        self._count[worker_name] = 0
+        self._logged_at[worker_name] = now
+
+
 class Dispatcher:
     def __init__(self, store: Store, config: Config, transport: Transport, secret: bytes,
                  observer: Observer | None = None, on_lease: Callable[[str, int], None] | None = None,
@@ -143,6 +207,7 @@ class Dispatcher:
         self._wake: dict[str, asyncio.Event] = {name: asyncio.Event() for name in config.workers}
         self._settle_ready: dict[str, asyncio.Event] = {name: asyncio.Event() for name in config.workers}
         self._settle_buffer: dict[str, list[Receipt]] = defaultdict(list)
+        self._hold_backs: dict[str, list[HoldBack]] = defaultdict(list)  # reports not yet sent
         # Whether the worker's live limits cap its concurrency (the last claim says): a
         # settle then frees a slot that claim loops here and elsewhere may be waiting for.
         self._capped: dict[str, bool] = {name: w.concurrency is not None for name, w in config.workers.items()}
@@ -153,6 +218,7 @@ class Dispatcher:
         self._stopping = False  # no more claims
         self._closing = False  # no more settling by the flushers (stop() settles the rest)
         self._receipt_url_json_prefix = json.dumps(f"{config.base_url}/job/")[:-1]  # without the closing quote
+        self._unsent_warning = UnsentWarning(config.send_window_s)
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -221,6 +287,9 @@ class Dispatcher:
             reserved = min(batch, free)
             self.in_flight += reserved
             wake.clear()
+            # Before the claim runs on the Redis clock: a send measured from here is never
+            # later after the claim than it seems.
+            claim_started = time.monotonic()
             try:
                 claim = await self.store.claim(worker, reserved)
                 backoff.succeeded()
@@ -230,8 +299,9 @@ class Dispatcher:
                 continue
             self._release(reserved - len(claim.jobs))
             self._capped[worker.name] = claim.capped
+            lateness = ClaimLateness(claim, claim_started) if claim.rated and claim.jobs else None
             for job in claim.jobs:
-                self._start_call(worker, job)
+                self._start_call(worker, job, self._send_window(worker, job, lateness))
             if claim.jobs and self.on_lease:
                 self.on_lease(worker.name, min(job.timeout_ms for job in claim.jobs))
             if claim.wait_ms == 0:
@@ -273,9 +343,23 @@ class Dispatcher:
                     pass
 
     # -- calling workers ---------------------------------------------------------------------
-    def _start_call(self, worker: WorkerConfig, job: ClaimedJob) -> None:
+    def _send_window(self, worker: WorkerConfig, job: ClaimedJob, lateness: "ClaimLateness | None") -> SendWindow | None:
+        """A throttled job must be written within send_window of its claim, else it is
+        returned unsent; written late, it holds its buckets back (``ClaimLateness``)."""
+        if lateness is None:
+            return None
+
+        def written(at: float) -> None:
+            reports = lateness.written(job, at)
+            if reports:
+                self._hold_backs[worker.name].extend(reports)
+                self._settle_ready[worker.name].set()
+
+        return SendWindow(lateness.started + self.config.send_window_s, written)
+
+    def _start_call(self, worker: WorkerConfig, job: ClaimedJob, window: SendWindow | None = None) -> None:
         """Start one call; its in-flight slot was reserved before the claim."""
-        task = asyncio.create_task(self._call(worker, job))
+        task = asyncio.create_task(self._call(worker, job, window))
         self._calls.add(task)
         task.add_done_callback(self._calls.discard)
 
@@ -293,15 +377,18 @@ class Dispatcher:
         """Content type and the signature headers (``security.signed_headers``)."""
         return {**JSON_HEADERS, **signed_headers(self.signing_key, body)}
 
-    async def _call(self, worker: WorkerConfig, job: ClaimedJob) -> None:
+    async def _call(self, worker: WorkerConfig, job: ClaimedJob, window: SendWindow | None = None) -> None:
         receipt: Receipt | None
         try:
             if self.observer:
                 self.observer("dispatched", job.id, job.attempt, worker.url)
             try:
                 body = self.dispatch_body(job)
-                resp = await self.transport.post(worker.url, body, self.request_headers(body), job.timeout_ms / 1000)
+                resp = await self.transport.post(worker.url, body, self.request_headers(body), job.timeout_ms / 1000,
+                                                 window=window)
                 receipt = receipt_from_response(job, resp)
+            except NotSentError as e:
+                receipt = Receipt(job.suffix, job.attempt, "unsent", error=str(e), seq=job.seq)
             except TransportError as e:
                 receipt = Receipt(job.suffix, job.attempt, "failure", error=str(e), seq=job.seq)
             except Exception as e:  # never lose the attempt to a bug: it fails and is retried
@@ -334,6 +421,16 @@ class Dispatcher:
                 await backoff.failed(e)
 
     async def _flush_all(self, worker: WorkerConfig) -> None:
+        reports = self._hold_backs[worker.name]
+        if reports:  # first: the key's next claim may be near
+            batch = reports[:]
+            reports.clear()
+            try:
+                await self.store.hold_back(worker, batch)
+            except BaseException:
+                # Sent again later: taking back twice only slows the key, never speeds it up.
+                reports[0:0] = batch
+                raise
         buffer = self._settle_buffer[worker.name]
         while buffer:
             batch = buffer[:SETTLE_BATCH]
@@ -350,6 +447,9 @@ class Dispatcher:
         stale = words.count("stale")
         if stale:
             log.info("%s: %d responses answered attempts that had already ended (lease expired or job reaped)", worker.name, stale)
+        returned = words.count("returned")
+        if returned:
+            self._unsent_warning.note(worker.name, returned)
         if self.observer:
             for receipt, word in zip(batch, words):
                 self.observer("settled", f"{worker.name}:{receipt.suffix}", receipt.attempt,
@@ -359,7 +459,7 @@ class Dispatcher:
         """A settle may free a concurrency slot or schedule a retry sooner than the claim loop
         planned to look: wake it here, and, for a capped worker, the other coordinators."""
         capped = self._capped.get(worker_name, False)
-        if "retrying" in words or capped:
+        if "retrying" in words or "returned" in words or capped:
             self.wake(worker_name)
         if capped:
             task = asyncio.create_task(self._publish_wake(worker_name))

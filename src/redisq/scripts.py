@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 SCRIPT_NAMES = ("enqueue", "claim", "settle", "reap", "cancel", "purge", "set_limits", "worker_state",
-                "heartbeat")
+                "heartbeat", "hold_back")
 INCLUDE_RE = re.compile(r"^--!include (\w+)$", re.MULTILINE)
 
 
@@ -47,3 +47,4 @@ class Scripts:
         self.set_limits = redis.register_script(script_source("set_limits"))
         self.worker_state = redis.register_script(script_source("worker_state"))
         self.heartbeat = redis.register_script(script_source("heartbeat"))
+        self.hold_back = redis.register_script(script_source("hold_back"))

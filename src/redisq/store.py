@@ -48,6 +48,9 @@ class ClaimedJob:
     timeout_ms: int
     args_json: str
     seq: int = 0  # the enqueue sequence: tells this job from a later one with the same id
+    throttle_key: str = ""
+    cost: float = 1.0
+    key_slack_ms: float | None = None  # how long its key's bucket would have taken to fill at the claim; None = no rate
 
     @property
     def id(self) -> str:
@@ -59,6 +62,21 @@ class Claim:
     jobs: list[ClaimedJob]
     wait_ms: int  # 0 more due now, > 0 next due in ms, -1 nothing scheduled, -2 all slots taken, -3 paused
     capped: bool = False  # the worker has a concurrency cap: a settle frees a slot
+    rated: bool = False  # the worker has a rate: its jobs must leave within send_window or be returned unsent
+    total_slack_ms: float | None = None  # the same for the worker-wide bucket; None = no total_rate
+
+
+@dataclass(frozen=True)
+class HoldBack:
+    """One claim's jobs of a bucket were written ``late_ms`` after it (``lua/hold_back.lua``):
+    ``bucket`` is "key" (``throttle_key``'s) or "worker" (the worker-wide one)."""
+
+    bucket: str
+    throttle_key: str
+    slack_ms: float  # how long the bucket would have taken to fill up at the claim
+    cost: float  # what the claim drew from it
+    reported_ms: int  # the lateness already reported for this claim's bucket
+    late_ms: int
 
 
 @dataclass(frozen=True)
@@ -98,7 +116,7 @@ class Receipt:
 
     suffix: str
     attempt: int
-    outcome: str  # "success" | "failure" | "permanent"
+    outcome: str  # "success" | "failure" | "permanent" | "unsent" (never sent: see lua/settle.lua)
     error: str = ""
     result_json: str = ""
     retry_after_ms: int = -1
@@ -115,6 +133,11 @@ ACCEPTED = frozenset({"succeeded", "retrying", "dead"})
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _number(value: Any) -> float | None:
+    text = _text(value)
+    return float(text) if text else None
 
 
 def _fields(flat: Sequence[Any]) -> dict[str, str]:
@@ -242,10 +265,20 @@ class Store:
             args=[*keys.queue_args, keys.job_prefix, most],
         )
         jobs = [
-            ClaimedJob(worker.name, _text(out[i]), int(out[i + 1]), int(out[i + 2]), _text(out[i + 3]), int(out[i + 4]))
-            for i in range(2, len(out), 5)
+            ClaimedJob(worker.name, _text(out[i]), int(out[i + 1]), int(out[i + 2]), _text(out[i + 3]), int(out[i + 4]),
+                       throttle_key=_text(out[i + 5]), cost=float(_text(out[i + 6])), key_slack_ms=_number(out[i + 7]))
+            for i in range(4, len(out), 8)
         ]
-        return Claim(jobs, int(out[0]), bool(int(out[1])))
+        return Claim(jobs, int(out[0]), bool(int(out[1])), bool(int(out[2])), _number(out[3]))
+
+    async def hold_back(self, worker: WorkerConfig, reports: Sequence[HoldBack]) -> int:
+        """Hold throttle keys back for jobs written late after their claim (``lua/hold_back.lua``);
+        returns how many buckets changed."""
+        keys = self.keys(worker.name)
+        args: list[Any] = list(keys.queue_args)
+        for r in reports:
+            args += [r.bucket, r.throttle_key, number_text(r.slack_ms), number_text(r.cost), r.reported_ms, r.late_ms]
+        return int(await self.scripts.hold_back(keys=[*keys.queue_keys, keys.bucket], args=args))
 
     async def settle(self, worker: WorkerConfig, receipts: Sequence[Receipt]) -> list[str]:
         """End attempts; one word per receipt (see ``lua/settle.lua``)."""

@@ -4,12 +4,20 @@ The client was chosen by measurement (``python -m bench``): aiohttp's keeps thou
 requests in flight at a flat cost per request, where httpx's pool does work that grows
 with the number of waiting requests. ``HttpxTransport`` stays as an alternative
 (``http_client = "httpx"``), and ``MockTransport`` lets tests replace the network.
+
+A call may carry a ``SendWindow``: a throttled job must leave within the coordinator's
+``send_window`` of its claim, or not at all (``NotSentError``; its job goes back to its
+queue with its tokens), and the dispatcher is told when it is written (a late one holds
+its key back). The aiohttp transport looks at the last moment before the request is
+written (a trace hook that aiohttp awaits just before the write, after the connection is
+set up); httpx and the mock look when the call starts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping, Protocol
 
@@ -28,8 +36,41 @@ class TransportError(Exception):
     """No response: the connection failed or the timeout passed. The message says which."""
 
 
+class NotSentError(TransportError):
+    """The call's ``SendWindow`` passed before its first byte was written: nothing was sent."""
+
+
+class SendWindow:
+    """A throttled call's deadline for its first byte (``time.monotonic()`` s), and whom to
+    tell the moment it is written."""
+
+    __slots__ = ("send_by", "on_written", "written_at")
+
+    def __init__(self, send_by: float, on_written: Callable[[float], None] | None = None):
+        self.send_by = send_by
+        self.on_written = on_written
+        self.written_at: float | None = None
+
+    def check(self) -> float:
+        """Now, or NotSentError when the deadline has passed."""
+        now = time.monotonic()
+        if now > self.send_by:
+            raise NotSentError(f"not sent: its send window had passed {(now - self.send_by) * 1000:.0f} ms "
+                               "before it could be written")
+        return now
+
+    def written(self) -> None:
+        """Called just before the first byte is written: checks, then tells (once)."""
+        if self.written_at is not None:
+            return
+        now = self.written_at = self.check()
+        if self.on_written is not None:
+            self.on_written(now)
+
+
 class Transport(Protocol):
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float) -> Response: ...
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float,
+                   window: SendWindow | None = None) -> Response: ...
 
     async def close(self) -> None: ...
 
@@ -40,6 +81,7 @@ class AiohttpTransport:
 
         self._aiohttp = aiohttp
         self._session: Any = None
+        self._paced_session: Any = None  # for calls with a SendWindow: it has the trace hook
         self._max_connections = max_connections
         self._timeouts: dict[float, Any] = {}  # one ClientTimeout per distinct job timeout
 
@@ -51,18 +93,35 @@ class AiohttpTransport:
             timeout = self._timeouts[timeout_s] = self._aiohttp.ClientTimeout(total=timeout_s)
         return timeout
 
-    def _get_session(self) -> Any:
-        if self._session is None:
-            aiohttp = self._aiohttp
-            connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
-        return self._session
-
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float) -> Response:
+    def _new_session(self, trace_configs: list[Any]) -> Any:
         aiohttp = self._aiohttp
+        connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300)
+        return aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",), trace_configs=trace_configs)
+
+    def _get_session(self, paced: bool) -> Any:
+        if not paced:
+            if self._session is None:
+                self._session = self._new_session([])
+            return self._session
+        if self._paced_session is None:
+            # aiohttp awaits on_request_chunk_sent just before it writes the body (with the
+            # headers it holds back until then); raising there sends nothing.
+            trace = self._aiohttp.TraceConfig()
+            trace.on_request_chunk_sent.append(_before_write)
+            self._paced_session = self._new_session([trace])
+        return self._paced_session
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float,
+                   window: SendWindow | None = None) -> Response:
+        aiohttp = self._aiohttp
+        options: dict[str, Any] = {}
+        if window is not None:
+            window.check()  # too late already: no connection is taken
+            options["trace_request_ctx"] = window
         try:
-            async with self._get_session().post(url, data=body, headers=headers, timeout=self._timeout(timeout_s),
-                                                allow_redirects=False) as resp:
+            async with self._get_session(window is not None).post(
+                    url, data=body, headers=headers, timeout=self._timeout(timeout_s), allow_redirects=False,
+                    **options) as resp:
                 data = await resp.content.read(MAX_RESPONSE_BYTES + 1)
                 return Response(
                     status=resp.status,
@@ -73,12 +132,21 @@ class AiohttpTransport:
         except asyncio.TimeoutError:
             raise TransportError(f"timed out after {timeout_s:g} s") from None
         except aiohttp.ClientError as e:
+            if isinstance(e.__cause__, NotSentError):
+                raise e.__cause__ from None
             raise TransportError(f"{type(e).__name__}: {e}") from None
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._paced_session):
+            if session is not None:
+                await session.close()
+        self._session = self._paced_session = None
+
+
+async def _before_write(session: Any, context: Any, params: Any) -> None:
+    window = context.trace_request_ctx
+    if isinstance(window, SendWindow):
+        window.written()
 
 
 class HttpxTransport:
@@ -88,8 +156,11 @@ class HttpxTransport:
         self._httpx = httpx
         self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections))
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float) -> Response:
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float,
+                   window: SendWindow | None = None) -> Response:
         httpx = self._httpx
+        if window is not None:
+            window.written()
         try:
             resp = await self._client.post(url, content=body, headers=dict(headers), timeout=timeout_s)
         except httpx.TimeoutException:
@@ -118,7 +189,10 @@ class MockTransport:
     def __init__(self, handler: Handler):
         self.handler = handler
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float) -> Response:
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float,
+                   window: SendWindow | None = None) -> Response:
+        if window is not None:
+            window.written()
         result = self.handler(url, body, headers)
         if inspect.isawaitable(result):
             try:

@@ -1,0 +1,60 @@
+-- hold_back: throttled jobs were written later than the claim that drew their tokens. Had
+-- the claim been made when they were written, a bucket that was full (or nearly) at the
+-- claim would have lost the refill of that time to its cap; take that refill back now, so
+-- that the key's next calls leave no closer to the late ones than the tokens allow.
+-- KEYS: the queue's keys (WorkerKeys.queue_keys), then the worker bucket hash
+-- ARGV: the queue's args (WorkerKeys.queue_args), then 6 per report: 'key' or 'worker',
+--   throttle key, the bucket's slack at the claim (claim.lua's key_slack_ms or
+--   total_slack_ms: how long it would have taken to fill up), the cost the claim drew from
+--   it, the lateness (ms after the claim) already reported for this claim, the lateness now
+-- Returns the number of buckets held back.
+-- A report carries what it needs, so reports of several claims of one key may come in any
+-- order; each takes back only what its claim's lateness adds beyond the earlier reports.
+--!include common
+--!include jobs
+local queue, next_key, next_arg = queue_from(1, 1)
+local worker_bucket_key = KEYS[next_key]
+local limits = read_limits(queue)
+local now = server_now_ms()
+
+-- The refill a draw of `cost` loses to the bucket's cap when it is made `late_ms` later
+-- than a claim that found the bucket `slack_ms` short of full.
+local function lost_refill(slack_ms, cost, late_ms, rate)
+  return math.min(cost, math.max(0, (late_ms - slack_ms) * rate / 1000))
+end
+
+-- Take `take` tokens from a bucket now; returns its new level.
+local function take_tokens(bucket_key, take, rate, burst)
+  local b = redis.call('HMGET', bucket_key, 'tokens', 'updated_ms')
+  local tokens = bucket_level(b[1], b[2], rate, burst, now) - take
+  redis.call('HSET', bucket_key, 'tokens', string.format('%.6f', tokens), 'updated_ms', now)
+  return tokens
+end
+
+local held = 0
+for a = next_arg, #ARGV, 6 do
+  local kind, throttle_key = ARGV[a], ARGV[a + 1]
+  local slack_ms, cost = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local reported_ms, late_ms = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+  if kind == 'key' and limits.rate then
+    local take = lost_refill(slack_ms, cost, late_ms, limits.rate) - lost_refill(slack_ms, cost, reported_ms, limits.rate)
+    if take > 0 then
+      held = held + 1
+      local tokens = take_tokens(queue.key_bucket_prefix .. throttle_key, take, limits.rate, limits.burst)
+      -- A key waiting for its next token waits as much longer.
+      local ready_ms = tonumber(redis.call('ZSCORE', queue.throttle_keys, throttle_key))
+      if ready_ms ~= nil and tokens + 1e-9 < 1 then
+        local next_token_ms = now + math.ceil((1 - tokens) * 1000 / limits.rate)
+        if ready_ms < next_token_ms then redis.call('ZADD', queue.throttle_keys, next_token_ms, throttle_key) end
+      end
+    end
+  elseif kind == 'worker' and limits.total_rate then
+    local take = lost_refill(slack_ms, cost, late_ms, limits.total_rate)
+      - lost_refill(slack_ms, cost, reported_ms, limits.total_rate)
+    if take > 0 then
+      held = held + 1
+      take_tokens(worker_bucket_key, take, limits.total_rate, limits.total_burst)
+    end
+  end
+end
+return held

@@ -1,0 +1,252 @@
+"""Throttled calls leave no closer together than their tokens allow, however late the
+coordinator writes them after their claim (README, "Throttling: what is guaranteed").
+
+The transport here stands in for a coordinator that is short of CPU: it waits a random
+0-``max_delay_s`` between the claim and the write of each call. A call whose write comes
+after the send window is not sent (``NotSentError``: it goes back to its queue with its
+tokens, and is not an attempt); a call written late holds its key back. What is asserted
+is what the API behind the worker would see: the times the calls were written, checked
+against the token bucket itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from typing import Any, AsyncIterator, Mapping
+
+import pytest
+from aiohttp import web
+
+from redisq.config import Backoff, Config, WorkerConfig
+from redisq.coordinator import Coordinator
+from redisq.model import JobState, parse_enqueue
+from redisq.store import HoldBack, Receipt, Store
+from redisq.transport import AiohttpTransport, NotSentError, Response, SendWindow
+
+SECRET = "pacing-test-secret"
+
+
+class SlowWriter:
+    """A transport that writes each call after a seeded random delay; records the writes."""
+
+    def __init__(self, max_delay_s: float, seed: int = 7):
+        self.max_delay_s = max_delay_s
+        self.random = random.Random(seed)
+        self.written: list[tuple[float, str, int]] = []  # (time.time(), job id, attempt)
+        self.unsent = 0
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float,
+                   window: SendWindow | None = None) -> Response:
+        await asyncio.sleep(self.random.random() * self.max_delay_s)
+        assert window is not None, "a throttled worker's calls carry a send window"
+        try:
+            window.written()
+        except Exception:
+            self.unsent += 1
+            raise
+        call = json.loads(body)
+        self.written.append((time.time(), call["jobId"], call["attempt"]))
+        return Response(200, b"{}")
+
+    async def close(self) -> None:
+        return None
+
+
+def overflow(times: list[float], rate: float, burst: float, slack_s: float) -> list[tuple[int, int, float]]:
+    """Windows of calls that hold more than the bucket allows: (first, last, span s)."""
+    times = sorted(times)
+    bad = []
+    for i in range(len(times)):
+        for j in range(i + burst_int(burst), len(times)):
+            span = times[j] - times[i]
+            if j - i + 1 > burst + rate * (span + slack_s) + 1e-9:
+                bad.append((i, j, span))
+    return bad
+
+
+def burst_int(burst: float) -> int:
+    return max(1, int(burst))
+
+
+@contextlib.asynccontextmanager
+async def running(redis: Any, transport: SlowWriter, worker: WorkerConfig, send_window_s: float) -> AsyncIterator[Coordinator]:
+    config = Config(secret=SECRET, shutdown_grace_s=0.5, send_window_s=send_window_s, workers={worker.name: worker})
+    coordinator = Coordinator(config, redis=redis, transport=transport)
+    await coordinator.start()
+    try:
+        yield coordinator
+    finally:
+        await coordinator.stop()
+
+
+async def run_jobs(redis: Any, transport: SlowWriter, worker: WorkerConfig, count: int, send_window_s: float,
+                   throttle_key: str = "shop-a") -> list[dict[str, Any]]:
+    async with running(redis, transport, worker, send_window_s) as coordinator:
+        requests = [parse_enqueue({"worker": worker.name, "throttleKey": throttle_key, "args": {"n": n}},
+                                  {worker.name: worker}) for n in range(count)]
+        results, wake = await coordinator.store.enqueue_many(requests)
+        await coordinator.enqueued(wake)
+        deadline = time.monotonic() + 30
+        while len(transport.written) < count:
+            assert time.monotonic() < deadline, f"{len(transport.written)} of {count} written within 30 s"
+            await asyncio.sleep(0.02)
+        return [(await coordinator.store.get(job.id)).to_json() for job, _ in results]
+
+
+async def test_calls_written_late_or_not_at_all_still_keep_to_the_bucket(engine_redis):
+    rate, burst, count = 20.0, 10, 50  # a burst of 10, then 40 at 20/s: 2 s
+    worker = WorkerConfig(name="shopify", url="http://shopify.test/", rate=rate, burst=burst, timeout_s=5)
+    transport = SlowWriter(max_delay_s=0.08)
+    jobs = await run_jobs(engine_redis, transport, worker, count, send_window_s=0.05)
+    assert transport.unsent > 0, "some calls should have missed the 50 ms window"
+    times = [t for t, _, _ in transport.written]
+    # The writes keep to the bucket within the send window: the window is what a call may
+    # be late by without holding its key back by as much.
+    assert overflow(times, rate, burst, slack_s=0.05) == []
+    # Every job ran once; a call that was not sent was not counted as a failed attempt.
+    assert sorted(job_id for _, job_id, _ in transport.written) == sorted(job["id"] for job in jobs)
+    assert all(job["state"] == "succeeded" for job in jobs), [job["state"] for job in jobs]
+
+
+async def test_a_late_burst_holds_the_keys_next_calls_back_by_its_lateness(engine_redis):
+    # Every call is written 40-60 ms after its claim (within the 200 ms window): the first
+    # burst leaves late, and the next token must come a token interval after it, not after
+    # the claim.
+    rate, burst, count = 5.0, 10, 15
+    worker = WorkerConfig(name="shopify", url="http://shopify.test/", rate=rate, burst=burst, timeout_s=5)
+
+    class Late(SlowWriter):
+        async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float,
+                       window: SendWindow | None = None) -> Response:
+            await asyncio.sleep(0.04 + self.random.random() * 0.02)
+            return await super().post(url, body, headers, timeout_s, window)
+
+    transport = Late(max_delay_s=0.0)
+    await run_jobs(engine_redis, transport, worker, count, send_window_s=0.2)
+    assert transport.unsent == 0
+    times = sorted(t for t, _, _ in transport.written)
+    assert overflow(times, rate, burst, slack_s=0.005) == [], [round(t - times[0], 3) for t in times]
+    first_paced_gap = times[burst] - times[burst - 1]
+    assert first_paced_gap >= 1 / rate - 0.025, [round(t - times[0], 3) for t in times]
+
+
+# -- the engine: a job returned unsent, and a hold-back ----------------------------------------
+
+
+def shopify_worker(**settings: Any) -> WorkerConfig:
+    settings.setdefault("rate", 2.0)
+    settings.setdefault("burst", 10)
+    return WorkerConfig(name="shopify", url="http://shopify.test/", **settings)
+
+
+async def enqueued_store(redis: Any, worker: WorkerConfig, count: int, throttle_key: str = "shop-a") -> Store:
+    store = Store(redis, Config(workers={worker.name: worker}))
+    await store.enqueue_many([parse_enqueue({"worker": worker.name, "throttleKey": throttle_key, "args": {"n": n}},
+                                            {worker.name: worker}) for n in range(count)])
+    return store
+
+
+async def test_a_job_returned_unsent_is_waiting_again_with_its_tokens_and_no_failure(engine_redis):
+    w = shopify_worker(max_attempts=1)
+    store = await enqueued_store(engine_redis, w, 12)
+    first = await store.claim(w, 100)
+    assert len(first.jobs) == 10 and first.rated
+    unsent = [Receipt(j.suffix, j.attempt, "unsent", error="not sent", seq=j.seq) for j in first.jobs[:4]]
+    assert await store.settle(w, unsent) == ["returned"] * 4
+    assert await store.settle(w, unsent) == ["duplicate"] * 4  # a repeat changes nothing
+    job = await store.get(first.jobs[0].id)
+    assert job.state is JobState.SCHEDULED and job.last_error is None
+    state = await store.worker_state(w.name)
+    assert (state.scheduled, state.running) == (2 + 4, 6)
+    # Their tokens came back (less a forfeit of at most the refill of the time they were
+    # out): the same four are claimed again at once, first, in their order.
+    again = await store.claim(w, 100)
+    assert [j.suffix for j in again.jobs] == [j.suffix for j in first.jobs[:4]]
+    assert [j.attempt for j in again.jobs] == [2, 2, 2, 2]
+    # With max_attempts = 1, a failure now would be the last one; a success is accepted.
+    words = await store.settle(w, [Receipt(j.suffix, j.attempt, "success", seq=j.seq) for j in again.jobs])
+    assert words == ["succeeded"] * 4
+
+
+async def test_a_failure_after_a_return_counts_as_the_first_failure(engine_redis):
+    w = shopify_worker(max_attempts=2, backoff=Backoff(initial_s=0.0, jitter=False))
+    store = await enqueued_store(engine_redis, w, 1)
+    (job,) = (await store.claim(w, 1)).jobs
+    assert await store.settle(w, [Receipt(job.suffix, job.attempt, "unsent", seq=job.seq)]) == ["returned"]
+    (job,) = (await store.claim(w, 1)).jobs
+    assert await store.settle(w, [Receipt(job.suffix, job.attempt, "failure", error="boom", seq=job.seq)]) == ["retrying"]
+    (job,) = (await store.claim(w, 1)).jobs
+    assert job.attempt == 3
+    assert await store.settle(w, [Receipt(job.suffix, job.attempt, "failure", error="boom", seq=job.seq)]) == ["dead"]
+
+
+async def test_a_late_burst_from_a_full_bucket_takes_back_the_refill_of_its_lateness(engine_redis):
+    w = shopify_worker(rate=2.0, burst=10)
+    store = await enqueued_store(engine_redis, w, 12)
+    claimed_at = time.monotonic()
+    claim = await store.claim(w, 100)
+    assert len(claim.jobs) == 10 and claim.jobs[0].key_slack_ms == 0.0  # the bucket was full
+    # Written 400 ms late: 0.8 of a token. The next token is due 400 ms later than it was:
+    # 900 ms after the claim instead of 500.
+    held = await store.hold_back(w, [HoldBack("key", "shop-a", 0.0, 10.0, 0, 400)])
+    assert held == 1
+    after = await store.claim(w, 100)
+    since_claim_ms = (time.monotonic() - claimed_at) * 1000
+    assert after.jobs == [] and after.wait_ms + since_claim_ms >= 890, (after.wait_ms, since_claim_ms)
+    await asyncio.sleep(after.wait_ms / 1000 + 0.02)
+    assert len((await store.claim(w, 100)).jobs) == 1
+    # A report for a bucket that had slack to spare takes nothing.
+    assert await store.hold_back(w, [HoldBack("key", "shop-a", 5000.0, 1.0, 0, 400)]) == 0
+
+
+# -- the transport: too late means nothing is written -----------------------------------------------
+
+
+class CheckedOnce(SendWindow):
+    """Passes the check when the call starts, then is too late at the write."""
+
+    def __init__(self) -> None:
+        super().__init__(time.monotonic() + 60)
+        self.checks = 0
+
+    def check(self) -> float:
+        self.checks += 1
+        if self.checks > 1:
+            raise NotSentError("not sent: too late at the write")
+        return time.monotonic()
+
+
+async def test_aiohttp_writes_nothing_when_the_window_passes_before_the_write():
+    received: list[bytes] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        received.append(await request.read())
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/work", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    transport = AiohttpTransport()
+    try:
+        url = f"http://127.0.0.1:{port}/work"
+        ok = await transport.post(url, b'{"n":1}', {"Content-Type": "application/json"}, 5, SendWindow(time.monotonic() + 60))
+        assert ok.status == 200
+        window = CheckedOnce()
+        with pytest.raises(NotSentError):
+            await transport.post(url, b'{"n":2}', {"Content-Type": "application/json"}, 5, window)
+        assert window.checks == 2  # at the start, and in the hook just before the write
+        with pytest.raises(NotSentError):
+            await transport.post(url, b'{"n":3}', {}, 5, SendWindow(time.monotonic() - 1))
+        await asyncio.sleep(0.2)
+        assert received == [b'{"n":1}']
+    finally:
+        await transport.close()
+        await runner.cleanup()
