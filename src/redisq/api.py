@@ -106,14 +106,20 @@ def create_app(coordinator: Coordinator, *, manage_lifecycle: bool = True) -> St
         coordinator.settled(job.worker, ["cancelled"])  # a cancelled running job frees its slot
         return job_response(job)
 
-    async def post_receipt(request: Request) -> JSONResponse:
-        job_id = request.path_params["id"]
+    def receipt_grant(request: Request) -> ReceiptGrant:
+        """The attempt (and job sequence) that the request's bearer token was signed for, for
+        the job in the path; a missing or bad token is refused before the body is read."""
         token = bearer_token(request.headers.get("authorization"))
         if token is None:
             raise UnauthorizedError("missing receipt token: send Authorization: Bearer <receiptToken>")
-        grant = verify_receipt_token(coordinator.secret, job_id, token)
+        grant = verify_receipt_token(coordinator.secret, request.path_params["id"], token)
         if grant is None:
             raise UnauthorizedError("bad receipt token for this job")
+        return grant
+
+    async def post_receipt(request: Request) -> JSONResponse:
+        job_id = request.path_params["id"]
+        grant = receipt_grant(request)
         body = await read_json(request, config.max_body_bytes)
         receipt = parse_receipt(body, job_id, grant.attempt, grant.seq)
         word = await store.receipt(job_id, receipt)
@@ -183,14 +189,6 @@ def create_app(coordinator: Coordinator, *, manage_lifecycle: bool = True) -> St
         schedule = await coordinator.schedules.set_paused(request.path_params["id"], False)
         coordinator.schedules_changed(schedule.worker)
         return JSONResponse(schedule.to_json())
-    def receipt_grant(request: Request) -> ReceiptGrant:
-        token = bearer_token(request.headers.get("authorization"))
-        if token is None:
-            raise UnauthorizedError("missing receipt token: send Authorization: Bearer <receiptToken>")
-        grant = verify_receipt_token(coordinator.secret, request.path_params["id"], token)
-        if grant is None:
-            raise UnauthorizedError("bad receipt token for this job")
-        return grant
 
     async def heartbeat(request: Request) -> JSONResponse:
         job_id = request.path_params["id"]
