@@ -1,0 +1,106 @@
+"""Receipts: a worker reports an attempt's outcome or extends its lease, proving the attempt
+with the receipt token the dispatcher gave it (no API token needed; see security.OPEN_ROUTES)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from ..dispatch import MAX_RETRY_AFTER_S
+from ..errors import UnauthorizedError, ValidationError
+from ..keys import split_job_id
+from ..model import iso_from_ms
+from ..security import ReceiptGrant, bearer_token, verify_receipt_token
+from ..store import ACCEPTED, Receipt
+from .http import coordinator_of, read_json
+
+RECEIPT_FIELDS = ("status", "error", "result", "retry", "retryAfter")
+
+
+def receipt_grant(request: Request) -> ReceiptGrant:
+    """The attempt (and job sequence) that the request's bearer token was signed for, for the
+    job in the path; a missing or bad token is refused before the body is read."""
+    token = bearer_token(request.headers.get("authorization"))
+    if token is None:
+        raise UnauthorizedError("missing receipt token: send Authorization: Bearer <receiptToken>")
+    grant = verify_receipt_token(coordinator_of(request).secret, request.path_params["id"], token)
+    if grant is None:
+        raise UnauthorizedError("bad receipt token for this job")
+    return grant
+
+
+async def post_receipt(request: Request) -> JSONResponse:
+    coordinator = coordinator_of(request)
+    job_id: str = request.path_params["id"]
+    grant = receipt_grant(request)
+    body = await read_json(request, coordinator.config.max_body_bytes)
+    receipt = parse_receipt(body, job_id, grant.attempt, grant.seq)
+    word = await coordinator.store.receipt(job_id, receipt)
+    parts = split_job_id(job_id)
+    if parts is not None:
+        coordinator.settled(parts[0], [word])
+    if word == "cancelled":
+        return JSONResponse({"accepted": False, "state": "cancelled",
+                             "message": "the job was cancelled; the receipt changes nothing"})
+    # An accepted receipt's word is the job's new state; only a repeat needs a look.
+    state = word if word in ACCEPTED else (await coordinator.store.get(job_id)).state.value
+    return JSONResponse({"accepted": True, "duplicate": word == "duplicate", "state": state})
+
+
+async def heartbeat(request: Request) -> JSONResponse:
+    job_id: str = request.path_params["id"]
+    grant = receipt_grant(request)
+    lease_deadline_ms = await coordinator_of(request).store.heartbeat(job_id, grant.attempt, grant.seq)
+    return JSONResponse({"extended": True, "attempt": grant.attempt, "leaseDeadline": iso_from_ms(lease_deadline_ms)})
+
+
+def parse_receipt(body: Any, job_id: str, attempt: int, seq: int = 0) -> Receipt:
+    if not isinstance(body, dict):
+        raise ValidationError("body: must be a JSON object")
+    unknown = [k for k in body if k not in RECEIPT_FIELDS]
+    if unknown:
+        raise ValidationError(f"{unknown[0]}: unknown field (expected {', '.join(RECEIPT_FIELDS)})", field=unknown[0])
+    status = body.get("status")
+    if status not in ("success", "failure"):
+        raise ValidationError("status: must be \"success\" or \"failure\"", field="status")
+    retry = body.get("retry", True)
+    if not isinstance(retry, bool):
+        raise ValidationError("retry: must be true or false", field="retry")
+    error = body.get("error")
+    if error is None:
+        error_text = "" if status == "success" else "failed (the receipt gave no error)"
+    elif isinstance(error, str):
+        error_text = error
+    else:
+        error_text = json.dumps(error, separators=(",", ":"))
+    result = body.get("result")
+    try:
+        result_json = "" if result is None else json.dumps(result, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        raise ValidationError("result: must be JSON (no NaN or Infinity)", field="result") from None
+    retry_after = body.get("retryAfter")
+    retry_after_ms = -1
+    if retry_after is not None:
+        if isinstance(retry_after, bool) or not isinstance(retry_after, (int, float)) or not math.isfinite(retry_after) \
+                or not 0 <= retry_after <= MAX_RETRY_AFTER_S:
+            raise ValidationError(f"retryAfter: must be a number of seconds from 0 to {MAX_RETRY_AFTER_S:g}, "
+                                  f"got {retry_after!r}", field="retryAfter")
+        if status != "failure" or not retry:
+            raise ValidationError("retryAfter: only a failure that is retried can carry it", field="retryAfter")
+        retry_after_ms = int(retry_after * 1000)
+    parts = split_job_id(job_id)
+    suffix = parts[1] if parts else job_id
+    outcome = "success" if status == "success" else ("failure" if retry else "permanent")
+    return Receipt(suffix, attempt, outcome, error=error_text, result_json=result_json,
+                   retry_after_ms=retry_after_ms, seq=seq)
+
+
+routes = [
+    Route("/job/{id}/receipt", post_receipt, methods=["POST"]),
+    Route("/job/{id}/heartbeat", heartbeat, methods=["POST"]),
+]
