@@ -8,7 +8,7 @@ Starts a throwaway redis-server, the Node sink and ``--processes`` coordinators
   ``finished`` zset reaches the total. Printed beside aiohttp's requests/s to the same
   kind of sink from step 3 (the client is the dispatcher's limit) and the target.
 * Dispatch only: ``--jobs`` more jobs written straight into Redis with
-  ``redisq.store.Store``, all due 3 s later; jobs/s from that moment until all are
+  ``redisq.engine.Engine``, all due 3 s later; jobs/s from that moment until all are
   finished: the dispatchers without the API's enqueue work competing for the process.
 * Delayed-job lag: 1,000 jobs with ``runAt`` spread over 5 s (``args.dueAt`` carries the
   same time); the sink computes arrival - dueAt per request and reports p50/p99/max. The
@@ -147,17 +147,17 @@ async def throughput(redis_url: str, coordinators: list[Coordinator], jobs: int,
 
 async def dispatch_only(redis_url: str, sink_url: str, jobs: int, lead_s: float, limit_s: float) -> float:
     """jobs/s of the dispatchers alone: ``jobs`` enqueued straight into Redis with
-    redisq.store.Store, all due ``lead_s`` from now; counted from that moment until all
+    redisq.engine.Engine, all due ``lead_s`` from now; counted from that moment until all
     are finished. Returns jobs/s."""
     import redis.asyncio as aioredis
 
     from redisq.config import Config, WorkerConfig
     from redisq.model import EnqueueRequest, new_job_suffix
-    from redisq.store import Store
+    from redisq.engine import Engine
 
     client = aioredis.Redis.from_url(redis_url)
     worker = WorkerConfig(name=WORKER, url=sink_url)
-    store = Store(client, Config(redis_url=redis_url, workers={WORKER: worker}))
+    store = Engine(client, Config(redis_url=redis_url, workers={WORKER: worker}))
     finished_key = WorkerKeys(WORKER).finished
     try:
         before = await client.zcard(finished_key)

@@ -1,4 +1,4 @@
-"""Step 2: the engine alone (no HTTP): enqueue -> claim -> settle through redisq.store.Store.
+"""Step 2: the engine alone (no HTTP): enqueue -> claim -> settle through redisq.engine.Engine.
 
 One Python process, one Redis connection pool, the way a coordinator uses the store:
 ``enqueue_many`` in chunks of 1000, claims of ``--claim-batch`` (256) jobs, and settles of
@@ -22,7 +22,7 @@ from typing import Any
 
 from redisq.config import Config, WorkerConfig
 from redisq.model import EnqueueRequest, new_job_suffix
-from redisq.store import Receipt, Store
+from redisq.engine import Receipt, Engine
 
 from .procs import RedisProc
 from .redis_ceiling import OPS_PER_JOB, Ceiling
@@ -68,7 +68,7 @@ async def cycle(url: str, jobs: int, claim_batch: int, consumers: int, time_limi
 
     client = aioredis.Redis.from_url(url) if python_packer else connect(url)
     worker = WorkerConfig(name=WORKER, url="http://127.0.0.1:9/")
-    store = Store(client, Config(redis_url=url, workers={WORKER: worker}))
+    store = Engine(client, Config(redis_url=url, workers={WORKER: worker}))
     try:
         await client.flushdb()
         # Load the scripts and warm the connections outside the timed part.
@@ -129,7 +129,7 @@ async def enqueue_only(url: str, jobs: int) -> float:
 
     client = aioredis.Redis.from_url(url)
     worker = WorkerConfig(name=WORKER, url="http://127.0.0.1:9/")
-    store = Store(client, Config(redis_url=url, workers={WORKER: worker}))
+    store = Engine(client, Config(redis_url=url, workers={WORKER: worker}))
     try:
         await client.flushdb()
         await store.enqueue_many(requests_for(10))
@@ -153,7 +153,7 @@ def measure(redis: RedisProc, ceiling: Ceiling | None, quick: bool, jobs: int | 
     jobs = jobs or (20_000 if quick else 50_000)
     rounds = 1 if quick else 3
     progress(f"[2/6] engine alone: {jobs:,} jobs enqueue -> claim({claim_batch}) -> settle, {consumers} consumers, "
-             f"redisq.store.Store; {rounds} round(s), each as shipped and with redis-py's Python packer")
+             f"redisq.engine.Engine; {rounds} round(s), each as shipped and with redis-py's Python packer")
     results: list[EngineResult] = []
     python_packed: list[EngineResult] = []
     for _ in range(rounds):  # interleaved, so that load from elsewhere hits both alike

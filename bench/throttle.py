@@ -30,7 +30,7 @@ from aiohttp import web
 
 from redisq.config import Config, WorkerConfig
 from redisq.model import parse_enqueue
-from redisq.store import Store
+from redisq.engine import Engine
 
 from .cron_lag import percentiles
 from .procs import RedisProc, start_local_worker
@@ -53,7 +53,7 @@ async def claim_cost(url: str, throttled_jobs: int, ready: int, per_key: int = 1
 
     client = connect(url)
     worker = WorkerConfig(name=WORKER, url="http://127.0.0.1:9/", rate=0.001, burst=1)
-    store = Store(client, Config(redis_url=url, workers={WORKER: worker}))
+    store = Engine(client, Config(redis_url=url, workers={WORKER: worker}))
     try:
         await client.flushdb()
         keys = throttled_jobs // per_key
@@ -64,7 +64,7 @@ async def claim_cost(url: str, throttled_jobs: int, ready: int, per_key: int = 1
                                                     store.config.workers) for i in chunk])
         while (await store.claim(worker, 1000)).jobs:
             pass
-        waiting = (await store.worker_state(WORKER)).scheduled
+        waiting = (await store.worker(WORKER).state()).scheduled
         if waiting != throttled_jobs:
             raise RuntimeError(f"{waiting} jobs wait for tokens, expected {throttled_jobs}")
         for start in range(0, ready, 1000):

@@ -23,10 +23,10 @@ import redis.asyncio as aioredis
 from redisq.api import create_app
 from redisq.config import Config, WorkerConfig
 from redisq.coordinator import Coordinator
-from redisq.cron import MAX_CATCH_UP_TICKS, MISFIRE_GRACE_MS, CronSpec, Schedules, due_ticks, parse_schedule
+from redisq.cron import MAX_CATCH_UP_TICKS, MISFIRE_GRACE_MS, CronSpec, due_ticks, parse_schedule
 from redisq.errors import ValidationError
 from redisq.keys import WorkerKeys, tick_job_suffix
-from redisq.store import Store
+from redisq.engine import Engine, ScheduleBook
 from redisq.transport import MockTransport, Response
 
 WORKER = "digest"
@@ -178,7 +178,7 @@ def config(**worker: Any) -> Config:
     return Config(workers={WORKER: WorkerConfig(name=WORKER, **worker)})
 
 
-async def save(schedules: Schedules, **body: Any) -> tuple[Any, bool]:
+async def save(schedules: ScheduleBook, **body: Any) -> tuple[Any, bool]:
     body.setdefault("worker", WORKER)
     return await schedules.save(parse_schedule(body, schedules.config.workers))
 
@@ -206,7 +206,7 @@ async def server_ms(client: Any) -> int:
 
 async def test_a_tick_creates_an_ordinary_job_the_dispatcher_claims(engine_redis):
     cfg = config(max_attempts=7, timeout_s=12)
-    schedules, store = Schedules(engine_redis, cfg), Store(engine_redis, cfg)
+    schedules, store = Engine(engine_redis, cfg).schedules, Engine(engine_redis, cfg)
     schedule, created = await save(schedules, cron="* * * * * *", id="every-second", args={"to": "ada"})
     assert created and schedule.id == "digest:every-second"
     first = schedule.next_fire_ms
@@ -231,7 +231,7 @@ async def test_three_racing_tickers_fire_each_tick_exactly_once(engine_redis):
     cfg = config()
     clients = [sibling_client(engine_redis) for _ in range(3)]
     try:
-        racers = [Schedules(c, cfg) for c in clients]
+        racers = [Engine(c, cfg).schedules for c in clients]
         schedule, _ = await save(racers[0], cron="* * * * * *", id="race")
         deadline = schedule.next_fire_ms + 3000
         rounds = []
@@ -250,7 +250,7 @@ async def test_three_racing_tickers_fire_each_tick_exactly_once(engine_redis):
 
 
 async def test_update_in_place_keeps_one_schedule_and_its_next_fire_time(engine_redis):
-    schedules = Schedules(engine_redis, config())
+    schedules = Engine(engine_redis, config()).schedules
     first, created = await save(schedules, cron="0 9 * * *", timezone=BERLIN, id="morning", args={"v": 1})
     assert created
     again, created = await save(schedules, cron="0 9 * * *", timezone=BERLIN, id="morning", args={"v": 2})
@@ -264,22 +264,23 @@ async def test_update_in_place_keeps_one_schedule_and_its_next_fire_time(engine_
 
 async def test_an_update_made_while_a_tick_was_computed_refuses_that_tick(engine_redis):
     cfg = config()
-    schedules = Schedules(engine_redis, cfg)
+    schedules = Engine(engine_redis, cfg).schedules
     await save(schedules, cron="* * * * *", id="changing", args={"v": 1})
     now = await server_ms(engine_redis)
     await backdate(engine_redis, "changing", now - 1000)
-    real_due = schedules._due
+    registered = schedules.engine.scripts.registered
+    real_due = registered["schedules_due"]
 
     async def due_then_update(**kwargs: Any) -> Any:
         out = await real_due(**kwargs)
         await save(schedules, cron="* * * * *", id="changing", args={"v": 2})  # revision moves on
         return out
 
-    schedules._due = due_then_update  # type: ignore[method-assign]
+    registered["schedules_due"] = due_then_update
     round_ = await schedules.tick(cfg.workers[WORKER])
     assert (round_.fired, round_.refused) == (0, 1)
     assert await tick_jobs(engine_redis) == {}
-    schedules._due = real_due  # type: ignore[method-assign]
+    registered["schedules_due"] = real_due
     round_ = await schedules.tick(cfg.workers[WORKER])
     assert round_.fired == 1
     (job,) = (await tick_jobs(engine_redis)).values()
@@ -288,7 +289,7 @@ async def test_an_update_made_while_a_tick_was_computed_refuses_that_tick(engine
 
 async def test_after_a_long_outage_a_schedule_fires_once_then_goes_on(engine_redis):
     cfg = config()
-    schedules = Schedules(engine_redis, cfg)
+    schedules = Engine(engine_redis, cfg).schedules
     await save(schedules, cron="* * * * * *", id="missed")
     await save(schedules, cron="* * * * * *", id="caught-up", catchUp=True)
     now = await server_ms(engine_redis)
@@ -309,7 +310,7 @@ async def test_after_a_long_outage_a_schedule_fires_once_then_goes_on(engine_red
 
 async def test_a_short_outage_fires_every_missed_tick(engine_redis):
     cfg = config()
-    schedules = Schedules(engine_redis, cfg)
+    schedules = Engine(engine_redis, cfg).schedules
     await save(schedules, cron="* * * * * *", id="restart")
     now = await server_ms(engine_redis)
     away_since = (now // 1000 - 5) * 1000
@@ -321,7 +322,7 @@ async def test_a_short_outage_fires_every_missed_tick(engine_redis):
 
 async def test_pause_stops_ticks_and_resume_goes_on_from_now(engine_redis):
     cfg = config()
-    schedules = Schedules(engine_redis, cfg)
+    schedules = Engine(engine_redis, cfg).schedules
     await save(schedules, cron="* * * * * *", id="sleepy")
     paused = await schedules.set_paused("digest:sleepy", True)
     assert paused.paused and paused.next_run_times() == []
@@ -336,7 +337,7 @@ async def test_pause_stops_ticks_and_resume_goes_on_from_now(engine_redis):
 
 async def test_delete_stops_ticks_and_keeps_the_jobs_made(engine_redis):
     cfg = config()
-    schedules = Schedules(engine_redis, cfg)
+    schedules = Engine(engine_redis, cfg).schedules
     await save(schedules, cron="* * * * * *", id="gone")
     await backdate(engine_redis, "gone", await server_ms(engine_redis) - 10)
     assert (await schedules.tick(cfg.workers[WORKER])).fired == 1
@@ -438,7 +439,7 @@ async def test_schedule_routes_answer_404_for_unknown_ids_and_pause_resume_delet
 
 async def test_a_schedule_passes_its_throttle_key_and_cost_to_every_tick_and_a_cost_above_the_burst_is_422(engine_redis):
     cfg = config(rate=100.0, burst=20)
-    schedules, store = Schedules(engine_redis, cfg), Store(engine_redis, cfg)
+    schedules, store = Engine(engine_redis, cfg).schedules, Engine(engine_redis, cfg)
     await store.seed_limits(cfg.workers[WORKER])
     with pytest.raises(ValidationError, match="cost: is 25, above the burst of 20 tokens"):
         await save(schedules, cron="* * * * * *", id="too-costly", cost=25)
@@ -450,4 +451,4 @@ async def test_a_schedule_passes_its_throttle_key_and_cost_to_every_tick_and_a_c
     assert (await schedules.tick(cfg.workers[WORKER])).fired == 1
     job = await store.get(f"{WORKER}:{tick_job_suffix('per-shop', schedule.next_fire_ms)}")
     assert (job.throttle_key, job.cost) == ("shop-a", 5)
-    assert (await store.worker_state(WORKER)).scheduled == 1  # the tick's job is counted
+    assert (await store.worker(WORKER).state()).scheduled == 1  # the tick's job is counted

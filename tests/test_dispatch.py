@@ -34,7 +34,7 @@ from redisq.coordinator import Coordinator
 from redisq.dispatch import receipt_from_response, retry_after_ms
 from redisq.model import parse_enqueue
 from redisq.security import verify_receipt_token
-from redisq.store import ClaimedJob
+from redisq.engine import ClaimedJob
 from redisq.transport import MockTransport, Response, TransportError
 
 SECRET = "dispatch-test-secret"
@@ -584,7 +584,7 @@ async def test_a_coordinator_stops_promptly_whenever_it_is_stopped(backend, redi
         coord = Coordinator(config, transport=MockTransport(lambda url, body, headers: Response(200)))
         await coord.start()
         if round_number % 2:  # a job dispatched or being settled as it stops
-            await coord.store.enqueue(parse_enqueue({"worker": w.name}, config.workers))
+            await coord.engine.enqueue(parse_enqueue({"worker": w.name}, config.workers))
             coord.wake(w.name)
         await asyncio.sleep(random.random() * 0.02)
         started = time.monotonic()
@@ -634,11 +634,11 @@ async def test_max_in_flight_holds_across_workers(engine_redis):
     await coord.start()
     try:
         requests = [parse_enqueue({"worker": w.name}, config.workers) for w in workers for _ in range(10)]
-        results, wake = await coord.store.enqueue_many(requests)
+        results, wake = await coord.engine.enqueue_many(requests)
         await coord.enqueued(wake)
         deadline = time.monotonic() + 10
         while True:
-            states = [(await coord.store.get(job.id)).state.value for job, _ in results]
+            states = [(await coord.engine.get(job.id)).state.value for job, _ in results]
             if all(s == "succeeded" for s in states):
                 break
             assert time.monotonic() < deadline, states
@@ -688,7 +688,7 @@ async def test_every_dispatch_is_signed_with_the_first_signing_key(engine_redis)
     coord = Coordinator(config, redis=engine_redis, transport=MockTransport(handler))
     await coord.start()
     try:
-        _, wake = await coord.store.enqueue_many([parse_enqueue({"worker": "work"}, config.workers)])
+        _, wake = await coord.engine.enqueue_many([parse_enqueue({"worker": "work"}, config.workers)])
         await coord.enqueued(wake)
         deadline = time.monotonic() + 5
         while not bodies:

@@ -6,6 +6,7 @@ import redisq
 
 PUBLIC = [
     "AsyncClient", "Backoff", "BadRequestError", "Client", "Config", "ConfigError", "ConflictError", "Coordinator",
+    "Engine",
     "Job", "JobContext", "JobInfo", "JobState", "NotFoundError", "PayloadTooLargeError", "PermanentFailure",
     "RedisqError", "Retention", "RetryLater", "ScheduleInfo", "Store", "UnauthorizedError", "UnavailableError",
     "ValidationError", "WorkerConfig", "Workers", "__version__", "load_config",

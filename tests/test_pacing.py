@@ -24,7 +24,7 @@ from aiohttp import web
 from redisq.config import Backoff, Config, WorkerConfig
 from redisq.coordinator import Coordinator
 from redisq.model import JobState, parse_enqueue
-from redisq.store import HoldBack, Receipt, Store
+from redisq.engine import HoldBack, Receipt, Engine
 from redisq.transport import AiohttpTransport, NotSentError, Response, SendWindow
 
 SECRET = "pacing-test-secret"
@@ -88,13 +88,13 @@ async def run_jobs(redis: Any, transport: SlowWriter, worker: WorkerConfig, coun
     async with running(redis, transport, worker, send_window_s) as coordinator:
         requests = [parse_enqueue({"worker": worker.name, "throttleKey": throttle_key, "args": {"n": n}},
                                   {worker.name: worker}) for n in range(count)]
-        results, wake = await coordinator.store.enqueue_many(requests)
+        results, wake = await coordinator.engine.enqueue_many(requests)
         await coordinator.enqueued(wake)
         deadline = time.monotonic() + 30
         while len(transport.written) < count:
             assert time.monotonic() < deadline, f"{len(transport.written)} of {count} written within 30 s"
             await asyncio.sleep(0.02)
-        return [(await coordinator.store.get(job.id)).to_json() for job, _ in results]
+        return [(await coordinator.engine.get(job.id)).to_json() for job, _ in results]
 
 
 async def test_calls_written_late_or_not_at_all_still_keep_to_the_bucket(engine_redis):
@@ -143,8 +143,8 @@ def shopify_worker(**settings: Any) -> WorkerConfig:
     return WorkerConfig(name="shopify", url="http://shopify.test/", **settings)
 
 
-async def enqueued_store(redis: Any, worker: WorkerConfig, count: int, throttle_key: str = "shop-a") -> Store:
-    store = Store(redis, Config(workers={worker.name: worker}))
+async def enqueued_store(redis: Any, worker: WorkerConfig, count: int, throttle_key: str = "shop-a") -> Engine:
+    store = Engine(redis, Config(workers={worker.name: worker}))
     await store.enqueue_many([parse_enqueue({"worker": worker.name, "throttleKey": throttle_key, "args": {"n": n}},
                                             {worker.name: worker}) for n in range(count)])
     return store
@@ -160,7 +160,7 @@ async def test_a_job_returned_unsent_is_waiting_again_with_its_tokens_and_no_fai
     assert await store.settle(w, unsent) == ["duplicate"] * 4  # a repeat changes nothing
     job = await store.get(first.jobs[0].id)
     assert job.state is JobState.SCHEDULED and job.last_error is None
-    state = await store.worker_state(w.name)
+    state = await store.worker(w.name).state()
     assert (state.scheduled, state.running) == (2 + 4, 6)
     # Their tokens came back (less a forfeit of at most the refill of the time they were
     # out): the same four are claimed again at once, first, in their order.

@@ -1,4 +1,4 @@
-"""The engine's semantics, proven through the ``Store`` API on a real Redis and on the
+"""The engine's semantics, proven through the ``Engine`` API on a real Redis and on the
 embedded store (``engine_redis`` runs every test on both).
 
 Times are checked against the Redis server's clock (``TIME``), the one clock the scripts
@@ -21,7 +21,7 @@ from redisq.config import Backoff, Config, Retention, WorkerConfig
 from redisq.errors import ConflictError, NotFoundError
 from redisq.keys import WorkerKeys
 from redisq.model import JobState, parse_enqueue
-from redisq.store import Claim, ClaimedJob, Receipt, Store
+from redisq.engine import Claim, ClaimedJob, Receipt, Engine
 
 WORKER = "send-email"
 NO_JITTER = Backoff(initial_s=5.0, factor=2.0, max_s=3600.0, jitter=False)
@@ -32,11 +32,11 @@ def worker(name: str = WORKER, **settings: Any) -> WorkerConfig:
     return WorkerConfig(name=name, **settings)
 
 
-def make_store(client: Any, *workers: WorkerConfig) -> Store:
-    return Store(client, Config(workers={w.name: w for w in workers}))
+def make_store(client: Any, *workers: WorkerConfig) -> Engine:
+    return Engine(client, Config(workers={w.name: w for w in workers}))
 
 
-def request(store: Store, **body: Any):
+def request(store: Engine, **body: Any):
     body.setdefault("worker", WORKER)
     return parse_enqueue(body, store.config.workers)
 
@@ -64,7 +64,7 @@ async def snapshot(client: Any, keys: WorkerKeys, suffix: str) -> tuple[Any, ...
     )
 
 
-async def claim_when_due(store: Store, w: WorkerConfig, most: int = 1, within_s: float = 3.0) -> Claim:
+async def claim_when_due(store: Engine, w: WorkerConfig, most: int = 1, within_s: float = 3.0) -> Claim:
     """Claim until something comes out, sleeping as long as claim's wait_ms says."""
     deadline = time.monotonic() + within_s
     while True:
@@ -83,7 +83,7 @@ def failure(job: ClaimedJob, error: str = "boom", retry_after_ms: int = -1) -> R
     return Receipt(job.suffix, job.attempt, "failure", error=error, retry_after_ms=retry_after_ms)
 
 
-async def start_one(store: Store, w: WorkerConfig, **body: Any) -> ClaimedJob:
+async def start_one(store: Engine, w: WorkerConfig, **body: Any) -> ClaimedJob:
     """Enqueue one job and claim it: its first attempt is running."""
     await store.enqueue(request(store, worker=w.name, **body))
     (job,) = (await store.claim(w, 1)).jobs
@@ -614,7 +614,7 @@ async def test_a_fractional_retention_is_kept_to_the_millisecond(engine_redis):
     assert await kept_for_ms(store, w) == [8110, 2010, 4020]
 
 
-async def kept_for_ms(store: Store, w: WorkerConfig) -> list[int]:
+async def kept_for_ms(store: Engine, w: WorkerConfig) -> list[int]:
     """How long a succeeded, a dead and a cancelled job are kept: purge-at minus finished-at."""
     succeeded = await start_one(store, w)
     dead = await start_one(store, w)

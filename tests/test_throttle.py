@@ -1,5 +1,5 @@
 """Throttling in the engine: per-key buckets, fairness between keys, cost, back-pressure,
-and the live limits in Redis, through the ``Store`` API on a real Redis and on the
+and the live limits in Redis, through the ``Engine`` API on a real Redis and on the
 embedded store (``engine_redis`` runs every test on both)."""
 
 from __future__ import annotations
@@ -13,14 +13,15 @@ import pytest
 from redisq.config import Backoff
 from redisq.errors import ValidationError
 from redisq.limits import Limits
-from redisq.store import Store
+from redisq.api.workers import worker_json
+from redisq.engine import Engine
 
 from test_store import failure, make_store, request, server_ms, success, worker
 
 W = "send-email"
 
 
-async def enqueue(store: Store, key: str | None, n: int, **body: Any) -> list[str]:
+async def enqueue(store: Engine, key: str | None, n: int, **body: Any) -> list[str]:
     bodies = [{"worker": body.pop("worker", W), **({"throttleKey": key} if key else {}), **body} for _ in range(n)]
     results, _ = await store.enqueue_many([request(store, **b) for b in bodies])
     return [job.id for job, _ in results]
@@ -98,7 +99,7 @@ async def test_a_burst_lowered_below_a_waiting_jobs_cost_does_not_strand_it(engi
     w = worker(rate=1000.0, burst=100)
     store = make_store(engine_redis, w)
     (job,) = await enqueue(store, None, 1, cost=80)
-    await store.set_limits(W, replace(await store.limits(W), burst=10.0))
+    await store.worker(W).set_limits(replace(await store.worker(W).limits(), burst=10.0))
     assert [j.id for j in (await store.claim(w, 10)).jobs] == [job]  # it takes the whole bucket
 
 
@@ -138,15 +139,15 @@ async def test_live_limits_apply_on_the_next_claim(engine_redis):
     store = make_store(engine_redis, w)
     await enqueue(store, None, 10)
     assert len((await store.claim(w, 100)).jobs) == 1
-    await store.set_limits(W, replace(await store.limits(W), rate=1000.0, burst=3.0))
+    await store.worker(W).set_limits(replace(await store.worker(W).limits(), rate=1000.0, burst=3.0))
     await asyncio.sleep(0.01)
     assert len((await store.claim(w, 100)).jobs) == 3
 
-    paused = await store.set_limits(W, replace(await store.limits(W), paused=True))
+    paused = await store.worker(W).set_limits(replace(await store.worker(W).limits(), paused=True))
     assert paused.paused
     claim = await store.claim(w, 100)
     assert (claim.jobs, claim.wait_ms) == ([], -3)
-    await store.set_limits(W, replace(paused, paused=False, rate=None, burst=None))
+    await store.worker(W).set_limits(replace(paused, paused=False, rate=None, burst=None))
     assert len((await store.claim(w, 100)).jobs) == 6
 
 
@@ -155,12 +156,12 @@ async def test_the_config_seeds_the_limits_and_a_live_change_wins_until_the_file
     store = make_store(engine_redis, w)
     seeded = await store.seed_limits(w)
     assert (seeded.rate, seeded.bucket_size, seeded.concurrency, seeded.timeout_s) == (2.0, 40.0, 5, 10.0)
-    await store.set_limits(W, replace(seeded, rate=5.0))
+    await store.worker(W).set_limits(replace(seeded, rate=5.0))
     # A restart with the same file keeps the live change...
     restarted = make_store(engine_redis, w)
     assert (await restarted.seed_limits(w)).rate == 5.0
     # ...and a file whose rate changed wins; fields it did not change keep their live values.
-    await restarted.set_limits(W, replace(await restarted.limits(W), concurrency=9))
+    await restarted.worker(W).set_limits(replace(await restarted.worker(W).limits(), concurrency=9))
     edited = make_store(engine_redis, replace(w, rate=3.0))
     limits = await edited.seed_limits(replace(w, rate=3.0))
     assert (limits.rate, limits.concurrency) == (3.0, 9)
@@ -171,7 +172,7 @@ async def test_the_live_timeout_applies_to_jobs_that_did_not_set_their_own(engin
     store = make_store(engine_redis, w)
     await enqueue(store, None, 1, id="own", timeout=5)
     await enqueue(store, None, 1, id="default")
-    await store.set_limits(W, replace(await store.limits(W), timeout_s=2.0))
+    await store.worker(W).set_limits(replace(await store.worker(W).limits(), timeout_s=2.0))
     claim = await store.claim(w, 10)
     assert {j.suffix: j.timeout_ms for j in claim.jobs} == {"own": 5000, "default": 2000}
 
@@ -191,15 +192,15 @@ async def test_worker_state_counts_every_state(engine_redis):
     (retry,) = (await store.claim(w2, 1)).jobs
     assert await store.settle(w2, [failure(retry)]) == ["retrying"]
 
-    state = await store.worker_state(W)
+    state = await store.worker(W).state()
     assert (state.scheduled, state.retrying, state.running, state.succeeded, state.dead, state.cancelled) == \
         (4, 0, 3, 1, 1, 1)
     assert state.throttle_keys == 2  # "" and "shop" have jobs waiting
     assert state.dispatched_last_minute == 5
     assert state.tokens is not None and 7 <= state.tokens <= 7.5  # 10 less the 3 of the key "", refilling at 1/s
-    other = await store.worker_state("other")
+    other = await store.worker("other").state()
     assert (other.scheduled, other.retrying, other.running) == (0, 1, 0)
-    body = state.to_json()
+    body = worker_json(state)
     assert body["jobs"]["running"] == 3 and body["limits"]["rate"] == 1.0 and body["dispatchRate"] == round(5 / 60, 3)
 
 
@@ -249,7 +250,7 @@ async def test_lowering_the_rate_live_never_lets_more_out_than_the_new_rate(engi
     store = make_store(engine_redis, w)
     await enqueue(store, "shop", 30)
     assert len((await store.claim(w, 100)).jobs) == 10
-    await store.set_limits(W, replace(await store.limits(W), rate=0.1))
+    await store.worker(W).set_limits(replace(await store.worker(W).limits(), rate=0.1))
     # The bucket was written to expire once full at 100/s (0.1 s, plus a second); at 0.1/s
     # it holds a tenth of a token per second, and an expired bucket must not read as full.
     await asyncio.sleep(1.3)
@@ -267,15 +268,15 @@ async def test_patch_writes_only_what_it_changes(engine_redis):
     store = make_store(engine_redis, w)
     from redisq.limits import parse_limits_patch, patched_fields
 
-    seen = await store.limits(W)  # one coordinator reads, to change the rate...
-    await store.set_limits(W, replace(seen, paused=True), fields={"paused"})  # ...another pauses meanwhile
-    await store.set_limits(W, parse_limits_patch({"rate": 5}, seen), fields=patched_fields({"rate": 5}))
-    after = await store.limits(W)
+    seen = await store.worker(W).limits()  # one coordinator reads, to change the rate...
+    await store.worker(W).set_limits(replace(seen, paused=True), fields={"paused"})  # ...another pauses meanwhile
+    await store.worker(W).set_limits(parse_limits_patch({"rate": 5}, seen), fields=patched_fields({"rate": 5}))
+    after = await store.worker(W).limits()
     assert (after.rate, after.bucket_size, after.paused) == (5.0, 40.0, True)
     # A PATCH back to a value it read as current is still written (another changed it since).
-    await store.set_limits(W, replace(await store.limits(W), rate=7.0), fields={"rate"})
-    await store.set_limits(W, parse_limits_patch({"rate": 5}, after), fields=patched_fields({"rate": 5}))
-    assert (await store.limits(W)).rate == 5.0
+    await store.worker(W).set_limits(replace(await store.worker(W).limits(), rate=7.0), fields={"rate"})
+    await store.worker(W).set_limits(parse_limits_patch({"rate": 5}, after), fields=patched_fields({"rate": 5}))
+    assert (await store.worker(W).limits()).rate == 5.0
 
 
 async def test_a_batch_across_workers_with_a_cost_above_a_burst_writes_nothing(engine_redis):
@@ -290,7 +291,7 @@ async def test_an_existing_id_is_answered_with_its_job_even_after_its_burst_was_
     w = worker(rate=1.0, burst=20)
     store = make_store(engine_redis, w)
     job, created = await store.enqueue(request(store, id="costly", cost=15))
-    await store.set_limits(W, replace(await store.limits(W), burst=10.0))
+    await store.worker(W).set_limits(replace(await store.worker(W).limits(), burst=10.0))
     again, created_again = await store.enqueue(request(store, id="costly", cost=15))
     assert created and not created_again and again.id == job.id
 
@@ -300,11 +301,11 @@ async def test_removing_the_rate_removes_its_burst(engine_redis):
 
     w = worker(rate=2.0, burst=40)
     store = make_store(engine_redis, w)
-    current = await store.limits(W)
+    current = await store.worker(W).limits()
     unlimited = parse_limits_patch({"rate": None}, current)
     assert (unlimited.rate, unlimited.burst) == (None, None)
-    await store.set_limits(W, unlimited, fields=patched_fields({"rate": None}))
-    assert parse_limits_patch({"concurrency": 3}, await store.limits(W)).concurrency == 3
+    await store.worker(W).set_limits(unlimited, fields=patched_fields({"rate": None}))
+    assert parse_limits_patch({"concurrency": 3}, await store.worker(W).limits()).concurrency == 3
     with pytest.raises(ValidationError, match="burst: needs a rate"):
         parse_limits_patch({"rate": None, "burst": 5}, current)
 
@@ -317,7 +318,7 @@ async def test_a_claim_of_thousands_of_jobs_at_once_moves_them_all(engine_redis)
     claim = await store.claim(w, 5000)  # more values than one Lua unpack takes
     assert len(claim.jobs) == 5000
     assert await engine_redis.zcard(store.keys(W).running) == 5000
-    state = await store.worker_state(W)
+    state = await store.worker(W).state()
     assert (state.scheduled, state.running) == (1000, 5000)
 
 

@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 
 from redisq.dispatch import receipt_from_response
-from redisq.store import ClaimedJob
+from redisq.engine import ClaimedJob
 from redisq.transport import Response
 from redisq.worker import JobContext, PermanentFailure, RetryLater, Workers
 from sdk_helpers import dispatch_body, event, gcf_request, signed

@@ -21,7 +21,7 @@ _EXPORTS = {
     "PayloadTooLargeError": "errors", "RedisqError": "errors", "UnauthorizedError": "errors",
     "UnavailableError": "errors", "ValidationError": "errors",
     "Job": "model", "JobState": "model",
-    "Store": "store",
+    "Engine": "engine", "Store": "engine",
     "AsyncClient": "client", "Client": "client", "JobInfo": "client", "ScheduleInfo": "client",
     "JobContext": "worker", "PermanentFailure": "worker", "RetryLater": "worker", "Workers": "worker",
 }
@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .errors import (BadRequestError, ConflictError, NotFoundError, PayloadTooLargeError, RedisqError,
                          UnauthorizedError, UnavailableError, ValidationError)
     from .model import Job, JobState
-    from .store import Store
+    from .engine import Engine, Store
     from .worker import JobContext, PermanentFailure, RetryLater, Workers
 
 

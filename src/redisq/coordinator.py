@@ -1,4 +1,4 @@
-"""The coordinator: one process's store, dispatcher and poller, started and stopped together.
+"""The coordinator: one process's engine, dispatcher, poller and ticker, started and stopped together.
 
 ``redisq serve`` runs one inside the HTTP API's lifespan; tests and the demo build one
 directly, with the embedded store and a ``MockTransport`` where they need to.
@@ -8,26 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
-import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
-try:
-    import hiredis
-except ImportError:  # pragma: no cover - hiredis comes with redis[hiredis]
-    hiredis = None
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-
 from .config import Config
-from .cron import Schedules, Ticker
+from .connection import RedisClient, client_for
+from .connection import connect as connect  # noqa: PLC0414 - kept where bench and tests import it
 from .dispatch import Dispatcher, Observer
-from .embedded import EMBEDDED_WARNING, embedded_redis
+from .embedded import EMBEDDED_WARNING
+from .engine import REDIS_OUTAGE_ERRORS, Engine
 from .keys import WAKE_CHANNEL
 from .poller import Poller
 from .security import shared_secret
-from .store import REDIS_OUTAGE_ERRORS, Store
+from .ticker import Ticker
 from .transport import Transport, make_transport
 
 log = logging.getLogger("redisq")
@@ -35,33 +28,7 @@ log = logging.getLogger("redisq")
 SECRET_WAIT_S = 10.0
 
 
-class HiredisPackedConnection(aioredis.Connection):
-    """A connection that packs commands with hiredis (C) instead of redis-py's Python packer,
-    which was most of the client's CPU time in ``python -m bench`` (a settle of 500 jobs is
-    one command of ~4,000 arguments)."""
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        if isinstance(args[0], str) and " " in args[0]:  # "CONFIG GET" -> two words
-            args = (*args[0].split(), *args[1:])
-        return [hiredis.pack_command(args)]
-
-
-def connect(redis_url: str) -> Any:
-    """A client that fails fast during an outage (the API answers 503, loops back off)."""
-    extra: dict[str, Any] = {}
-    if redis_url.startswith("redis://") and hiredis is not None and hasattr(hiredis, "pack_command"):
-        extra["connection_class"] = HiredisPackedConnection
-    return aioredis.Redis.from_url(
-        redis_url,
-        socket_connect_timeout=2,
-        socket_timeout=10,
-        health_check_interval=30,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
-        **extra,
-    )
-
-
-async def warn_about_eviction(redis: Any) -> str | None:
+async def warn_about_eviction(redis: RedisClient) -> str | None:
     """Warn when Redis may evict keys (it would lose jobs); returns the policy seen."""
     try:
         policy = (await redis.config_get("maxmemory-policy")).get("maxmemory-policy")
@@ -78,24 +45,21 @@ async def warn_about_eviction(redis: Any) -> str | None:
 
 
 class Coordinator:
-    def __init__(self, config: Config, redis: Any = None, transport: Transport | None = None,
+    def __init__(self, config: Config, redis: RedisClient | None = None, transport: Transport | None = None,
                  observer: Observer | None = None):
         self.config = config
         self.embedded = redis is None and not config.redis_url
         if redis is None:
-            if config.redis_url:
-                redis = connect(config.redis_url)
-            else:
+            if self.embedded:
                 log.warning(EMBEDDED_WARNING)
-                redis = embedded_redis()
+            redis = client_for(config.redis_url)
         self.redis = redis
-        self.store = Store(redis, config)
+        self.engine = Engine(redis, config)
         self.transport = transport
         self.observer = observer
         self.secret: bytes = (config.secret or "").encode()
         self.dispatcher: Dispatcher | None = None
         self.poller: Poller | None = None
-        self.schedules = Schedules(redis, config)
         self.ticker: Ticker | None = None
 
     async def start(self, dispatch: bool = True) -> None:
@@ -106,20 +70,20 @@ class Coordinator:
         if not dispatch:
             return
         transport = self.transport or make_transport(self.config.http_client, self.config.max_in_flight)
-        self.poller = Poller(self.store, self.config, on_reaped=lambda worker, _n: self.settled(worker, ["retrying"]))
-        self.dispatcher = Dispatcher(self.store, self.config, transport, self.secret,
+        self.poller = Poller(self.engine, self.config, on_reaped=lambda worker, _n: self.settled(worker, ["retrying"]))
+        self.dispatcher = Dispatcher(self.engine, self.config, transport, self.secret,
                                      observer=self.observer, on_lease=self.poller.lease_started,
                                      signing_key=self.signing_key)
         await self.poller.start()
         await self.dispatcher.start()
-        self.ticker = Ticker(self.schedules, self.config, on_enqueued=self.enqueued)
+        self.ticker = Ticker(self.engine, self.config, on_enqueued=self.enqueued)
         await self.ticker.start()
 
     async def _seed_limits(self) -> None:
         """The config file's limits into Redis (limits.py says when a live change wins)."""
         for worker in self.config.workers.values():
             try:
-                await self.store.seed_limits(worker)
+                await self.engine.worker(worker.name).seed_limits()
             except (redis_errors.RedisError, OSError) as e:  # seeded on first use instead
                 log.warning("could not seed the limits of %s yet: %s", worker.name, e)
 

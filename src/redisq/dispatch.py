@@ -25,7 +25,8 @@ from redis import exceptions as redis_errors
 from .config import Config, WorkerConfig
 from .keys import WAKE_CHANNEL
 from .security import receipt_token, signed_headers
-from .store import REDIS_OUTAGE_ERRORS, Claim, ClaimedJob, HoldBack, Receipt, Store
+from .engine import Claim, ClaimedJob, Engine, HoldBack, Receipt, is_outage
+from .errors import RedisqError
 from .transport import NotSentError, Response, SendWindow, Transport, TransportError
 
 log = logging.getLogger("redisq.dispatch")
@@ -37,10 +38,12 @@ ERROR_BODY_CHARS = 300
 RESULT_MAX_BYTES = 16 * 1024
 JSON_HEADERS = {"Content-Type": "application/json"}
 MAX_RETRY_AFTER_S = 86400.0
+RATED_CLAIM_BATCH = 64  # most jobs one claim of a rate-throttled worker takes: written in well under send_window
 HOLD_BACK_MIN_MS = 1  # a throttled job written at least this late after its claim holds its key back
 
-# observer(event, job_id, attempt, detail): "dispatched", "accepted" (202), "settled"
-# ("settled" with "returned (...)" for a throttled job that was not sent within send_window)
+# observer(event, job_id, attempt, detail): "dispatched" (a throttled call: when it is
+# written), "accepted" (202), "settled" ("returned (...)" for a throttled job that was not
+# sent within send_window)
 Observer = Callable[[str, str, int, str], None]
 
 
@@ -114,10 +117,11 @@ class OutageBackoff:
 
     async def failed(self, error: Exception) -> None:
         if self.delay_s == 0.0:
-            if isinstance(error, REDIS_OUTAGE_ERRORS):
-                log.warning("%s: redis unreachable (%s); retrying with backoff", self.what, error)
-            elif isinstance(error, redis_errors.RedisError):
-                log.warning("%s: redis answered %s: %s; retrying with backoff", self.what, type(error).__name__, error)
+            cause = error.__cause__ if isinstance(error, RedisqError) and error.__cause__ is not None else error
+            if is_outage(error):
+                log.warning("%s: redis unreachable (%s); retrying with backoff", self.what, cause)
+            elif isinstance(cause, redis_errors.RedisError):
+                log.warning("%s: redis answered %s: %s; retrying with backoff", self.what, type(cause).__name__, cause)
             else:
                 log.error("%s: unexpected %s; retrying with backoff", self.what, type(error).__name__, exc_info=error)
         self.delay_s = min(5.0, max(0.1, self.delay_s * 2))
@@ -192,7 +196,7 @@ class UnsentWarning:
 
 
 class Dispatcher:
-    def __init__(self, store: Store, config: Config, transport: Transport, secret: bytes,
+    def __init__(self, store: Engine, config: Config, transport: Transport, secret: bytes,
                  observer: Observer | None = None, on_lease: Callable[[str, int], None] | None = None,
                  signing_key: bytes | None = None):
         self.store = store
@@ -211,6 +215,10 @@ class Dispatcher:
         # Whether the worker's live limits cap its concurrency (the last claim says): a
         # settle then frees a slot that claim loops here and elsewhere may be waiting for.
         self._capped: dict[str, bool] = {name: w.concurrency is not None for name, w in config.workers.items()}
+        # Whether the worker is throttled by a rate (the last claim says): its claims are
+        # smaller, so that a claim's calls are all written well within send_window.
+        self._rated: dict[str, bool] = {name: w.rate is not None or w.total_rate is not None
+                                        for name, w in config.workers.items()}
         self._calls: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
@@ -274,7 +282,6 @@ class Dispatcher:
     async def _claim_loop(self, worker: WorkerConfig) -> None:
         wake = self._wake[worker.name]
         backoff = OutageBackoff(f"dispatcher ({worker.name})")
-        batch = self.config.claim_batch
         while not self._stopping:
             free = self.config.max_in_flight - self.in_flight
             if free <= 0:
@@ -284,6 +291,7 @@ class Dispatcher:
                 continue
             # Reserve the slots first, so that other workers' loops cannot take them while
             # this claim runs; and clear the wake-up first, so one that comes meanwhile counts.
+            batch = min(self.config.claim_batch, RATED_CLAIM_BATCH) if self._rated[worker.name] else self.config.claim_batch
             reserved = min(batch, free)
             self.in_flight += reserved
             wake.clear()
@@ -299,6 +307,7 @@ class Dispatcher:
                 continue
             self._release(reserved - len(claim.jobs))
             self._capped[worker.name] = claim.capped
+            self._rated[worker.name] = claim.rated
             lateness = ClaimLateness(claim, claim_started) if claim.rated and claim.jobs else None
             for job in claim.jobs:
                 self._start_call(worker, job, self._send_window(worker, job, lateness))
@@ -350,6 +359,8 @@ class Dispatcher:
             return None
 
         def written(at: float) -> None:
+            if self.observer:
+                self.observer("dispatched", job.id, job.attempt, worker.url)
             reports = lateness.written(job, at)
             if reports:
                 self._hold_backs[worker.name].extend(reports)
@@ -380,7 +391,7 @@ class Dispatcher:
     async def _call(self, worker: WorkerConfig, job: ClaimedJob, window: SendWindow | None = None) -> None:
         receipt: Receipt | None
         try:
-            if self.observer:
+            if self.observer and window is None:  # a throttled call tells when it is written
                 self.observer("dispatched", job.id, job.attempt, worker.url)
             try:
                 body = self.dispatch_body(job)

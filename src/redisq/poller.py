@@ -15,7 +15,7 @@ from typing import Callable
 
 from .config import Config, WorkerConfig
 from .dispatch import OutageBackoff
-from .store import Store
+from .engine import Engine
 
 log = logging.getLogger("redisq.poller")
 
@@ -67,7 +67,7 @@ class WorkerLoops:
 class Poller(WorkerLoops):
     kind = "poller"
 
-    def __init__(self, store: Store, config: Config, on_reaped: Callable[[str, int], None] | None = None):
+    def __init__(self, store: Engine, config: Config, on_reaped: Callable[[str, int], None] | None = None):
         super().__init__(config)
         self.store = store
         self.on_reaped = on_reaped

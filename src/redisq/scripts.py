@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 SCRIPT_NAMES = ("enqueue", "claim", "settle", "reap", "cancel", "purge", "set_limits", "worker_state",
-                "heartbeat", "hold_back")
+                "heartbeat", "hold_back", "schedule_save", "schedule_pause", "schedule_delete", "schedules_due", "tick")
 INCLUDE_RE = re.compile(r"^--!include (\w+)$", re.MULTILINE)
 
 
@@ -35,16 +35,8 @@ def script_source(name: str) -> str:
 
 
 class Scripts:
-    """One registered script per state transition, bound to one Redis client."""
+    """One registered script per state transition (``SCRIPT_NAMES``), bound to one Redis
+    client: ``scripts.registered["claim"](keys=..., args=...)``."""
 
     def __init__(self, redis: Any):
-        self.enqueue = redis.register_script(script_source("enqueue"))
-        self.claim = redis.register_script(script_source("claim"))
-        self.settle = redis.register_script(script_source("settle"))
-        self.reap = redis.register_script(script_source("reap"))
-        self.cancel = redis.register_script(script_source("cancel"))
-        self.purge = redis.register_script(script_source("purge"))
-        self.set_limits = redis.register_script(script_source("set_limits"))
-        self.worker_state = redis.register_script(script_source("worker_state"))
-        self.heartbeat = redis.register_script(script_source("heartbeat"))
-        self.hold_back = redis.register_script(script_source("hold_back"))
+        self.registered: dict[str, Any] = {name: redis.register_script(script_source(name)) for name in SCRIPT_NAMES}

@@ -1,4 +1,4 @@
-"""The HTTP API: a Starlette app whose routes call the store, with errors as status codes.
+"""The HTTP API: a Starlette app whose routes call the engine, with errors as status codes.
 
 One module per resource, each with its endpoints and a ``routes`` list: ``jobs``,
 ``receipts``, ``workers``, ``schedules``, ``health``; ``http`` holds what they share and

@@ -13,7 +13,7 @@ from .http import coordinator_of
 async def health(request: Request) -> JSONResponse:
     coordinator = coordinator_of(request)
     try:
-        await coordinator.store.ping()
+        await coordinator.engine.ping()
     except UnavailableError as e:
         return JSONResponse({"redis": "down", "error": e.message}, status_code=503)
     return JSONResponse({"redis": "up", "store": "embedded" if coordinator.embedded else "redis"})

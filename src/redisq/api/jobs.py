@@ -22,7 +22,7 @@ async def enqueue_one(request: Request) -> Response:
     if is_schedule_body(body):
         return await save_schedule(coordinator, body)
     job_request = parse_enqueue(body, coordinator.config.workers)
-    results, wake = await coordinator.store.enqueue_many([job_request])
+    results, wake = await coordinator.engine.enqueue_many([job_request])
     await coordinator.enqueued(wake)
     job, created = results[0]
     return job_response(job, 201 if created else 200)
@@ -43,7 +43,7 @@ async def enqueue_batch(request: Request) -> Response:
         raise ValidationError(f"jobs: at most {MAX_BATCH} jobs per call, got {len(items)}", field="jobs")
     reject_cron_in_batch(items)
     requests = [parse_enqueue(item, coordinator.config.workers, index=i) for i, item in enumerate(items)]
-    results, wake = await coordinator.store.enqueue_many(requests)
+    results, wake = await coordinator.engine.enqueue_many(requests)
     await coordinator.enqueued(wake)
     created = sum(1 for _, was_created in results if was_created)
     text = '{"jobs":[' + ",".join(job.json_text() for job, _ in results) + f'],"created":{created}}}'
@@ -51,12 +51,12 @@ async def enqueue_batch(request: Request) -> Response:
 
 
 async def get_job(request: Request) -> Response:
-    return job_response(await coordinator_of(request).store.get(request.path_params["id"]))
+    return job_response(await coordinator_of(request).engine.get(request.path_params["id"]))
 
 
 async def cancel_job(request: Request) -> Response:
     coordinator = coordinator_of(request)
-    job = await coordinator.store.cancel(request.path_params["id"])
+    job = await coordinator.engine.cancel(request.path_params["id"])
     coordinator.settled(job.worker, ["cancelled"])  # a cancelled running job frees its slot
     return job_response(job)
 

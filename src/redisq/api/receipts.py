@@ -16,7 +16,7 @@ from ..errors import UnauthorizedError, ValidationError
 from ..keys import split_job_id
 from ..model import iso_from_ms
 from ..security import ReceiptGrant, bearer_token, verify_receipt_token
-from ..store import ACCEPTED, Receipt
+from ..engine import ACCEPTED, Receipt
 from .http import coordinator_of, read_json
 
 RECEIPT_FIELDS = ("status", "error", "result", "retry", "retryAfter")
@@ -40,7 +40,7 @@ async def post_receipt(request: Request) -> JSONResponse:
     grant = receipt_grant(request)
     body = await read_json(request, coordinator.config.max_body_bytes)
     receipt = parse_receipt(body, job_id, grant.attempt, grant.seq)
-    word = await coordinator.store.receipt(job_id, receipt)
+    word = await coordinator.engine.receipt(job_id, receipt)
     parts = split_job_id(job_id)
     if parts is not None:
         coordinator.settled(parts[0], [word])
@@ -48,14 +48,14 @@ async def post_receipt(request: Request) -> JSONResponse:
         return JSONResponse({"accepted": False, "state": "cancelled",
                              "message": "the job was cancelled; the receipt changes nothing"})
     # An accepted receipt's word is the job's new state; only a repeat needs a look.
-    state = word if word in ACCEPTED else (await coordinator.store.get(job_id)).state.value
+    state = word if word in ACCEPTED else (await coordinator.engine.get(job_id)).state.value
     return JSONResponse({"accepted": True, "duplicate": word == "duplicate", "state": state})
 
 
 async def heartbeat(request: Request) -> JSONResponse:
     job_id: str = request.path_params["id"]
     grant = receipt_grant(request)
-    lease_deadline_ms = await coordinator_of(request).store.heartbeat(job_id, grant.attempt, grant.seq)
+    lease_deadline_ms = await coordinator_of(request).engine.heartbeat(job_id, grant.attempt, grant.seq)
     return JSONResponse({"extended": True, "attempt": grant.attempt, "leaseDeadline": iso_from_ms(lease_deadline_ms)})
 
 

@@ -3,43 +3,60 @@ pausing and resuming it."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from ..engine import WorkerState
 from ..limits import Limits, parse_limits_patch, patched_fields
 from .http import coordinator_of, read_json
 
 
+def worker_json(state: WorkerState) -> dict[str, Any]:
+    """A worker's state as ``GET /workers`` answers it."""
+    return {
+        "name": state.name, "url": state.url, "limits": state.limits.to_json(),
+        "jobs": {"scheduled": state.scheduled, "retrying": state.retrying, "running": state.running,
+                 "succeeded": state.succeeded, "dead": state.dead, "cancelled": state.cancelled},
+        "throttleKeysWaiting": state.throttle_keys, "tokens": state.tokens, "totalTokens": state.total_tokens,
+        "backPressureFor": state.back_pressure_s,
+        "dispatchedLastMinute": state.dispatched_last_minute,
+        "dispatchRate": round(state.dispatched_last_minute / 60, 3),
+    }
+
+
 async def list_workers(request: Request) -> JSONResponse:
     coordinator = coordinator_of(request)
-    states = [await coordinator.store.worker_state(name) for name in coordinator.config.workers]
-    return JSONResponse({"workers": [state.to_json() for state in states]})
+    states = [await engine.state() for engine in coordinator.engine.workers.values()]
+    return JSONResponse({"workers": [worker_json(state) for state in states]})
 
 
 async def get_worker(request: Request) -> JSONResponse:
-    return JSONResponse((await coordinator_of(request).store.worker_state(request.path_params["name"])).to_json())
+    engine = coordinator_of(request).engine.worker(request.path_params["name"])
+    return JSONResponse(worker_json(await engine.state()))
 
 
 async def patch_worker(request: Request) -> JSONResponse:
     coordinator = coordinator_of(request)
-    store = coordinator.store
     name: str = request.path_params["name"]
-    store.worker(name)  # 404 before reading the body
+    engine = coordinator.engine.worker(name)  # 404 before reading the body
     body = await read_json(request, coordinator.config.max_body_bytes)
-    current = await store.limits(name)
-    await store.set_limits(name, parse_limits_patch(body, current), fields=patched_fields(body))
+    current = await engine.limits()
+    await engine.set_limits(parse_limits_patch(body, current), fields=patched_fields(body))
     await coordinator.enqueued({name})  # a higher rate or cap may let jobs go now
-    return JSONResponse((await store.worker_state(name)).to_json())
+    return JSONResponse(worker_json(await engine.state()))
 
 
 async def set_paused(request: Request, paused: bool) -> JSONResponse:
     coordinator = coordinator_of(request)
     name: str = request.path_params["name"]
-    await coordinator.store.set_limits(name, Limits(paused=paused), fields={"paused"})  # only the flag is written
+    engine = coordinator.engine.worker(name)
+    await engine.set_limits(Limits(paused=paused), fields={"paused"})  # only the flag is written
     if not paused:
         await coordinator.enqueued({name})
-    return JSONResponse((await coordinator.store.worker_state(name)).to_json())
+    return JSONResponse(worker_json(await engine.state()))
 
 
 async def pause_worker(request: Request) -> JSONResponse:

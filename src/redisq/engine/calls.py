@@ -1,0 +1,63 @@
+"""The one choke point between the engine and Redis: every script call and every read of
+the engine goes through ``redis_errors_mapped``, which maps the Redis client's exceptions
+to redisq's own by one table (as httpx maps the layer below once, at its transport seam).
+
+    redis-py exception                         redisq error (status)
+    ReadOnlyError, OutOfMemoryError            UnavailableError (503): Redis refuses writes
+    ConnectionError, TimeoutError, OSError     UnavailableError (503): Redis is unreachable
+    cluster errors (MOVED, ASK, TRYAGAIN,      UnavailableError (503): the cluster is
+      CLUSTERDOWN, ...)                          reconfiguring; retry
+    any other ResponseError or RedisError      RedisqError (500): Redis answered an error
+
+The first row that matches wins. The original exception is the mapped one's ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+from redis import exceptions as redis_errors
+
+from ..errors import RedisqError, UnavailableError
+
+# Redis cannot be reached (as opposed to an error reply, which it sends when it can).
+REDIS_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (redis_errors.ConnectionError, redis_errors.TimeoutError,
+                                                         OSError)
+_CLUSTER_ERRORS: tuple[type[BaseException], ...] = (
+    redis_errors.ClusterError, redis_errors.AskError, redis_errors.TryAgainError, redis_errors.ClusterDownError,
+    redis_errors.MasterDownError, redis_errors.SlotNotCoveredError, redis_errors.RedisClusterException,
+)
+
+ERROR_TABLE: tuple[tuple[tuple[type[BaseException], ...], type[RedisqError], str], ...] = (
+    ((redis_errors.ReadOnlyError, redis_errors.OutOfMemoryError), UnavailableError, "redis refuses writes: {error}"),
+    (REDIS_OUTAGE_ERRORS, UnavailableError, "redis is unavailable: {error}"),
+    (_CLUSTER_ERRORS, UnavailableError, "redis cluster is reconfiguring ({kind}: {error}); retry"),
+    ((redis_errors.RedisError,), RedisqError, "redis answered an error ({kind}): {error}"),
+)
+
+
+def mapped_error(error: BaseException) -> RedisqError | None:
+    """The redisq error for a Redis client's exception, by ``ERROR_TABLE``; None for others."""
+    for kinds, mapped, message in ERROR_TABLE:
+        if isinstance(error, kinds):
+            return mapped(message.format(error=error, kind=type(error).__name__))
+    return None
+
+
+@contextmanager
+def redis_errors_mapped() -> Iterator[None]:
+    try:
+        yield
+    except RedisqError:
+        raise
+    except Exception as e:
+        mapped = mapped_error(e)
+        if mapped is None:
+            raise
+        raise mapped from e
+
+
+def is_outage(error: BaseException) -> bool:
+    """Redis could not be reached (the error, or the one it was mapped from)."""
+    return isinstance(error, REDIS_OUTAGE_ERRORS) or isinstance(error.__cause__, REDIS_OUTAGE_ERRORS)

@@ -1,0 +1,171 @@
+"""One worker's jobs: enqueue, claim, settle, hold back, reap, purge, cancel, get, receipts
+and heartbeats. Each state change is one script call (``lua/``), atomic and one round
+trip, correct with any number of coordinators on the same Redis."""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Sequence
+
+from ..errors import ConflictError, NotFoundError, ValidationError
+from ..keys import job_id
+from ..limits import number_text
+from ..model import EnqueueRequest, Job, JobState
+from .base import WorkerBase
+from .calls import redis_errors_mapped
+from .records import Claim, ClaimedJob, HoldBack, Receipt, fields_of, text
+
+ENQUEUE_CHUNK = 1000
+
+
+def _number(value: Any) -> float | None:
+    value_text = text(value)
+    return float(value_text) if value_text else None
+
+
+class Jobs(WorkerBase):
+    def _policy_args(self) -> list[Any]:
+        """ARGV of the scripts that end attempts (lua/includes/attempts.lua)."""
+        b, r = self.config.backoff, self.config.retention
+        return [
+            *self.keys.queue_args, self.keys.job_prefix,
+            round(b.initial_s * 1000), b.factor, round(b.max_s * 1000), 1 if b.jitter else 0,
+            random.getrandbits(31),
+            round(r.succeeded_s * 1000), round(r.dead_s * 1000),
+        ]
+
+    def _attempt_keys(self) -> list[str]:
+        """KEYS of the scripts that end attempts (lua/includes/attempts.lua)."""
+        k = self.keys
+        return [*k.queue_keys, k.running, k.finished, k.bucket, k.buckets]
+
+    # -- enqueue ---------------------------------------------------------------------
+    async def enqueue(self, requests: Sequence[EnqueueRequest], positions: Sequence[int] | None = None,
+                      batch_size: int | None = None) -> tuple[list[tuple[Job, bool]], bool]:
+        """Enqueue validated requests of this worker, ``ENQUEUE_CHUNK`` per script call;
+        returns ``[(job, created)]`` in order, and whether a new job is due before the
+        queue's head (the dispatchers should look). ``positions`` are the requests' indexes
+        in the caller's batch of ``batch_size``, for error messages."""
+        positions = list(range(len(requests))) if positions is None else positions
+        batch_size = len(requests) if batch_size is None else batch_size
+        results: list[tuple[Job, bool]] = []
+        wake = False
+        for start in range(0, len(requests), ENQUEUE_CHUNK):
+            chunk = requests[start:start + ENQUEUE_CHUNK]
+            chunk_results, chunk_wake = await self._enqueue_chunk(chunk, positions[start:start + ENQUEUE_CHUNK],
+                                                                  batch_size)
+            results += chunk_results
+            wake = wake or chunk_wake
+        return results, wake
+
+    async def _enqueue_chunk(self, chunk: Sequence[EnqueueRequest], positions: Sequence[int],
+                             batch_size: int) -> tuple[list[tuple[Job, bool]], bool]:
+        args: list[Any] = list(self.keys.queue_args)
+        job_keys = []
+        for r in chunk:
+            job_keys.append(self.keys.job(r.suffix))
+            args += [r.suffix, r.args_json, "" if r.run_at_ms is None else r.run_at_ms, r.delay_ms, r.max_attempts,
+                     "" if r.timeout_ms is None else r.timeout_ms, r.throttle_key, number_text(r.cost)]
+        await self.ensure_limits()
+        out = await self.run("enqueue", [*self.keys.queue_keys, *job_keys], args)
+        if text(out[0]) == "cost":
+            i = positions[int(out[1]) - 1]
+            where = f"jobs[{i}]." if batch_size > 1 else ""
+            raise ValidationError(f"{where}cost: {text(out[2])} of worker {self.name!r}, so it could never run",
+                                  field="cost", index=i if batch_size > 1 else None)
+        now_ms = int(out[0])
+        results = []
+        for r, entry in zip(chunk, out[2:]):
+            if isinstance(entry, list):
+                results.append((Job.from_fields(self.name, r.suffix, fields_of(entry)), False))
+            else:
+                results.append((Job(
+                    id=r.job_id, worker=self.name, state=JobState.SCHEDULED, args_json=r.args_json,
+                    run_at_ms=int(entry), attempts=0, max_attempts=r.max_attempts, timeout_ms=r.timeout_ms,
+                    created_ms=now_ms, throttle_key=r.throttle_key or None, cost=r.cost,
+                ), True))
+        return results, bool(int(out[1]))
+
+    # -- the dispatcher's side ---------------------------------------------------------
+    async def claim(self, most: int) -> Claim:
+        k = self.keys
+        await self.ensure_limits()
+        out = await self.run("claim", [*k.queue_keys, k.running, k.bucket, k.dispatched, k.buckets],
+                             [*k.queue_args, k.job_prefix, most])
+        jobs = [
+            ClaimedJob(self.name, text(out[i]), int(out[i + 1]), int(out[i + 2]), text(out[i + 3]), int(out[i + 4]),
+                       throttle_key=text(out[i + 5]), cost=float(text(out[i + 6])), key_slack_ms=_number(out[i + 7]))
+            for i in range(4, len(out), 8)
+        ]
+        return Claim(jobs, int(out[0]), bool(int(out[1])), bool(int(out[2])), _number(out[3]))
+
+    async def settle(self, receipts: Sequence[Receipt]) -> list[str]:
+        """End attempts; one word per receipt (see ``lua/settle.lua``)."""
+        args = self._policy_args()
+        for r in receipts:
+            args += [r.suffix, r.attempt, r.outcome, r.error, r.result_json, r.retry_after_ms, r.digest, r.seq]
+        out = await self.run("settle", [*self._attempt_keys(), *(self.keys.job(r.suffix) for r in receipts)], args)
+        return [text(word) for word in out]
+
+    async def hold_back(self, reports: Sequence[HoldBack]) -> int:
+        """Hold throttle keys back for jobs written late after their claim (``lua/hold_back.lua``);
+        returns how many buckets changed."""
+        args: list[Any] = list(self.keys.queue_args)
+        for r in reports:
+            args += [r.bucket, r.throttle_key, number_text(r.slack_ms), number_text(r.cost), r.reported_ms, r.late_ms]
+        return int(await self.run("hold_back", [*self.keys.queue_keys, self.keys.bucket], args))
+
+    async def reap(self, most: int = 500) -> tuple[int, int]:
+        """Fail expired leases; returns (reaped, ms until the next lease ends or -1)."""
+        out = await self.run("reap", self._attempt_keys(), [*self._policy_args(), most])
+        return int(out[0]), int(out[1])
+
+    async def purge(self, most: int = 500) -> tuple[int, bool]:
+        """Delete finished jobs past their retention; returns (purged, more are due)."""
+        k = self.keys
+        out = await self.run("purge", [k.finished, k.stats, k.buckets, k.limits], [k.job_prefix, most, k.key_bucket_prefix])
+        return int(out[0]), bool(int(out[1]))
+
+    # -- one job -------------------------------------------------------------------------
+    async def get(self, suffix: str) -> Job:
+        with redis_errors_mapped():
+            fields = await self.redis.hgetall(self.keys.job(suffix))
+        if not fields:
+            raise NotFoundError(f"no job {job_id(self.name, suffix)!r}")
+        return Job.from_fields(self.name, suffix, fields)
+
+    async def cancel(self, suffix: str) -> Job:
+        k = self.keys
+        out = await self.run("cancel", [*k.queue_keys, k.running, k.finished, k.job(suffix)],
+                             [*k.queue_args, suffix, round(self.config.retention.cancelled_s * 1000)])
+        outcome = text(out[0])
+        if outcome == "missing":
+            raise NotFoundError(f"no job {job_id(self.name, suffix)!r}")
+        job = Job.from_fields(self.name, suffix, fields_of(out[1]))
+        if outcome == "finished":
+            raise ConflictError(f"job {job.id!r} has already finished ({job.state.value})")
+        return job
+
+    async def receipt(self, suffix: str, receipt: Receipt) -> str:
+        """Settle one posted receipt; raises NotFound / Conflict for the API."""
+        (word,) = await self.settle([receipt])
+        if word == "missing":
+            raise NotFoundError(f"no job {job_id(self.name, suffix)!r}")
+        if word == "stale":
+            raise ConflictError(f"attempt {receipt.attempt} of job {job_id(self.name, suffix)!r} is no longer the running one")
+        return word
+
+    async def heartbeat(self, suffix: str, attempt: int, seq: int = 0) -> int:
+        """Extend the running attempt's lease to now + the job's timeout; returns the new
+        lease deadline (unix ms). NotFound for an unknown job; Conflict when the attempt
+        is no longer the running one or the job is not running."""
+        out = await self.run("heartbeat", [self.keys.running, self.keys.job(suffix)], [suffix, attempt, seq])
+        outcome, detail = text(out[0]), text(out[1])
+        the_job = job_id(self.name, suffix)
+        if outcome == "missing":
+            raise NotFoundError(f"no job {the_job!r}")
+        if outcome == "stale":
+            raise ConflictError(f"attempt {attempt} of job {the_job!r} is no longer the running one")
+        if outcome == "finished":
+            raise ConflictError(f"job {the_job!r} is {detail}, not running: its lease cannot be extended")
+        return int(detail)

@@ -1,0 +1,56 @@
+"""One worker's live limits (``redisq.limits`` says when the config file wins over a live
+change) and its state as ``GET /workers`` shows it."""
+
+from __future__ import annotations
+
+from ..limits import Limits
+from .base import WorkerBase
+from .calls import redis_errors_mapped
+from .records import WorkerState, fields_of, text
+
+
+class LiveLimits(WorkerBase):
+    async def ensure_limits(self) -> None:
+        if not self._seeded:
+            await self.seed_limits()
+
+    async def seed_limits(self) -> Limits:
+        """Give the worker's live limits the config file's values where the file changed
+        them since it last did (see limits.py: a live change wins until then)."""
+        out = await self.run("set_limits", [self.keys.limits, self.keys.throttle_keys],
+                             ["seed", *Limits.from_config(self.config).redis_pairs()])
+        self._seeded = True
+        return Limits.from_fields(fields_of(out))
+
+    async def limits(self) -> Limits:
+        await self.ensure_limits()
+        with redis_errors_mapped():
+            return Limits.from_fields(await self.redis.hgetall(self.keys.limits))
+
+    async def set_limits(self, limits: Limits, fields: set[str] | None = None) -> Limits:
+        """Set the live limits (``paused`` with them); given ``fields`` (Redis field names,
+        see ``Limits.pairs_of``), only those are written."""
+        await self.ensure_limits()
+        if fields is None:
+            pairs = [*limits.redis_pairs(), "paused", "1" if limits.paused else ""]
+        else:
+            pairs = limits.pairs_of(fields)
+        out = await self.run("set_limits", [self.keys.limits, self.keys.throttle_keys], ["set", *pairs])
+        return Limits.from_fields(fields_of(out))
+
+    async def state(self) -> WorkerState:
+        k = self.keys
+        await self.ensure_limits()
+        out = await self.run("worker_state", [*k.queue_keys, k.running, k.bucket, k.key_bucket(""), k.dispatched],
+                             k.queue_args)
+        stats = {name: int(value) for name, value in fields_of(out[2]).items()}
+        queued, retrying = stats.get("queued", 0), stats.get("retrying", 0)
+        return WorkerState(
+            name=self.name, url=self.config.url, limits=Limits.from_fields(fields_of(out[1])),
+            scheduled=queued - retrying, retrying=retrying, running=int(out[3]),
+            succeeded=stats.get("succeeded", 0), dead=stats.get("dead", 0), cancelled=stats.get("cancelled", 0),
+            throttle_keys=int(out[4]),
+            tokens=float(text(out[5])) if text(out[5]) else None,
+            total_tokens=float(text(out[6])) if text(out[6]) else None,
+            back_pressure_s=int(out[7]) / 1000, dispatched_last_minute=int(out[8]),
+        )

@@ -1,0 +1,180 @@
+"""What the engine's calls answer: claimed jobs, receipts, hold-back reports, a worker's
+state, schedules and tick rounds. Plain values; their JSON is the API's (``redisq.api``)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from ..config import WorkerConfig
+from ..cron import NEXT_RUN_TIMES, cron_spec
+from ..keys import job_id
+from ..limits import Limits
+
+
+def text(value: Any) -> str:
+    """A value Redis answered (bytes, or a number from a script) as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def int_or_none(value: str | None) -> int | None:
+    return int(float(value)) if value not in (None, "") else None
+
+
+def fields_of(flat: Sequence[Any]) -> dict[str, str]:
+    """A flat [field, value, ...] list (an HGETALL inside a script) as a dict."""
+    return {text(flat[i]): text(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    worker: str
+    suffix: str
+    attempt: int
+    timeout_ms: int
+    args_json: str
+    seq: int = 0  # the enqueue sequence: tells this job from a later one with the same id
+    throttle_key: str = ""
+    cost: float = 1.0
+    key_slack_ms: float | None = None  # how long its key's bucket would have taken to fill at the claim; None = no rate
+
+    @property
+    def id(self) -> str:
+        return job_id(self.worker, self.suffix)
+
+
+@dataclass(frozen=True)
+class Claim:
+    jobs: list[ClaimedJob]
+    wait_ms: int  # 0 more due now, > 0 next due in ms, -1 nothing scheduled, -2 all slots taken, -3 paused
+    capped: bool = False  # the worker has a concurrency cap: a settle frees a slot
+    rated: bool = False  # the worker has a rate: its jobs must leave within send_window or be returned unsent
+    total_slack_ms: float | None = None  # the same for the worker-wide bucket; None = no total_rate
+
+
+@dataclass(frozen=True)
+class HoldBack:
+    """One claim's jobs of a bucket were written ``late_ms`` after it (``lua/hold_back.lua``):
+    ``bucket`` is "key" (``throttle_key``'s) or "worker" (the worker-wide one)."""
+
+    bucket: str
+    throttle_key: str
+    slack_ms: float  # how long the bucket would have taken to fill up at the claim
+    cost: float  # what the claim drew from it
+    reported_ms: int  # the lateness already reported for this claim's bucket
+    late_ms: int
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    """What ``GET /workers`` shows of one worker."""
+
+    name: str
+    url: str
+    limits: Limits
+    scheduled: int
+    retrying: int
+    running: int
+    succeeded: int
+    dead: int
+    cancelled: int
+    throttle_keys: int  # keys with jobs waiting
+    tokens: float | None  # left in the bucket of jobs without a throttle key; None = no rate
+    total_tokens: float | None  # left in the worker-wide bucket; None = no total_rate
+    back_pressure_s: float  # the worker pauses this long after a Retry-After (0 = not paused)
+    dispatched_last_minute: int
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The answer to one attempt: from the worker's HTTP response or a posted receipt."""
+
+    suffix: str
+    attempt: int
+    outcome: str  # "success" | "failure" | "permanent" | "unsent" (never sent: see lua/settle.lua)
+    error: str = ""
+    result_json: str = ""
+    retry_after_ms: int = -1
+    seq: int = 0  # of the job it answers; 0 = not checked
+
+    @property
+    def digest(self) -> str:
+        text = "\x00".join((self.outcome, self.error, self.result_json, str(self.retry_after_ms)))
+        return hashlib.sha1(text.encode()).hexdigest()
+
+
+ACCEPTED = frozenset({"succeeded", "retrying", "dead"})
+
+
+@dataclass(frozen=True)
+class LastJob:
+    id: str
+    state: str  # a job state, or "purged" once its retention has passed
+    run_at_ms: int | None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    id: str
+    worker: str
+    cron: str
+    timezone: str
+    args_json: str
+    catch_up: bool
+    max_attempts: int
+    timeout_ms: int | None  # None = the worker's live timeout when the job is claimed
+    paused: bool
+    next_fire_ms: int
+    last_fire_ms: int | None
+    created_ms: int
+    updated_ms: int
+    last_jobs: tuple[LastJob, ...] = ()
+    throttle_key: str | None = None
+    cost: float = 1.0
+
+    @classmethod
+    def from_fields(cls, worker: WorkerConfig, suffix: str, fields: Mapping[Any, Any],
+                    last_jobs: Sequence[LastJob] = ()) -> "Schedule":
+        f = {text(k): text(v) for k, v in fields.items()}
+        return cls(
+            id=job_id(worker.name, suffix), worker=worker.name, cron=f["cron"], timezone=f["timezone"],
+            args_json=f.get("args", "{}"), catch_up=f.get("catch_up") == "1",
+            max_attempts=int_or_none(f.get("max_attempts")) or worker.max_attempts,
+            timeout_ms=int_or_none(f.get("timeout_ms")),
+            throttle_key=f.get("throttle_key") or None, cost=float(f["cost"]) if f.get("cost") else 1.0,
+            paused=f.get("paused") == "1", next_fire_ms=int(float(f["next_fire_ms"])),
+            last_fire_ms=int_or_none(f.get("last_fire_ms")),
+            created_ms=int(float(f["created_ms"])), updated_ms=int(float(f["updated_ms"])),
+            last_jobs=tuple(last_jobs),
+        )
+
+    def next_run_times(self, count: int = NEXT_RUN_TIMES) -> list[int]:
+        if self.paused:
+            return []
+        return [self.next_fire_ms, *cron_spec(self.cron, self.timezone).fires_after(self.next_fire_ms, count - 1)]
+
+
+@dataclass(frozen=True)
+class TickRound:
+    """What one ``Schedules.tick`` call did for a worker."""
+
+    now_ms: int
+    wait_ms: int  # until the earliest next fire time; 0 = look again now; -1 = no schedule
+    fired: int  # jobs created
+    refused: int  # schedules another coordinator (or an update) got to first
+    wake: bool  # a new job is due before the queue's previous head
+    early: bool = False  # the plan's due_ms had not come: nothing was written
+
+
+@dataclass(frozen=True)
+class TickPlan:
+    """Due schedules and their computed ticks, to be fired at ``due_ms`` by ``Schedules.fire``."""
+
+    worker: WorkerConfig
+    now_ms: int
+    due_ms: int
+    wait_ms: int  # until the earliest next fire time; -1 = no schedule
+    count: int  # schedules in the plan
+    keys: list[str]
+    args: list[Any]
