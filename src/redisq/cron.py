@@ -51,7 +51,7 @@ from .keys import WorkerKeys, job_id, split_job_id, tick_job_suffix
 from .limits import Limits, number_text
 from .model import iso_from_ms, json_number, new_job_suffix, parse_enqueue
 from .poller import WorkerLoops
-from .scripts import script_source
+from .scripts import register
 from .store import redis_outage_as_unavailable
 
 log = logging.getLogger("redisq.cron")
@@ -348,11 +348,11 @@ class Schedules:
     def __init__(self, redis: Any, config: Config):
         self.redis = redis
         self.config = config
-        self._save = redis.register_script(script_source("schedule_save"))
-        self._pause = redis.register_script(script_source("schedule_pause"))
-        self._delete = redis.register_script(script_source("schedule_delete"))
-        self._due = redis.register_script(script_source("schedules_due"))
-        self._tick = redis.register_script(script_source("tick"))
+        self._save = register(redis, "schedule_save")
+        self._pause = register(redis, "schedule_pause")
+        self._delete = register(redis, "schedule_delete")
+        self._due = register(redis, "schedules_due")
+        self._tick = register(redis, "tick")
 
     def _locate(self, schedule_id: str) -> tuple[WorkerConfig, str]:
         parts = split_job_id(schedule_id)

@@ -1,0 +1,129 @@
+"""The script loader (``redisq.scripts``): includes resolved transitively and once, cycles
+and unknown names refused, errors named by their source file and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.exceptions import ResponseError
+
+from redisq.scripts import (SCHEDULE_SCRIPT_NAMES, SCRIPT_NAMES, LoadedScript, LuaIncludeError, RegisteredScript,
+                            SourceLine, flatten, load_script, lua_dir, rewrite_error)
+
+
+def lua_tree(directory: Path, files: dict[str, str]) -> Path:
+    """Write ``files`` (path below lua/ -> text) under ``directory``; returns it."""
+    for relative_path, text in files.items():
+        path = directory / relative_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return directory
+
+
+def test_includes_resolve_transitively_each_before_the_file_that_names_it(tmp_path: Path) -> None:
+    lua = lua_tree(tmp_path, {
+        "main.lua": "--!include outer\nreturn outer()\n",
+        "includes/outer.lua": "--!include inner\nlocal function outer() return inner() end\n",
+        "includes/inner.lua": "local function inner() return 1 end\n",
+    })
+    assert flatten("main", lua).source == (
+        "local function inner() return 1 end\nlocal function outer() return inner() end\nreturn outer()\n")
+
+
+def test_a_file_included_twice_goes_in_once(tmp_path: Path) -> None:
+    lua = lua_tree(tmp_path, {
+        "main.lua": "--!include common\n--!include jobs\n--!include common\nreturn 1\n",
+        "includes/jobs.lua": "--!include common\nlocal function jobs() end\n",
+        "includes/common.lua": "local function common() end\n",
+    })
+    assert flatten("main", lua).source == "local function common() end\nlocal function jobs() end\nreturn 1\n"
+
+
+def test_an_include_cycle_is_refused_naming_the_chain(tmp_path: Path) -> None:
+    lua = lua_tree(tmp_path, {
+        "claim.lua": "--!include jobs\nreturn 1\n",
+        "includes/jobs.lua": "--!include common\n",
+        "includes/common.lua": "local A = 1\n--!include jobs\n",
+    })
+    with pytest.raises(LuaIncludeError, match="^lua include cycle: claim -> jobs -> common -> jobs$"):
+        flatten("claim", lua)
+
+
+def test_an_unknown_include_is_refused_naming_the_file_and_line(tmp_path: Path) -> None:
+    lua = lua_tree(tmp_path, {
+        "claim.lua": "--!include jobs\nreturn 1\n",
+        "includes/jobs.lua": "-- jobs\n\n--!include comon\n",
+    })
+    with pytest.raises(LuaIncludeError, match=r"^lua/includes/jobs\.lua:3: unknown include 'comon' "
+                                              r"\(no lua/includes/comon\.lua\)$"):
+        flatten("claim", lua)
+
+
+def test_a_malformed_include_is_refused_naming_the_file_and_line(tmp_path: Path) -> None:
+    lua = lua_tree(tmp_path, {"claim.lua": "return 1\n--!include jobs.lua\n"})
+    with pytest.raises(LuaIncludeError, match=r"^lua/claim\.lua:2: malformed include '--!include jobs\.lua'"):
+        flatten("claim", lua)
+
+
+def test_the_line_map_names_the_file_and_line_each_flattened_line_was_written_at(tmp_path: Path) -> None:
+    lua = lua_tree(tmp_path, {
+        "main.lua": "-- main\n--!include helper\nreturn helper()\n",
+        "includes/helper.lua": "-- helper\nlocal function helper() return 1 end\n",
+    })
+    script = flatten("main", lua)
+    assert script.origins == (
+        SourceLine("lua/main.lua", 1), SourceLine("lua/includes/helper.lua", 1),
+        SourceLine("lua/includes/helper.lua", 2), SourceLine("lua/main.lua", 3),
+    )
+    assert script.origin(3) == SourceLine("lua/includes/helper.lua", 2) and script.origin(5) is None
+
+
+def test_error_replies_of_redis_and_of_fakeredis_are_rewritten_to_source_lines() -> None:
+    script = LoadedScript("main", "", (SourceLine("lua/main.lua", 1), SourceLine("lua/includes/jobs.lua", 40)))
+    redis_reply = ("user_script:2: attempt to index local 'x' (a nil value) script: 86197dcd, "
+                   "on @user_script:2.")
+    assert rewrite_error(redis_reply, script) == (
+        "lua/includes/jobs.lua:40: attempt to index local 'x' (a nil value) script: 86197dcd, "
+        "on lua/includes/jobs.lua:40.")
+    fakeredis_reply = ('Error running script (call to f_86197dcd): @user_script:?: [string "<python>"]:2: boom\n'
+                       'stack traceback:\n\t[string "<python>"]:1: in main chunk')
+    assert rewrite_error(fakeredis_reply, script) == (
+        "Error running script (call to f_86197dcd): @user_script:?: lua/includes/jobs.lua:40: boom\n"
+        "stack traceback:\n\tlua/main.lua:1: in main chunk")
+    assert rewrite_error("user_script:9: beyond the script", script) == "user_script:9: beyond the script"
+
+
+async def test_an_error_in_an_included_file_names_that_file_and_line(engine_redis: Any, tmp_path: Path) -> None:
+    lua = lua_tree(tmp_path, {
+        "failing.lua": "-- a script that fails in its include\n--!include broken\nreturn broken({})\n",
+        "includes/broken.lua": "-- fails on purpose\nlocal function broken(settings)\n  return settings.missing.field\nend\n",
+    })
+    failing = RegisteredScript(engine_redis, flatten("failing", lua))
+    with pytest.raises(ResponseError) as caught:
+        await failing()
+    assert type(caught.value) is ResponseError
+    message = str(caught.value)
+    assert "lua/includes/broken.lua:3:" in message and "attempt to index" in message
+    assert "user_script:3" not in message and '"<python>"' not in message
+    assert caught.value.__cause__ is not None and ":4:" in str(caught.value.__cause__)  # the flattened line
+
+
+async def test_an_error_without_a_line_is_raised_as_it_came(engine_redis: Any, tmp_path: Path) -> None:
+    lua = lua_tree(tmp_path, {"refusing.lua": "return redis.error_reply('REFUSED on purpose')\n"})
+    refusing = RegisteredScript(engine_redis, flatten("refusing", lua))
+    with pytest.raises(ResponseError, match="^REFUSED on purpose$"):
+        await refusing()
+
+
+def test_every_lua_script_is_named_for_its_loader() -> None:
+    on_disk = {path.stem for path in lua_dir().glob("*.lua")}
+    assert on_disk == set(SCRIPT_NAMES) | set(SCHEDULE_SCRIPT_NAMES)
+
+
+@pytest.mark.parametrize("name", [*SCRIPT_NAMES, *SCHEDULE_SCRIPT_NAMES])
+async def test_every_script_loads_and_compiles(name: str, real_redis: Any) -> None:
+    script = load_script(name)
+    assert "--!include" not in script.source and len(script.origins) == script.source.count("\n")
+    assert await real_redis.script_load(script.source)  # Redis compiles it: a syntax error is refused here
