@@ -1,8 +1,10 @@
 """The script loader (``redisq.scripts``): includes resolved transitively and once, cycles
-and unknown names refused, errors named by their source file and line."""
+and unknown names refused, errors named by their source file and line; and the includes
+under ``lua/includes/`` are pure: functions and constants only."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +129,24 @@ async def test_every_script_loads_and_compiles(name: str, real_redis: Any) -> No
     script = load_script(name)
     assert "--!include" not in script.source and len(script.origins) == script.source.count("\n")
     assert await real_redis.script_load(script.source)  # Redis compiles it: a syntax error is refused here
+
+
+# At the top level of an include: a function, its end, a constant or an include; nothing that runs.
+INCLUDE_TOP_LEVEL_RE = re.compile(r"^(local function \w+\(.*|end|local [A-Z][A-Z0-9_]* = (\d+|'[^']*')|--!include \w+)$")
+
+
+def code_of(line: str) -> str:
+    """The line without its comment (the includes put no '--' inside strings)."""
+    return line.split("--", 1)[0].rstrip() if not line.startswith("--!include") else line
+
+
+@pytest.mark.parametrize("include", sorted(path.name for path in (lua_dir() / "includes").glob("*.lua")))
+def test_an_include_defines_functions_and_constants_only(include: str) -> None:
+    lines = (lua_dir() / "includes" / include).read_text().splitlines()
+    for number, line in enumerate(lines, start=1):
+        code = code_of(line)
+        where = f"lua/includes/{include}:{number}: {line.strip()}"
+        assert not re.search(r"\b(KEYS|ARGV)\b", code), f"{where}: an include is given what it needs, never reads KEYS/ARGV"
+        assert "math.randomseed" not in code, f"{where}: the script seeds the random numbers, not an include"
+        if code and not code[0].isspace():
+            assert INCLUDE_TOP_LEVEL_RE.match(code), f"{where}: runs at include time (or is mutable state)"

@@ -294,7 +294,7 @@ class Store:
 
     @staticmethod
     def _attempt_keys(keys: WorkerKeys) -> list[str]:
-        """KEYS of the scripts that end attempts (lua/includes/attempts.lua)."""
+        """KEYS of the scripts that end attempts (lua/settle.lua, lua/reap.lua)."""
         return [*keys.queue_keys, keys.running, keys.finished, keys.bucket, keys.buckets]
 
     async def reap(self, worker: WorkerConfig, most: int = 500) -> tuple[int, int]:
