@@ -5,14 +5,17 @@ under ``lua/includes/`` are pure: functions and constants only."""
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 from redis.exceptions import ResponseError
 
+from redisq.config import Backoff, Config, WorkerConfig
 from redisq.scripts import (SCHEDULE_SCRIPT_NAMES, SCRIPT_NAMES, LoadedScript, LuaIncludeError, RegisteredScript,
                             SourceLine, flatten, load_script, lua_dir, rewrite_error)
+from redisq.store import Store
 
 
 def lua_tree(directory: Path, files: dict[str, str]) -> Path:
@@ -150,3 +153,30 @@ def test_an_include_defines_functions_and_constants_only(include: str) -> None:
         assert "math.randomseed" not in code, f"{where}: the script seeds the random numbers, not an include"
         if code and not code[0].isspace():
             assert INCLUDE_TOP_LEVEL_RE.match(code), f"{where}: runs at include time (or is mutable state)"
+
+
+async def backoff_delays_s(redis: Any, tmp_path: Path, backoff: Backoff, attempts_and_fractions: list[tuple[int, float]]
+                           ) -> list[float]:
+    """The delays ``backoff_ms`` (lua/includes/attempts.lua, as settle and reap run it) gives
+    after each number of failed attempts with each random fraction, from the worker's policy
+    as the store sends it to settle."""
+    shutil.copytree(lua_dir() / "includes", tmp_path / "includes")
+    lua = lua_tree(tmp_path, {"backoff.lua": (
+        "--!include attempts\n"
+        "local policy = retry_policy(ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[9], ARGV[10])  -- as settle.lua\n"
+        "local delays = {}\n"
+        "for i = 11, #ARGV, 2 do delays[#delays + 1] = backoff_ms(policy, tonumber(ARGV[i]), tonumber(ARGV[i + 1])) end\n"
+        "return delays\n")})
+    worker = WorkerConfig(name="w", url="http://127.0.0.1:9/w", backoff=backoff)
+    policy_args = Store(redis, Config(workers={"w": worker}))._policy_args(worker)
+    script = RegisteredScript(redis, flatten("backoff", lua))
+    delays_ms = await script(args=[*policy_args, *(x for pair in attempts_and_fractions for x in pair)])
+    return [int(ms) / 1000 for ms in delays_ms]
+
+
+async def test_backoff_delay(engine_redis: Any, tmp_path: Path) -> None:
+    backoff = Backoff(initial_s=1.0, factor=2.0, max_s=10.0, jitter=False)
+    delays = await backoff_delays_s(engine_redis, tmp_path / "plain", backoff, [(n, 1.0) for n in range(1, 7)])
+    assert delays == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+    jittered = await backoff_delays_s(engine_redis, tmp_path / "jitter", Backoff(1.0, 2.0, 10.0, jitter=True), [(3, 0.25)])
+    assert jittered == [1.0]

@@ -24,16 +24,13 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Backoff:
-    """Delay before retry n: ``min(max_s, initial_s * factor ** (n - 1))``, full jitter if set."""
+    """Delay before retry n: ``min(max_s, initial_s * factor ** (n - 1))``, full jitter if set
+    (computed by the scripts that end attempts: ``backoff_ms`` in lua/includes/attempts.lua)."""
 
     initial_s: float = 1.0
     factor: float = 2.0
     max_s: float = 3600.0
     jitter: bool = True
-
-    def delay_s(self, attempt: int, random_fraction: float = 1.0) -> float:
-        delay = min(self.max_s, self.initial_s * self.factor ** (attempt - 1))
-        return delay * random_fraction if self.jitter else delay
 
 
 @dataclass(frozen=True)
