@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from redis.exceptions import ResponseError
 
-from redisq.config import Backoff, Config, WorkerConfig
+from redisq.config import DEFAULT_TIMEOUT_S, Backoff, Config, WorkerConfig
 from redisq.scripts import (SCHEDULE_SCRIPT_NAMES, SCRIPT_NAMES, LoadedScript, LuaIncludeError, RegisteredScript,
                             SourceLine, flatten, load_script, lua_dir, rewrite_error)
 from redisq.store import Store
@@ -153,6 +153,12 @@ def test_an_include_defines_functions_and_constants_only(include: str) -> None:
         assert "math.randomseed" not in code, f"{where}: the script seeds the random numbers, not an include"
         if code and not code[0].isspace():
             assert INCLUDE_TOP_LEVEL_RE.match(code), f"{where}: runs at include time (or is mutable state)"
+
+
+def test_the_lua_default_timeout_is_config_py_s() -> None:
+    text = (lua_dir() / "includes" / "limits.lua").read_text()
+    (timeout_ms,) = re.findall(r"^local DEFAULT_TIMEOUT_MS = (\d+)$", text, re.MULTILINE)
+    assert int(timeout_ms) == DEFAULT_TIMEOUT_S * 1000
 
 
 async def backoff_delays_s(redis: Any, tmp_path: Path, backoff: Backoff, attempts_and_fractions: list[tuple[int, float]]

@@ -2,7 +2,7 @@
 
 -- A job's lease when neither the job nor the worker's limits hash gives a timeout (the
 -- hash is seeded before the first claim, but a Redis that lost its data has none):
--- config.py's default.
+-- config.py's DEFAULT_TIMEOUT_S, which a test holds this to.
 local DEFAULT_TIMEOUT_MS = 30000
 
 -- The worker's live limits from its limits hash; a missing field is no limit.

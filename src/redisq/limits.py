@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
-from .config import WorkerConfig
+from .config import DEFAULT_TIMEOUT_S, WorkerConfig
 from .errors import ValidationError
 
 MAX_TIMEOUT_S = 7 * 86400
@@ -44,7 +44,7 @@ class Limits:
     concurrency: int | None = None
     total_rate: float | None = None
     total_burst: float | None = None  # None = max(1, total_rate)
-    timeout_s: float = 30.0
+    timeout_s: float = DEFAULT_TIMEOUT_S
     paused: bool = False
 
     @classmethod
@@ -66,7 +66,7 @@ class Limits:
         return cls(rate=rate, burst=number("burst") if rate is not None else None,
                    concurrency=None if concurrency is None else int(concurrency),
                    total_rate=total_rate, total_burst=number("total_burst") if total_rate is not None else None,
-                   timeout_s=30.0 if timeout_ms is None else timeout_ms / 1000, paused=f.get("paused") == "1")
+                   timeout_s=DEFAULT_TIMEOUT_S if timeout_ms is None else timeout_ms / 1000, paused=f.get("paused") == "1")
 
     @property
     def bucket_size(self) -> float | None:
