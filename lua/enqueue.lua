@@ -7,7 +7,7 @@
 -- the existing job's fields (HGETALL). wake is 1 when a new job is due before the
 -- previous head of the queue, so sleeping dispatchers should look again.
 -- A job whose cost is above the worker's burst could never run: then nothing is created
--- and the answer is {'cost', index of the job (1-based), why}.
+-- and the answer is {'cost', index of the job (1-based), 'burst' or 'total_burst', its size}.
 --!include common
 --!include jobs
 --!include limits
@@ -17,9 +17,11 @@ local FIRST_JOB_KEY, ARGS_BEFORE_JOBS, ARGS_PER_JOB = 5, 2, 8
 local limits = read_limits(queue.limits)
 for i = FIRST_JOB_KEY, #KEYS do
   local a = ARGS_BEFORE_JOBS + (i - FIRST_JOB_KEY) * ARGS_PER_JOB
-  local refusal = cost_refusal(limits, tonumber(ARGV[a + 8]))
+  local bucket, size = cost_refusal(limits, tonumber(ARGV[a + 8]))
   -- (an existing id is answered with its job, whatever the cost)
-  if refusal and redis.call('EXISTS', KEYS[i]) == 0 then return {'cost', i - FIRST_JOB_KEY + 1, refusal} end
+  if bucket and redis.call('EXISTS', KEYS[i]) == 0 then
+    return {'cost', i - FIRST_JOB_KEY + 1, bucket, string.format('%.17g', size)}
+  end
 end
 
 local now = server_now_ms()

@@ -28,13 +28,10 @@ local function bucket_level(stored_tokens, stored_ms, rate, burst, now)
   return math.min(burst, tonumber(stored_tokens) + elapsed_ms * rate / 1000)
 end
 
--- Why a job of this cost can never be claimed under these limits; nil when it can.
+-- Which bucket a job of this cost could never be claimed from under these limits, and
+-- that bucket's size: 'burst' or 'total_burst' (limits.py words the refusal); nil when it can.
 local function cost_refusal(limits, cost)
-  if limits.burst and cost > limits.burst then
-    return 'is ' .. cost .. ', above the burst of ' .. limits.burst .. ' tokens'
-  end
-  if limits.total_burst and cost > limits.total_burst then
-    return 'is ' .. cost .. ', above the total_burst of ' .. limits.total_burst .. ' tokens'
-  end
+  if limits.burst and cost > limits.burst then return 'burst', limits.burst end
+  if limits.total_burst and cost > limits.total_burst then return 'total_burst', limits.total_burst end
   return nil
 end

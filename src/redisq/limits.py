@@ -37,6 +37,13 @@ def number_text(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
+def cost_refusal_text(cost: float, bucket: str, size: float) -> str:
+    """Why a job of this cost could never run: it is above ``bucket`` ("burst" or
+    "total_burst"), whose size is ``size``. The enqueue script finds the bucket atomically
+    with its writes (``cost_refusal`` in lua/includes/limits.lua) and says only which."""
+    return f"is {number_text(cost)}, above the {bucket} of {number_text(size)} tokens"
+
+
 @dataclass(frozen=True)
 class Limits:
     rate: float | None = None
@@ -81,11 +88,12 @@ class Limits:
         return self.total_burst if self.total_burst is not None else max(1.0, self.total_rate)
 
     def cost_refusal(self, cost: float) -> str | None:
-        """Why a job of this cost could never run under these limits (lua/includes/jobs.lua
-        words it the same); None when it can."""
-        for size, name in ((self.bucket_size, "burst"), (self.total_bucket_size, "total_burst")):
+        """Why a job of this cost could never run under these limits; None when it can.
+        The check before a write that no script guards (a batch across workers, a
+        schedule): the enqueue script makes the same one, under the limits of its call."""
+        for size, bucket in ((self.bucket_size, "burst"), (self.total_bucket_size, "total_burst")):
             if size is not None and cost > size:
-                return f"is {number_text(cost)}, above the {name} of {number_text(size)} tokens"
+                return cost_refusal_text(cost, bucket, size)
         return None
 
     def pairs_of(self, fields: "set[str]") -> list[str]:

@@ -19,7 +19,7 @@ from redis import exceptions as redis_errors
 from .config import Config, WorkerConfig
 from .errors import ConflictError, NotFoundError, UnavailableError, ValidationError
 from .keys import WorkerKeys, job_id, split_job_id
-from .limits import Limits, number_text
+from .limits import Limits, cost_refusal_text, number_text
 from .model import EnqueueRequest, Job, JobState
 from .scripts import Scripts
 
@@ -235,7 +235,8 @@ class Store:
                     if _text(out[0]) == "cost":
                         i = chunk[int(out[1]) - 1]
                         where = f"jobs[{i}]." if len(requests) > 1 else ""
-                        raise ValidationError(f"{where}cost: {_text(out[2])} of worker {worker!r}, so it could never run",
+                        refusal = cost_refusal_text(requests[i].cost, _text(out[2]), float(_text(out[3])))
+                        raise ValidationError(f"{where}cost: {refusal} of worker {worker!r}, so it could never run",
                                               field="cost", index=i if len(requests) > 1 else None)
                     now_ms = int(out[0])
                     if int(out[1]):
