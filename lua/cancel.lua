@@ -5,9 +5,9 @@
 -- A receipt that arrives later for a cancelled job is answered and changes nothing.
 --!include common
 --!include jobs
-local queue, next_key, next_arg = queue_from(1, 1)
-local running_key, finished_key, job_key = KEYS[next_key], KEYS[next_key + 1], KEYS[next_key + 2]
-local suffix, retention_ms = ARGV[next_arg], tonumber(ARGV[next_arg + 1])
+local queue = new_queue(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2])
+local running_key, finished_key, job_key = KEYS[5], KEYS[6], KEYS[7]
+local suffix, retention_ms = ARGV[3], tonumber(ARGV[4])
 local job = redis.call('HMGET', job_key, 'state', 'seq', 'throttle_key')
 local state = job[1]
 if not state then return {'missing', {}} end

@@ -20,11 +20,11 @@
 --            a job written later than that after the claim holds them back (hold_back.lua).
 --!include common
 --!include jobs
-local queue, next_key, next_arg = queue_from(1, 1)
-local running_key, worker_bucket_key, dispatched_key, buckets_key =
-  KEYS[next_key], KEYS[next_key + 1], KEYS[next_key + 2], KEYS[next_key + 3]
-local job_prefix, most = ARGV[next_arg], tonumber(ARGV[next_arg + 1])
-local limits = read_limits(queue)
+--!include limits
+local queue = new_queue(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2])
+local running_key, worker_bucket_key, dispatched_key, buckets_key = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local job_prefix, most = ARGV[3], tonumber(ARGV[4])
+local limits = read_limits(queue.limits)
 local capped, rated = 0, 0
 if limits.concurrency then capped = 1 end
 if limits.rate or limits.total_rate then rated = 1 end
@@ -54,7 +54,6 @@ local function slack_ms(tokens, rate, burst)
   return string.format('%.3f', math.max(0, burst - tokens) * 1000 / rate)
 end
 
-local DEFAULT_TIMEOUT_MS = 30000  -- config.py's default, for a worker whose limits were never seeded
 local out = {0, capped, rated, ''}
 if total_tokens ~= nil then out[4] = slack_ms(total_tokens, limits.total_rate, limits.total_burst) end
 local claimed = 0

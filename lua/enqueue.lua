@@ -7,18 +7,21 @@
 -- the existing job's fields (HGETALL). wake is 1 when a new job is due before the
 -- previous head of the queue, so sleeping dispatchers should look again.
 -- A job whose cost is above the worker's burst could never run: then nothing is created
--- and the answer is {'cost', index of the job (1-based), why}.
+-- and the answer is {'cost', index of the job (1-based), 'burst' or 'total_burst', its size}.
 --!include common
 --!include jobs
-local queue, first_job_key, first_job_arg = queue_from(1, 1)
-local ARGS_PER_JOB = 8
+--!include limits
+local queue = new_queue(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2])
+local FIRST_JOB_KEY, ARGS_BEFORE_JOBS, ARGS_PER_JOB = 5, 2, 8
 
-local limits = read_limits(queue)
-for i = first_job_key, #KEYS do
-  local a = first_job_arg - 1 + (i - first_job_key) * ARGS_PER_JOB
-  local refusal = cost_refusal(limits, tonumber(ARGV[a + 8]))
+local limits = read_limits(queue.limits)
+for i = FIRST_JOB_KEY, #KEYS do
+  local a = ARGS_BEFORE_JOBS + (i - FIRST_JOB_KEY) * ARGS_PER_JOB
+  local bucket, size = cost_refusal(limits, tonumber(ARGV[a + 8]))
   -- (an existing id is answered with its job, whatever the cost)
-  if refusal and redis.call('EXISTS', KEYS[i]) == 0 then return {'cost', i - first_job_key + 1, refusal} end
+  if bucket and redis.call('EXISTS', KEYS[i]) == 0 then
+    return {'cost', i - FIRST_JOB_KEY + 1, bucket, string.format('%.17g', size)}
+  end
 end
 
 local now = server_now_ms()
@@ -26,9 +29,9 @@ local head_ms = queue_head_ms(queue)
 local earliest_new_ms = nil
 local out = {now, 0}
 
-for i = first_job_key, #KEYS do
+for i = FIRST_JOB_KEY, #KEYS do
   local job_key = KEYS[i]
-  local a = first_job_arg - 1 + (i - first_job_key) * ARGS_PER_JOB
+  local a = ARGS_BEFORE_JOBS + (i - FIRST_JOB_KEY) * ARGS_PER_JOB
   local existing = redis.call('HGETALL', job_key)
   if #existing > 0 then
     out[#out + 1] = existing

@@ -7,6 +7,7 @@
 -- running: its state is given) or missing.
 -- The poller reaps by the running zset's scores, so moving the score keeps the attempt alive.
 --!include common
+--!include limits
 local running_key, job_key = KEYS[1], KEYS[2]
 local suffix, attempt, seq = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local job = redis.call('HMGET', job_key, 'state', 'attempts', 'lease_timeout_ms', 'seq', 'lease_deadline_ms', 'timeout_ms')
@@ -17,7 +18,7 @@ if tonumber(job[2]) ~= attempt then return {'stale', state} end
 if state ~= 'running' then return {'finished', state} end
 local now = server_now_ms()
 -- A job claimed before claim kept lease_timeout_ms has its own timeout_ms (or the default).
-local timeout_ms = tonumber(job[3]) or tonumber(job[6]) or 30000
+local timeout_ms = tonumber(job[3]) or tonumber(job[6]) or DEFAULT_TIMEOUT_MS
 local lease_deadline_ms = math.max(now + timeout_ms, tonumber(job[5]) or 0)
 redis.call('HSET', job_key, 'lease_deadline_ms', lease_deadline_ms)
 redis.call('ZADD', running_key, lease_deadline_ms, suffix)

@@ -12,9 +12,11 @@
 -- order; each takes back only what its claim's lateness adds beyond the earlier reports.
 --!include common
 --!include jobs
-local queue, next_key, next_arg = queue_from(1, 1)
-local worker_bucket_key = KEYS[next_key]
-local limits = read_limits(queue)
+--!include limits
+local queue = new_queue(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2])
+local worker_bucket_key = KEYS[5]
+local FIRST_REPORT_ARG, ARGS_PER_REPORT = 3, 6
+local limits = read_limits(queue.limits)
 local now = server_now_ms()
 
 -- The refill a draw of `cost` loses to the bucket's cap when it is made `late_ms` later
@@ -32,7 +34,7 @@ local function take_tokens(bucket_key, take, rate, burst)
 end
 
 local held = 0
-for a = next_arg, #ARGV, 6 do
+for a = FIRST_REPORT_ARG, #ARGV, ARGS_PER_REPORT do
   local kind, throttle_key = ARGV[a], ARGV[a + 1]
   local slack_ms, cost = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   local reported_ms, late_ms = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])

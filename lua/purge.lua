@@ -8,6 +8,7 @@
 -- it was written means it is not full yet, or a back-pressure pause holds, it stays until
 -- then, so a bucket never reads as full (missing) before it is.
 --!include common
+--!include limits
 local finished_key, stats_key, buckets_key, limits_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local job_prefix, most, key_bucket_prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local now = server_now_ms()
@@ -26,9 +27,8 @@ if #due > most then more = 1 end
 
 local full = redis.call('ZRANGEBYSCORE', buckets_key, '-inf', now, 'LIMIT', 0, most + 1)
 if #full > 0 then
-  local v = redis.call('HMGET', limits_key, 'rate', 'burst')
-  local rate, burst = tonumber(v[1]), tonumber(v[2])
-  if rate and not burst then burst = math.max(1, rate) end
+  local limits = read_limits(limits_key)
+  local rate, burst = limits.rate, limits.burst
   for i = 1, math.min(#full, most) do
     local throttle_key = full[i]
     local bucket_key = key_bucket_prefix .. throttle_key

@@ -1,12 +1,22 @@
 -- reap: fail the attempts whose lease ended before a receipt came ("timed out").
--- KEYS and ARGV as in includes/attempts.lua, then ARGV[LAST_POLICY_ARG + 1] most leases to reap
+-- KEYS: the queue's keys (WorkerKeys.queue_keys), running zset, finished zset, worker bucket
+--   hash, buckets zset (throttle key -> when its bucket is full)
+-- ARGV: the queue's args (WorkerKeys.queue_args), job key prefix, backoff initial ms, backoff
+--   factor, backoff max ms, jitter (1 or 0), random seed, succeeded retention ms, dead
+--   retention ms, most leases to reap
 -- Returns {reaped, wait_ms until the next lease ends (-1 = none running)}
 --!include common
 --!include jobs
 --!include attempts
+local queue = new_queue(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2])
+local running_key, finished_key, worker_bucket_key, buckets_key = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local job_prefix, most = ARGV[3], tonumber(ARGV[11])
+local policy = retry_policy(ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[9], ARGV[10])
+math.randomseed(tonumber(ARGV[8]))  -- the caller's seed keeps the script deterministic for replication
+local worker = attempts_of(queue, finished_key, worker_bucket_key, buckets_key, policy)
 
 local now = server_now_ms()
-local expired = redis.call('ZRANGEBYSCORE', running_key, '-inf', now, 'LIMIT', 0, tonumber(ARGV[LAST_POLICY_ARG + 1]))
+local expired = redis.call('ZRANGEBYSCORE', running_key, '-inf', now, 'LIMIT', 0, most)
 for _, suffix in ipairs(expired) do
   redis.call('ZREM', running_key, suffix)
   local job_key = job_prefix .. suffix
@@ -14,7 +24,7 @@ for _, suffix in ipairs(expired) do
   if job[1] == 'running' then
     local attempt = tonumber(job[2])
     redis.call('HSET', job_key, 'settled_attempt', attempt, 'receipt_digest', 'timed out')
-    fail_attempt(job_key, suffix, {
+    fail_attempt(worker, job_key, suffix, {
       attempt = attempt, max_attempts = job[3], seq = job[4], throttled = job[5], throttle_key = job[6],
       unsent = job[7],
     }, 'timed out', false, -1, now)

@@ -9,6 +9,7 @@
 -- Claim scores a key that waits for a token by when the old rate gives it one; after a
 -- change, the keys that wait are looked at again by the next claim (the soonest
 -- RESCORE_MOST of them: each look costs a claim one step, and it puts the key back).
+--!include common
 local RESCORE_MOST = 10000
 local limits_key, throttle_keys_key, mode = KEYS[1], KEYS[2], ARGV[1]
 local changed = false
@@ -30,8 +31,7 @@ for i = 2, #ARGV, 2 do
   end
 end
 if changed then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local now = server_now_ms()
   local waiting = redis.call('ZRANGEBYSCORE', throttle_keys_key, '(' .. now, '+inf', 'LIMIT', 0, RESCORE_MOST)
   for _, throttle_key in ipairs(waiting) do redis.call('ZADD', throttle_keys_key, now, throttle_key) end
 end

@@ -1,7 +1,10 @@
 -- settle: end running attempts with the receipts that answer them.
--- KEYS and ARGV as in includes/attempts.lua, then one job hash per receipt in KEYS, and
---   8 ARGV per receipt: suffix, attempt, outcome ('success' | 'failure' | 'permanent' |
---   'unsent': the coordinator did not send it, see return_unsent),
+-- KEYS: the queue's keys (WorkerKeys.queue_keys), running zset, finished zset, worker bucket
+--   hash, buckets zset (throttle key -> when its bucket is full), then one job hash per receipt
+-- ARGV: the queue's args (WorkerKeys.queue_args), job key prefix, backoff initial ms, backoff
+--   factor, backoff max ms, jitter (1 or 0), random seed, succeeded retention ms, dead
+--   retention ms, then 8 per receipt: suffix, attempt, outcome ('success' | 'failure' |
+--   'permanent' | 'unsent': the coordinator did not send it, see return_unsent),
 --   error, result (JSON text or ''), retry_after_ms (-1 = none), digest (identifies the
 --   receipt, to recognise a repeat), seq (the enqueue sequence of the job the receipt
 --   answers; 0 = not checked)
@@ -11,12 +14,18 @@
 --!include common
 --!include jobs
 --!include attempts
+local queue = new_queue(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2])
+local running_key, finished_key, worker_bucket_key, buckets_key = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local FIRST_JOB_KEY, ARGS_BEFORE_RECEIPTS, ARGS_PER_RECEIPT = 9, 10, 8
+local policy = retry_policy(ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[9], ARGV[10])
+math.randomseed(tonumber(ARGV[8]))  -- the caller's seed keeps the script deterministic for replication
+local worker = attempts_of(queue, finished_key, worker_bucket_key, buckets_key, policy)
 
 local now = server_now_ms()
 local out = {}
 for i = FIRST_JOB_KEY, #KEYS do
   local job_key = KEYS[i]
-  local a = LAST_POLICY_ARG + (i - FIRST_JOB_KEY) * 8
+  local a = ARGS_BEFORE_RECEIPTS + (i - FIRST_JOB_KEY) * ARGS_PER_RECEIPT
   local suffix, attempt, outcome = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
   local error_text, result, retry_after_ms, digest = ARGV[a + 4], ARGV[a + 5], tonumber(ARGV[a + 6]), ARGV[a + 7]
   local receipt_seq = tonumber(ARGV[a + 8])
@@ -41,14 +50,14 @@ for i = FIRST_JOB_KEY, #KEYS do
     redis.call('HSET', job_key, 'settled_attempt', attempt, 'receipt_digest', digest)
     if outcome == 'success' then
       if result ~= '' then redis.call('HSET', job_key, 'result', result) end
-      out[#out + 1] = finish(job_key, suffix, 'succeeded', now, succeeded_retention_ms)
+      out[#out + 1] = finish(worker, job_key, suffix, 'succeeded', now, policy.succeeded_retention_ms)
     elseif outcome == 'unsent' then
-      out[#out + 1] = return_unsent(job_key, suffix, {
+      out[#out + 1] = return_unsent(worker, job_key, suffix, {
         attempt = attempt, seq = job[4], unsent = job[9], throttle_key = job[8], run_at_ms = job[10], cost = job[11],
         claimed_ms = (tonumber(job[12]) or now) - (tonumber(job[13]) or 0),
       }, now)
     else
-      out[#out + 1] = fail_attempt(job_key, suffix, {
+      out[#out + 1] = fail_attempt(worker, job_key, suffix, {
         attempt = attempt, max_attempts = job[3], seq = job[4], throttled = job[7], unsent = job[9],
         throttle_key = job[8],
       }, error_text, outcome == 'permanent', retry_after_ms, now)

@@ -7,11 +7,11 @@
 --   ms the worker stays paused by back-pressure (0 = not), jobs claimed in the last 60 s}
 --!include common
 --!include jobs
-local queue, next_key = queue_from(1, 1)
-local running_key, worker_bucket_key, default_bucket_key, dispatched_key =
-  KEYS[next_key], KEYS[next_key + 1], KEYS[next_key + 2], KEYS[next_key + 3]
+--!include limits
+local queue = new_queue(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2])
+local running_key, worker_bucket_key, default_bucket_key, dispatched_key = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local now = server_now_ms()
-local limits = read_limits(queue)
+local limits = read_limits(queue.limits)
 
 local default_tokens = ''
 if limits.rate then

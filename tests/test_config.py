@@ -68,12 +68,6 @@ def test_cancelled_retention_defaults_to_dead_retention():
     assert config.workers["a"].retention == Retention(succeeded_s=3600.0, dead_s=60.0, cancelled_s=60.0)
 
 
-def test_backoff_delay():
-    backoff = Backoff(initial_s=1.0, factor=2.0, max_s=10.0, jitter=False)
-    assert [backoff.delay_s(n) for n in range(1, 7)] == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
-    assert Backoff(1.0, 2.0, 10.0, jitter=True).delay_s(3, random_fraction=0.25) == 1.0
-
-
 @pytest.mark.parametrize("text, key, words", [
     ('[workers.send-email]\nurl = "http://x"\nrate = 0\n', "workers.send-email.rate", "must be a number > 0"),
     ('[workers.send-email]\nurl = "http://x"\nrate = "fast"\n', "workers.send-email.rate", "must be a number"),

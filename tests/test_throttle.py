@@ -287,6 +287,17 @@ async def test_a_batch_across_workers_with_a_cost_above_a_burst_writes_nothing(e
     assert await engine_redis.exists(store.keys("alpha").job("a"), store.keys("beta").job("b")) == 0
 
 
+async def test_a_cost_refusal_reads_the_same_from_the_script_and_from_the_check_before_a_batch(engine_redis):
+    w, other = worker(rate=1.0, burst=2.3), worker("other")
+    store = make_store(engine_redis, w, other)
+    words = "cost: is 2.35, above the burst of 2.3 tokens of worker 'send-email', so it could never run"
+    with pytest.raises(ValidationError) as by_the_script:  # one worker: the enqueue script refuses it
+        await store.enqueue(request(store, cost=2.35))
+    with pytest.raises(ValidationError) as before_the_batch:  # two workers: refused before any script writes
+        await store.enqueue_many([request(store, worker="other"), request(store, cost=2.35)])
+    assert str(by_the_script.value) == words and str(before_the_batch.value) == f"jobs[1].{words}"
+
+
 async def test_an_existing_id_is_answered_with_its_job_even_after_its_burst_was_lowered(engine_redis):
     w = worker(rate=1.0, burst=20)
     store = make_store(engine_redis, w)

@@ -1,4 +1,5 @@
--- Shared by every script: the one clock (the Redis server's) and the queue member format.
+-- Shared by every script: the one clock (the Redis server's), the queue member format, and
+-- calls in slices.
 local function server_now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -22,11 +23,4 @@ local function call_in_slices(command, key, flat, per)
   for first = 1, #flat, slice do
     redis.call(command, key, unpack(flat, first, math.min(#flat, first + slice - 1)))
   end
-end
-
--- A token bucket's level now, from its stored level and when it was stored (nil = full).
-local function bucket_level(stored_tokens, stored_ms, rate, burst, now)
-  if stored_tokens == false or stored_tokens == nil then return burst end
-  local elapsed_ms = math.max(0, now - tonumber(stored_ms))
-  return math.min(burst, tonumber(stored_tokens) + elapsed_ms * rate / 1000)
 end

@@ -1,21 +1,19 @@
--- Shared by the scripts that read or change a worker's queue; needs includes/common.lua.
+-- Shared by the scripts that read or change a worker's queue.
 --
 -- A worker's waiting jobs sit in one queue per throttle key (jobs without one have the
 -- key ''), and the zset `throttle_keys` holds each key that has waiting jobs, scored by
 -- the time it can next be served (its head's run_at, its next token, the end of a pause).
 -- Claim looks only at keys whose time has come, so a throttled key costs nothing.
---
--- queue_from(first_key, first_arg) reads the queue's keys from KEYS (in the order of
--- WorkerKeys.queue_keys in keys.py) and its ARGV (WorkerKeys.queue_args); it returns the
--- queue and the indexes of the first KEYS and ARGV entries after them.
-local function queue_from(first_key, first_arg)
-  local queue = {
-    throttle_keys = KEYS[first_key], seq = KEYS[first_key + 1],
-    stats = KEYS[first_key + 2], limits = KEYS[first_key + 3],
-    queue_prefix = ARGV[first_arg], key_bucket_prefix = ARGV[first_arg + 1],
+--!include common
+
+-- A worker's queue, from the keys and prefixes a script is given first (in the order of
+-- WorkerKeys.queue_keys and WorkerKeys.queue_args in keys.py).
+local function new_queue(throttle_keys_key, seq_key, stats_key, limits_key, queue_prefix, key_bucket_prefix)
+  return {
+    throttle_keys = throttle_keys_key, seq = seq_key, stats = stats_key, limits = limits_key,
+    queue_prefix = queue_prefix, key_bucket_prefix = key_bucket_prefix,
     counts = {}, ready_ms = {},  -- pending counter changes, and key scores this call has seen
   }
-  return queue, first_key + 4, first_arg + 2
 end
 
 -- Counters shown by GET /workers: queued (waiting, retrying included), retrying,
@@ -30,22 +28,6 @@ local function write_counts(queue)
     if delta ~= 0 then redis.call('HINCRBY', queue.stats, field, delta) end
   end
   queue.counts = {}
-end
-
--- The worker's live limits (see limits.py); a missing field is no limit.
-local function read_limits(queue)
-  local v = redis.call('HMGET', queue.limits, 'rate', 'burst', 'concurrency', 'total_rate', 'total_burst',
-    'timeout_ms', 'paused')
-  local limits = {
-    rate = tonumber(v[1]), burst = tonumber(v[2]), concurrency = tonumber(v[3]),
-    total_rate = tonumber(v[4]), total_burst = tonumber(v[5]), timeout_ms = tonumber(v[6]),
-    paused = v[7] == '1',
-  }
-  if limits.rate and not limits.burst then limits.burst = math.max(1, limits.rate) end
-  if limits.total_rate and not limits.total_burst then limits.total_burst = math.max(1, limits.total_rate) end
-  if not limits.rate then limits.burst = nil end
-  if not limits.total_rate then limits.total_burst = nil end
-  return limits
 end
 
 -- The earliest time any throttle key can be served; nil when no job waits.
@@ -65,17 +47,6 @@ local function push_job(queue, throttle_key, seq, suffix, run_at_ms)
     ready_ms = run_at_ms
   end
   queue.ready_ms[throttle_key] = ready_ms
-end
-
--- Why a job of this cost can never be claimed under these limits; nil when it can.
-local function cost_refusal(limits, cost)
-  if limits.burst and cost > limits.burst then
-    return 'is ' .. cost .. ', above the burst of ' .. limits.burst .. ' tokens'
-  end
-  if limits.total_burst and cost > limits.total_burst then
-    return 'is ' .. cost .. ', above the total_burst of ' .. limits.total_burst .. ' tokens'
-  end
-  return nil
 end
 
 -- Create a scheduled job. job = {args = JSON text, run_at_ms, max_attempts,

@@ -18,22 +18,24 @@ from typing import Any, Mapping
 from .keys import WORKER_NAME_RE
 
 
+# Seconds an attempt may take when neither the job nor its worker says (lua/includes/limits.lua
+# keeps the same in ms, for a worker whose live limits are missing; a test holds them equal).
+DEFAULT_TIMEOUT_S = 30.0
+
+
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names where and why."""
 
 
 @dataclass(frozen=True)
 class Backoff:
-    """Delay before retry n: ``min(max_s, initial_s * factor ** (n - 1))``, full jitter if set."""
+    """Delay before retry n: ``min(max_s, initial_s * factor ** (n - 1))``, full jitter if set
+    (computed by the scripts that end attempts: ``backoff_ms`` in lua/includes/attempts.lua)."""
 
     initial_s: float = 1.0
     factor: float = 2.0
     max_s: float = 3600.0
     jitter: bool = True
-
-    def delay_s(self, attempt: int, random_fraction: float = 1.0) -> float:
-        delay = min(self.max_s, self.initial_s * self.factor ** (attempt - 1))
-        return delay * random_fraction if self.jitter else delay
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class WorkerConfig:
     concurrency: int | None = None  # jobs in flight at once; None = unlimited
     total_rate: float | None = None  # dispatches per second over all keys; None = unlimited
     total_burst: float | None = None  # the worker-wide bucket's size; None = max(1, total_rate)
-    timeout_s: float = 30.0
+    timeout_s: float = DEFAULT_TIMEOUT_S
     max_attempts: int = 5
     backoff: Backoff = field(default_factory=Backoff)
     retention: Retention = field(default_factory=Retention)
@@ -210,7 +212,7 @@ def parse_worker(source: str, name: str, table: Mapping[str, Any]) -> WorkerConf
         concurrency=r.integer("concurrency", None),
         total_rate=total_rate,
         total_burst=total_burst,
-        timeout_s=r.number("timeout", 30.0) or 30.0,
+        timeout_s=r.number("timeout", DEFAULT_TIMEOUT_S) or DEFAULT_TIMEOUT_S,
         max_attempts=r.integer("max_attempts", 5) or 5,
         backoff=backoff,
         retention=retention,

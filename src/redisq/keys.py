@@ -143,7 +143,8 @@ class WorkerKeys:
 
     @property
     def queue_keys(self) -> list[str]:
-        """The KEYS that scripts adding jobs read with ``queue_from`` (lua/includes/jobs.lua)."""
+        """The first KEYS of the scripts that read or change a worker's queue, in the order
+        they give them to ``new_queue`` (lua/includes/jobs.lua)."""
         return [self.throttle_keys, self.seq, self.stats, self.limits]
 
     @property

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
-from .config import WorkerConfig
+from .config import DEFAULT_TIMEOUT_S, WorkerConfig
 from .errors import ValidationError
 
 MAX_TIMEOUT_S = 7 * 86400
@@ -37,6 +37,13 @@ def number_text(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
+def cost_refusal_text(cost: float, bucket: str, size: float) -> str:
+    """Why a job of this cost could never run: it is above ``bucket`` ("burst" or
+    "total_burst"), whose size is ``size``. The enqueue script finds the bucket atomically
+    with its writes (``cost_refusal`` in lua/includes/limits.lua) and says only which."""
+    return f"is {number_text(cost)}, above the {bucket} of {number_text(size)} tokens"
+
+
 @dataclass(frozen=True)
 class Limits:
     rate: float | None = None
@@ -44,7 +51,7 @@ class Limits:
     concurrency: int | None = None
     total_rate: float | None = None
     total_burst: float | None = None  # None = max(1, total_rate)
-    timeout_s: float = 30.0
+    timeout_s: float = DEFAULT_TIMEOUT_S
     paused: bool = False
 
     @classmethod
@@ -66,7 +73,7 @@ class Limits:
         return cls(rate=rate, burst=number("burst") if rate is not None else None,
                    concurrency=None if concurrency is None else int(concurrency),
                    total_rate=total_rate, total_burst=number("total_burst") if total_rate is not None else None,
-                   timeout_s=30.0 if timeout_ms is None else timeout_ms / 1000, paused=f.get("paused") == "1")
+                   timeout_s=DEFAULT_TIMEOUT_S if timeout_ms is None else timeout_ms / 1000, paused=f.get("paused") == "1")
 
     @property
     def bucket_size(self) -> float | None:
@@ -81,11 +88,12 @@ class Limits:
         return self.total_burst if self.total_burst is not None else max(1.0, self.total_rate)
 
     def cost_refusal(self, cost: float) -> str | None:
-        """Why a job of this cost could never run under these limits (lua/includes/jobs.lua
-        words it the same); None when it can."""
-        for size, name in ((self.bucket_size, "burst"), (self.total_bucket_size, "total_burst")):
+        """Why a job of this cost could never run under these limits; None when it can.
+        The check before a write that no script guards (a batch across workers, a
+        schedule): the enqueue script makes the same one, under the limits of its call."""
+        for size, bucket in ((self.bucket_size, "burst"), (self.total_bucket_size, "total_burst")):
             if size is not None and cost > size:
-                return f"is {number_text(cost)}, above the {name} of {number_text(size)} tokens"
+                return cost_refusal_text(cost, bucket, size)
         return None
 
     def pairs_of(self, fields: "set[str]") -> list[str]:

@@ -1,22 +1,62 @@
 """Loads the Lua scripts under ``lua/`` once and calls them by sha.
 
-A line ``--!include NAME`` in a script is replaced by ``lua/includes/NAME.lua``, so shared
-pieces are written once (as BullMQ does with its ``includes/``). Calls go through
-redis-py's ``Script``, which uses EVALSHA and loads the script again on NOSCRIPT (after a
-Redis restart or a SCRIPT FLUSH).
+A line ``--!include NAME`` puts ``lua/includes/NAME.lua`` in its place, so shared pieces
+are written once (as BullMQ does with its ``includes/``). Includes name their own
+includes; each file goes into a script once (a second include of it is skipped), and a
+cycle or an unknown name is refused with a ``LuaIncludeError`` that says where.
+
+The loader keeps a line map (flattened line -> source file and line), so an error that
+Redis reports in a script (``user_script:123: ...``) is re-raised naming the source file:
+``lua/includes/jobs.lua:40: ...``. Calls go through redis-py's ``Script``, which uses
+EVALSHA and loads the script again on NOSCRIPT (after a Redis restart or a SCRIPT FLUSH).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
+
+from redis.exceptions import ResponseError
 
 SCRIPT_NAMES = ("enqueue", "claim", "settle", "reap", "cancel", "purge", "set_limits", "worker_state",
-                "heartbeat", "hold_back", "schedule_save", "schedule_pause", "schedule_delete", "schedules_due", "tick")
-INCLUDE_RE = re.compile(r"^--!include (\w+)$", re.MULTILINE)
+                "heartbeat", "hold_back")
+SCHEDULE_SCRIPT_NAMES = ("schedule_save", "schedule_pause", "schedule_delete", "schedules_due", "tick")
+INCLUDE_DIRECTIVE = "--!include"
+INCLUDE_RE = re.compile(r"^--!include (\w+)$")
+# A line number in an error reply: Redis 7 says `user_script:12:` and `@user_script:12.`,
+# fakeredis (Lua through lupa) says `[string "<python>"]:12:`.
+ERROR_LINE_RE = re.compile(r'@?user_script:(\d+)|\[string "<python>"\]:(\d+)')
+
+
+class LuaIncludeError(ValueError):
+    """A script's includes cannot be resolved: an unknown name, a malformed line or a cycle."""
+
+
+@dataclass(frozen=True)
+class SourceLine:
+    """Where a line of a flattened script was written: ``lua/includes/jobs.lua``, line 40."""
+
+    path: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+@dataclass(frozen=True)
+class LoadedScript:
+    """A script with its includes in place, and where each of its lines comes from."""
+
+    name: str
+    source: str
+    origins: tuple[SourceLine, ...]  # flattened line n (1-based) was written at origins[n - 1]
+
+    def origin(self, line: int) -> SourceLine | None:
+        return self.origins[line - 1] if 1 <= line <= len(self.origins) else None
 
 
 def lua_dir() -> Path:
@@ -27,16 +67,81 @@ def lua_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "lua"
 
 
+def flatten(name: str, directory: Path) -> LoadedScript:
+    """``directory/NAME.lua`` with its includes (from ``directory/includes/``) resolved."""
+    lines: list[str] = []
+    origins: list[SourceLine] = []
+    _append_file(directory, f"{name}.lua", [name], set(), lines, origins)
+    return LoadedScript(name, "".join(f"{line}\n" for line in lines), tuple(origins))
+
+
+def _append_file(directory: Path, relative_path: str, chain: list[str], included: set[str],
+                 lines: list[str], origins: list[SourceLine]) -> None:
+    """Append one file's lines, each include in place of its directive (depth first)."""
+    shown_path = f"lua/{relative_path}"
+    for number, line in enumerate((directory / relative_path).read_text().splitlines(), start=1):
+        if not line.startswith(INCLUDE_DIRECTIVE):
+            lines.append(line)
+            origins.append(SourceLine(shown_path, number))
+            continue
+        match = INCLUDE_RE.match(line.rstrip())
+        if match is None:
+            raise LuaIncludeError(f"{shown_path}:{number}: malformed include {line!r} (expected '--!include NAME')")
+        include = match.group(1)
+        if include in chain:
+            raise LuaIncludeError(f"lua include cycle: {' -> '.join([*chain, include])}")
+        if include in included:
+            continue  # already in the script, above
+        include_path = f"includes/{include}.lua"
+        if not (directory / include_path).is_file():
+            raise LuaIncludeError(f"{shown_path}:{number}: unknown include {include!r} (no lua/{include_path})")
+        included.add(include)
+        _append_file(directory, include_path, [*chain, include], included, lines, origins)
+
+
 @lru_cache(maxsize=None)
+def load_script(name: str) -> LoadedScript:
+    return flatten(name, lua_dir())
+
+
 def script_source(name: str) -> str:
-    directory = lua_dir()
-    source = (directory / f"{name}.lua").read_text()
-    return INCLUDE_RE.sub(lambda m: (directory / "includes" / f"{m.group(1)}.lua").read_text(), source)
+    return load_script(name).source
+
+
+def rewrite_error(message: str, script: LoadedScript) -> str:
+    """An error reply's flattened line numbers replaced by the source files and lines."""
+    def source_of(match: re.Match[str]) -> str:
+        origin = script.origin(int(match.group(1) or match.group(2)))
+        return match.group(0) if origin is None else str(origin)
+
+    return ERROR_LINE_RE.sub(source_of, message)
+
+
+class RegisteredScript:
+    """redis-py's ``Script`` for one loaded script; its errors name the source lines."""
+
+    def __init__(self, redis: Any, script: LoadedScript):
+        self.script = script
+        self._registered = redis.register_script(script.source)
+
+    async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = (), client: Any = None) -> Any:
+        try:
+            return await self._registered(keys=keys, args=args, client=client)
+        except ResponseError as e:
+            message = rewrite_error(str(e), self.script)
+            if message == str(e):
+                raise
+            raise type(e)(message) from e
+
+
+def register(redis: Any, name: str) -> RegisteredScript:
+    return RegisteredScript(redis, load_script(name))
 
 
 class Scripts:
-    """One registered script per state transition (``SCRIPT_NAMES``), bound to one Redis
-    client: ``scripts.registered["claim"](keys=..., args=...)``."""
+    """Every script (``SCRIPT_NAMES`` and ``SCHEDULE_SCRIPT_NAMES``) registered once, bound to
+    one Redis client: ``scripts.registered["claim"](keys=..., args=...)``."""
 
     def __init__(self, redis: Any):
-        self.registered: dict[str, Any] = {name: redis.register_script(script_source(name)) for name in SCRIPT_NAMES}
+        self.registered: dict[str, RegisteredScript] = {
+            name: register(redis, name) for name in (*SCRIPT_NAMES, *SCHEDULE_SCRIPT_NAMES)}

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 from ..errors import ConflictError, NotFoundError, ValidationError
 from ..keys import job_id
-from ..limits import number_text
+from ..limits import cost_refusal_text, number_text
 from ..model import EnqueueRequest, Job, JobState
 from .base import WorkerBase
 from .calls import redis_errors_mapped
@@ -25,7 +25,7 @@ def _number(value: Any) -> float | None:
 
 class Jobs(WorkerBase):
     def _policy_args(self) -> list[Any]:
-        """ARGV of the scripts that end attempts (lua/includes/attempts.lua)."""
+        """ARGV of the scripts that end attempts (lua/settle.lua, lua/reap.lua)."""
         b, r = self.config.backoff, self.config.retention
         return [
             *self.keys.queue_args, self.keys.job_prefix,
@@ -35,7 +35,7 @@ class Jobs(WorkerBase):
         ]
 
     def _attempt_keys(self) -> list[str]:
-        """KEYS of the scripts that end attempts (lua/includes/attempts.lua)."""
+        """KEYS of the scripts that end attempts (lua/settle.lua, lua/reap.lua)."""
         k = self.keys
         return [*k.queue_keys, k.running, k.finished, k.bucket, k.buckets]
 
@@ -69,9 +69,11 @@ class Jobs(WorkerBase):
         await self.ensure_limits()
         out = await self.run("enqueue", [*self.keys.queue_keys, *job_keys], args)
         if text(out[0]) == "cost":
-            i = positions[int(out[1]) - 1]
+            n = int(out[1]) - 1
+            i = positions[n]
             where = f"jobs[{i}]." if batch_size > 1 else ""
-            raise ValidationError(f"{where}cost: {text(out[2])} of worker {self.name!r}, so it could never run",
+            refusal = cost_refusal_text(chunk[n].cost, text(out[2]), float(text(out[3])))
+            raise ValidationError(f"{where}cost: {refusal} of worker {self.name!r}, so it could never run",
                                   field="cost", index=i if batch_size > 1 else None)
         now_ms = int(out[0])
         results = []
