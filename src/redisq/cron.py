@@ -45,12 +45,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterBadDateError, CroniterError, croniter
 
 from .config import Config, WorkerConfig
-from .dispatch import OutageBackoff
 from .errors import NotFoundError, ValidationError
 from .keys import WorkerKeys, job_id, split_job_id, tick_job_suffix
 from .limits import Limits, number_text
+from .loops import MAX_IDLE_S, OutageBackoff, WorkerLoops
 from .model import iso_from_ms, json_number, new_job_suffix, parse_enqueue
-from .poller import WorkerLoops
 from .scripts import script_source
 from .store import redis_outage_as_unavailable
 
@@ -63,7 +62,6 @@ MAX_CATCH_UP_TICKS = 1000
 MAX_SCHEDULE_SUFFIX = 180  # leaves room for ":<fire_ms>" in the tick job's id (at most 200)
 NEXT_RUN_TIMES = 5
 DUE_BATCH = 100
-MAX_IDLE_S = 1.0
 # A tick's job is created this long before the tick, with runAt at the tick's time, so that
 # the dispatcher sends it as on time as any delayed job (it sleeps until runAt).
 TICK_LEAD_MS = 100

@@ -20,17 +20,15 @@ import time
 from collections import defaultdict
 from typing import Any, Callable
 
-from redis import exceptions as redis_errors
-
 from .config import Config, WorkerConfig
 from .keys import WAKE_CHANNEL
+from .loops import MAX_IDLE_S, OutageBackoff
 from .security import receipt_token, signed_headers
-from .store import REDIS_OUTAGE_ERRORS, Claim, ClaimedJob, HoldBack, Receipt, Store
+from .store import Claim, ClaimedJob, HoldBack, Receipt, Store
 from .transport import NotSentError, Response, SendWindow, Transport, TransportError
 
 log = logging.getLogger("redisq.dispatch")
 
-MAX_IDLE_S = 1.0  # a sleeping loop looks again after this long even if no wake-up came
 WAKE_READ_TIMEOUT_S = 0.2
 SETTLE_BATCH = 500
 ERROR_BODY_CHARS = 300
@@ -102,31 +100,6 @@ def receipt_from_response(job: ClaimedJob, resp: Response) -> Receipt | None:
     if 400 <= status < 500:
         return receipt("permanent", error=_error_text(resp))
     return receipt("failure", error=_error_text(resp))
-
-
-class OutageBackoff:
-    """Sleeps after a failed Redis call (an outage, an error reply such as READONLY or OOM):
-    0.1 s doubling to 5 s; logs once when the trouble starts and once when it ends."""
-
-    def __init__(self, what: str):
-        self.what = what
-        self.delay_s = 0.0
-
-    async def failed(self, error: Exception) -> None:
-        if self.delay_s == 0.0:
-            if isinstance(error, REDIS_OUTAGE_ERRORS):
-                log.warning("%s: redis unreachable (%s); retrying with backoff", self.what, error)
-            elif isinstance(error, redis_errors.RedisError):
-                log.warning("%s: redis answered %s: %s; retrying with backoff", self.what, type(error).__name__, error)
-            else:
-                log.error("%s: unexpected %s; retrying with backoff", self.what, type(error).__name__, exc_info=error)
-        self.delay_s = min(5.0, max(0.1, self.delay_s * 2))
-        await asyncio.sleep(self.delay_s)
-
-    def succeeded(self) -> None:
-        if self.delay_s:
-            log.warning("%s: redis calls succeed again", self.what)
-        self.delay_s = 0.0
 
 
 class ClaimLateness:
