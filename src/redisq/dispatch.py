@@ -3,10 +3,9 @@
 Per worker, one claim loop: it claims as many due jobs as the worker's limits and this
 process's free in-flight slots allow, starts one HTTP call per job, and then sleeps until
 the next thing can happen: the time the claim script says the next job or token is due, a
-wake-up (a new enqueue here or on another coordinator, published on ``redisq:wake``; a
-settled job that frees a slot or schedules a retry). Responses are turned into receipts
-and settled in batches by one flusher per worker, so Redis sees a few calls per batch of
-jobs, not a few per job.
+wake-up (``wakeups.py``: jobs due here or on another coordinator, a slot freed, a retry
+due). Responses are turned into receipts and settled in batches by one flusher per worker,
+so Redis sees a few calls per batch of jobs, not a few per job.
 """
 
 from __future__ import annotations
@@ -21,15 +20,14 @@ from collections import defaultdict
 from typing import Any, Callable
 
 from .config import Config, WorkerConfig
-from .keys import WAKE_CHANNEL
 from .loops import MAX_IDLE_S, OutageBackoff
 from .security import receipt_token, signed_headers
 from .store import Claim, ClaimedJob, HoldBack, Receipt, Store
 from .transport import NotSentError, Response, SendWindow, Transport, TransportError
+from .wakeups import Event, Listener, Wakeups
 
 log = logging.getLogger("redisq.dispatch")
 
-WAKE_READ_TIMEOUT_S = 0.2
 SETTLE_BATCH = 500
 ERROR_BODY_CHARS = 300
 RESULT_MAX_BYTES = 16 * 1024
@@ -166,15 +164,18 @@ class UnsentWarning:
 
 class Dispatcher:
     def __init__(self, store: Store, config: Config, transport: Transport, secret: bytes,
-                 observer: Observer | None = None, on_lease: Callable[[str, int], None] | None = None,
-                 signing_key: bytes | None = None):
+                 observer: Observer | None = None, on_lease: Listener | None = None,
+                 signing_key: bytes | None = None, wakeups: Wakeups | None = None):
         self.store = store
         self.config = config
         self.transport = transport
         self.secret = secret
         self.signing_key = secret if signing_key is None else signing_key  # signs X-Redisq-Signature
         self.observer = observer
-        self.on_lease = on_lease  # (worker, shortest timeout_ms) after a claim, for the poller
+        self.wakeups = Wakeups(store.redis) if wakeups is None else wakeups
+        self.wakeups.subscribe((Event.JOBS_DUE, Event.SLOT_FREED, Event.RETRY_DUE), self.wake)
+        if on_lease is not None:  # (worker, shortest timeout_ms) after a claim, for the poller
+            self.wakeups.subscribe(Event.LEASE_STARTED, on_lease)
         self.in_flight = 0
         self._slot_free = asyncio.Event()
         self._wake: dict[str, asyncio.Event] = {name: asyncio.Event() for name in config.workers}
@@ -185,7 +186,6 @@ class Dispatcher:
         # settle then frees a slot that claim loops here and elsewhere may be waiting for.
         self._capped: dict[str, bool] = {name: w.concurrency is not None for name, w in config.workers.items()}
         self._calls: set[asyncio.Task[None]] = set()
-        self._background: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._flushers: list[asyncio.Task[None]] = []
         self._stopping = False  # no more claims
@@ -198,7 +198,7 @@ class Dispatcher:
         for worker in self.config.workers.values():
             self._loops.append(asyncio.create_task(self._claim_loop(worker), name=f"claim:{worker.name}"))
             self._flushers.append(asyncio.create_task(self._flush_loop(worker), name=f"settle:{worker.name}"))
-        self._loops.append(asyncio.create_task(self._listen_for_wakes(), name="wake-listener"))
+        await self.wakeups.start()
 
     async def stop(self, grace_s: float) -> None:
         """Stop claiming, let in-flight calls finish within ``grace_s``, settle what they
@@ -212,6 +212,7 @@ class Dispatcher:
             task.cancel()
         if self._loops:
             await asyncio.wait(self._loops, timeout=MAX_IDLE_S + 1)
+        await self.wakeups.stop()
         if self._calls:
             log.info("waiting up to %.1f s for %d in-flight dispatches", grace_s, len(self._calls))
             _, pending = await asyncio.wait(set(self._calls), timeout=grace_s)
@@ -275,8 +276,8 @@ class Dispatcher:
             lateness = ClaimLateness(claim, claim_started) if claim.rated and claim.jobs else None
             for job in claim.jobs:
                 self._start_call(worker, job, self._send_window(worker, job, lateness))
-            if claim.jobs and self.on_lease:
-                self.on_lease(worker.name, min(job.timeout_ms for job in claim.jobs))
+            if claim.jobs:
+                self.wakeups.publish(Event.LEASE_STARTED, worker.name, min(job.timeout_ms for job in claim.jobs))
             if claim.wait_ms == 0:
                 await asyncio.sleep(0)
                 continue
@@ -292,28 +293,6 @@ class Dispatcher:
         if slots:
             self.in_flight -= slots
             self._slot_free.set()
-
-    async def _listen_for_wakes(self) -> None:
-        backoff = OutageBackoff("wake listener")
-        while not self._stopping:
-            pubsub = self.store.redis.pubsub()
-            try:
-                await pubsub.subscribe(WAKE_CHANNEL)
-                backoff.succeeded()
-                while not self._stopping:
-                    # A short read timeout: a cancel that redis-py swallows on Python 3.11 must
-                    # not hold up stop() for long.
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=WAKE_READ_TIMEOUT_S)
-                    if message and message.get("type") == "message":
-                        data = message["data"]
-                        self.wake(data.decode() if isinstance(data, bytes) else str(data))
-            except Exception as e:
-                await backoff.failed(e)
-            finally:
-                try:
-                    await pubsub.aclose()
-                except Exception:
-                    pass
 
     # -- calling workers ---------------------------------------------------------------------
     def _send_window(self, worker: WorkerConfig, job: ClaimedJob, lateness: "ClaimLateness | None") -> SendWindow | None:
@@ -430,18 +409,14 @@ class Dispatcher:
 
     def after_settle(self, worker_name: str, words: list[str]) -> None:
         """A settle may free a concurrency slot or schedule a retry sooner than the claim loop
-        planned to look: wake it here, and, for a capped worker, the other coordinators."""
-        capped = self._capped.get(worker_name, False)
-        if "retrying" in words or "returned" in words or capped:
-            self.wake(worker_name)
-        if capped:
-            task = asyncio.create_task(self._publish_wake(worker_name))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        planned to look."""
+        self.attempts_ended(worker_name, retries_due="retrying" in words or "returned" in words)
 
-    async def _publish_wake(self, worker_name: str) -> None:
-        try:
-            await self.store.redis.publish(WAKE_CHANNEL, worker_name)
-        except Exception:
-            pass  # the others look again within MAX_IDLE_S anyway
-
+    def attempts_ended(self, worker_name: str, retries_due: bool) -> None:
+        """Attempts of the worker ended (settled, cancelled, reaped): a capped worker has a
+        free slot (SLOT_FREED: the claim loops here and on the other coordinators); a retry or
+        a returned job may be due sooner than the claim loop planned (RETRY_DUE: here)."""
+        if self._capped.get(worker_name, False):
+            self.wakeups.publish(Event.SLOT_FREED, worker_name)
+        elif retries_due:
+            self.wakeups.publish(Event.RETRY_DUE, worker_name)
