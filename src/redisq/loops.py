@@ -49,9 +49,14 @@ class OutageBackoff:
 
 class WorkerLoops:
     """One background loop per worker (``_loop``), each with a wake-up event, started and
-    stopped together (the poller, the cron ticker)."""
+    stopped together (the poller, the cron ticker, the claim loops, the settle flushers)."""
 
     kind = "worker"  # names the tasks ("<kind>:<worker>") and the loops in the log
+    logger = loops_log
+    # Whether stop() cancels the loops at once (a loop that sleeps), or lets them end by the
+    # flag and cancels only those still running after its timeout (a loop that must finish
+    # the Redis call it is in).
+    cancel_on_stop = True
 
     def __init__(self, config: Config):
         self.config = config
@@ -63,19 +68,26 @@ class WorkerLoops:
         for worker in self.config.workers.values():
             self._tasks.append(asyncio.create_task(self._loop(worker), name=f"{self.kind}:{worker.name}"))
 
-    async def stop(self) -> None:
-        # End the loops by the flag, then cancel what still sleeps (a cancel that lands in a
+    @property
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return self._tasks
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        # End the loops by the flag, and cancel what still sleeps (a cancel that lands in a
         # redis-py call may be swallowed on Python 3.11; the flag still ends the loop).
         self._stopping = True
         for event in self._wake.values():
             event.set()
-        for task in self._tasks:
-            task.cancel()
+        if self.cancel_on_stop:
+            for task in self._tasks:
+                task.cancel()
         if not self._tasks:
             return
-        _, pending = await asyncio.wait(self._tasks, timeout=5.0)
+        _, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
         if pending:
-            loops_log.warning("%d %s loops did not stop within 5 s", len(pending), self.kind)
+            self.logger.warning("%d %s loops did not stop within %g s", len(pending), self.kind, timeout_s)
+            for task in pending:
+                task.cancel()
 
     def wake(self, worker: str) -> None:
         event = self._wake.get(worker)
