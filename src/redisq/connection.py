@@ -14,6 +14,7 @@ from typing import Any, Union
 
 import fakeredis
 import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
@@ -24,6 +25,10 @@ except ImportError:  # pragma: no cover - hiredis comes with redis[hiredis]
 
 # The engine needs commands, scripts and pub/sub: a redis-py asyncio client, or fakeredis's.
 RedisClient = Union[aioredis.Redis, "fakeredis.aioredis.FakeRedis"]
+
+# Redis cannot be reached (as opposed to an error reply, which it sends when it can).
+REDIS_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (redis_errors.ConnectionError, redis_errors.TimeoutError,
+                                                         OSError)
 
 CONNECT_TIMEOUT_S = 2.0
 COMMAND_TIMEOUT_S = 10.0
@@ -63,3 +68,8 @@ def client_for(redis_url: str | None) -> RedisClient:
     from .embedded import embedded_redis
 
     return embedded_redis()
+
+
+def is_outage(error: BaseException) -> bool:
+    """Redis could not be reached (the error, or the one it was mapped from)."""
+    return isinstance(error, REDIS_OUTAGE_ERRORS) or isinstance(error.__cause__, REDIS_OUTAGE_ERRORS)

@@ -17,11 +17,11 @@ from .connection import connect as connect  # noqa: PLC0414 - kept where bench a
 from .dispatch import Dispatcher, Observer
 from .embedded import EMBEDDED_WARNING
 from .engine import REDIS_OUTAGE_ERRORS, Engine
-from .keys import WAKE_CHANNEL
 from .poller import Poller
 from .security import shared_secret
 from .ticker import Ticker
 from .transport import Transport, make_transport
+from .wakeups import Event, Wakeups
 
 log = logging.getLogger("redisq")
 
@@ -61,6 +61,7 @@ class Coordinator:
         self.dispatcher: Dispatcher | None = None
         self.poller: Poller | None = None
         self.ticker: Ticker | None = None
+        self.wakeups = Wakeups(redis)
 
     async def start(self, dispatch: bool = True) -> None:
         if not self.embedded:
@@ -70,13 +71,14 @@ class Coordinator:
         if not dispatch:
             return
         transport = self.transport or make_transport(self.config.http_client, self.config.max_in_flight)
-        self.poller = Poller(self.engine, self.config, on_reaped=lambda worker, _n: self.settled(worker, ["retrying"]))
-        self.dispatcher = Dispatcher(self.engine, self.config, transport, self.secret,
-                                     observer=self.observer, on_lease=self.poller.lease_started,
-                                     signing_key=self.signing_key)
+        self.poller = Poller(self.engine, self.config, on_reaped=self._reaped)
+        self.dispatcher = Dispatcher(self.engine, self.config, transport, self.secret, observer=self.observer,
+                                     signing_key=self.signing_key, wakeups=self.wakeups)
+        self.wakeups.subscribe(Event.LEASE_STARTED, self.poller.lease_started)
         await self.poller.start()
         await self.dispatcher.start()
         self.ticker = Ticker(self.engine, self.config, on_enqueued=self.enqueued)
+        self.wakeups.subscribe(Event.SCHEDULE_CHANGED, self.ticker.wake)
         await self.ticker.start()
 
     async def _seed_limits(self) -> None:
@@ -117,24 +119,26 @@ class Coordinator:
             await self.poller.stop()
         await self.redis.aclose()
 
+    # -- wake-ups (wakeups.py): what the API and the loops tell the dispatcher and the ticker --
     def wake(self, worker: str) -> None:
-        if self.dispatcher is not None:
-            self.dispatcher.wake(worker)
+        """Jobs of the worker may be due: this dispatcher looks now."""
+        self.wakeups.deliver(Event.JOBS_DUE, worker)
 
     async def enqueued(self, workers: set[str]) -> None:
         """New jobs due earlier than anything before: wake this dispatcher and the others."""
         for worker in workers:
-            self.wake(worker)
-            try:
-                await self.redis.publish(WAKE_CHANNEL, worker)
-            except (redis_errors.RedisError, OSError) as e:
-                log.debug("could not publish wake-up for %s: %s", worker, e)
+            await self.wakeups.publish_and_wait(Event.JOBS_DUE, worker)
 
     def schedules_changed(self, worker: str) -> None:
         """A schedule was saved or resumed: its next fire time may be sooner than the ticker planned."""
-        if self.ticker is not None:
-            self.ticker.wake(worker)
+        self.wakeups.publish(Event.SCHEDULE_CHANGED, worker)
 
     def settled(self, worker: str, words: list[str]) -> None:
+        """Attempts were settled (``words``: settle's answers) or a job cancelled."""
         if self.dispatcher is not None:
             self.dispatcher.after_settle(worker, words)
+
+    def _reaped(self, worker: str, _count: int) -> None:
+        """The poller failed attempts whose lease ended: retries are due, slots are free."""
+        if self.dispatcher is not None:
+            self.dispatcher.attempts_ended(worker, retries_due=True)

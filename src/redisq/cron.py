@@ -54,7 +54,6 @@ MAX_CATCH_UP_TICKS = 1000
 MAX_SCHEDULE_SUFFIX = 180  # leaves room for ":<fire_ms>" in the tick job's id (at most 200)
 NEXT_RUN_TIMES = 5
 DUE_BATCH = 100
-MAX_IDLE_S = 1.0
 # A tick's job is created this long before the tick, with runAt at the tick's time, so that
 # the dispatcher sends it as on time as any delayed job (it sleeps until runAt).
 TICK_LEAD_MS = 100

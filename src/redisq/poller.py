@@ -8,60 +8,17 @@ their retention in capped batches at most once a second.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import time
 from typing import Callable
 
 from .config import Config, WorkerConfig
-from .dispatch import OutageBackoff
 from .engine import Engine
+from .loops import MAX_IDLE_S, OutageBackoff, WorkerLoops
 
-log = logging.getLogger("redisq.poller")
-
-MAX_IDLE_S = 1.0
 PURGE_EVERY_S = 1.0
 REAP_BATCH = 500
 PURGE_BATCH = 500
-
-
-class WorkerLoops:
-    """One background loop per worker (``_loop``), each with a wake-up event, started and
-    stopped together (the poller here, the cron ticker in cron.py)."""
-
-    kind = "worker"  # names the tasks ("<kind>:<worker>") and the loops in the log
-
-    def __init__(self, config: Config):
-        self.config = config
-        self._wake = {name: asyncio.Event() for name in config.workers}
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = False
-
-    async def start(self) -> None:
-        for worker in self.config.workers.values():
-            self._tasks.append(asyncio.create_task(self._loop(worker), name=f"{self.kind}:{worker.name}"))
-
-    async def stop(self) -> None:
-        # End the loops by the flag, then cancel what still sleeps (a cancel that lands in a
-        # redis-py call may be swallowed on Python 3.11; the flag still ends the loop).
-        self._stopping = True
-        for event in self._wake.values():
-            event.set()
-        for task in self._tasks:
-            task.cancel()
-        if not self._tasks:
-            return
-        _, pending = await asyncio.wait(self._tasks, timeout=5.0)
-        if pending:
-            log.warning("%d %s loops did not stop within 5 s", len(pending), self.kind)
-
-    def wake(self, worker: str) -> None:
-        event = self._wake.get(worker)
-        if event is not None:
-            event.set()
-
-    async def _loop(self, worker: WorkerConfig) -> None:
-        raise NotImplementedError
 
 
 class Poller(WorkerLoops):

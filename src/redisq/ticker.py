@@ -8,10 +8,9 @@ import asyncio
 from typing import Awaitable, Callable
 
 from .config import Config, WorkerConfig
-from .cron import MAX_IDLE_S, TICK_LEAD_MS
-from .dispatch import OutageBackoff
+from .cron import TICK_LEAD_MS
 from .engine import Engine, TickPlan
-from .poller import WorkerLoops
+from .loops import MAX_IDLE_S, OutageBackoff, WorkerLoops
 
 
 class Ticker(WorkerLoops):

@@ -19,11 +19,11 @@ from typing import Iterator
 
 from redis import exceptions as redis_errors
 
+from ..connection import REDIS_OUTAGE_ERRORS, is_outage
 from ..errors import RedisqError, UnavailableError
 
-# Redis cannot be reached (as opposed to an error reply, which it sends when it can).
-REDIS_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (redis_errors.ConnectionError, redis_errors.TimeoutError,
-                                                         OSError)
+__all__ = ["ERROR_TABLE", "REDIS_OUTAGE_ERRORS", "is_outage", "mapped_error", "redis_errors_mapped"]
+
 _CLUSTER_ERRORS: tuple[type[BaseException], ...] = (
     redis_errors.ClusterError, redis_errors.AskError, redis_errors.TryAgainError, redis_errors.ClusterDownError,
     redis_errors.MasterDownError, redis_errors.SlotNotCoveredError, redis_errors.RedisClusterException,
@@ -56,8 +56,3 @@ def redis_errors_mapped() -> Iterator[None]:
         if mapped is None:
             raise
         raise mapped from e
-
-
-def is_outage(error: BaseException) -> bool:
-    """Redis could not be reached (the error, or the one it was mapped from)."""
-    return isinstance(error, REDIS_OUTAGE_ERRORS) or isinstance(error.__cause__, REDIS_OUTAGE_ERRORS)

@@ -8,10 +8,11 @@ from typing import Any
 
 from croniter import CroniterError
 
-from ..cron import DUE_BATCH, MAX_IDLE_S, ScheduleRequest, cron_spec, due_ticks
+from ..cron import DUE_BATCH, ScheduleRequest, cron_spec, due_ticks
 from ..errors import NotFoundError, ValidationError
 from ..keys import job_id, tick_job_suffix
 from ..limits import Limits, number_text
+from ..loops import MAX_IDLE_S
 from .base import WorkerBase
 from .calls import redis_errors_mapped
 from .records import LastJob, Schedule, TickPlan, TickRound, int_or_none, text

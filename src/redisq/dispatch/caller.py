@@ -1,0 +1,154 @@
+"""One HTTP call of one attempt: the dispatch body, its signed headers, and what came back
+(the worker's response, or the transport's failure) as the attempt's receipt."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import math
+import time
+from typing import Any, Callable
+
+from ..config import Config, WorkerConfig
+from ..security import receipt_token, signed_headers
+from ..engine import ClaimedJob, Receipt
+from ..transport import NotSentError, Response, SendWindow, Transport, TransportError
+
+log = logging.getLogger("redisq.dispatch")
+
+ERROR_BODY_CHARS = 300
+RESULT_MAX_BYTES = 16 * 1024
+JSON_HEADERS = {"Content-Type": "application/json"}
+MAX_RETRY_AFTER_S = 86400.0
+
+# observer(event, job_id, attempt, detail): "dispatched" (a throttled call: when it is
+# written), "accepted" (202), "settled" ("returned (...)" for one that was never sent)
+# ("settled" with "returned (...)" for a throttled job that was not sent within send_window)
+Observer = Callable[[str, str, int, str], None]
+
+
+def retry_after_ms(value: str | None) -> int:
+    """``Retry-After`` (seconds, or an HTTP date) in ms, at most a day; -1 when absent or unreadable."""
+    if not value:
+        return -1
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, OverflowError):
+            return -1
+    if not math.isfinite(seconds):
+        return -1
+    return int(min(max(0.0, seconds), MAX_RETRY_AFTER_S) * 1000)
+
+
+def _error_text(resp: Response) -> str:
+    snippet = resp.body[:ERROR_BODY_CHARS].decode("utf-8", "replace").strip()
+    return f"HTTP {resp.status}" + (f": {snippet}" if snippet else "")
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def receipt_from_response(job: ClaimedJob, resp: Response) -> Receipt | None:
+    """The worker's HTTP response as a receipt; None for 202 (the receipt comes later).
+
+    2xx = success (a small JSON body is kept as the result); 429 and 503 = failure, and with
+    Retry-After back-pressure (settle pauses the key and does not count the attempt); 401 =
+    failure, retried (the worker refused the request's signature: a key mismatch, fixed by
+    configuration, must not kill the job); other 4xx = permanent failure; anything else =
+    failure."""
+    status = resp.status
+    if status == 202:
+        return None
+
+    def receipt(outcome: str, **fields: Any) -> Receipt:
+        return Receipt(job.suffix, job.attempt, outcome, seq=job.seq, **fields)
+
+    if 200 <= status < 300:
+        result = ""
+        if resp.body and not resp.truncated and len(resp.body) <= RESULT_MAX_BYTES:
+            try:
+                text = resp.body.decode("utf-8")
+                json.loads(text, parse_constant=_reject_constant)
+                result = text
+            except (ValueError, RecursionError):  # not UTF-8 JSON (or NaN/Infinity): not kept
+                result = ""
+        return receipt("success", result_json=result)
+    if status in (429, 503):
+        return receipt("failure", error=_error_text(resp), retry_after_ms=retry_after_ms(resp.headers.get("retry-after")))
+    if status == 401:  # the worker refused our signature: a key mismatch an operator fixes, so retried
+        return receipt("failure", error=_error_text(resp))
+    if 400 <= status < 500:
+        return receipt("permanent", error=_error_text(resp))
+    return receipt("failure", error=_error_text(resp))
+
+
+class Caller:
+    """Calls a worker's URL for one claimed job and answers the attempt's receipt."""
+
+    def __init__(self, config: Config, transport: Transport, secret: bytes, signing_key: bytes,
+                 observer: Observer | None = None):
+        self.transport = transport
+        self.secret = secret  # signs receipt tokens
+        self.signing_key = signing_key  # signs X-Redisq-Signature
+        self.observer = observer
+        self._receipt_url_json_prefix = json.dumps(f"{config.base_url}/job/")[:-1]  # without the closing quote
+
+    def dispatch_body(self, job: ClaimedJob) -> bytes:
+        # Worker names and job ids are drawn from [A-Za-z0-9._~:-] (keys.py), so they need no
+        # JSON escaping; args are already JSON text.
+        job_id = job.id
+        return (
+            f'{{"jobId":"{job_id}","worker":"{job.worker}","attempt":{job.attempt},"args":{job.args_json},'
+            f'"receiptUrl":{self._receipt_url_json_prefix}{job_id}/receipt","receiptToken":'
+            f'"{receipt_token(self.secret, job_id, job.attempt, job.seq)}"}}'
+        ).encode()
+
+    def request_headers(self, body: bytes) -> dict[str, str]:
+        """Content type and the signature headers (``security.signed_headers``)."""
+        return {**JSON_HEADERS, **signed_headers(self.signing_key, body)}
+
+    def _observe_dispatch(self, worker: WorkerConfig, job: ClaimedJob, window: SendWindow | None) -> None:
+        """"dispatched" now, or for a throttled call the moment it is written (one returned
+        unsent was never dispatched)."""
+        assert self.observer is not None
+        observer = self.observer
+        if window is None:
+            observer("dispatched", job.id, job.attempt, worker.url)
+            return
+        on_written = window.on_written
+
+        def written(at: float) -> None:
+            observer("dispatched", job.id, job.attempt, worker.url)
+            if on_written is not None:
+                on_written(at)
+
+        window.on_written = written
+
+    async def call(self, worker: WorkerConfig, job: ClaimedJob, window: SendWindow | None = None) -> Receipt | None:
+        """The attempt's receipt: the worker's answer, a failure when none came, "unsent" when
+        its send window passed before it could be written; None for a 202 (it comes later)."""
+        if self.observer:
+            self._observe_dispatch(worker, job, window)
+        receipt: Receipt | None
+        try:
+            body = self.dispatch_body(job)
+            resp = await self.transport.post(worker.url, body, self.request_headers(body), job.timeout_ms / 1000,
+                                             window=window)
+            receipt = receipt_from_response(job, resp)
+        except NotSentError as e:
+            receipt = Receipt(job.suffix, job.attempt, "unsent", error=str(e), seq=job.seq)
+        except TransportError as e:
+            receipt = Receipt(job.suffix, job.attempt, "failure", error=str(e), seq=job.seq)
+        except Exception as e:  # never lose the attempt to a bug: it fails and is retried
+            log.exception("dispatching %s failed unexpectedly", job.id)
+            receipt = Receipt(job.suffix, job.attempt, "failure", error=f"dispatch error: {type(e).__name__}: {e}",
+                              seq=job.seq)
+        if receipt is None and self.observer:
+            self.observer("accepted", job.id, job.attempt, "202: waiting for the worker's receipt")
+        return receipt

@@ -1,0 +1,173 @@
+"""The claim loops: per worker, claim as many due jobs as the worker's limits and this
+process's free in-flight slots allow, start one call per job, then sleep until the next
+thing can happen (the time the claim script says the next job or token is due, or a
+wake-up). Slots are reserved before each claim, so the loops of several workers together
+never open more than ``max_in_flight`` calls. A throttled job must be written within
+``send_window`` of its claim; written late, it holds its buckets back (``ClaimLateness``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import defaultdict
+from typing import Callable
+
+from ..config import Config, WorkerConfig
+from ..loops import MAX_IDLE_S, OutageBackoff, WorkerLoops
+from ..engine import Claim, ClaimedJob, HoldBack, Engine
+from ..transport import SendWindow
+from ..wakeups import Event, Wakeups
+
+log = logging.getLogger("redisq.dispatch")
+
+RATED_CLAIM_BATCH = 64  # most jobs one claim of a rate-throttled worker takes
+HOLD_BACK_MIN_MS = 1  # a throttled job written at least this late after its claim holds its key back
+
+StartCall = Callable[[WorkerConfig, ClaimedJob, SendWindow | None], None]  # its slot is reserved
+HoldBackReports = Callable[[str, list[HoldBack]], None]  # (worker, reports): to be sent to Redis
+
+
+class ClaimLateness:
+    """How late one claim's throttled jobs are written, and what to tell Redis about it.
+
+    Lateness is measured from just before the claim was sent to Redis, so it is never less
+    than the real delay after the claim on the Redis clock. A bucket that was short of full
+    at the claim loses nothing to a lateness below that slack (a key served at its pace);
+    beyond it, each report carries the slack, the cost the claim drew and the lateness
+    reported before, so Redis takes back only the rest (``lua/hold_back.lua``)."""
+
+    def __init__(self, claim: Claim, started: float):
+        self.started = started
+        self.total_slack_ms = claim.total_slack_ms
+        self.key_slack_ms: dict[str, float] = {}
+        self.key_costs: dict[str, float] = defaultdict(float)
+        for job in claim.jobs:
+            if job.key_slack_ms is not None:
+                self.key_slack_ms[job.throttle_key] = job.key_slack_ms
+                self.key_costs[job.throttle_key] += job.cost
+        self.total_cost = sum(job.cost for job in claim.jobs)
+        self.reported_ms: dict[tuple[str, str], int] = {}
+
+    def written(self, job: ClaimedJob, at: float) -> list[HoldBack]:
+        late_ms = math.ceil((at - self.started) * 1000)
+        reports = []
+        if job.throttle_key in self.key_slack_ms:
+            reports.append(self._report("key", job.throttle_key, self.key_slack_ms[job.throttle_key],
+                                        self.key_costs[job.throttle_key], late_ms))
+        if self.total_slack_ms is not None:
+            reports.append(self._report("worker", "", self.total_slack_ms, self.total_cost, late_ms))
+        return [r for r in reports if r is not None]
+
+    def _report(self, bucket: str, throttle_key: str, slack_ms: float, cost: float, late_ms: int) -> HoldBack | None:
+        reported_ms = self.reported_ms.get((bucket, throttle_key), 0)
+        if late_ms <= slack_ms or late_ms < reported_ms + HOLD_BACK_MIN_MS:
+            return None
+        self.reported_ms[(bucket, throttle_key)] = late_ms
+        return HoldBack(bucket, throttle_key, slack_ms, cost, max(reported_ms, math.floor(slack_ms)), late_ms)
+
+
+class Claimer(WorkerLoops):
+    """One claim loop per worker, and the in-flight slots they share."""
+
+    kind = "claim"
+    logger = log
+
+    def __init__(self, store: Engine, config: Config, wakeups: Wakeups, start_call: StartCall,
+                 hold_back: HoldBackReports):
+        super().__init__(config)
+        self.store = store
+        self.wakeups = wakeups  # LEASE_STARTED after a claim, for the poller
+        self.start_call = start_call
+        self.hold_back = hold_back
+        self.in_flight = 0
+        self._slot_free = asyncio.Event()
+        # Whether the worker's live limits cap its concurrency (the last claim says): a
+        # settle then frees a slot that claim loops here and elsewhere may be waiting for.
+        self._capped: dict[str, bool] = {name: w.concurrency is not None for name, w in config.workers.items()}
+        # Whether the worker has a rate (the last claim says): its claims are smaller.
+        self._rated: dict[str, bool] = {name: w.rate is not None or w.total_rate is not None
+                                        for name, w in config.workers.items()}
+
+    def capped(self, worker_name: str) -> bool:
+        return self._capped.get(worker_name, False)
+
+    def release(self, slots: int) -> None:
+        if slots:
+            self.in_flight -= slots
+            self._slot_free.set()
+
+    async def stop(self, timeout_s: float = MAX_IDLE_S + 1) -> None:
+        """No more claims; a loop waiting for a free slot wakes to see it."""
+        self._slot_free.set()
+        await super().stop(timeout_s)
+
+    def _claim_batch(self, worker_name: str) -> int:
+        """A rate-throttled worker's claims are smaller, so that all of a claim's calls are
+        written well within send_window of it."""
+        if self._rated[worker_name]:
+            return min(self.config.claim_batch, RATED_CLAIM_BATCH)
+        return self.config.claim_batch
+
+    async def _loop(self, worker: WorkerConfig) -> None:
+        wake = self._wake[worker.name]
+        backoff = OutageBackoff(f"dispatcher ({worker.name})")
+        while not self._stopping:
+            free = self.config.max_in_flight - self.in_flight
+            if free <= 0:
+                self._slot_free.clear()
+                if not self._stopping:
+                    await self._slot_free.wait()
+                continue
+            # Reserve the slots first, so that other workers' loops cannot take them while
+            # this claim runs; and clear the wake-up first, so one that comes meanwhile counts.
+            reserved = min(self._claim_batch(worker.name), free)
+            self.in_flight += reserved
+            wake.clear()
+            # Before the claim runs on the Redis clock: a send measured from here is never
+            # later after the claim than it seems.
+            claim_started = time.monotonic()
+            try:
+                claim = await self.store.claim(worker, reserved)
+                backoff.succeeded()
+            except Exception as e:  # a Redis outage or error reply: back off, never end the loop
+                self.release(reserved)
+                await backoff.failed(e)
+                continue
+            self.release(reserved - len(claim.jobs))
+            self._capped[worker.name] = claim.capped
+            self._rated[worker.name] = claim.rated
+            self._start_calls(worker, claim, claim_started)
+            if claim.wait_ms == 0:
+                await asyncio.sleep(0)
+                continue
+            if self._stopping:  # stop() may have come while the claim ran
+                break
+            timeout_s = MAX_IDLE_S if claim.wait_ms < 0 else min(MAX_IDLE_S, claim.wait_ms / 1000)
+            try:
+                await asyncio.wait_for(wake.wait(), timeout_s)
+            except asyncio.TimeoutError:
+                pass
+
+    def _start_calls(self, worker: WorkerConfig, claim: Claim, claim_started: float) -> None:
+        if not claim.jobs:
+            return
+        lateness = ClaimLateness(claim, claim_started) if claim.rated else None
+        for job in claim.jobs:
+            self.start_call(worker, job, self._send_window(worker, job, lateness))
+        self.wakeups.publish(Event.LEASE_STARTED, worker.name, min(job.timeout_ms for job in claim.jobs))
+
+    def _send_window(self, worker: WorkerConfig, job: ClaimedJob, lateness: ClaimLateness | None) -> SendWindow | None:
+        """A throttled job must be written within send_window of its claim, else it is
+        returned unsent; written late, it holds its buckets back (``ClaimLateness``)."""
+        if lateness is None:
+            return None
+
+        def written(at: float) -> None:
+            reports = lateness.written(job, at)
+            if reports:
+                self.hold_back(worker.name, reports)
+
+        return SendWindow(lateness.started + self.config.send_window_s, written)

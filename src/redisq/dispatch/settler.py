@@ -1,0 +1,136 @@
+"""Settling: the receipts of finished calls and the hold-back reports of late writes wait in
+a buffer per worker, and one flusher per worker sends them to Redis in batches, so Redis
+sees a few calls per batch of jobs, not a few per job. At stop, what the flushers left is
+settled before the process goes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from typing import Callable
+
+from ..config import Config, WorkerConfig
+from ..loops import OutageBackoff, WorkerLoops
+from ..engine import HoldBack, Receipt, Engine
+from .caller import Observer
+
+log = logging.getLogger("redisq.dispatch")
+
+SETTLE_BATCH = 500
+
+AfterSettle = Callable[[str, list[str]], None]  # (worker, settle's answers)
+
+
+class UnsentWarning:
+    """Logs, at most once a minute per worker, how many throttled jobs this coordinator
+    could not send within send_window of their claim (they went back to their queues)."""
+
+    INTERVAL_S = 60.0
+
+    def __init__(self, send_window_s: float):
+        self.send_window_s = send_window_s
+        self._count: dict[str, int] = defaultdict(int)
+        self._logged_at: dict[str, float] = {}
+
+    def note(self, worker_name: str, returned: int) -> None:
+        self._count[worker_name] += returned
+        now = time.monotonic()
+        if now - self._logged_at.get(worker_name, -self.INTERVAL_S) < self.INTERVAL_S:
+            return
+        log.warning("%s: %d throttled jobs could not be sent within send_window (%g s) of their claim and went "
+                    "back to their queues with their tokens (this coordinator is short of CPU, or send_window is "
+                    "too small for its bursts)", worker_name, self._count[worker_name], self.send_window_s)
+        self._count[worker_name] = 0
+        self._logged_at[worker_name] = now
+
+
+class Settler(WorkerLoops):
+    """The buffers and their flushers (one per worker, woken when something is buffered)."""
+
+    kind = "settle"
+    logger = log
+    # The flushers end by the flag, not by cancel: on Python 3.11 a cancel that lands
+    # inside a redis-py call can be swallowed, and a loop waiting for it would never end.
+    cancel_on_stop = False
+
+    def __init__(self, store: Engine, config: Config, after_settle: AfterSettle, observer: Observer | None = None):
+        super().__init__(config)
+        self.store = store
+        self.after_settle = after_settle
+        self.observer = observer
+        self._receipts: dict[str, list[Receipt]] = defaultdict(list)
+        self._hold_backs: dict[str, list[HoldBack]] = defaultdict(list)  # reports not yet sent
+        self._unsent_warning = UnsentWarning(config.send_window_s)
+
+    def add(self, worker_name: str, receipt: Receipt) -> None:
+        self._receipts[worker_name].append(receipt)
+        self.wake(worker_name)
+
+    def hold_back(self, worker_name: str, reports: list[HoldBack]) -> None:
+        self._hold_backs[worker_name].extend(reports)
+        self.wake(worker_name)
+
+    async def stop(self, timeout_s: float = 1.0) -> None:
+        """The flushers get ``timeout_s`` to end; then the receipts they left are settled,
+        within ``timeout_s`` per worker."""
+        await super().stop(timeout_s)
+        for name, buffer in list(self._receipts.items()):
+            if buffer:
+                try:
+                    await asyncio.wait_for(self._flush_all(self.config.workers[name]), timeout=timeout_s)
+                except Exception as e:  # timed out, or Redis still failing
+                    log.warning("could not settle %d receipts of %s at shutdown (%s); their leases will "
+                                "expire and the jobs will be retried", len(buffer), name, e)
+
+    async def _loop(self, worker: WorkerConfig) -> None:
+        ready = self._wake[worker.name]
+        backoff = OutageBackoff(f"settler ({worker.name})")
+        while not self._stopping:
+            await ready.wait()
+            ready.clear()
+            try:
+                await self._flush_all(worker)
+                backoff.succeeded()
+            except Exception as e:  # a Redis outage or error reply: keep the receipts, back off
+                if self._stopping:
+                    return
+                ready.set()
+                await backoff.failed(e)
+
+    async def _flush_all(self, worker: WorkerConfig) -> None:
+        reports = self._hold_backs[worker.name]
+        if reports:  # first: the key's next claim may be near
+            batch = reports[:]
+            reports.clear()
+            try:
+                await self.store.hold_back(worker, batch)
+            except BaseException:
+                # Sent again later: taking back twice only slows the key, never speeds it up.
+                reports[0:0] = batch
+                raise
+        buffer = self._receipts[worker.name]
+        while buffer:
+            receipts = buffer[:SETTLE_BATCH]
+            del buffer[:len(receipts)]
+            try:
+                words = await self.store.settle(worker, receipts)
+            except BaseException:
+                buffer[0:0] = receipts  # settled again later: a repeat is answered 'duplicate'
+                raise
+            self._settled(worker, receipts, words)
+
+    def _settled(self, worker: WorkerConfig, batch: list[Receipt], words: list[str]) -> None:
+        self.after_settle(worker.name, words)
+        stale = words.count("stale")
+        if stale:
+            log.info("%s: %d responses answered attempts that had already ended (lease expired or job reaped)",
+                     worker.name, stale)
+        returned = words.count("returned")
+        if returned:
+            self._unsent_warning.note(worker.name, returned)
+        if self.observer:
+            for receipt, word in zip(batch, words):
+                self.observer("settled", f"{worker.name}:{receipt.suffix}", receipt.attempt,
+                              word + (f" ({receipt.error})" if receipt.error else ""))
