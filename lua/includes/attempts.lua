@@ -99,17 +99,25 @@ end
 
 -- Tokens given back by return_unsent, per bucket, in this script call. While a claimed job
 -- is out, its bucket refills as if the token were spent; had it not been claimed, a full
--- bucket would have lost that refill to its cap. So a refund forfeits, once per bucket and
--- call, the refill of the longest time a returned job was out (rate x that time): never
--- more tokens than the job's absence left room for.
-local function refund_tokens(worker, bucket_key, rate, burst, cost, out_ms, now)
-  local r = worker.refunds[bucket_key]
-  if r == nil then r = {due = 0, forfeited = 0} worker.refunds[bucket_key] = r end
-  r.due = math.max(r.due, out_ms * rate / 1000)
-  cost = math.min(cost, burst)
-  local give = math.max(0, cost - (r.due - r.forfeited))
-  r.forfeited = r.forfeited + (cost - give)
+-- bucket would have lost that refill to its cap. When the job's claim is still the last
+-- write to the bucket, the cap applied at the refund (min with the burst) accounts for
+-- that exactly. When something drew on it (or gave back to it) since, the refund forfeits,
+-- once per bucket and call, the refill of the longest time such a job was out (rate x that
+-- time): never more tokens than the job's absence left room for.
+local function refund_tokens(worker, bucket_key, rate, burst, cost, claimed_ms, now)
   local bucket = redis.call('HMGET', bucket_key, 'tokens', 'updated_ms')
+  local r = worker.refunds[bucket_key]
+  if r == nil then
+    r = {due = 0, forfeited = 0, last_write_ms = tonumber(bucket[2])}
+    worker.refunds[bucket_key] = r
+  end
+  cost = math.min(cost, burst)
+  local give = cost
+  if claimed_ms ~= r.last_write_ms then
+    r.due = math.max(r.due, math.max(0, now - claimed_ms) * rate / 1000)
+    give = math.max(0, cost - (r.due - r.forfeited))
+    r.forfeited = r.forfeited + (cost - give)
+  end
   if not bucket[1] or give <= 0 then return end  -- a missing bucket is full: nothing to give back
   local tokens = math.min(burst, bucket_level(bucket[1], bucket[2], rate, burst, now) + give)
   redis.call('HSET', bucket_key, 'tokens', string.format('%.6f', tokens), 'updated_ms', now)
@@ -132,12 +140,12 @@ local function return_unsent(worker, job_key, suffix, job, now)
   if state == 'retrying' then count(queue, 'retrying', 1) end
   local limits = read_limits(queue.limits)
   local cost = tonumber(job.cost) or 1
-  local out_ms = math.max(0, now - (tonumber(job.claimed_ms) or now))
+  local claimed_ms = tonumber(job.claimed_ms) or now
   if limits.rate then
-    refund_tokens(worker, queue.key_bucket_prefix .. throttle_key, limits.rate, limits.burst, cost, out_ms, now)
+    refund_tokens(worker, queue.key_bucket_prefix .. throttle_key, limits.rate, limits.burst, cost, claimed_ms, now)
   end
   if limits.total_rate then
-    refund_tokens(worker, worker.worker_bucket_key, limits.total_rate, limits.total_burst, cost, out_ms, now)
+    refund_tokens(worker, worker.worker_bucket_key, limits.total_rate, limits.total_burst, cost, claimed_ms, now)
   end
   return 'returned'
 end
