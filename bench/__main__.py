@@ -14,8 +14,9 @@ import subprocess
 import sys
 import time
 import traceback
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from . import cron_lag, e2e, engine, http_client, redis_ceiling, shopify_spacing, throttle
 from .procs import RedisProc
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     processes = [int(x) for x in (args.processes or ("1" if args.quick else "1,2")).split(",")]
 
     started = time.monotonic()
-    print(f"redisq bench ({'quick' if args.quick else 'full'} run) {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}")
+    print(f"redisq bench ({'quick' if args.quick else 'full'} run) {datetime.now(UTC):%Y-%m-%d %H:%M UTC}")
     print(f"  machine: {os.cpu_count()} cores, {cpu_model()}, {platform.system()} {platform.release()}")
     print(f"  python {platform.python_version()} on {loop_name()}, node {node_version()}, "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
@@ -75,12 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     ceiling = http = None
     with OtherLoad() as whole:
         if only & {"ceiling", "engine"}:
-            with OtherLoad() as load:
-                with RedisProc() as redis:
-                    if "ceiling" in only:
-                        ceiling = guarded("ceiling", lambda: redis_ceiling.measure(redis, args.quick))
-                    if "engine" in only:
-                        guarded("engine", lambda: engine.measure(redis, ceiling, args.quick))
+            with OtherLoad() as load, RedisProc() as redis:
+                if "ceiling" in only:
+                    ceiling = guarded("ceiling", lambda: redis_ceiling.measure(redis, args.quick))
+                if "engine" in only:
+                    guarded("engine", lambda: engine.measure(redis, ceiling, args.quick))
             print(f"  ({load.describe()})", flush=True)
         if "http" in only:
             with OtherLoad() as load:

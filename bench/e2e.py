@@ -152,8 +152,8 @@ async def dispatch_only(redis_url: str, sink_url: str, jobs: int, lead_s: float,
     import redis.asyncio as aioredis
 
     from redisq.config import Config, WorkerConfig
-    from redisq.model import EnqueueRequest, new_job_suffix
     from redisq.engine import Engine
+    from redisq.model import EnqueueRequest, new_job_suffix
 
     client = aioredis.Redis.from_url(redis_url)
     worker = WorkerConfig(name=WORKER, url=sink_url)

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from redisq.config import Config, WorkerConfig
+from redisq.engine import Engine, Receipt
 from redisq.model import EnqueueRequest, new_job_suffix
-from redisq.engine import Receipt, Engine
 
 from .procs import RedisProc
 from .redis_ceiling import OPS_PER_JOB, Ceiling

@@ -6,8 +6,9 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -127,7 +128,7 @@ class OtherLoad:
     the benchmark's own subprocesses (Redis, Node, coordinators) must have stopped by the
     end of the block to be counted as its own."""
 
-    def __enter__(self) -> "OtherLoad":
+    def __enter__(self) -> OtherLoad:
         self.start_wall = time.monotonic()
         self.start_busy = _machine_busy_s()
         self.start_own = _own_cpu_s()

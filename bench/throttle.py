@@ -29,8 +29,8 @@ from typing import Any
 from aiohttp import web
 
 from redisq.config import Config, WorkerConfig
-from redisq.model import parse_enqueue
 from redisq.engine import Engine
+from redisq.model import parse_enqueue
 
 from .cron_lag import percentiles
 from .procs import RedisProc, start_local_worker
@@ -121,7 +121,7 @@ async def fairness_lag(url: str, busy_jobs: int, samples: int) -> tuple[dict[str
             arrived.clear()
             try:
                 await asyncio.wait_for(arrived.wait(), 0.5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return arrivals[job_id]
 

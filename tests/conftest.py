@@ -7,7 +7,7 @@ message that says how to get one: they are never skipped.
 
 from __future__ import annotations
 
-from typing import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import fakeredis
 import pytest

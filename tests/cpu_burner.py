@@ -22,7 +22,7 @@ class CpuBurner:
         self.limit_s = limit_s
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def __enter__(self) -> "CpuBurner":
+    def __enter__(self) -> CpuBurner:
         code = BUSY_LOOP.format(limit_s=self.limit_s)
         self.procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(self.count)]
         return self

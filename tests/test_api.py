@@ -14,9 +14,10 @@ import contextlib
 import inspect
 import json
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -124,7 +125,7 @@ async def stop_within(coordinator: Coordinator, seconds: float = 10.0) -> None:
     """Stop the coordinator, failing (not hanging) when its stop() does not return."""
     try:
         await asyncio.wait_for(coordinator.stop(), seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         await coordinator.redis.aclose()
         pytest.fail(f"Coordinator.stop() did not return within {seconds:g} s "
                     "(see test_dispatch.py::test_a_coordinator_stops_promptly_whenever_it_is_stopped)", pytrace=False)

@@ -7,16 +7,27 @@ import json
 import socket
 import threading
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 import uvicorn
 
-from redisq import (AsyncClient, BadRequestError, Client, ConflictError, JobInfo, NotFoundError, RedisqError,
-                    UnauthorizedError, UnavailableError, ValidationError)
+from redisq import (
+    AsyncClient,
+    BadRequestError,
+    Client,
+    ConflictError,
+    JobInfo,
+    NotFoundError,
+    RedisqError,
+    UnauthorizedError,
+    UnavailableError,
+    ValidationError,
+)
 from redisq.api import create_app
 from redisq.client import ScheduleInfo
 from redisq.config import Config, WorkerConfig
@@ -40,7 +51,7 @@ def recording(status: int = 201, answer: Any = JOB) -> tuple[list[httpx.Request]
 def test_enqueue_sends_the_api_fields_and_reads_the_job():
     seen, transport = recording()
     with Client("http://redisq.test/", token="t0k", transport=transport) as client:
-        job = client.enqueue("send-email", {"to": "ada@example.com"}, run_at=datetime(2030, 1, 1, 9, tzinfo=timezone.utc),
+        job = client.enqueue("send-email", {"to": "ada@example.com"}, run_at=datetime(2030, 1, 1, 9, tzinfo=UTC),
                              id="a1", max_attempts=5, timeout=timedelta(seconds=90), throttle_key="shop-1", cost=2)
     (request,) = seen
     assert (request.method, str(request.url)) == ("POST", "http://redisq.test/job")
@@ -49,7 +60,7 @@ def test_enqueue_sends_the_api_fields_and_reads_the_job():
         "worker": "send-email", "args": {"to": "ada@example.com"}, "runAt": "2030-01-01T09:00:00+00:00",
         "timeout": 90.0, "id": "a1", "maxAttempts": 5, "throttleKey": "shop-1", "cost": 2}
     assert job.id == "send-email:a1" and job.created is True and job.state == "scheduled"
-    assert job.run_at == datetime(2030, 1, 1, 9, tzinfo=timezone.utc) and job.finished_at is None
+    assert job.run_at == datetime(2030, 1, 1, 9, tzinfo=UTC) and job.finished_at is None
     assert job.raw["throttleKey"] == "shop-1"  # fields of newer servers are kept
 
 
@@ -129,9 +140,9 @@ async def test_a_cron_enqueue_answers_a_schedule_in_both_clients():
     assert isinstance(schedule, ScheduleInfo) and schedule.created is True
     assert (schedule.id, schedule.worker, schedule.cron, schedule.timezone, schedule.paused) == (
         "send-email:daily", "send-email", "0 9 * * *", "Europe/Paris", False)
-    assert schedule.next_run_at == datetime(2030, 1, 1, 8, tzinfo=timezone.utc)
-    assert schedule.next_run_times == (datetime(2030, 1, 1, 8, tzinfo=timezone.utc),
-                                       datetime(2030, 1, 2, 8, tzinfo=timezone.utc))
+    assert schedule.next_run_at == datetime(2030, 1, 1, 8, tzinfo=UTC)
+    assert schedule.next_run_times == (datetime(2030, 1, 1, 8, tzinfo=UTC),
+                                       datetime(2030, 1, 2, 8, tzinfo=UTC))
     assert schedule.raw["catchUp"] is True and schedule.raw["throttleKey"] == "shop-1"
 
     paused = {**SCHEDULE, "paused": True, "nextRunAt": None, "nextRunTimes": []}
@@ -288,7 +299,7 @@ def test_a_cron_enqueue_against_a_real_coordinator_answers_the_schedule(coordina
         assert (schedule.id, schedule.worker, schedule.cron, schedule.timezone) == (
             "send-email:daily", "send-email", "0 9 * * *", "Europe/Paris")
         assert schedule.created is True and schedule.paused is False
-        assert schedule.next_run_at is not None and schedule.next_run_at > datetime.now(timezone.utc)
+        assert schedule.next_run_at is not None and schedule.next_run_at > datetime.now(UTC)
         assert len(schedule.next_run_times) == 5 and schedule.next_run_times[0] == schedule.next_run_at
         assert all(t.astimezone(ZoneInfo("Europe/Paris")).hour == 9 for t in schedule.next_run_times)
         assert (schedule.raw["catchUp"], schedule.raw["throttleKey"], schedule.raw["cost"]) == (True, "shop-1", 2)

@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any, AsyncIterator
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import fakeredis
@@ -24,9 +25,9 @@ from redisq.api import create_app
 from redisq.config import Config, WorkerConfig
 from redisq.coordinator import Coordinator
 from redisq.cron import MAX_CATCH_UP_TICKS, MISFIRE_GRACE_MS, CronSpec, due_ticks, parse_schedule
+from redisq.engine import Engine, ScheduleBook
 from redisq.errors import ValidationError
 from redisq.keys import WorkerKeys, tick_job_suffix
-from redisq.engine import Engine, ScheduleBook
 from redisq.transport import MockTransport, Response
 
 WORKER = "digest"

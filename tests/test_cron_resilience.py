@@ -24,9 +24,17 @@ import redis
 from redisq.keys import WorkerKeys
 
 from redis_server import free_port
-from test_resilience import (WORKER, WorkerSink, clean_env, client, processes, start_coordinator, start_redis,  # noqa: F401 (fixtures)
-                             wait_all_succeeded,
-                             write_config)
+from test_resilience import (  # noqa: F401 (fixtures)
+    WORKER,
+    WorkerSink,
+    clean_env,
+    client,
+    processes,
+    start_coordinator,
+    start_redis,
+    wait_all_succeeded,
+    write_config,
+)
 
 SCHEDULE_ID = f"{WORKER}:every-second"
 

@@ -18,9 +18,10 @@ import json
 import random
 import socket
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -32,9 +33,9 @@ from redisq.api import create_app
 from redisq.config import Backoff, Config, WorkerConfig
 from redisq.coordinator import Coordinator
 from redisq.dispatch import receipt_from_response, retry_after_ms
+from redisq.engine import ClaimedJob
 from redisq.model import parse_enqueue
 from redisq.security import verify_receipt_token
-from redisq.engine import ClaimedJob
 from redisq.transport import MockTransport, Response, TransportError
 
 SECRET = "dispatch-test-secret"
@@ -85,7 +86,7 @@ class Worker:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/work"
 
-    async def __aenter__(self) -> "Worker":
+    async def __aenter__(self) -> Worker:
         app = web.Application()
         app.router.add_post("/work", self._handle)
         # handler_cancellation: a call the dispatcher gave up on (timeout) ends here too
@@ -179,7 +180,7 @@ async def stop_within(coordinator: Coordinator, seconds: float = 10.0) -> None:
     """Stop the coordinator, failing (not hanging) when its stop() does not return."""
     try:
         await asyncio.wait_for(coordinator.stop(), seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         await coordinator.redis.aclose()
         pytest.fail(f"Coordinator.stop() did not return within {seconds:g} s", pytrace=False)
 
@@ -236,25 +237,24 @@ async def test_the_worker_gets_the_dispatch_body_and_a_small_json_answer_is_the_
     async def answer(call: Call) -> web.StreamResponse:
         return web.json_response({"messageId": "m-1", "to": call.body["args"]["to"]})
 
-    async with Worker(answer) as worker:
-        async with coordinator(engine_redis, worker_config(worker.url)) as run:
-            job = await run.enqueue(worker="work", id="welcome-1", args={"to": "ada@example.com"})
-            done = await run.finished(job["id"])
+    async with Worker(answer) as worker, coordinator(engine_redis, worker_config(worker.url)) as run:
+        job = await run.enqueue(worker="work", id="welcome-1", args={"to": "ada@example.com"})
+        done = await run.finished(job["id"])
 
-            (call,) = worker.calls
-            assert set(call.body) == {"jobId", "worker", "attempt", "args", "receiptUrl", "receiptToken"}
-            assert call.body["jobId"] == "work:welcome-1"
-            assert call.body["worker"] == "work"
-            assert call.body["attempt"] == 1
-            assert call.body["args"] == {"to": "ada@example.com"}
-            assert call.body["receiptUrl"] == f"{run.coordinator.config.base_url}/job/work:welcome-1/receipt"
-            grant = verify_receipt_token(SECRET.encode(), "work:welcome-1", call.body["receiptToken"])
-            assert grant is not None and grant.attempt == 1
-            assert call.headers["Content-Type"].startswith("application/json")
+        (call,) = worker.calls
+        assert set(call.body) == {"jobId", "worker", "attempt", "args", "receiptUrl", "receiptToken"}
+        assert call.body["jobId"] == "work:welcome-1"
+        assert call.body["worker"] == "work"
+        assert call.body["attempt"] == 1
+        assert call.body["args"] == {"to": "ada@example.com"}
+        assert call.body["receiptUrl"] == f"{run.coordinator.config.base_url}/job/work:welcome-1/receipt"
+        grant = verify_receipt_token(SECRET.encode(), "work:welcome-1", call.body["receiptToken"])
+        assert grant is not None and grant.attempt == 1
+        assert call.headers["Content-Type"].startswith("application/json")
 
-            assert done["state"] == "succeeded" and done["attempts"] == 1
-            assert done["result"] == {"messageId": "m-1", "to": "ada@example.com"}
-            assert done["lastError"] is None and done["finishedAt"] is not None
+        assert done["state"] == "succeeded" and done["attempts"] == 1
+        assert done["result"] == {"messageId": "m-1", "to": "ada@example.com"}
+        assert done["lastError"] is None and done["finishedAt"] is not None
 
 
 async def test_202_then_a_receipt_posted_to_the_receipt_url_finishes_the_job(engine_redis):
@@ -264,14 +264,13 @@ async def test_202_then_a_receipt_posted_to_the_receipt_url_finishes_the_job(eng
         worker.post_receipt_later(call, {"status": "success", "result": {"rendered": 3}})
         return web.Response(status=202)
 
-    async with Worker(accept) as worker:
-        async with coordinator(engine_redis, worker_config(worker.url)) as run:
-            job = await run.enqueue(worker="work", id="report")
-            done = await run.finished(job["id"])
-            assert done["state"] == "succeeded" and done["result"] == {"rendered": 3} and done["attempts"] == 1
-            (answer,) = worker.receipt_answers
-            assert answer.status_code == 200 and answer.json()["state"] == "succeeded"
-            assert any(e[0] == "accepted" for e in run.events)
+    async with Worker(accept) as worker, coordinator(engine_redis, worker_config(worker.url)) as run:
+        job = await run.enqueue(worker="work", id="report")
+        done = await run.finished(job["id"])
+        assert done["state"] == "succeeded" and done["result"] == {"rendered": 3} and done["attempts"] == 1
+        (answer,) = worker.receipt_answers
+        assert answer.status_code == 200 and answer.json()["state"] == "succeeded"
+        assert any(e[0] == "accepted" for e in run.events)
 
 
 async def test_500_is_retried_and_then_succeeds(engine_redis):
@@ -280,13 +279,12 @@ async def test_500_is_retried_and_then_succeeds(engine_redis):
             return web.Response(status=500, text="database is down")
         return web.json_response({"ok": True})
 
-    async with Worker(fail_once) as worker:
-        async with coordinator(engine_redis, worker_config(worker.url)) as run:
-            job = await run.enqueue(worker="work", id="flaky")
-            done = await run.finished(job["id"])
-            assert done["state"] == "succeeded" and done["attempts"] == 2 and done["result"] == {"ok": True}
-            assert [c.attempt for c in worker.calls] == [1, 2]
-            assert done["lastError"] == "HTTP 500: database is down"  # the failed attempt's error is kept
+    async with Worker(fail_once) as worker, coordinator(engine_redis, worker_config(worker.url)) as run:
+        job = await run.enqueue(worker="work", id="flaky")
+        done = await run.finished(job["id"])
+        assert done["state"] == "succeeded" and done["attempts"] == 2 and done["result"] == {"ok": True}
+        assert [c.attempt for c in worker.calls] == [1, 2]
+        assert done["lastError"] == "HTTP 500: database is down"  # the failed attempt's error is kept
 
 
 async def test_429_with_retry_after_is_retried_that_long_later_and_not_earlier(engine_redis):
@@ -386,19 +384,18 @@ async def test_backoff_between_attempts_and_dead_after_max_attempts_with_the_las
 
 
 async def test_a_delayed_job_is_never_dispatched_early_and_arrives_soon_after_its_time(engine_redis):
-    async with Worker() as worker:
-        async with coordinator(engine_redis, worker_config(worker.url)) as run:
-            by_delay = await run.enqueue(worker="work", id="by-delay", delay=0.5)
-            by_run_at = await run.enqueue(worker="work", id="by-run-at", runAt=round(time.time() + 0.7, 3))
-            now = await run.enqueue(worker="work", id="now")
-            for job in (by_delay, by_run_at, now):
-                await run.finished(job["id"])
-            for job in (by_delay, by_run_at, now):
-                (arrived,) = worker.arrivals(job["id"])
-                due = iso_s(job["runAt"])
-                assert arrived >= due, f"{job['id']} arrived {due - arrived:.3f} s early"
-                assert arrived - due <= 0.05, f"{job['id']} arrived {arrived - due:.3f} s late"
-            assert [c.job_id for c in worker.calls] == ["work:now", "work:by-delay", "work:by-run-at"]
+    async with Worker() as worker, coordinator(engine_redis, worker_config(worker.url)) as run:
+        by_delay = await run.enqueue(worker="work", id="by-delay", delay=0.5)
+        by_run_at = await run.enqueue(worker="work", id="by-run-at", runAt=round(time.time() + 0.7, 3))
+        now = await run.enqueue(worker="work", id="now")
+        for job in (by_delay, by_run_at, now):
+            await run.finished(job["id"])
+        for job in (by_delay, by_run_at, now):
+            (arrived,) = worker.arrivals(job["id"])
+            due = iso_s(job["runAt"])
+            assert arrived >= due, f"{job['id']} arrived {due - arrived:.3f} s early"
+            assert arrived - due <= 0.05, f"{job['id']} arrived {arrived - due:.3f} s late"
+        assert [c.job_id for c in worker.calls] == ["work:now", "work:by-delay", "work:by-run-at"]
 
 
 # -- throttling --------------------------------------------------------------------------------
@@ -434,15 +431,14 @@ async def test_concurrency_cap_is_never_exceeded_at_the_worker(engine_redis):
         await asyncio.sleep(0.3)
         return web.json_response({"ok": True})
 
-    async with Worker(slow) as worker:
-        async with coordinator(engine_redis, worker_config(worker.url, concurrency=2)) as run:
-            jobs = await run.enqueue_batch([{"worker": "work", "id": f"c{n}"} for n in range(6)])
-            started = time.monotonic()
-            for job in jobs:
-                assert (await run.finished(job["id"]))["state"] == "succeeded"
-            assert worker.max_active == 2
-            assert len(worker.calls) == 6
-            assert time.monotonic() - started < 0.9 + 0.5  # 3 rounds of 2, not 6 rounds of 1
+    async with Worker(slow) as worker, coordinator(engine_redis, worker_config(worker.url, concurrency=2)) as run:
+        jobs = await run.enqueue_batch([{"worker": "work", "id": f"c{n}"} for n in range(6)])
+        started = time.monotonic()
+        for job in jobs:
+            assert (await run.finished(job["id"]))["state"] == "succeeded"
+        assert worker.max_active == 2
+        assert len(worker.calls) == 6
+        assert time.monotonic() - started < 0.9 + 0.5  # 3 rounds of 2, not 6 rounds of 1
 
 
 async def test_two_coordinators_on_one_redis_together_keep_rate_and_burst(redis_url, real_redis):
@@ -654,12 +650,11 @@ async def test_a_redirect_is_not_followed_and_counts_as_a_failure(engine_redis):
             raise web.HTTPFound("/elsewhere")
         return web.json_response({"ok": True})
 
-    async with Worker(redirect) as worker:
-        async with coordinator(engine_redis, worker_config(worker.url)) as run:
-            job = await run.enqueue(worker="work", args={})
-            done = await run.finished(job["id"])
-            assert done["state"] == "succeeded" and done["attempts"] == 2
-            assert [c.attempt for c in worker.calls] == [1, 2]  # nothing went to /elsewhere as a GET
+    async with Worker(redirect) as worker, coordinator(engine_redis, worker_config(worker.url)) as run:
+        job = await run.enqueue(worker="work", args={})
+        done = await run.finished(job["id"])
+        assert done["state"] == "succeeded" and done["attempts"] == 2
+        assert [c.attempt for c in worker.calls] == [1, 2]  # nothing went to /elsewhere as a GET
 
 
 @pytest.mark.parametrize("value", ["inf", "nan", "1e20", "-5", "Tue, 31 Dec 99999 23:59:59 GMT"])

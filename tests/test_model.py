@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -16,7 +16,7 @@ WORKERS = {
     "send-email": WorkerConfig(name="send-email", url="http://127.0.0.1:9000/send-email", timeout_s=30, max_attempts=5),
     "sync-shop": WorkerConfig(name="sync-shop", url="http://127.0.0.1:9000/sync-shop"),
 }
-TEN_AM_UTC_MS = int(datetime(2020, 1, 1, 10, tzinfo=timezone.utc).timestamp() * 1000)
+TEN_AM_UTC_MS = int(datetime(2020, 1, 1, 10, tzinfo=UTC).timestamp() * 1000)
 
 
 # -- runAt ---------------------------------------------------------------------------

@@ -16,15 +16,16 @@ import contextlib
 import json
 import random
 import time
-from typing import Any, AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import pytest
 from aiohttp import web
 
 from redisq.config import Backoff, Config, WorkerConfig
 from redisq.coordinator import Coordinator
+from redisq.engine import Engine, HoldBack, Receipt
 from redisq.model import JobState, parse_enqueue
-from redisq.engine import HoldBack, Receipt, Engine
 from redisq.transport import AiohttpTransport, NotSentError, Response, SendWindow
 
 SECRET = "pacing-test-secret"

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from redisq.cli import main
-from redisq.package import (DEPLOY_HINTS, ENTRY_MODULES, SDK_FILES, TARGETS, PackageError, Source, build,
-                            entry_point)
+from redisq.package import DEPLOY_HINTS, ENTRY_MODULES, SDK_FILES, TARGETS, PackageError, Source, build, entry_point
+
 from sdk_helpers import dispatch_body, event, signed
 
 ROOT = Path(__file__).resolve().parents[1]

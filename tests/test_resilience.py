@@ -29,9 +29,10 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -92,7 +93,7 @@ class WorkerSink:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    def __enter__(self) -> "WorkerSink":
+    def __enter__(self) -> WorkerSink:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
         return self

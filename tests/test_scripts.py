@@ -13,9 +13,19 @@ import pytest
 from redis.exceptions import ResponseError
 
 from redisq.config import DEFAULT_TIMEOUT_S, Backoff, Config, WorkerConfig
-from redisq.scripts import (SCHEDULE_SCRIPT_NAMES, SCRIPT_NAMES, LoadedScript, LuaIncludeError, RegisteredScript,
-                            SourceLine, flatten, load_script, lua_dir, rewrite_error)
 from redisq.engine import Engine
+from redisq.scripts import (
+    SCHEDULE_SCRIPT_NAMES,
+    SCRIPT_NAMES,
+    LoadedScript,
+    LuaIncludeError,
+    RegisteredScript,
+    SourceLine,
+    flatten,
+    load_script,
+    lua_dir,
+    rewrite_error,
+)
 
 
 def lua_tree(directory: Path, files: dict[str, str]) -> Path:

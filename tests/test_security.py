@@ -99,8 +99,16 @@ async def test_coordinators_without_a_secret_share_one_kept_in_redis(engine_redi
 
 # -- dispatch signatures --------------------------------------------------------------------------
 
-from redisq.security import (SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureError, api_token_valid,  # noqa: E402
-                             dispatch_signature, is_open_route, signed_headers, verify_dispatch)
+from redisq.security import (  # noqa: E402
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    SignatureError,
+    api_token_valid,
+    dispatch_signature,
+    is_open_route,
+    signed_headers,
+    verify_dispatch,
+)
 
 BODY = b'{"jobId":"send-email:1","worker":"send-email"}'
 

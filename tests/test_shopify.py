@@ -31,7 +31,7 @@ import pytest
 
 from cpu_burner import CpuBurner
 from redis_server import free_port
-from test_resilience import SECRET, client, clean_env, processes, start_coordinator, start_redis  # noqa: F401
+from test_resilience import SECRET, clean_env, client, processes, start_coordinator, start_redis  # noqa: F401
 
 WORKER = "shopify"
 BUCKET = 40
@@ -52,7 +52,7 @@ class ShopifyWorker:
         self._process: subprocess.Popen[bytes] | None = None
         self._http = httpx.Client(timeout=5, trust_env=False)
 
-    def __enter__(self) -> "ShopifyWorker":
+    def __enter__(self) -> ShopifyWorker:
         self._process = subprocess.Popen(self._args, env=clean_env())
         deadline = time.monotonic() + 20
         while True:

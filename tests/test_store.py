@@ -18,10 +18,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from redisq.config import Backoff, Config, Retention, WorkerConfig
+from redisq.engine import Claim, ClaimedJob, Engine, Receipt
 from redisq.errors import ConflictError, NotFoundError
 from redisq.keys import WorkerKeys
 from redisq.model import JobState, parse_enqueue
-from redisq.engine import Claim, ClaimedJob, Receipt, Engine
 
 WORKER = "send-email"
 NO_JITTER = Backoff(initial_s=5.0, factor=2.0, max_s=3600.0, jitter=False)

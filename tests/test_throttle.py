@@ -10,11 +10,10 @@ from typing import Any
 
 import pytest
 
-from redisq.config import Backoff
-from redisq.errors import ValidationError
-from redisq.limits import Limits
 from redisq.api.workers import worker_json
+from redisq.config import Backoff
 from redisq.engine import Engine
+from redisq.errors import ValidationError
 
 from test_store import failure, make_store, request, server_ms, success, worker
 

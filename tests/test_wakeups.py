@@ -58,7 +58,7 @@ async def test_an_event_wakes_its_own_listeners_here_with_its_details(engine_red
 async def test_cross_process_events_reach_the_others_as_the_bare_worker_name(engine_redis):
     """Only JOBS_DUE and SLOT_FREED leave the process; the message is the worker's name, and
     a coordinator receiving one wakes its claim loop (JOBS_DUE)."""
-    assert CROSS_PROCESS == {Event.JOBS_DUE, Event.SLOT_FREED}
+    assert {Event.JOBS_DUE, Event.SLOT_FREED} == CROSS_PROCESS
     here, there = Wakeups(engine_redis), Wakeups(engine_redis)
     heard_there = listening(there)
     raw = engine_redis.pubsub()

@@ -11,7 +11,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -21,6 +22,7 @@ from redisq.dispatch import receipt_from_response
 from redisq.engine import ClaimedJob
 from redisq.transport import Response
 from redisq.worker import JobContext, PermanentFailure, RetryLater, Workers
+
 from sdk_helpers import dispatch_body, event, gcf_request, signed
 
 KEY = "shared-secret"

@@ -32,10 +32,18 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from .client import AsyncClient, Client, JobInfo, ScheduleInfo
     from .config import Backoff, Config, ConfigError, Retention, WorkerConfig, load_config
     from .coordinator import Coordinator
-    from .errors import (BadRequestError, ConflictError, NotFoundError, PayloadTooLargeError, RedisqError,
-                         UnauthorizedError, UnavailableError, ValidationError)
-    from .model import Job, JobState
     from .engine import Engine, Store
+    from .errors import (
+        BadRequestError,
+        ConflictError,
+        NotFoundError,
+        PayloadTooLargeError,
+        RedisqError,
+        UnauthorizedError,
+        UnavailableError,
+        ValidationError,
+    )
+    from .model import Job, JobState
     from .worker import JobContext, PermanentFailure, RetryLater, Workers
 
 

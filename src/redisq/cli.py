@@ -11,7 +11,8 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from . import __version__
 from .config import ConfigError, check_redis_url, load_config

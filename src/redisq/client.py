@@ -28,17 +28,25 @@ Bad values that cannot be sent as JSON (``delay=float("nan")``, NaN in ``args``)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone as _timezone
-from typing import Any, Mapping, Sequence, overload
-
 import json
 import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, overload
 
 import httpx
 
-from .errors import (BadRequestError, ConflictError, NotFoundError, PayloadTooLargeError, RedisqError,
-                     UnauthorizedError, UnavailableError, ValidationError)
+from .errors import (
+    BadRequestError,
+    ConflictError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RedisqError,
+    UnauthorizedError,
+    UnavailableError,
+    ValidationError,
+)
 
 DEFAULT_URL = "http://127.0.0.1:7575"
 DEFAULT_TIMEOUT_S = 10.0
@@ -77,7 +85,7 @@ class JobInfo:
         return self.state in ("succeeded", "dead", "cancelled")
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any], created: bool | None = None) -> "JobInfo":
+    def from_json(cls, data: Mapping[str, Any], created: bool | None = None) -> JobInfo:
         return cls(
             id=data["id"], worker=data["worker"], state=data["state"], args=data.get("args"),
             run_at=_time(data.get("runAt")), attempts=data.get("attempts", 0), max_attempts=data.get("maxAttempts", 0),
@@ -103,7 +111,7 @@ class ScheduleInfo:
     created: bool | None = None  # enqueue: True when new, False when the id existed (updated in place)
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any], created: bool | None = None) -> "ScheduleInfo":
+    def from_json(cls, data: Mapping[str, Any], created: bool | None = None) -> ScheduleInfo:
         return cls(
             id=data["id"], worker=data["worker"], cron=data["cron"], timezone=data.get("timezone", "UTC"),
             next_run_at=_time(data.get("nextRunAt")),
@@ -118,7 +126,7 @@ def _seconds(value: float | timedelta) -> float:
 
 def _run_at_text(value: datetime) -> str:
     if value.tzinfo is None or value.utcoffset() is None:  # naive: UTC, as the server reads a time without offset
-        value = value.replace(tzinfo=_timezone.utc)
+        value = value.replace(tzinfo=UTC)
     return value.isoformat()
 
 
@@ -185,7 +193,7 @@ def _batch_body(jobs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {"jobs": bodies}
 
 
-def _enqueued(resp: httpx.Response, body: Mapping[str, Any]) -> "JobInfo | ScheduleInfo":
+def _enqueued(resp: httpx.Response, body: Mapping[str, Any]) -> JobInfo | ScheduleInfo:
     data = _answer(resp)
     info = ScheduleInfo if _is_schedule(body) else JobInfo
     return info.from_json(data, created=resp.status_code == 201)
@@ -300,7 +308,7 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -347,7 +355,7 @@ class AsyncClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def __aenter__(self) -> "AsyncClient":
+    async def __aenter__(self) -> AsyncClient:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:

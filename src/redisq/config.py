@@ -12,11 +12,11 @@ from __future__ import annotations
 import math
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any
 
 from .keys import WORKER_NAME_RE
-
 
 # Seconds an attempt may take when neither the job nor its worker says (lua/includes/limits.lua
 # keeps the same in ms, for a worker whose live limits are missing; a test holds them equal).
@@ -96,7 +96,7 @@ class Config:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
 
-    def with_overrides(self, **changes: Any) -> "Config":
+    def with_overrides(self, **changes: Any) -> Config:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 

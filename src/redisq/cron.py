@@ -33,10 +33,11 @@ unless ``catchUp`` is set: then every missed tick fires (the latest
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, Mapping, Sequence
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, CroniterError, croniter
@@ -45,7 +46,6 @@ from .config import WorkerConfig
 from .errors import ValidationError
 from .keys import job_id
 from .model import new_job_suffix, parse_enqueue
-
 
 SCHEDULE_FIELDS = ("worker", "args", "cron", "timezone", "id", "catchUp", "maxAttempts", "timeout", "throttleKey", "cost")
 DEFAULT_TIMEZONE = "UTC"

@@ -18,8 +18,9 @@ keys), ``timeout`` (seconds, for jobs that did not set their own) and ``paused``
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Mapping
+from typing import Any
 
 from .config import DEFAULT_TIMEOUT_S, WorkerConfig
 from .errors import ValidationError
@@ -55,12 +56,12 @@ class Limits:
     paused: bool = False
 
     @classmethod
-    def from_config(cls, worker: WorkerConfig) -> "Limits":
+    def from_config(cls, worker: WorkerConfig) -> Limits:
         return cls(rate=worker.rate, burst=worker.burst, concurrency=worker.concurrency,
                    total_rate=worker.total_rate, total_burst=worker.total_burst, timeout_s=worker.timeout_s)
 
     @classmethod
-    def from_fields(cls, fields: Mapping[Any, Any]) -> "Limits":
+    def from_fields(cls, fields: Mapping[Any, Any]) -> Limits:
         f = {_text(k): _text(v) for k, v in fields.items()}
 
         def number(name: str) -> float | None:
@@ -96,7 +97,7 @@ class Limits:
                 return cost_refusal_text(cost, bucket, size)
         return None
 
-    def pairs_of(self, fields: "set[str]") -> list[str]:
+    def pairs_of(self, fields: set[str]) -> list[str]:
         """The pairs of ``redis_pairs`` (and ``paused``) for these Redis fields only, so that a
         change writes what it names and keeps what another coordinator changed meanwhile."""
         every = [*self.redis_pairs(), "paused", "1" if self.paused else ""]

@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import Any
 
 from .config import WorkerConfig
 from .errors import ValidationError
@@ -39,7 +40,7 @@ class JobState(str, Enum):
 
 @lru_cache(maxsize=4096)  # the jobs of one batch share their createdAt and runAt
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def iso_from_ms(ms: int | None) -> str | None:
@@ -77,7 +78,7 @@ class Job:
     cost: float = 1.0
 
     @classmethod
-    def from_fields(cls, worker: str, suffix: str, fields: Mapping[bytes | str, bytes | str]) -> "Job":
+    def from_fields(cls, worker: str, suffix: str, fields: Mapping[bytes | str, bytes | str]) -> Job:
         f = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v) for k, v in fields.items()}
         return cls(
             id=job_id(worker, suffix),
@@ -195,7 +196,7 @@ def parse_run_at(value: Any) -> int:
     if moment is None:
         raise ValueError(f"{value!r} is not an ISO 8601 time, a '2020-01-01 10:00:00 AM' style time, or unix seconds")
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     try:
         seconds = moment.timestamp()
     except (OverflowError, ValueError, OSError):

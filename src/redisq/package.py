@@ -42,9 +42,9 @@ import platform
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 TARGETS = ("lambda", "gcf", "vercel")
 SDK_FILES = ("__init__.py", "worker.py", "security.py", "keys.py")
@@ -155,12 +155,13 @@ def _binds(tree: ast.Module, name: str) -> bool:
                 if bound in (name, "*"):
                     return True
             continue
-        if isinstance(node, ast.Global) and name in node.names:
-            return True
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and node.id == name:
-            return True
-        elif isinstance(node, (ast.ExceptHandler, ast.MatchAs, ast.MatchStar, ast.MatchMapping)) and name in (
-                getattr(node, "name", None), getattr(node, "rest", None)):  # except ... as, match capture
+        if (
+            (isinstance(node, ast.Global) and name in node.names)
+            or (isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and node.id == name)
+            # except ... as, match capture
+            or (isinstance(node, (ast.ExceptHandler, ast.MatchAs, ast.MatchStar, ast.MatchMapping))
+                and name in (getattr(node, "name", None), getattr(node, "rest", None)))
+        ):
             return True
         pending.extend(ast.iter_child_nodes(node))
     return False

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .config import Config, WorkerConfig
 from .engine import Engine
@@ -74,5 +74,5 @@ class Poller(WorkerLoops):
             wake.clear()
             try:
                 await asyncio.wait_for(wake.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return

@@ -14,11 +14,12 @@ EVALSHA and loads the script again on NOSCRIPT (after a Redis restart or a SCRIP
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from redis.exceptions import ResponseError
 
@@ -99,7 +100,7 @@ def _append_file(directory: Path, relative_path: str, chain: list[str], included
         _append_file(directory, include_path, [*chain, include], included, lines, origins)
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_script(name: str) -> LoadedScript:
     return flatten(name, lua_dir())
 

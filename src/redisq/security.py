@@ -27,7 +27,8 @@ import json
 import re
 import secrets as random_secrets
 import time
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 from .keys import SHARED_SECRET_KEY
 

@@ -5,7 +5,7 @@ through the worker's engine (``engine/schedules.py``; the rules are in ``cron.py
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from .config import Config, WorkerConfig
 from .cron import TICK_LEAD_MS
@@ -46,7 +46,7 @@ class Ticker(WorkerLoops):
             sleep_s = MAX_IDLE_S if plan.wait_ms < 0 else min(MAX_IDLE_S, max(0, wait_ms) / 1000)
             try:
                 await asyncio.wait_for(wake.wait(), sleep_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _fire_when_due(self, plan: TickPlan) -> None:

@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping, Protocol
+from typing import Any, Protocol
 
 MAX_RESPONSE_BYTES = 64 * 1024  # a worker's answer beyond this is not kept as the job's result
 
@@ -129,7 +130,7 @@ class AiohttpTransport:
                     headers=resp.headers,  # case-insensitive already
                     truncated=len(data) > MAX_RESPONSE_BYTES,
                 )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise TransportError(f"timed out after {timeout_s:g} s") from None
         except aiohttp.ClientError as e:
             if isinstance(e.__cause__, NotSentError):
@@ -197,7 +198,7 @@ class MockTransport:
         if inspect.isawaitable(result):
             try:
                 result = await asyncio.wait_for(result, timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise TransportError(f"timed out after {timeout_s:g} s") from None
         return result  # type: ignore[return-value]
 

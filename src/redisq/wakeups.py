@@ -24,8 +24,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from enum import Enum
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from .keys import WAKE_CHANNEL
 from .loops import MAX_IDLE_S, OutageBackoff

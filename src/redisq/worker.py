@@ -52,8 +52,9 @@ import os
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping, NoReturn, Sequence
+from typing import Any, NoReturn
 
 from .security import SIGNATURE_TOLERANCE_S, SignatureError, verify_dispatch
 
@@ -106,7 +107,7 @@ class Later:
     """Returned by ``ctx.later``: answer 202 now; the receipt comes later."""
 
     work: Any = None  # an awaitable, or a callable run in a thread; None = posted by the caller
-    ctx: "JobContext | None" = None  # set when the job function returns it
+    ctx: JobContext | None = None  # set when the job function returns it
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ class Answer:
     later: Later | None = None
 
     @classmethod
-    def text(cls, status: int, text: str, **headers: str) -> "Answer":
+    def text(cls, status: int, text: str, **headers: str) -> Answer:
         return cls(status, text.encode(), {"Content-Type": TEXT, **headers})
 
 

@@ -4,7 +4,7 @@ status codes, and the coordinator's start and stop as the app's lifespan."""
 from __future__ import annotations
 
 import contextlib
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute

@@ -12,11 +12,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ..dispatch import MAX_RETRY_AFTER_S
+from ..engine import ACCEPTED, Receipt
 from ..errors import UnauthorizedError, ValidationError
 from ..keys import split_job_id
 from ..model import iso_from_ms
 from ..security import ReceiptGrant, bearer_token, verify_receipt_token
-from ..engine import ACCEPTED, Receipt
 from .http import coordinator_of, read_json
 
 RECEIPT_FIELDS = ("status", "error", "result", "retry", "retryAfter")

@@ -13,9 +13,17 @@
 """
 
 from ..loops import MAX_IDLE_S, OutageBackoff
-from .caller import (ERROR_BODY_CHARS, JSON_HEADERS, MAX_RETRY_AFTER_S, RESULT_MAX_BYTES, Caller, Observer,
-                     receipt_from_response, retry_after_ms)
-from .claimer import HOLD_BACK_MIN_MS, ClaimLateness, Claimer
+from .caller import (
+    ERROR_BODY_CHARS,
+    JSON_HEADERS,
+    MAX_RETRY_AFTER_S,
+    RESULT_MAX_BYTES,
+    Caller,
+    Observer,
+    receipt_from_response,
+    retry_after_ms,
+)
+from .claimer import HOLD_BACK_MIN_MS, Claimer, ClaimLateness
 from .dispatcher import Dispatcher
 from .settler import SETTLE_BATCH, Settler, UnsentWarning
 

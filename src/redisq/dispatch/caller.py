@@ -8,11 +8,12 @@ import json
 import logging
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..config import Config, WorkerConfig
-from ..security import receipt_token, signed_headers
 from ..engine import ClaimedJob, Receipt
+from ..security import receipt_token, signed_headers
 from ..transport import NotSentError, Response, SendWindow, Transport, TransportError
 
 log = logging.getLogger("redisq.dispatch")

@@ -13,11 +13,11 @@ import logging
 import math
 import time
 from collections import defaultdict
-from typing import Callable
+from collections.abc import Callable
 
 from ..config import Config, WorkerConfig
+from ..engine import Claim, ClaimedJob, Engine, HoldBack
 from ..loops import MAX_IDLE_S, OutageBackoff, WorkerLoops
-from ..engine import Claim, ClaimedJob, HoldBack, Engine
 from ..transport import SendWindow
 from ..wakeups import Event, Wakeups
 
@@ -148,7 +148,7 @@ class Claimer(WorkerLoops):
             timeout_s = MAX_IDLE_S if claim.wait_ms < 0 else min(MAX_IDLE_S, claim.wait_ms / 1000)
             try:
                 await asyncio.wait_for(wake.wait(), timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def _start_calls(self, worker: WorkerConfig, claim: Claim, claim_started: float) -> None:

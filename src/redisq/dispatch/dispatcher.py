@@ -6,8 +6,8 @@ import asyncio
 import logging
 
 from ..config import Config, WorkerConfig
-from ..loops import MAX_IDLE_S
 from ..engine import ClaimedJob, Engine
+from ..loops import MAX_IDLE_S
 from ..transport import SendWindow, Transport
 from ..wakeups import Event, Listener, Wakeups
 from .caller import Caller, Observer

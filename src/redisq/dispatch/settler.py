@@ -9,11 +9,11 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from typing import Callable
+from collections.abc import Callable
 
 from ..config import Config, WorkerConfig
+from ..engine import Engine, HoldBack, Receipt
 from ..loops import OutageBackoff, WorkerLoops
-from ..engine import HoldBack, Receipt, Engine
 from .caller import Observer
 
 log = logging.getLogger("redisq.dispatch")

@@ -11,19 +11,18 @@ Every call reaches Redis through one choke point that maps its errors (``calls.p
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..config import Config, WorkerConfig
 from ..connection import RedisClient
 from ..cron import ScheduleRequest
 from ..errors import NotFoundError, UnavailableError, ValidationError
-from ..limits import Limits
 from ..keys import WorkerKeys, split_job_id
+from ..limits import Limits
 from ..model import EnqueueRequest, Job
 from ..scripts import Scripts
 from .calls import REDIS_OUTAGE_ERRORS, is_outage, mapped_error, redis_errors_mapped
-from .records import (ACCEPTED, Claim, ClaimedJob, HoldBack, LastJob, Receipt, Schedule, TickPlan, TickRound,
-                      WorkerState)
+from .records import ACCEPTED, Claim, ClaimedJob, HoldBack, LastJob, Receipt, Schedule, TickPlan, TickRound, WorkerState
 from .worker import WorkerEngine
 
 __all__ = [

@@ -3,7 +3,8 @@ the registered scripts, and the one way to call them (through ``redis_errors_map
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..config import WorkerConfig
 from ..connection import RedisClient

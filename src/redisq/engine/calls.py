@@ -14,8 +14,8 @@ The first row that matches wins. The original exception is the mapped one's ``__
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from redis import exceptions as redis_errors
 

@@ -5,7 +5,8 @@ trip, correct with any number of coordinators on the same Redis."""
 from __future__ import annotations
 
 import random
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..errors import ConflictError, NotFoundError, ValidationError
 from ..keys import job_id

@@ -4,8 +4,9 @@ state, schedules and tick rounds. Plain values; their JSON is the API's (``redis
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..config import WorkerConfig
 from ..cron import NEXT_RUN_TIMES, cron_spec
@@ -135,7 +136,7 @@ class Schedule:
 
     @classmethod
     def from_fields(cls, worker: WorkerConfig, suffix: str, fields: Mapping[Any, Any],
-                    last_jobs: Sequence[LastJob] = ()) -> "Schedule":
+                    last_jobs: Sequence[LastJob] = ()) -> Schedule:
         f = {text(k): text(v) for k, v in fields.items()}
         return cls(
             id=job_id(worker.name, suffix), worker=worker.name, cron=f["cron"], timezone=f["timezone"],
