@@ -58,7 +58,8 @@ def guarded(name: str, fn: Callable[[], Any]) -> Any:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="smaller counts, under a minute")
-    parser.add_argument("--processes", help="coordinator processes for the e2e step: 1, 2 or 1,2 (default 1,2; --quick: 1)")
+    parser.add_argument("--processes",
+                        help="coordinator processes for the e2e step: 1, 2 or 1,2 (default 1,2; --quick: 1)")
     parser.add_argument("--only", help=f"comma-separated steps out of {','.join(STEPS)}")
     args = parser.parse_args(argv)
     only = set(args.only.split(",")) if args.only else set(STEPS)

@@ -88,7 +88,8 @@ async def measure_async(schedules: int, seconds: float) -> tuple[dict[str, float
     return percentiles(tick_lags), percentiles(delayed_lags)
 
 
-def measure(quick: bool, schedules: int | None = None, seconds: float | None = None) -> tuple[dict[str, float], dict[str, float]]:
+def measure(quick: bool, schedules: int | None = None,
+            seconds: float | None = None) -> tuple[dict[str, float], dict[str, float]]:
     schedules = schedules or 10
     seconds = seconds or (8.0 if quick else 20.0)
     progress(f"[5/6] cron: tick lag, {schedules} schedules x {seconds:g} s, 1 coordinator")

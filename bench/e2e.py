@@ -88,9 +88,8 @@ def write_config(redis_url: str, sink_url: str, port: int, extra: dict[str, Any]
         f'url = "{sink_url}"',
         "timeout = 30",
     ]
-    f = tempfile.NamedTemporaryFile("w", prefix="redisq-bench-", suffix=".toml", delete=False)
-    f.write("\n".join(lines) + "\n")
-    f.close()
+    with tempfile.NamedTemporaryFile("w", prefix="redisq-bench-", suffix=".toml", delete=False) as f:
+        f.write("\n".join(lines) + "\n")
     return f.name
 
 
@@ -105,14 +104,16 @@ async def post_batches(session: Any, base_url: str, batches: list[list[dict[str,
     return created
 
 
-async def throughput(redis_url: str, coordinators: list[Coordinator], jobs: int, limit_s: float) -> tuple[float, float, list[str]]:
+async def throughput(redis_url: str, coordinators: list[Coordinator], jobs: int,
+                     limit_s: float) -> tuple[float, float, list[str]]:
     """(seconds until all finished, seconds until all were enqueued, two job ids to check)."""
     import aiohttp
     import redis.asyncio as aioredis
 
     finished_key = WorkerKeys(WORKER).finished
     client = aioredis.Redis.from_url(redis_url)
-    batches = [[{"worker": WORKER, "args": {"n": i + j}} for j in range(min(BATCH, jobs - i))] for i in range(0, jobs, BATCH)]
+    batches = [[{"worker": WORKER, "args": {"n": i + j}} for j in range(min(BATCH, jobs - i))]
+               for i in range(0, jobs, BATCH)]
     per_coordinator = [batches[k::len(coordinators)] for k in range(len(coordinators))]
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
@@ -121,7 +122,8 @@ async def throughput(redis_url: str, coordinators: list[Coordinator], jobs: int,
 
             async def enqueue_all() -> None:
                 nonlocal enqueue_done
-                await asyncio.gather(*(post_batches(session, c.url, part) for c, part in zip(coordinators, per_coordinator)))
+                await asyncio.gather(*(post_batches(session, c.url, part)
+                                       for c, part in zip(coordinators, per_coordinator, strict=True)))
                 enqueue_done = time.perf_counter() - started
 
             poster = asyncio.ensure_future(enqueue_all())
@@ -163,7 +165,7 @@ async def dispatch_only(redis_url: str, sink_url: str, jobs: int, lead_s: float,
         before = await client.zcard(finished_key)
         now_ms = int((await client.time())[0]) * 1000  # the engine's clock is the Redis server's
         due_ms = now_ms + int(lead_s * 1000)
-        requests = [EnqueueRequest(worker=WORKER, suffix=new_job_suffix(), args_json='{"n":%d}' % i, run_at_ms=due_ms,
+        requests = [EnqueueRequest(worker=WORKER, suffix=new_job_suffix(), args_json=f'{{"n":{i}}}', run_at_ms=due_ms,
                                    delay_ms=0, max_attempts=5, timeout_ms=30_000) for i in range(jobs)]
         for start in range(0, jobs, BATCH):
             await store.enqueue_many(requests[start:start + BATCH])
@@ -218,7 +220,8 @@ async def timer_peer(sink_url: str, count: int, spread_s: float) -> None:
         if early_s > 0:  # loop timers have ms granularity; a job must never go early
             loop.call_later(early_s, fire, due, n)
             return
-        body = json.dumps({"jobId": f"{WORKER}:{n}", "worker": WORKER, "attempt": 1, "args": {"dueAt": due, "n": n}}).encode()
+        body = json.dumps({"jobId": f"{WORKER}:{n}", "worker": WORKER, "attempt": 1,
+                           "args": {"dueAt": due, "n": n}}).encode()
         tasks.append(asyncio.ensure_future(transport.post(sink_url, body, {"content-type": "application/json"}, 10.0)))
 
     try:
@@ -264,7 +267,8 @@ def run_once(processes: int, jobs: int, lag_jobs: int, lag_spread_s: float, extr
                     coordinators.append(Coordinator(configs[-1], port=port))
                 except RuntimeError as e:
                     raise CoordinatorUnavailable(str(e)) from None
-            seconds, enqueue_s, ids = run(lambda: throughput(redis.url, coordinators, jobs, limit_s=max(60.0, jobs / 500)))
+            seconds, enqueue_s, ids = run(
+                lambda: throughput(redis.url, coordinators, jobs, limit_s=max(60.0, jobs / 500)))
             states = [http_json(coordinators[0].port, "GET", f"/job/{job_id}")[1].get("state") for job_id in ids]
             if any(state != "succeeded" for state in states):
                 raise RuntimeError(f"jobs {ids} finished as {states}, expected succeeded")

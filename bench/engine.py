@@ -45,7 +45,7 @@ class EngineResult:
 
 def requests_for(n: int) -> list[EnqueueRequest]:
     return [
-        EnqueueRequest(worker=WORKER, suffix=new_job_suffix(), args_json='{"n":%d}' % i, run_at_ms=None,
+        EnqueueRequest(worker=WORKER, suffix=new_job_suffix(), args_json=f'{{"n":{i}}}', run_at_ms=None,
                        delay_ms=0, max_attempts=5, timeout_ms=30_000)
         for i in range(n)
     ]

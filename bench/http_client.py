@@ -146,7 +146,8 @@ def measure(quick: bool, in_flight_levels: list[int] | None = None, seconds: flo
             results.runs.append(ClientRun("aiohttp", 128, "asyncio", rps, problem))
 
     for n in levels:
-        a, h, peer = results.rps("aiohttp", n, loop_name()), results.rps("httpx", n, loop_name()), results.rps("node", n)
+        a, h = results.rps("aiohttp", n, loop_name()), results.rps("httpx", n, loop_name())
+        peer = results.rps("node", n)
         figure("http", f"aiohttp @{n} in flight ({loop_name()})", a, "req/s", "node client", peer)
         figure("http", f"httpx   @{n} in flight ({loop_name()})", h, "req/s", "node client", peer)
         figure("http", f"  aiohttp over httpx @{n}", a, "req/s", "httpx", h)

@@ -10,6 +10,7 @@ fails. Use them as context managers::
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -60,13 +61,12 @@ class Proc:
     log_path: str | None = None
 
     def _spawn(self, argv: Sequence[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
-        log = tempfile.NamedTemporaryFile(prefix=f"redisq-bench-{self.name}-", suffix=".log", delete=False)
-        self.log_path = log.name
-        self.proc = subprocess.Popen(
-            list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, cwd=str(cwd) if cwd else None,
-        )
-        log.close()
+        with tempfile.NamedTemporaryFile(prefix=f"redisq-bench-{self.name}-", suffix=".log", delete=False) as log:
+            self.log_path = log.name
+            self.proc = subprocess.Popen(
+                list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=env, cwd=str(cwd) if cwd else None,
+            )
 
     def log_tail(self, lines: int = 15) -> str:
         if not self.log_path:
@@ -89,10 +89,8 @@ class Proc:
                 proc.kill()
                 proc.wait(5)
         if self.log_path:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(self.log_path)
-            except OSError:
-                pass
             self.log_path = None
 
     def __enter__(self) -> Proc:

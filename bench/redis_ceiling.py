@@ -82,13 +82,15 @@ async def python_pipelined(url: str, jobs: int) -> tuple[float, float]:
             pipe = client.pipeline(transaction=False)
             for suffix in ids:  # claim
                 pipe.zrem(scheduled, suffix)
-                pipe.hset(f"c:{{w}}:job:{suffix}", mapping={"state": "running", "attempts": 1, "lease_deadline_ms": now_ms + 30000})
+                pipe.hset(f"c:{{w}}:job:{suffix}",
+                          mapping={"state": "running", "attempts": 1, "lease_deadline_ms": now_ms + 30000})
                 pipe.zadd(running, {suffix: now_ms + 30000})
             await pipe.execute()
             pipe = client.pipeline(transaction=False)
             for suffix in ids:  # settle
                 pipe.zrem(running, suffix)
-                pipe.hset(f"c:{{w}}:job:{suffix}", mapping={"state": "succeeded", "finished_ms": now_ms, "settled_attempt": 1})
+                pipe.hset(f"c:{{w}}:job:{suffix}",
+                          mapping={"state": "succeeded", "finished_ms": now_ms, "settled_attempt": 1})
                 pipe.zadd(finished, {suffix: now_ms + 3600000})
             await pipe.execute()
             ops += OPS_PER_JOB * len(ids)
@@ -103,7 +105,8 @@ async def python_pipelined(url: str, jobs: int) -> tuple[float, float]:
 
 
 def measure(redis: RedisProc, quick: bool) -> Ceiling:
-    progress(f"[1/6] raw Redis ceiling: redis-benchmark -P 32 and redis-py pipelines on redis {redis.version()} port {redis.port}")
+    progress(f"[1/6] raw Redis ceiling: redis-benchmark -P 32 and redis-py pipelines on redis {redis.version()} "
+             f"port {redis.port}")
     bench = redis_benchmark(redis.port, 100_000 if quick else 300_000)
     jobs = 20_000 if quick else 50_000
     best_ops, best_jobs = 0.0, 0.0

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import itertools
 import sys
 import tempfile
 import time
@@ -61,7 +62,7 @@ def _config(path: str, redis_url: str, port: int, worker_url: str) -> None:
 
 def _gaps_after_burst(times: list[float]) -> list[float]:
     paced = sorted(times)[BURST - 1:]
-    return [b - a for a, b in zip(paced, paced[1:])]
+    return [b - a for a, b in itertools.pairwise(paced)]
 
 
 def _claim_times_s(client: redis.Redis, job_ids: list[str]) -> dict[str, float]:
@@ -71,7 +72,7 @@ def _claim_times_s(client: redis.Redis, job_ids: list[str]) -> dict[str, float]:
         worker, suffix = split_job_id(job_id)  # type: ignore[misc]
         pipe.hmget(WorkerKeys(worker).job(suffix), "lease_deadline_ms", "lease_timeout_ms")
     claims = {}
-    for job_id, (deadline, timeout) in zip(job_ids, pipe.execute()):
+    for job_id, (deadline, timeout) in zip(job_ids, pipe.execute(), strict=True):
         if deadline is not None and timeout is not None:
             claims[job_id] = (int(deadline) - int(timeout)) / 1000
     return claims
@@ -89,9 +90,9 @@ def one_run(label: str, per_shop: int, burner: bool) -> dict[str, Any]:
                 try:
                     http_json(shopify_port, "GET", "/log", timeout_s=1)
                     break
-                except OSError:
+                except OSError as e:
                     if time.monotonic() > deadline:
-                        raise RuntimeError("the Shopify stand-in did not start")
+                        raise RuntimeError("the Shopify stand-in did not start") from e
                     time.sleep(0.05)
             for n in range(3):
                 port = free_port()
@@ -103,7 +104,8 @@ def one_run(label: str, per_shop: int, burner: bool) -> dict[str, Any]:
             total = len(jobs)
             with _cpu_burner() if burner else contextlib.nullcontext():
                 for start in range(0, total, 1000):
-                    status, body = http_json(coordinators[0].port, "POST", "/jobs", body={"jobs": jobs[start:start + 1000]})
+                    status, body = http_json(coordinators[0].port, "POST", "/jobs",
+                                             body={"jobs": jobs[start:start + 1000]})
                     assert status == 201, body
                 wait_until = time.monotonic() + per_shop / RATE + 60
                 while True:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -68,8 +69,9 @@ async def claim_cost(url: str, throttled_jobs: int, ready: int, per_key: int = 1
         if waiting != throttled_jobs:
             raise RuntimeError(f"{waiting} jobs wait for tokens, expected {throttled_jobs}")
         for start in range(0, ready, 1000):
-            await store.enqueue_many([parse_enqueue({"worker": WORKER, "throttleKey": f"ready-{i}"},
-                                                    store.config.workers) for i in range(start, min(start + 1000, ready))])
+            await store.enqueue_many([
+                parse_enqueue({"worker": WORKER, "throttleKey": f"ready-{i}"}, store.config.workers)
+                for i in range(start, min(start + 1000, ready))])
         await client.config_resetstat()
         claims = claimed = 0
         started = time.perf_counter()
@@ -119,10 +121,8 @@ async def fairness_lag(url: str, busy_jobs: int, samples: int) -> tuple[dict[str
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{job_id} was not dispatched within 5 s")
             arrived.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(arrived.wait(), 0.5)
-            except TimeoutError:
-                pass
         return arrivals[job_id]
 
     try:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import contextlib
 import json
 import random
 import selectors
@@ -125,7 +126,8 @@ class ShopifyStandIn:
         if overflow is not None:
             self.throttled.append((shop, overflow))
             retry_after_s = max(0.05, (overflow + 1 - self.buckets.bucket) / self.buckets.leak_per_s)
-            return 429, {"errors": "Exceeded 2 calls per second for api client."}, {"Retry-After": f"{retry_after_s:.3f}"}
+            return (429, {"errors": "Exceeded 2 calls per second for api client."},
+                    {"Retry-After": f"{retry_after_s:.3f}"})
         self.wall_arrivals[job_id] = counted
         return 200, {"ok": True}, {}
 
@@ -259,10 +261,8 @@ class Server:
         self.selector.modify(conn.sock, selectors.EVENT_READ, conn)
 
     def _drop(self, conn: Connection) -> None:
-        try:
+        with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(conn.sock)
-        except (KeyError, ValueError):
-            pass
         conn.sock.close()
 
 

@@ -165,7 +165,8 @@ async def running_api(redis: Any, respond: Respond = accept_later, *, dispatch: 
 async def test_enqueue_answers_201_with_the_whole_job(engine_redis):
     async with running_api(engine_redis, dispatch=False) as api:
         before = await server_ms(engine_redis)
-        resp = await api.client.post("/job", json={"worker": WORKER, "id": "welcome-1", "args": {"to": "ada@example.com"}})
+        resp = await api.client.post("/job", json={"worker": WORKER, "id": "welcome-1",
+                                                   "args": {"to": "ada@example.com"}})
         after = await server_ms(engine_redis)
         assert resp.status_code == 201
         job = resp.json()
@@ -199,8 +200,8 @@ async def test_enqueue_takes_max_attempts_and_timeout_from_the_body(engine_redis
 async def test_the_same_id_again_answers_200_and_leaves_the_job_as_it_was(engine_redis):
     async with running_api(engine_redis, dispatch=False) as api:
         first = await api.enqueue(id="welcome-1", args={"to": "ada@example.com"}, delay=60)
-        resp = await api.client.post("/job", json={"worker": WORKER, "id": "welcome-1", "args": {"to": "grace@example.com"},
-                                                   "maxAttempts": 9})
+        resp = await api.client.post("/job", json={"worker": WORKER, "id": "welcome-1",
+                                                   "args": {"to": "grace@example.com"}, "maxAttempts": 9})
         assert resp.status_code == 200
         assert resp.json() == first
         assert await api.get("send-email:welcome-1") == first
@@ -281,7 +282,8 @@ async def test_a_batch_of_1001_is_refused_and_nothing_is_enqueued(engine_redis):
     ({"worker": WORKER, "runAt": 1e20}, "runAt"),  # parses, but is no time a job can have
 ])
 @pytest.mark.parametrize("index", [0, 3, 999])
-async def test_one_invalid_item_refuses_the_whole_batch_naming_index_and_field(engine_redis, bad_item, field_name, index):
+async def test_one_invalid_item_refuses_the_whole_batch_naming_index_and_field(engine_redis, bad_item, field_name,
+                                                                               index):
     async with running_api(engine_redis, dispatch=False) as api:
         jobs: list[Any] = [{"worker": WORKER, "id": f"bulk-{n}"} for n in range(1000)]
         jobs[index] = bad_item
@@ -350,7 +352,8 @@ async def test_cancelling_a_running_job_answers_its_later_receipt_and_stays_canc
         resp = await api.client.delete("/job/send-email:slow")
         assert resp.status_code == 200 and resp.json()["state"] == "cancelled"
 
-        late = await api.receipt("send-email:slow", {"status": "success", "result": {"sent": True}}, call["receiptToken"])
+        late = await api.receipt("send-email:slow", {"status": "success", "result": {"sent": True}},
+                                 call["receiptToken"])
         assert late.status_code == 200
         assert late.json()["state"] == "cancelled" and late.json()["accepted"] is False
         job = await api.get("send-email:slow")
@@ -398,7 +401,8 @@ async def test_a_receipt_with_the_dispatched_token_finishes_the_job(engine_redis
     async with running_api(engine_redis) as api:
         await api.enqueue(id="r1", args={"to": "ada@example.com"})
         call = await api.call_for("send-email:r1")
-        resp = await api.receipt("send-email:r1", {"status": "success", "result": {"messageId": "m-1"}}, call["receiptToken"])
+        resp = await api.receipt("send-email:r1", {"status": "success", "result": {"messageId": "m-1"}},
+                                 call["receiptToken"])
         assert resp.status_code == 200
         assert resp.json() == {"accepted": True, "duplicate": False, "state": "succeeded"}
         job = await api.get("send-email:r1")
@@ -494,7 +498,8 @@ async def test_a_failure_receipt_is_retried_with_its_error_kept(engine_redis):
     async with running_api(engine_redis) as api:
         await api.enqueue(id="r1")
         call = await api.call_for("send-email:r1")
-        resp = await api.receipt("send-email:r1", {"status": "failure", "error": {"code": "busy"}}, call["receiptToken"])
+        resp = await api.receipt("send-email:r1", {"status": "failure", "error": {"code": "busy"}},
+                                 call["receiptToken"])
         assert resp.status_code == 200 and resp.json()["state"] == "retrying"
         await api.call_for("send-email:r1", attempt=2)
         job = await api.get("send-email:r1")

@@ -31,7 +31,8 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("REDISQ_")}
 
 
-def run(args: list[str], env: dict[str, str], timeout_s: float = 30.0, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run(args: list[str], env: dict[str, str], timeout_s: float = 30.0,
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([REDISQ, *args], capture_output=True, text=True, env=env, timeout=timeout_s, cwd=cwd)
 
 
@@ -125,7 +126,8 @@ def test_serve_without_redis_url_uses_the_embedded_store_and_says_so(serve_proce
     deadline = time.monotonic() + 20.0
     health = None
     while health is None:
-        assert process.poll() is None, f"redisq serve exited with {process.returncode}: {process.communicate(timeout=5)}"
+        assert process.poll() is None, \
+            f"redisq serve exited with {process.returncode}: {process.communicate(timeout=5)}"
         assert time.monotonic() < deadline, "redisq serve did not answer /health within 20 s"
         try:
             health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=0.5)

@@ -118,13 +118,16 @@ def test_an_unreachable_coordinator_is_unavailable():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with Client(f"http://127.0.0.1:{port}", timeout_s=2) as client, pytest.raises(UnavailableError, match="cannot reach"):
+    with (
+        Client(f"http://127.0.0.1:{port}", timeout_s=2) as client,
+        pytest.raises(UnavailableError, match="cannot reach"),
+    ):
         client.get("send-email:x")
 
 
 SCHEDULE = {"id": "send-email:daily", "worker": "send-email", "cron": "0 9 * * *", "timezone": "Europe/Paris",
-            "args": {"to": "ada@example.com"}, "catchUp": True, "maxAttempts": 5, "timeout": None, "throttleKey": "shop-1",
-            "cost": 2, "paused": False, "nextRunAt": "2030-01-01T08:00:00.000Z",
+            "args": {"to": "ada@example.com"}, "catchUp": True, "maxAttempts": 5, "timeout": None,
+            "throttleKey": "shop-1", "cost": 2, "paused": False, "nextRunAt": "2030-01-01T08:00:00.000Z",
             "nextRunTimes": ["2030-01-01T08:00:00.000Z", "2030-01-02T08:00:00.000Z"], "lastFireAt": None,
             "lastJobs": [], "createdAt": "2029-12-31T09:00:00.000Z", "updatedAt": "2029-12-31T09:00:00.000Z"}
 
@@ -230,9 +233,11 @@ async def test_no_answer_to_an_enqueue_says_the_job_may_exist(error):
 @pytest.mark.parametrize("error", [httpx.ConnectError("refused"), httpx.ConnectTimeout("timed out"),
                                    httpx.PoolTimeout("timed out")])
 def test_errors_before_sending_say_cannot_reach(error):
-    with Client("http://redisq.test", transport=failing(error)) as client:
-        with pytest.raises(UnavailableError, match="^cannot reach redisq at http://redisq.test: ") as unreachable:
-            client.enqueue("send-email", {}, id="a1")
+    with (
+        Client("http://redisq.test", transport=failing(error)) as client,
+        pytest.raises(UnavailableError, match="^cannot reach redisq at http://redisq.test: ") as unreachable,
+    ):
+        client.enqueue("send-email", {}, id="a1")
     assert "may have been created" not in str(unreachable.value)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator
@@ -67,7 +68,8 @@ def test_daily_local_time_across_fall_back_fires_once():
     assert fires("30 1 * * *", NEW_YORK, local_ms(NEW_YORK, 2026, 10, 31, 12), 2) == [
         "2026-11-01T01:30:00-04:00", "2026-11-02T01:30:00-05:00"]
     # asked from inside the repeated hour (after the first 02:30), the second 02:30 is not a tick
-    assert fires("30 2 * * *", BERLIN, local_ms(BERLIN, 2026, 10, 25, 2, 10, fold=1), 1) == ["2026-10-26T02:30:00+01:00"]
+    assert fires("30 2 * * *", BERLIN, local_ms(BERLIN, 2026, 10, 25, 2, 10, fold=1), 1) == [
+        "2026-10-26T02:30:00+01:00"]
     # every half hour of the 2 o'clock hour: twice that night, not four times
     assert fires("*/30 2 * * *", BERLIN, local_ms(BERLIN, 2026, 10, 25, 1), 3) == [
         "2026-10-25T02:00:00+02:00", "2026-10-25T02:30:00+02:00", "2026-10-26T02:00:00+01:00"]
@@ -373,13 +375,15 @@ async def api(redis: Any, calls: list[dict[str, Any]]) -> AsyncIterator[httpx.As
 async def test_post_job_with_cron_creates_then_updates_and_ticks_reach_the_worker(engine_redis):
     calls: list[dict[str, Any]] = []
     async with api(engine_redis, calls) as client:
-        resp = await client.post("/job", json={"worker": WORKER, "cron": "* * * * * *", "id": "hello", "args": {"n": 1}})
+        resp = await client.post("/job", json={"worker": WORKER, "cron": "* * * * * *", "id": "hello",
+                                               "args": {"n": 1}})
         assert resp.status_code == 201, resp.text
         body = resp.json()
         assert body["id"] == "digest:hello" and body["timezone"] == "UTC" and len(body["nextRunTimes"]) == 5
         times = [datetime.fromisoformat(t).timestamp() for t in body["nextRunTimes"]]
-        assert [b - a for a, b in zip(times, times[1:])] == [1.0] * 4
-        resp = await client.post("/job", json={"worker": WORKER, "cron": "* * * * * *", "id": "hello", "args": {"n": 2}})
+        assert [b - a for a, b in itertools.pairwise(times)] == [1.0] * 4
+        resp = await client.post("/job", json={"worker": WORKER, "cron": "* * * * * *", "id": "hello",
+                                               "args": {"n": 2}})
         assert resp.status_code == 200 and resp.json()["args"] == {"n": 2}
 
         deadline = time.monotonic() + 5
@@ -388,7 +392,8 @@ async def test_post_job_with_cron_creates_then_updates_and_ticks_reach_the_worke
         assert len(calls) >= 2
         assert all(c["jobId"].startswith("digest:hello:") and c["args"] == {"n": 2} for c in calls)
         fire_ms = [int(c["jobId"].rsplit(":", 1)[1]) for c in calls]
-        assert len(set(fire_ms)) == len(fire_ms) and all(c["at_ms"] >= f - 2 for c, f in zip(calls, fire_ms))
+        assert len(set(fire_ms)) == len(fire_ms)
+        assert all(c["at_ms"] >= f - 2 for c, f in zip(calls, fire_ms, strict=True))
 
         got = (await client.get("/schedule/digest:hello")).json()
         assert got["lastFireAt"] is not None and got["lastJobs"][0]["state"] in ("succeeded", "running", "scheduled")
@@ -438,7 +443,8 @@ async def test_schedule_routes_answer_404_for_unknown_ids_and_pause_resume_delet
         assert (await client.get("/schedule/digest:d")).status_code == 404
 
 
-async def test_a_schedule_passes_its_throttle_key_and_cost_to_every_tick_and_a_cost_above_the_burst_is_422(engine_redis):
+async def test_a_schedule_passes_its_throttle_key_and_cost_to_every_tick_and_a_cost_above_the_burst_is_422(
+        engine_redis):
     cfg = config(rate=100.0, burst=20)
     schedules, store = Engine(engine_redis, cfg).schedules, Engine(engine_redis, cfg)
     await store.seed_limits(cfg.workers[WORKER])

@@ -12,6 +12,7 @@ schedule (``GET /schedule/{id}``), what the worker received, the CLI's output.
 
 from __future__ import annotations
 
+import itertools
 import signal
 import subprocess
 import sys
@@ -51,7 +52,8 @@ def tick_job_ids(server_url: str) -> list[str]:
     keys = WorkerKeys(WORKER)
     r = redis.Redis.from_url(server_url)
     try:
-        ids = [f"{WORKER}:{key.decode()[len(keys.job_prefix):]}" for key in r.scan_iter(match=keys.job_prefix + "every-second:*")]
+        ids = [f"{WORKER}:{key.decode()[len(keys.job_prefix):]}"
+               for key in r.scan_iter(match=keys.job_prefix + "every-second:*")]
     finally:
         r.close()
     return sorted(ids, key=fire_ms)
@@ -64,7 +66,7 @@ def fire_ms(job_id: str) -> int:
 def assert_one_job_per_second(job_ids: list[str], at_least: int) -> None:
     ticks = [fire_ms(j) for j in job_ids]
     assert len(ticks) >= at_least, ticks
-    assert [b - a for a, b in zip(ticks, ticks[1:])] == [1000] * (len(ticks) - 1), ticks
+    assert [b - a for a, b in itertools.pairwise(ticks)] == [1000] * (len(ticks) - 1), ticks
 
 
 def test_three_coordinators_fire_exactly_one_job_per_second(tmp_path, client, processes):

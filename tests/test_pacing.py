@@ -74,7 +74,8 @@ def burst_int(burst: float) -> int:
 
 
 @contextlib.asynccontextmanager
-async def running(redis: Any, transport: SlowWriter, worker: WorkerConfig, send_window_s: float) -> AsyncIterator[Coordinator]:
+async def running(redis: Any, transport: SlowWriter, worker: WorkerConfig,
+                  send_window_s: float) -> AsyncIterator[Coordinator]:
     config = Config(secret=SECRET, shutdown_grace_s=0.5, send_window_s=send_window_s, workers={worker.name: worker})
     coordinator = Coordinator(config, redis=redis, transport=transport)
     await coordinator.start()
@@ -179,7 +180,8 @@ async def test_a_failure_after_a_return_counts_as_the_first_failure(engine_redis
     (job,) = (await store.claim(w, 1)).jobs
     assert await store.settle(w, [Receipt(job.suffix, job.attempt, "unsent", seq=job.seq)]) == ["returned"]
     (job,) = (await store.claim(w, 1)).jobs
-    assert await store.settle(w, [Receipt(job.suffix, job.attempt, "failure", error="boom", seq=job.seq)]) == ["retrying"]
+    failed = Receipt(job.suffix, job.attempt, "failure", error="boom", seq=job.seq)
+    assert await store.settle(w, [failed]) == ["retrying"]
     (job,) = (await store.claim(w, 1)).jobs
     assert job.attempt == 3
     assert await store.settle(w, [Receipt(job.suffix, job.attempt, "failure", error="boom", seq=job.seq)]) == ["dead"]
@@ -238,7 +240,8 @@ async def test_aiohttp_writes_nothing_when_the_window_passes_before_the_write():
     transport = AiohttpTransport()
     try:
         url = f"http://127.0.0.1:{port}/work"
-        ok = await transport.post(url, b'{"n":1}', {"Content-Type": "application/json"}, 5, SendWindow(time.monotonic() + 60))
+        ok = await transport.post(url, b'{"n":1}', {"Content-Type": "application/json"}, 5,
+                                  SendWindow(time.monotonic() + 60))
         assert ok.status == 200
         window = CheckedOnce()
         with pytest.raises(NotSentError):

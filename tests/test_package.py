@@ -71,7 +71,8 @@ print(json.dumps(handler.handler(json.load(open(sys.argv[1])), None)))
     forged = event("function_url.json", body, signed(body, "not-the-key"))
     (tmp_path / "forged.json").write_text(json.dumps(forged))
     answer = run_in(clean_python, out, "import handler, json, sys\n"
-                    "print(json.dumps(handler.handler(json.load(open(sys.argv[1])), None)))", str(tmp_path / "forged.json"))
+                    "print(json.dumps(handler.handler(json.load(open(sys.argv[1])), None)))",
+                    str(tmp_path / "forged.json"))
     assert answer["statusCode"] == 401
 
 
@@ -97,7 +98,8 @@ print(json.dumps(main.main(Request(json.load(open(sys.argv[1]))))))
 def test_a_vercel_bundle_serves_asgi_from_api_index(tmp_path, clean_python):
     out = tmp_path / "vercel"
     assert build(str(EXAMPLE), "vercel", out) == ["api", "redisq", "requirements.txt", "vercel.json", "workers.py"]
-    assert json.loads((out / "vercel.json").read_text()) == {"rewrites": [{"source": "/(.*)", "destination": "/api/index"}]}
+    assert json.loads((out / "vercel.json").read_text()) == {
+        "rewrites": [{"source": "/(.*)", "destination": "/api/index"}]}
     body = dispatch_body("send-email", {"to": "ada@example.com"})
     headers = signed(body, KEY)
     (tmp_path / "request.json").write_text(json.dumps({"headers": headers, "body": body.decode()}))
@@ -149,7 +151,8 @@ def test_lambda_dependencies_are_installed_into_the_bundle_for_lambdas_python(tm
     body = dispatch_body("count")
     (tmp_path / "event.json").write_text(json.dumps(event("apigw_http_v2.json", body, signed(body, KEY))))
     answer = run_in(clean_python, out, "import handler, json, sys\n"
-                    "print(json.dumps(handler.handler(json.load(open(sys.argv[1])), None)))", str(tmp_path / "event.json"))
+                    "print(json.dumps(handler.handler(json.load(open(sys.argv[1])), None)))",
+                    str(tmp_path / "event.json"))
     assert (answer["statusCode"], answer["body"]) == (200, "42")
 
 
@@ -188,7 +191,8 @@ def write(path: Path, text: str = WORKERS_SOURCE) -> Path:
     return path
 
 
-@pytest.mark.parametrize("target, name", [("lambda", "handler"), ("gcf", "main"), ("vercel", "api"), ("vercel", "index")])
+@pytest.mark.parametrize("target, name",
+                         [("lambda", "handler"), ("gcf", "main"), ("vercel", "api"), ("vercel", "index")])
 def test_a_module_named_like_the_entry_point_is_refused(tmp_path, target, name):
     for source in (write(tmp_path / "file" / f"{name}.py"), write(tmp_path / "pkg" / name / "__init__.py").parent):
         with pytest.raises(PackageError, match=f"named {name!r} would collide with the {target} entry point"):
@@ -281,7 +285,8 @@ def test_a_failed_build_leaves_nothing_so_a_rerun_works(tmp_path):
 
 def test_the_deploy_hints_make_the_function_public_as_the_readme_says():
     assert "--allow-unauthenticated" in DEPLOY_HINTS["gcf"]
-    assert "aws lambda create-function-url-config --function-name redisq-workers --auth-type NONE" in DEPLOY_HINTS["lambda"]
+    assert ("aws lambda create-function-url-config --function-name redisq-workers --auth-type NONE"
+            in DEPLOY_HINTS["lambda"])
 
 
 def test_a_lambda_bundle_whose_entry_point_does_not_import_is_refused(tmp_path):

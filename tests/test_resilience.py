@@ -21,6 +21,7 @@ Every wait is bounded by a deadline, and every process is ended in a ``finally``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -162,7 +163,7 @@ class Coordinator:
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
-        self._log = open(log_path, "ab")
+        self._log = open(log_path, "ab")  # noqa: SIM115 (the process writes to it until kill() closes it)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "redisq.cli", "serve", "--config", str(config), "--port", str(port)],
             stdout=self._log, stderr=subprocess.STDOUT, env=clean_env(),
@@ -213,10 +214,8 @@ def processes() -> Iterator[list[Any]]:
         yield started
     finally:
         for thing in reversed(started):
-            try:
+            with contextlib.suppress(Exception):
                 thing.kill() if isinstance(thing, Coordinator) else thing.stop()
-            except Exception:
-                pass
 
 
 def start_redis(processes: list[Any], *extra_args: str) -> RedisServer:
@@ -237,7 +236,8 @@ def start_coordinator(processes: list[Any], client: httpx.Client, config: Path, 
 
 
 def enqueue(client: httpx.Client, base_url: str, ids: list[str], **fields: Any) -> list[str]:
-    resp = client.post(f"{base_url}/jobs", json={"jobs": [{"worker": WORKER, "id": i, "args": {"n": i}, **fields} for i in ids]})
+    resp = client.post(f"{base_url}/jobs",
+                       json={"jobs": [{"worker": WORKER, "id": i, "args": {"n": i}, **fields} for i in ids]})
     assert resp.status_code == 201, resp.text
     assert resp.json()["created"] == len(ids)
     return [job["id"] for job in resp.json()["jobs"]]
@@ -509,7 +509,8 @@ def test_serve_does_not_warn_when_redis_is_noeviction(tmp_path, client, processe
 
 def test_a_config_error_exits_non_zero_with_one_line_naming_file_key_and_problem(tmp_path):
     config = tmp_path / "bad.toml"
-    config.write_text(f'redis_url = "redis://127.0.0.1:9/0"\n\n[workers.{WORKER}]\nurl = "http://127.0.0.1:9/work"\nrate = -1\n')
+    config.write_text(f'redis_url = "redis://127.0.0.1:9/0"\n\n'
+                      f'[workers.{WORKER}]\nurl = "http://127.0.0.1:9/work"\nrate = -1\n')
     done = subprocess.run([sys.executable, "-m", "redisq.cli", "serve", "--config", str(config)],
                           capture_output=True, text=True, timeout=30, env=clean_env())
     assert done.returncode != 0

@@ -113,7 +113,8 @@ def test_error_replies_of_redis_and_of_fakeredis_are_rewritten_to_source_lines()
 async def test_an_error_in_an_included_file_names_that_file_and_line(engine_redis: Any, tmp_path: Path) -> None:
     lua = lua_tree(tmp_path, {
         "failing.lua": "-- a script that fails in its include\n--!include broken\nreturn broken({})\n",
-        "includes/broken.lua": "-- fails on purpose\nlocal function broken(settings)\n  return settings.missing.field\nend\n",
+        "includes/broken.lua":
+            "-- fails on purpose\nlocal function broken(settings)\n  return settings.missing.field\nend\n",
     })
     failing = RegisteredScript(engine_redis, flatten("failing", lua))
     with pytest.raises(ResponseError) as caught:
@@ -145,7 +146,8 @@ async def test_every_script_loads_and_compiles(name: str, real_redis: Any) -> No
 
 
 # At the top level of an include: a function, its end, a constant or an include; nothing that runs.
-INCLUDE_TOP_LEVEL_RE = re.compile(r"^(local function \w+\(.*|end|local [A-Z][A-Z0-9_]* = (\d+|'[^']*')|--!include \w+)$")
+INCLUDE_TOP_LEVEL_RE = re.compile(
+    r"^(local function \w+\(.*|end|local [A-Z][A-Z0-9_]* = (\d+|'[^']*')|--!include \w+)$")
 
 
 def code_of(line: str) -> str:
@@ -159,7 +161,8 @@ def test_an_include_defines_functions_and_constants_only(include: str) -> None:
     for number, line in enumerate(lines, start=1):
         code = code_of(line)
         where = f"lua/includes/{include}:{number}: {line.strip()}"
-        assert not re.search(r"\b(KEYS|ARGV)\b", code), f"{where}: an include is given what it needs, never reads KEYS/ARGV"
+        assert not re.search(r"\b(KEYS|ARGV)\b", code), \
+            f"{where}: an include is given what it needs, never reads KEYS/ARGV"
         assert "math.randomseed" not in code, f"{where}: the script seeds the random numbers, not an include"
         if code and not code[0].isspace():
             assert INCLUDE_TOP_LEVEL_RE.match(code), f"{where}: runs at include time (or is mutable state)"
@@ -181,7 +184,8 @@ async def backoff_delays_s(redis: Any, tmp_path: Path, backoff: Backoff, attempt
         "--!include attempts\n"
         "local policy = retry_policy(ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[9], ARGV[10])  -- as settle.lua\n"
         "local delays = {}\n"
-        "for i = 11, #ARGV, 2 do delays[#delays + 1] = backoff_ms(policy, tonumber(ARGV[i]), tonumber(ARGV[i + 1])) end\n"
+        "for i = 11, #ARGV, 2 do "
+        "delays[#delays + 1] = backoff_ms(policy, tonumber(ARGV[i]), tonumber(ARGV[i + 1])) end\n"
         "return delays\n")})
     worker = WorkerConfig(name="w", url="http://127.0.0.1:9/w", backoff=backoff)
     policy_args = Engine(redis, Config(workers={"w": worker})).worker("w")._policy_args()
@@ -194,5 +198,6 @@ async def test_backoff_delay(engine_redis: Any, tmp_path: Path) -> None:
     backoff = Backoff(initial_s=1.0, factor=2.0, max_s=10.0, jitter=False)
     delays = await backoff_delays_s(engine_redis, tmp_path / "plain", backoff, [(n, 1.0) for n in range(1, 7)])
     assert delays == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
-    jittered = await backoff_delays_s(engine_redis, tmp_path / "jitter", Backoff(1.0, 2.0, 10.0, jitter=True), [(3, 0.25)])
+    jittered = await backoff_delays_s(engine_redis, tmp_path / "jitter", Backoff(1.0, 2.0, 10.0, jitter=True),
+                                      [(3, 0.25)])
     assert jittered == [1.0]

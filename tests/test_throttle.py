@@ -282,7 +282,8 @@ async def test_a_batch_across_workers_with_a_cost_above_a_burst_writes_nothing(e
     alpha, beta = worker("alpha"), worker("beta", rate=1.0, burst=2)
     store = make_store(engine_redis, alpha, beta)
     with pytest.raises(ValidationError, match=r"jobs\[1\].cost: is 5, above the burst of 2 tokens"):
-        await store.enqueue_many([request(store, worker="alpha", id="a"), request(store, worker="beta", id="b", cost=5)])
+        await store.enqueue_many([request(store, worker="alpha", id="a"),
+                                  request(store, worker="beta", id="b", cost=5)])
     assert await engine_redis.exists(store.keys("alpha").job("a"), store.keys("beta").job("b")) == 0
 
 

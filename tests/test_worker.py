@@ -78,7 +78,8 @@ async def post(app: Workers, body: bytes, headers: dict[str, str], path: str = "
 def as_receipt(resp: httpx.Response) -> Any:
     """The coordinator's reading of this answer (dispatch.receipt_from_response)."""
     job = ClaimedJob("send-email", "job-1", 1, 1000, "{}", 1)
-    return receipt_from_response(job, Response(resp.status_code, resp.content, {k.lower(): v for k, v in resp.headers.items()}))
+    headers = {k.lower(): v for k, v in resp.headers.items()}
+    return receipt_from_response(job, Response(resp.status_code, resp.content, headers))
 
 
 # -- answers -------------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ async def worker_body(api: Any, name: str = WORKER) -> dict[str, Any]:
 
 
 async def test_get_workers_shows_config_and_live_state(engine_redis):
-    async with running_api(engine_redis, dispatch=False, worker=worker_config(rate=2.0, burst=40, concurrency=8)) as api:
+    worker = worker_config(rate=2.0, burst=40, concurrency=8)
+    async with running_api(engine_redis, dispatch=False, worker=worker) as api:
         await api.enqueue(throttleKey="shop-a.myshopify.com")
         await api.enqueue()
         resp = await api.client.get("/workers")

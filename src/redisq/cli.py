@@ -114,7 +114,7 @@ def _call_api(args: argparse.Namespace, method: str, path: str, body: Any = None
 def _print_table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
 def _api_command(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -221,13 +221,15 @@ def package(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="redisq", description="A coordinator for background jobs whose workers are HTTP endpoints.")
+    parser = argparse.ArgumentParser(prog="redisq",
+                                     description="A coordinator for background jobs whose workers are HTTP endpoints.")
     parser.add_argument("--version", action="version", version=f"redisq {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("serve", help="run the HTTP API and the dispatcher")
     p.add_argument("--config", help="TOML config file (default: $REDISQ_CONFIG)")
-    p.add_argument("--redis-url", help="Redis URL (default: $REDISQ_REDIS_URL, else the config's redis_url, else embedded)")
+    p.add_argument("--redis-url",
+                   help="Redis URL (default: $REDISQ_REDIS_URL, else the config's redis_url, else embedded)")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default 7575)")
     p.set_defaults(func=serve)
@@ -251,10 +253,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--worker", help="only this worker's schedules")
     p.set_defaults(func=schedules)
 
-    p = commands.add_parser("workers", help="list workers and their live limits, or change them (asks a running coordinator)",
+    p = commands.add_parser("workers",
+                            help="list workers and their live limits, or change them (asks a running coordinator)",
                             description="Without an action: list the workers. `set NAME rate=10 burst=40` changes "
                                         "live limits (rate, burst, concurrency, timeout, total_rate, total_burst; "
-                                        "`none` removes one); `pause NAME` and `resume NAME` hold and release dispatch.")
+                                        "`none` removes one); `pause NAME` and `resume NAME` hold and release "
+                                        "dispatch.")
     api_options(p)
     actions = p.add_subparsers(dest="action")
     a = actions.add_parser("set", help="change live limits: redisq workers set NAME rate=10 burst=40")
@@ -273,7 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--target", required=True, choices=("lambda", "gcf", "vercel"), help="where it will run")
     p.add_argument("--out", required=True, help="directory to write the bundle to (new or empty)")
     p.add_argument("--requirements", help="the module's dependencies (default: requirements.txt beside it)")
-    p.add_argument("--pip-arg", action="append", help="an extra argument for pip (lambda), e.g. --pip-arg=--index-url=URL")
+    p.add_argument("--pip-arg", action="append",
+                   help="an extra argument for pip (lambda), e.g. --pip-arg=--index-url=URL")
     p.set_defaults(func=package)
 
     args = parser.parse_args(argv)

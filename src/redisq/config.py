@@ -123,7 +123,8 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise _fail(self.source, self._key(name), f"must be a number, got {value!r}")
         if (strict and value <= minimum) or (not strict and value < minimum):
-            raise _fail(self.source, self._key(name), f"must be a number {'>' if strict else '>='} {minimum:g}, got {value!r}")
+            raise _fail(self.source, self._key(name),
+                        f"must be a number {'>' if strict else '>='} {minimum:g}, got {value!r}")
         return float(value)
 
     def integer(self, name: str, default: int | None, *, minimum: int = 1) -> int | None:

@@ -47,7 +47,8 @@ from .errors import ValidationError
 from .keys import job_id
 from .model import new_job_suffix, parse_enqueue
 
-SCHEDULE_FIELDS = ("worker", "args", "cron", "timezone", "id", "catchUp", "maxAttempts", "timeout", "throttleKey", "cost")
+SCHEDULE_FIELDS = ("worker", "args", "cron", "timezone", "id", "catchUp", "maxAttempts", "timeout", "throttleKey",
+                   "cost")
 DEFAULT_TIMEZONE = "UTC"
 MISFIRE_GRACE_MS = 60_000
 MAX_CATCH_UP_TICKS = 1000
@@ -183,7 +184,8 @@ def parse_schedule(body: Any, workers: Mapping[str, WorkerConfig]) -> ScheduleRe
         raise ValidationError("body: must be a JSON object")
     for field in ("runAt", "delay"):
         if field in body:
-            raise ValidationError(f"{field}: cannot be given with cron (a schedule runs at its cron times)", field=field)
+            raise ValidationError(f"{field}: cannot be given with cron (a schedule runs at its cron times)",
+                                  field=field)
     unknown = [k for k in body if k not in SCHEDULE_FIELDS]
     if unknown:
         raise ValidationError(f"{unknown[0]}: unknown field for a schedule (expected {', '.join(SCHEDULE_FIELDS)})",

@@ -116,7 +116,8 @@ async def demo_main() -> int:
             job = await post("/job", {"worker": "flaky", "id": "flaky", "args": {}})
             say(f"enqueued {job['id']} (fails twice, retried with backoff 0.5 s, 1 s)")
             ids.append(job["id"])
-            batch = await post("/jobs", {"jobs": [{"worker": "throttled", "id": f"burst-{n}", "args": {"n": n}} for n in range(8)]})
+            burst = [{"worker": "throttled", "id": f"burst-{n}", "args": {"n": n}} for n in range(8)]
+            batch = await post("/jobs", {"jobs": burst})
             say(f"enqueued {batch['created']} throttled jobs (rate 4/s, burst 2)")
             ids += [j["id"] for j in batch["jobs"]]
 
@@ -129,7 +130,8 @@ async def demo_main() -> int:
                 await asyncio.sleep(0.1)
         print("\nfinal states:")
         for job_id, state in states.items():
-            print(f"  {job_id:<22} {state['state']:<10} attempts={state['attempts']}  result={json.dumps(state['result'])}")
+            print(f"  {job_id:<22} {state['state']:<10} attempts={state['attempts']}  "
+                  f"result={json.dumps(state['result'])}")
         done = all(s["state"] == "succeeded" for s in states.values())
         print("\nall jobs succeeded" if done else "\nsome jobs did not finish in time")
         return 0 if done else 1

@@ -74,7 +74,8 @@ class Limits:
         return cls(rate=rate, burst=number("burst") if rate is not None else None,
                    concurrency=None if concurrency is None else int(concurrency),
                    total_rate=total_rate, total_burst=number("total_burst") if total_rate is not None else None,
-                   timeout_s=DEFAULT_TIMEOUT_S if timeout_ms is None else timeout_ms / 1000, paused=f.get("paused") == "1")
+                   timeout_s=DEFAULT_TIMEOUT_S if timeout_ms is None else timeout_ms / 1000,
+                   paused=f.get("paused") == "1")
 
     @property
     def bucket_size(self) -> float | None:
@@ -167,7 +168,8 @@ def parse_limits_patch(body: Any, current: Limits) -> Limits:
     if "concurrency" in body:
         value = body["concurrency"]
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValidationError(f"concurrency: must be a whole number >= 1 or null, got {value!r}", field="concurrency")
+            raise ValidationError(f"concurrency: must be a whole number >= 1 or null, got {value!r}",
+                                  field="concurrency")
         changes["concurrency"] = value
     if "timeout" in body:
         value = body["timeout"]

@@ -25,7 +25,7 @@ from .errors import ValidationError
 from .keys import JOB_SUFFIX_RE, THROTTLE_KEY_MAX_CHARS, job_id
 
 
-class JobState(str, Enum):
+class JobState(str, Enum):  # noqa: UP042 (a StrEnum would change str() of a member, which callers see)
     SCHEDULED = "scheduled"
     RUNNING = "running"
     RETRYING = "retrying"
@@ -79,7 +79,8 @@ class Job:
 
     @classmethod
     def from_fields(cls, worker: str, suffix: str, fields: Mapping[bytes | str, bytes | str]) -> Job:
-        f = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v) for k, v in fields.items()}
+        f = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+             for k, v in fields.items()}
         return cls(
             id=job_id(worker, suffix),
             worker=worker,
@@ -152,7 +153,8 @@ MAX_COST = 1e9
 AM_PM_FORMATS = ("%Y-%m-%d %I:%M:%S %p", "%Y-%m-%d %I:%M %p", "%Y/%m/%d %I:%M:%S %p", "%m/%d/%Y %I:%M:%S %p")
 
 
-COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)  # built once: json.dumps with options builds one per call
+# built once: json.dumps with options builds one per call
+COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
 def new_job_suffix() -> str:
@@ -209,7 +211,8 @@ def parse_enqueue(body: Any, workers: Mapping[str, WorkerConfig], index: int | N
 
     def invalid(field: str | None, message: str) -> ValidationError:
         where = f"jobs[{index}]." if index is not None else ""
-        return ValidationError(f"{where}{field}: {message}" if field else f"{where.rstrip('.') or 'body'}: {message}", field=field, index=index)
+        text = f"{where}{field}: {message}" if field else f"{where.rstrip('.') or 'body'}: {message}"
+        return ValidationError(text, field=field, index=index)
 
     if not isinstance(body, dict):
         raise invalid(None, "must be a JSON object")
@@ -257,7 +260,8 @@ def parse_enqueue(body: Any, workers: Mapping[str, WorkerConfig], index: int | N
         throttle_key = ""
     elif not isinstance(throttle_key, str) or not 1 <= len(throttle_key) <= THROTTLE_KEY_MAX_CHARS \
             or not throttle_key.isprintable():
-        raise invalid("throttleKey", f"must be 1 to {THROTTLE_KEY_MAX_CHARS} printable characters, got {throttle_key!r}")
+        raise invalid("throttleKey",
+                      f"must be 1 to {THROTTLE_KEY_MAX_CHARS} printable characters, got {throttle_key!r}")
     cost = body.get("cost", 1)
     if not _is_number(cost) or not 0 < cost <= MAX_COST:
         raise invalid("cost", f"must be a number of tokens > 0 and <= {MAX_COST}, got {cost!r}")

@@ -5,6 +5,7 @@ through the worker's engine (``engine/schedules.py``; the rules are in ``cron.py
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 from .config import Config, WorkerConfig
@@ -44,10 +45,8 @@ class Ticker(WorkerLoops):
                 continue
             wait_ms = plan.wait_ms - TICK_LEAD_MS
             sleep_s = MAX_IDLE_S if plan.wait_ms < 0 else min(MAX_IDLE_S, max(0, wait_ms) / 1000)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), sleep_s)
-            except TimeoutError:
-                pass
 
     async def _fire_when_due(self, plan: TickPlan) -> None:
         # Normally at once; the script refuses ticks more than TICK_LEAD_MS ahead, and then

@@ -97,7 +97,8 @@ class AiohttpTransport:
     def _new_session(self, trace_configs: list[Any]) -> Any:
         aiohttp = self._aiohttp
         connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300)
-        return aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",), trace_configs=trace_configs)
+        return aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",),
+                                     trace_configs=trace_configs)
 
     def _get_session(self, paced: bool) -> Any:
         if not paced:
@@ -155,7 +156,8 @@ class HttpxTransport:
         import httpx
 
         self._httpx = httpx
-        self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections))
+        self._client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections))
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float,
                    window: SendWindow | None = None) -> Response:

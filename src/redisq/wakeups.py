@@ -22,6 +22,7 @@ again), so a received one is delivered here as ``JOBS_DUE``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -121,7 +122,5 @@ class Wakeups:
             except Exception as e:
                 await backoff.failed(e)
             finally:
-                try:
+                with contextlib.suppress(Exception):
                     await pubsub.aclose()
-                except Exception:
-                    pass

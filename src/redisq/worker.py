@@ -293,7 +293,8 @@ class Workers:
 
         def register(fn: JobFunction) -> JobFunction:
             if name in self.jobs:
-                raise ValueError(f"Workers.job: {name!r} is registered twice ({self.jobs[name].__name__} and {fn.__name__})")
+                raise ValueError(
+                    f"Workers.job: {name!r} is registered twice ({self.jobs[name].__name__} and {fn.__name__})")
             params = [p for p in inspect.signature(fn).parameters.values()
                       if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
             self.jobs[name] = fn
@@ -303,7 +304,8 @@ class Workers:
         return register
 
     # -- the one path every adapter takes --------------------------------------------------------
-    async def handle(self, method: str, headers: Mapping[str, str], body: bytes, *, can_run_later: bool = True) -> Answer:
+    async def handle(self, method: str, headers: Mapping[str, str], body: bytes, *,
+                     can_run_later: bool = True) -> Answer:
         """Answer one request. ``headers`` has lower-case names."""
         if method in ("GET", "HEAD"):
             return Answer(200, b'{"ok":true}', {"Content-Type": JSON})
@@ -322,7 +324,8 @@ class Workers:
             job_id, worker, attempt = call["jobId"], call["worker"], call["attempt"]
             receipt_url, receipt_token = call["receiptUrl"], call["receiptToken"]
         except (ValueError, KeyError, TypeError):
-            return Answer.text(400, "body is not a redisq dispatch (jobId, worker, attempt, args, receiptUrl, receiptToken)")
+            return Answer.text(400,
+                               "body is not a redisq dispatch (jobId, worker, attempt, args, receiptUrl, receiptToken)")
         fn = self.jobs.get(worker)
         if fn is None:
             known = ", ".join(sorted(self.jobs)) or "none"

@@ -86,8 +86,8 @@ def parse_receipt(body: Any, job_id: str, attempt: int, seq: int = 0) -> Receipt
     retry_after = body.get("retryAfter")
     retry_after_ms = -1
     if retry_after is not None:
-        if isinstance(retry_after, bool) or not isinstance(retry_after, (int, float)) or not math.isfinite(retry_after) \
-                or not 0 <= retry_after <= MAX_RETRY_AFTER_S:
+        if (isinstance(retry_after, bool) or not isinstance(retry_after, (int, float))
+                or not math.isfinite(retry_after) or not 0 <= retry_after <= MAX_RETRY_AFTER_S):
             raise ValidationError(f"retryAfter: must be a number of seconds from 0 to {MAX_RETRY_AFTER_S:g}, "
                                   f"got {retry_after!r}", field="retryAfter")
         if status != "failure" or not retry:

@@ -81,7 +81,8 @@ def receipt_from_response(job: ClaimedJob, resp: Response) -> Receipt | None:
                 result = ""
         return receipt("success", result_json=result)
     if status in (429, 503):
-        return receipt("failure", error=_error_text(resp), retry_after_ms=retry_after_ms(resp.headers.get("retry-after")))
+        return receipt("failure", error=_error_text(resp),
+                       retry_after_ms=retry_after_ms(resp.headers.get("retry-after")))
     if status == 401:  # the worker refused our signature: a key mismatch an operator fixes, so retried
         return receipt("failure", error=_error_text(resp))
     if 400 <= status < 500:

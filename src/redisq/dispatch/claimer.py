@@ -9,6 +9,7 @@ never open more than ``max_in_flight`` calls. A throttled job must be written wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -146,10 +147,8 @@ class Claimer(WorkerLoops):
             if self._stopping:  # stop() may have come while the claim ran
                 break
             timeout_s = MAX_IDLE_S if claim.wait_ms < 0 else min(MAX_IDLE_S, claim.wait_ms / 1000)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout_s)
-            except TimeoutError:
-                pass
 
     def _start_calls(self, worker: WorkerConfig, claim: Claim, claim_started: float) -> None:
         if not claim.jobs:

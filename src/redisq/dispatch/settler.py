@@ -131,6 +131,6 @@ class Settler(WorkerLoops):
         if returned:
             self._unsent_warning.note(worker.name, returned)
         if self.observer:
-            for receipt, word in zip(batch, words):
+            for receipt, word in zip(batch, words, strict=True):
                 self.observer("settled", f"{worker.name}:{receipt.suffix}", receipt.attempt,
                               word + (f" ({receipt.error})" if receipt.error else ""))

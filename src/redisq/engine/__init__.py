@@ -78,7 +78,7 @@ class Engine:
                         f"{e.message}; {done} of {len(requests)} jobs were enqueued before it failed "
                         "(retry with ids to make the retry idempotent)") from e
                 raise
-            for i, result in zip(indexes, worker_results):
+            for i, result in zip(indexes, worker_results, strict=True):
                 results[i] = result
             if worker_wake:
                 wake.add(name)

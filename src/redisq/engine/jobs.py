@@ -78,7 +78,7 @@ class Jobs(WorkerBase):
                                   field="cost", index=i if batch_size > 1 else None)
         now_ms = int(out[0])
         results = []
-        for r, entry in zip(chunk, out[2:]):
+        for r, entry in zip(chunk, out[2:], strict=True):
             if isinstance(entry, list):
                 results.append((Job.from_fields(self.name, r.suffix, fields_of(entry)), False))
             else:
@@ -126,7 +126,8 @@ class Jobs(WorkerBase):
     async def purge(self, most: int = 500) -> tuple[int, bool]:
         """Delete finished jobs past their retention; returns (purged, more are due)."""
         k = self.keys
-        out = await self.run("purge", [k.finished, k.stats, k.buckets, k.limits], [k.job_prefix, most, k.key_bucket_prefix])
+        out = await self.run("purge", [k.finished, k.stats, k.buckets, k.limits],
+                             [k.job_prefix, most, k.key_bucket_prefix])
         return int(out[0]), bool(int(out[1]))
 
     # -- one job -------------------------------------------------------------------------
@@ -155,7 +156,8 @@ class Jobs(WorkerBase):
         if word == "missing":
             raise NotFoundError(f"no job {job_id(self.name, suffix)!r}")
         if word == "stale":
-            raise ConflictError(f"attempt {receipt.attempt} of job {job_id(self.name, suffix)!r} is no longer the running one")
+            raise ConflictError(
+                f"attempt {receipt.attempt} of job {job_id(self.name, suffix)!r} is no longer the running one")
         return word
 
     async def heartbeat(self, suffix: str, attempt: int, seq: int = 0) -> int:

@@ -108,7 +108,8 @@ class Schedules(WorkerBase):
             try:
                 ticks, new_next_ms = due_ticks(cron_spec(cron, tz), catch_up, next_fire_ms, due_ms)
             except (CroniterError, ValueError, LookupError) as e:
-                log.error("schedule %s: cannot compute its fire times (%s); it is skipped", job_id(self.name, suffix), e)
+                log.error("schedule %s: cannot compute its fire times (%s); it is skipped",
+                          job_id(self.name, suffix), e)
                 skipped += 1
                 continue
             count += 1
@@ -128,7 +129,8 @@ class Schedules(WorkerBase):
         its ``due_ms``. The jobs' runAt is their tick's time either way."""
         k = self.keys
         result = await self.run("tick", [*k.queue_keys, k.schedules, *plan.keys],
-                                [*k.queue_args, plan.due_ms - lead_ms, self.config.max_attempts, "",  # "" = live timeout
+                                [*k.queue_args, plan.due_ms - lead_ms, self.config.max_attempts,
+                                 "",  # the timeout: "" = the worker's live timeout
                                  plan.count, *plan.args])
         now_ms = int(result[0])
         if text(result[1]) == "early":
