@@ -10,18 +10,23 @@ the same scripts when no URL is set. Everything above this module is typed again
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import TYPE_CHECKING, TypedDict, Union
 
-import fakeredis
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.typing import EncodableT
 
-try:
-    import hiredis
+if TYPE_CHECKING:
+    import fakeredis
+
+try:  # hiredis before 2.2 has no pack_command
+    from hiredis import pack_command as hiredis_pack_command
 except ImportError:  # pragma: no cover - hiredis comes with redis[hiredis]
-    hiredis = None
+    HIREDIS_PACKS = False
+else:
+    HIREDIS_PACKS = True
 
 # The engine needs commands, scripts and pub/sub: a redis-py asyncio client, or fakeredis's.
 RedisClient = Union[aioredis.Redis, "fakeredis.aioredis.FakeRedis"]
@@ -40,16 +45,22 @@ class HiredisPackedConnection(aioredis.Connection):
     which was most of the client's CPU time in ``python -m bench`` (a settle of 500 jobs is
     one command of ~4,000 arguments)."""
 
-    def pack_command(self, *args: Any) -> list[bytes]:
+    def pack_command(self, *args: EncodableT) -> list[bytes]:
         if isinstance(args[0], str) and " " in args[0]:  # "CONFIG GET" -> two words
             args = (*args[0].split(), *args[1:])
-        return [hiredis.pack_command(args)]
+        # hiredis's stub declares a 1-tuple (Tuple[X]) where it takes the whole command
+        packed: bytes = hiredis_pack_command(args)  # type: ignore[arg-type]
+        return [packed]
+
+
+class _PoolOptions(TypedDict, total=False):
+    connection_class: type[aioredis.Connection]  # else the URL's scheme chooses
 
 
 def connect(redis_url: str) -> aioredis.Redis:
     """A client that fails fast during an outage (the API answers 503, loops back off)."""
-    extra: dict[str, Any] = {}
-    if redis_url.startswith("redis://") and hiredis is not None and hasattr(hiredis, "pack_command"):
+    extra: _PoolOptions = {}
+    if redis_url.startswith("redis://") and HIREDIS_PACKS:
         extra["connection_class"] = HiredisPackedConnection
     return aioredis.Redis.from_url(
         redis_url,

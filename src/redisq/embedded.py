@@ -6,7 +6,10 @@ this process's memory only and do not survive a restart.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import fakeredis
 
 EMBEDDED_WARNING = (
     "no redis_url configured: using the embedded in-memory store; jobs do not survive a "
@@ -14,7 +17,7 @@ EMBEDDED_WARNING = (
 )
 
 
-def embedded_redis() -> Any:
+def embedded_redis() -> fakeredis.aioredis.FakeRedis:
     try:
         import fakeredis
         import lupa  # noqa: F401  (fakeredis runs Lua scripts through lupa)

@@ -20,16 +20,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypedDict
 
 from .config import DEFAULT_TIMEOUT_S, WorkerConfig
 from .errors import ValidationError
+from .types import RedisHash
 
 MAX_TIMEOUT_S = 7 * 86400
 PATCH_FIELDS = ("rate", "burst", "concurrency", "timeout", "totalRate", "totalBurst")
 
 
-def _text(value: Any) -> str:
+def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -61,7 +62,7 @@ class Limits:
                    total_rate=worker.total_rate, total_burst=worker.total_burst, timeout_s=worker.timeout_s)
 
     @classmethod
-    def from_fields(cls, fields: Mapping[Any, Any]) -> Limits:
+    def from_fields(cls, fields: RedisHash) -> Limits:
         f = {_text(k): _text(v) for k, v in fields.items()}
 
         def number(name: str) -> float | None:
@@ -134,6 +135,17 @@ def patched_fields(body: Mapping[str, Any]) -> set[str]:
     return fields
 
 
+class _LimitChanges(TypedDict, total=False):
+    """What a PATCH changes: ``Limits`` fields by name, for ``replace``."""
+
+    rate: float | None
+    burst: float | None
+    concurrency: int | None
+    total_rate: float | None
+    total_burst: float | None
+    timeout_s: float
+
+
 def parse_limits_patch(body: Any, current: Limits) -> Limits:
     """A ``PATCH /workers/{name}`` body applied to ``current``; ValidationError names the field.
 
@@ -156,7 +168,7 @@ def parse_limits_patch(body: Any, current: Limits) -> Limits:
             raise ValidationError(f"{name}: must be {'>' if strict else '>='} {minimum:g}, got {value!r}", field=name)
         return float(value)
 
-    changes: dict[str, Any] = {}
+    changes: _LimitChanges = {}
     if "rate" in body:
         changes["rate"] = number("rate", 0.0, strict=True)
     if "burst" in body:

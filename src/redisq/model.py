@@ -23,6 +23,7 @@ from typing import Any
 from .config import WorkerConfig
 from .errors import ValidationError
 from .keys import JOB_SUFFIX_RE, THROTTLE_KEY_MAX_CHARS, job_id
+from .types import RedisHash
 
 
 class JobState(str, Enum):  # noqa: UP042 (a StrEnum would change str() of a member, which callers see)
@@ -78,7 +79,7 @@ class Job:
     cost: float = 1.0
 
     @classmethod
-    def from_fields(cls, worker: str, suffix: str, fields: Mapping[bytes | str, bytes | str]) -> Job:
+    def from_fields(cls, worker: str, suffix: str, fields: RedisHash) -> Job:
         f = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
              for k, v in fields.items()}
         return cls(

@@ -19,9 +19,15 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from redis.exceptions import ResponseError
+from redis.typing import EncodableT, KeyT
+
+from .types import ScriptReply
+
+if TYPE_CHECKING:
+    from .connection import RedisClient
 
 SCRIPT_NAMES = ("enqueue", "claim", "settle", "reap", "cancel", "purge", "set_limits", "worker_state",
                 "heartbeat", "hold_back")
@@ -121,21 +127,23 @@ def rewrite_error(message: str, script: LoadedScript) -> str:
 class RegisteredScript:
     """redis-py's ``Script`` for one loaded script; its errors name the source lines."""
 
-    def __init__(self, redis: Any, script: LoadedScript):
+    def __init__(self, redis: RedisClient, script: LoadedScript):
         self.script = script
         self._registered = redis.register_script(script.source)
 
-    async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = (), client: Any = None) -> Any:
+    async def __call__(self, keys: Sequence[KeyT] = (), args: Sequence[EncodableT] = (),
+                       client: RedisClient | None = None) -> ScriptReply:
         try:
-            return await self._registered(keys=keys, args=args, client=client)
+            reply: ScriptReply = await self._registered(keys=keys, args=args, client=client)
         except ResponseError as e:
             message = rewrite_error(str(e), self.script)
             if message == str(e):
                 raise
             raise type(e)(message) from e
+        return reply
 
 
-def register(redis: Any, name: str) -> RegisteredScript:
+def register(redis: RedisClient, name: str) -> RegisteredScript:
     return RegisteredScript(redis, load_script(name))
 
 
@@ -143,6 +151,6 @@ class Scripts:
     """Every script (``SCRIPT_NAMES`` and ``SCHEDULE_SCRIPT_NAMES``) registered once, bound to
     one Redis client: ``scripts.registered["claim"](keys=..., args=...)``."""
 
-    def __init__(self, redis: Any):
+    def __init__(self, redis: RedisClient):
         self.registered: dict[str, RegisteredScript] = {
             name: register(redis, name) for name in (*SCRIPT_NAMES, *SCHEDULE_SCRIPT_NAMES)}

@@ -27,10 +27,13 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .keys import WAKE_CHANNEL
 from .loops import MAX_IDLE_S, OutageBackoff
+
+if TYPE_CHECKING:
+    from .connection import RedisClient
 
 log = logging.getLogger("redisq.wakeups")
 
@@ -55,7 +58,7 @@ class Wakeups:
     """Publish and subscribe of wake-up events: local listeners per event, and the
     ``redisq:wake`` channel for the events that other coordinators need too."""
 
-    def __init__(self, redis: Any):
+    def __init__(self, redis: RedisClient):
         self.redis = redis
         self._listeners: dict[Event, list[Listener]] = defaultdict(list)
         self._sending: set[asyncio.Task[None]] = set()
@@ -123,4 +126,4 @@ class Wakeups:
                 await backoff.failed(e)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves PubSub.aclose unannotated

@@ -4,12 +4,12 @@ the registered scripts, and the one way to call them (through ``redis_errors_map
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from ..config import WorkerConfig
 from ..connection import RedisClient
 from ..keys import WorkerKeys
 from ..scripts import Scripts
+from ..types import ScriptArg, ScriptReply
 from .calls import redis_errors_mapped
 
 
@@ -24,8 +24,9 @@ class WorkerBase:
         self.scripts = scripts
         self._seeded = False  # whether this process has seeded the worker's live limits
 
-    async def run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Call one of ``scripts.SCRIPT_NAMES`` on this worker's slot, errors mapped."""
+    async def run(self, script: str, keys: Sequence[str], args: Sequence[ScriptArg]) -> ScriptReply:
+        """Call one of ``scripts.SCRIPT_NAMES`` on this worker's slot, errors mapped; read its
+        reply with ``records.replies``, ``integer`` and ``text``."""
         with redis_errors_mapped():
             return await self.scripts.registered[script](keys=list(keys), args=list(args))
 

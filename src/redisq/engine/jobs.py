@@ -6,26 +6,26 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Any
 
 from ..errors import ConflictError, NotFoundError, ValidationError
 from ..keys import job_id
 from ..limits import cost_refusal_text, number_text
 from ..model import EnqueueRequest, Job, JobState
+from ..types import ScriptArg, ScriptReply
 from .base import WorkerBase
 from .calls import redis_errors_mapped
-from .records import Claim, ClaimedJob, HoldBack, Receipt, fields_of, text
+from .records import Claim, ClaimedJob, HoldBack, Receipt, fields_of, integer, replies, text
 
 ENQUEUE_CHUNK = 1000
 
 
-def _number(value: Any) -> float | None:
+def _number(value: ScriptReply) -> float | None:
     value_text = text(value)
     return float(value_text) if value_text else None
 
 
 class Jobs(WorkerBase):
-    def _policy_args(self) -> list[Any]:
+    def _policy_args(self) -> list[ScriptArg]:
         """ARGV of the scripts that end attempts (lua/settle.lua, lua/reap.lua)."""
         b, r = self.config.backoff, self.config.retention
         return [
@@ -61,22 +61,22 @@ class Jobs(WorkerBase):
 
     async def _enqueue_chunk(self, chunk: Sequence[EnqueueRequest], positions: Sequence[int],
                              batch_size: int) -> tuple[list[tuple[Job, bool]], bool]:
-        args: list[Any] = list(self.keys.queue_args)
+        args: list[ScriptArg] = list(self.keys.queue_args)
         job_keys = []
         for r in chunk:
             job_keys.append(self.keys.job(r.suffix))
             args += [r.suffix, r.args_json, "" if r.run_at_ms is None else r.run_at_ms, r.delay_ms, r.max_attempts,
                      "" if r.timeout_ms is None else r.timeout_ms, r.throttle_key, number_text(r.cost)]
         await self.ensure_limits()
-        out = await self.run("enqueue", [*self.keys.queue_keys, *job_keys], args)
+        out = replies(await self.run("enqueue", [*self.keys.queue_keys, *job_keys], args))
         if text(out[0]) == "cost":
-            n = int(out[1]) - 1
+            n = integer(out[1]) - 1
             i = positions[n]
             where = f"jobs[{i}]." if batch_size > 1 else ""
             refusal = cost_refusal_text(chunk[n].cost, text(out[2]), float(text(out[3])))
             raise ValidationError(f"{where}cost: {refusal} of worker {self.name!r}, so it could never run",
                                   field="cost", index=i if batch_size > 1 else None)
-        now_ms = int(out[0])
+        now_ms = integer(out[0])
         results = []
         for r, entry in zip(chunk, out[2:], strict=True):
             if isinstance(entry, list):
@@ -84,23 +84,24 @@ class Jobs(WorkerBase):
             else:
                 results.append((Job(
                     id=r.job_id, worker=self.name, state=JobState.SCHEDULED, args_json=r.args_json,
-                    run_at_ms=int(entry), attempts=0, max_attempts=r.max_attempts, timeout_ms=r.timeout_ms,
+                    run_at_ms=integer(entry), attempts=0, max_attempts=r.max_attempts, timeout_ms=r.timeout_ms,
                     created_ms=now_ms, throttle_key=r.throttle_key or None, cost=r.cost,
                 ), True))
-        return results, bool(int(out[1]))
+        return results, bool(integer(out[1]))
 
     # -- the dispatcher's side ---------------------------------------------------------
     async def claim(self, most: int) -> Claim:
         k = self.keys
         await self.ensure_limits()
-        out = await self.run("claim", [*k.queue_keys, k.running, k.bucket, k.dispatched, k.buckets],
-                             [*k.queue_args, k.job_prefix, most])
+        out = replies(await self.run("claim", [*k.queue_keys, k.running, k.bucket, k.dispatched, k.buckets],
+                                     [*k.queue_args, k.job_prefix, most]))
         jobs = [
-            ClaimedJob(self.name, text(out[i]), int(out[i + 1]), int(out[i + 2]), text(out[i + 3]), int(out[i + 4]),
-                       throttle_key=text(out[i + 5]), cost=float(text(out[i + 6])), key_slack_ms=_number(out[i + 7]))
+            ClaimedJob(self.name, text(out[i]), integer(out[i + 1]), integer(out[i + 2]), text(out[i + 3]),
+                       integer(out[i + 4]), throttle_key=text(out[i + 5]), cost=float(text(out[i + 6])),
+                       key_slack_ms=_number(out[i + 7]))
             for i in range(4, len(out), 8)
         ]
-        return Claim(jobs, int(out[0]), bool(int(out[1])), bool(int(out[2])), _number(out[3]))
+        return Claim(jobs, integer(out[0]), bool(integer(out[1])), bool(integer(out[2])), _number(out[3]))
 
     async def settle(self, receipts: Sequence[Receipt]) -> list[str]:
         """End attempts; one word per receipt (see ``lua/settle.lua``)."""
@@ -108,27 +109,27 @@ class Jobs(WorkerBase):
         for r in receipts:
             args += [r.suffix, r.attempt, r.outcome, r.error, r.result_json, r.retry_after_ms, r.digest, r.seq]
         out = await self.run("settle", [*self._attempt_keys(), *(self.keys.job(r.suffix) for r in receipts)], args)
-        return [text(word) for word in out]
+        return [text(word) for word in replies(out)]
 
     async def hold_back(self, reports: Sequence[HoldBack]) -> int:
         """Hold throttle keys back for jobs written late after their claim (``lua/hold_back.lua``);
         returns how many buckets changed."""
-        args: list[Any] = list(self.keys.queue_args)
+        args: list[ScriptArg] = list(self.keys.queue_args)
         for r in reports:
             args += [r.bucket, r.throttle_key, number_text(r.slack_ms), number_text(r.cost), r.reported_ms, r.late_ms]
-        return int(await self.run("hold_back", [*self.keys.queue_keys, self.keys.bucket], args))
+        return integer(await self.run("hold_back", [*self.keys.queue_keys, self.keys.bucket], args))
 
     async def reap(self, most: int = 500) -> tuple[int, int]:
         """Fail expired leases; returns (reaped, ms until the next lease ends or -1)."""
-        out = await self.run("reap", self._attempt_keys(), [*self._policy_args(), most])
-        return int(out[0]), int(out[1])
+        out = replies(await self.run("reap", self._attempt_keys(), [*self._policy_args(), most]))
+        return integer(out[0]), integer(out[1])
 
     async def purge(self, most: int = 500) -> tuple[int, bool]:
         """Delete finished jobs past their retention; returns (purged, more are due)."""
         k = self.keys
-        out = await self.run("purge", [k.finished, k.stats, k.buckets, k.limits],
-                             [k.job_prefix, most, k.key_bucket_prefix])
-        return int(out[0]), bool(int(out[1]))
+        out = replies(await self.run("purge", [k.finished, k.stats, k.buckets, k.limits],
+                                     [k.job_prefix, most, k.key_bucket_prefix]))
+        return integer(out[0]), bool(integer(out[1]))
 
     # -- one job -------------------------------------------------------------------------
     async def get(self, suffix: str) -> Job:
@@ -140,8 +141,8 @@ class Jobs(WorkerBase):
 
     async def cancel(self, suffix: str) -> Job:
         k = self.keys
-        out = await self.run("cancel", [*k.queue_keys, k.running, k.finished, k.job(suffix)],
-                             [*k.queue_args, suffix, round(self.config.retention.cancelled_s * 1000)])
+        out = replies(await self.run("cancel", [*k.queue_keys, k.running, k.finished, k.job(suffix)],
+                                     [*k.queue_args, suffix, round(self.config.retention.cancelled_s * 1000)]))
         outcome = text(out[0])
         if outcome == "missing":
             raise NotFoundError(f"no job {job_id(self.name, suffix)!r}")
@@ -164,7 +165,7 @@ class Jobs(WorkerBase):
         """Extend the running attempt's lease to now + the job's timeout; returns the new
         lease deadline (unix ms). NotFound for an unknown job; Conflict when the attempt
         is no longer the running one or the job is not running."""
-        out = await self.run("heartbeat", [self.keys.running, self.keys.job(suffix)], [suffix, attempt, seq])
+        out = replies(await self.run("heartbeat", [self.keys.running, self.keys.job(suffix)], [suffix, attempt, seq]))
         outcome, detail = text(out[0]), text(out[1])
         the_job = job_id(self.name, suffix)
         if outcome == "missing":

@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..limits import Limits
 from .base import WorkerBase
 from .calls import redis_errors_mapped
-from .records import WorkerState, fields_of, text
+from .records import WorkerState, fields_of, integer, replies, text
 
 
 class LiveLimits(WorkerBase):
@@ -41,16 +41,17 @@ class LiveLimits(WorkerBase):
     async def state(self) -> WorkerState:
         k = self.keys
         await self.ensure_limits()
-        out = await self.run("worker_state", [*k.queue_keys, k.running, k.bucket, k.key_bucket(""), k.dispatched],
-                             k.queue_args)
+        out = replies(await self.run("worker_state",
+                                     [*k.queue_keys, k.running, k.bucket, k.key_bucket(""), k.dispatched],
+                                     k.queue_args))
         stats = {name: int(value) for name, value in fields_of(out[2]).items()}
         queued, retrying = stats.get("queued", 0), stats.get("retrying", 0)
         return WorkerState(
             name=self.name, url=self.config.url, limits=Limits.from_fields(fields_of(out[1])),
-            scheduled=queued - retrying, retrying=retrying, running=int(out[3]),
+            scheduled=queued - retrying, retrying=retrying, running=integer(out[3]),
             succeeded=stats.get("succeeded", 0), dead=stats.get("dead", 0), cancelled=stats.get("cancelled", 0),
-            throttle_keys=int(out[4]),
+            throttle_keys=integer(out[4]),
             tokens=float(text(out[5])) if text(out[5]) else None,
             total_tokens=float(text(out[6])) if text(out[6]) else None,
-            back_pressure_s=int(out[7]) / 1000, dispatched_last_minute=int(out[8]),
+            back_pressure_s=integer(out[7]) / 1000, dispatched_last_minute=integer(out[8]),
         )

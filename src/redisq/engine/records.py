@@ -4,27 +4,42 @@ state, schedules and tick rounds. Plain values; their JSON is the API's (``redis
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from ..config import WorkerConfig
 from ..cron import NEXT_RUN_TIMES, cron_spec
 from ..keys import job_id
 from ..limits import Limits
+from ..types import RedisHash, ScriptArg, ScriptReply
 
 
-def text(value: Any) -> str:
+def text(value: ScriptReply | str) -> str:
     """A value Redis answered (bytes, or a number from a script) as text."""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def integer(value: ScriptReply) -> int:
+    """A number a script answered (an integer, or its text) as an int."""
+    if isinstance(value, (bytes, int)):
+        return int(value)
+    raise TypeError(f"a script answered {value!r} where a number was expected")
+
+
+def replies(value: ScriptReply) -> list[ScriptReply]:
+    """A script's table reply as the list of its entries."""
+    if isinstance(value, list):
+        return value
+    raise TypeError(f"a script answered {value!r} where a table was expected")
 
 
 def int_or_none(value: str | None) -> int | None:
     return int(float(value)) if value not in (None, "") else None
 
 
-def fields_of(flat: Sequence[Any]) -> dict[str, str]:
-    """A flat [field, value, ...] list (an HGETALL inside a script) as a dict."""
+def fields_of(reply: ScriptReply) -> dict[str, str]:
+    """A flat [field, value, ...] table (an HGETALL inside a script) as a dict."""
+    flat = replies(reply)
     return {text(flat[i]): text(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
@@ -135,7 +150,7 @@ class Schedule:
     cost: float = 1.0
 
     @classmethod
-    def from_fields(cls, worker: WorkerConfig, suffix: str, fields: Mapping[Any, Any],
+    def from_fields(cls, worker: WorkerConfig, suffix: str, fields: RedisHash,
                     last_jobs: Sequence[LastJob] = ()) -> Schedule:
         f = {text(k): text(v) for k, v in fields.items()}
         return cls(
@@ -178,4 +193,4 @@ class TickPlan:
     wait_ms: int  # until the earliest next fire time; -1 = no schedule
     count: int  # schedules in the plan
     keys: list[str]
-    args: list[Any]
+    args: list[ScriptArg]

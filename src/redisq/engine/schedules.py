@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from croniter import CroniterError
 
@@ -13,9 +12,10 @@ from ..errors import NotFoundError, ValidationError
 from ..keys import job_id, tick_job_suffix
 from ..limits import Limits, number_text
 from ..loops import MAX_IDLE_S
+from ..types import ScriptArg
 from .base import WorkerBase
 from .calls import redis_errors_mapped
-from .records import LastJob, Schedule, TickPlan, TickRound, int_or_none, text
+from .records import LastJob, Schedule, TickPlan, TickRound, int_or_none, integer, replies, text
 
 log = logging.getLogger("redisq.cron")
 
@@ -36,13 +36,13 @@ class Schedules(WorkerBase):
             next_fire_ms = request.spec.fires_after(now_ms, 1)[0]
         except CroniterError as e:
             raise ValidationError(f"cron: {request.cron!r} never fires ({e})", field="cron") from None
-        out = await self.run("schedule_save", [k.schedules, k.schedule_ids, k.schedule(request.suffix)], [
+        out = replies(await self.run("schedule_save", [k.schedules, k.schedule_ids, k.schedule(request.suffix)], [
             request.suffix, request.cron, request.timezone, request.args_json,
             "" if request.max_attempts is None else request.max_attempts,
             "" if request.timeout_ms is None else request.timeout_ms,
             1 if request.catch_up else 0, next_fire_ms, request.throttle_key,
-            "" if request.cost is None else number_text(request.cost)])
-        return await self.get_schedule(request.suffix), bool(int(out[0]))
+            "" if request.cost is None else number_text(request.cost)]))
+        return await self.get_schedule(request.suffix), bool(integer(out[0]))
 
     async def get_schedule(self, suffix: str) -> Schedule:
         k = self.keys
@@ -72,7 +72,7 @@ class Schedules(WorkerBase):
         k = self.keys
         existed = await self.run("schedule_delete", [k.schedules, k.schedule_ids, k.schedule(suffix),
                                                      k.schedule_jobs(suffix)], [suffix])
-        if not int(existed):
+        if not integer(existed):
             raise NotFoundError(f"no schedule {schedule.id!r}")
         return schedule
 
@@ -86,8 +86,8 @@ class Schedules(WorkerBase):
                 raise NotFoundError(f"no schedule {job_id(self.name, suffix)!r}")
             now_ms = await self.now_ms()
             next_fire_ms = str(cron_spec(text(fields[0]), text(fields[1])).fires_after(now_ms, 1)[0])
-        out = await self.run("schedule_pause", [k.schedules, k.schedule(suffix)],
-                             [suffix, "pause" if paused else "resume", next_fire_ms])
+        out = replies(await self.run("schedule_pause", [k.schedules, k.schedule(suffix)],
+                                     [suffix, "pause" if paused else "resume", next_fire_ms]))
         if text(out[0]) == "missing":
             raise NotFoundError(f"no schedule {job_id(self.name, suffix)!r}")
         return await self.get_schedule(suffix)
@@ -97,13 +97,13 @@ class Schedules(WorkerBase):
         """Read the schedules due now (or, within ``horizon_ms``, at the earliest next fire
         time) and compute their ticks: a plan for ``fire``. Changes nothing."""
         k = self.keys
-        out = await self.run("schedules_due", [k.schedules], [k.schedule_prefix, most, horizon_ms])
-        now_ms, earliest_ms, due_ms = int(out[0]), int(out[1]), int(out[2])
+        out = replies(await self.run("schedules_due", [k.schedules], [k.schedule_prefix, most, horizon_ms]))
+        now_ms, earliest_ms, due_ms = integer(out[0]), integer(out[1]), integer(out[2])
         tick_keys: list[str] = []
-        tick_args: list[Any] = []
+        tick_args: list[ScriptArg] = []
         count = skipped = 0
         for i in range(3, len(out), 6):
-            suffix, next_fire_ms, revision = text(out[i]), int(out[i + 1]), int(out[i + 2])
+            suffix, next_fire_ms, revision = text(out[i]), integer(out[i + 1]), integer(out[i + 2])
             cron, tz, catch_up = text(out[i + 3]), text(out[i + 4]), text(out[i + 5]) == "1"
             try:
                 ticks, new_next_ms = due_ticks(cron_spec(cron, tz), catch_up, next_fire_ms, due_ms)
@@ -128,16 +128,16 @@ class Schedules(WorkerBase):
         """Run a plan's ticks in one atomic ``tick.lua`` call, not before ``lead_ms`` ahead of
         its ``due_ms``. The jobs' runAt is their tick's time either way."""
         k = self.keys
-        result = await self.run("tick", [*k.queue_keys, k.schedules, *plan.keys],
+        result = replies(await self.run("tick", [*k.queue_keys, k.schedules, *plan.keys],
                                 [*k.queue_args, plan.due_ms - lead_ms, self.config.max_attempts,
                                  "",  # the timeout: "" = the worker's live timeout
-                                 plan.count, *plan.args])
-        now_ms = int(result[0])
+                                 plan.count, *plan.args]))
+        now_ms = integer(result[0])
         if text(result[1]) == "early":
             return TickRound(now_ms, max(1, plan.due_ms - lead_ms - now_ms), 0, 0, False, early=True)
-        outcomes = [int(x) for x in result[2:]]
+        outcomes = [integer(x) for x in result[2:]]
         return TickRound(now_ms, 0, sum(n for n in outcomes if n > 0), sum(1 for n in outcomes if n < 0),
-                         bool(int(result[1])))
+                         bool(integer(result[1])))
 
     async def tick(self, most: int = DUE_BATCH) -> TickRound:
         """Fire the due schedules: one read, then one atomic tick script call."""
