@@ -20,7 +20,11 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import aiohttp
 
 MAX_RESPONSE_BYTES = 64 * 1024  # a worker's answer beyond this is not kept as the job's result
 
@@ -77,30 +81,34 @@ class Transport(Protocol):
 
 
 class AiohttpTransport:
+    # aiohttp (and httpx, below) are imported where they are used, so that this module
+    # imports without them.
     def __init__(self, max_connections: int = 1024):
-        import aiohttp
+        import aiohttp  # noqa: F401  (fails here, at construction, when it is missing)
 
-        self._aiohttp = aiohttp
-        self._session: Any = None
-        self._paced_session: Any = None  # for calls with a SendWindow: it has the trace hook
+        self._session: aiohttp.ClientSession | None = None
+        self._paced_session: aiohttp.ClientSession | None = None  # for calls with a SendWindow: it has the trace hook
         self._max_connections = max_connections
-        self._timeouts: dict[float, Any] = {}  # one ClientTimeout per distinct job timeout
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}  # one ClientTimeout per distinct job timeout
 
-    def _timeout(self, timeout_s: float) -> Any:
+    def _timeout(self, timeout_s: float) -> aiohttp.ClientTimeout:
         timeout = self._timeouts.get(timeout_s)
         if timeout is None:
             if len(self._timeouts) > 1000:
                 self._timeouts.clear()
-            timeout = self._timeouts[timeout_s] = self._aiohttp.ClientTimeout(total=timeout_s)
+            import aiohttp
+
+            timeout = self._timeouts[timeout_s] = aiohttp.ClientTimeout(total=timeout_s)
         return timeout
 
-    def _new_session(self, trace_configs: list[Any]) -> Any:
-        aiohttp = self._aiohttp
+    def _new_session(self, trace_configs: list[aiohttp.TraceConfig]) -> aiohttp.ClientSession:
+        import aiohttp
+
         connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300)
         return aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",),
                                      trace_configs=trace_configs)
 
-    def _get_session(self, paced: bool) -> Any:
+    def _get_session(self, paced: bool) -> aiohttp.ClientSession:
         if not paced:
             if self._session is None:
                 self._session = self._new_session([])
@@ -108,22 +116,23 @@ class AiohttpTransport:
         if self._paced_session is None:
             # aiohttp awaits on_request_chunk_sent just before it writes the body (with the
             # headers it holds back until then); raising there sends nothing.
-            trace = self._aiohttp.TraceConfig()
+            import aiohttp
+
+            trace = aiohttp.TraceConfig()
             trace.on_request_chunk_sent.append(_before_write)
             self._paced_session = self._new_session([trace])
         return self._paced_session
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float,
                    window: SendWindow | None = None) -> Response:
-        aiohttp = self._aiohttp
-        options: dict[str, Any] = {}
+        import aiohttp
+
         if window is not None:
             window.check()  # too late already: no connection is taken
-            options["trace_request_ctx"] = window
         try:
             async with self._get_session(window is not None).post(
                     url, data=body, headers=headers, timeout=self._timeout(timeout_s), allow_redirects=False,
-                    **options) as resp:
+                    trace_request_ctx=window) as resp:  # None, aiohttp's default, without a window
                 data = await resp.content.read(MAX_RESPONSE_BYTES + 1)
                 return Response(
                     status=resp.status,
@@ -145,7 +154,8 @@ class AiohttpTransport:
         self._session = self._paced_session = None
 
 
-async def _before_write(session: Any, context: Any, params: Any) -> None:
+async def _before_write(session: aiohttp.ClientSession, context: SimpleNamespace,
+                        params: aiohttp.TraceRequestChunkSentParams) -> None:
     window = context.trace_request_ctx
     if isinstance(window, SendWindow):
         window.written()
@@ -155,13 +165,13 @@ class HttpxTransport:
     def __init__(self, max_connections: int = 1024):
         import httpx
 
-        self._httpx = httpx
         self._client = httpx.AsyncClient(
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections))
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float,
                    window: SendWindow | None = None) -> Response:
-        httpx = self._httpx
+        import httpx
+
         if window is not None:
             window.written()
         try:
@@ -202,7 +212,7 @@ class MockTransport:
                 result = await asyncio.wait_for(result, timeout_s)
             except TimeoutError:
                 raise TransportError(f"timed out after {timeout_s:g} s") from None
-        return result  # type: ignore[return-value]
+        return result
 
     async def close(self) -> None:
         return None
