@@ -111,7 +111,7 @@ def _call_api(args: argparse.Namespace, method: str, path: str, body: Any = None
     return resp.json()
 
 
-def _print_table(rows: list[tuple[str, ...]]) -> None:
+def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
@@ -141,7 +141,7 @@ def schedules(args: argparse.Namespace) -> int:
     return 0
 
 
-def _number(value: Any) -> str:
+def _number(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value:g}" if isinstance(value, float) else str(value)
@@ -163,15 +163,15 @@ WORKER_SETTINGS = {"rate": "rate", "burst": "burst", "concurrency": "concurrency
                    "total_rate": "totalRate", "total_burst": "totalBurst"}
 
 
-def _parse_settings(pairs: Sequence[str]) -> dict[str, Any]:
+def _parse_settings(pairs: Sequence[str]) -> dict[str, float | None]:
     """``rate=10 burst=40 concurrency=none`` -> the PATCH body; ValueError names the bad one."""
-    body: dict[str, Any] = {}
+    body: dict[str, float | None] = {}
     for pair in pairs:
         name, sep, text = pair.partition("=")
         if not sep or name not in WORKER_SETTINGS:
             raise ValueError(f"{pair!r}: expected NAME=VALUE with NAME one of {', '.join(WORKER_SETTINGS)}")
         if text.lower() in ("none", "null", ""):
-            value: Any = None
+            value: float | None = None
         else:
             try:
                 value = int(text) if text.lstrip("-").isdigit() else float(text)
@@ -239,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def api_options(p: argparse.ArgumentParser, nested: bool = False) -> None:
         # On a nested action the options may come after it too; SUPPRESS keeps a value given before.
-        def default(value: Any) -> Any:
+        def default(value: object) -> object:
             return argparse.SUPPRESS if nested else value
         p.add_argument("--url", default=default(os.environ.get("REDISQ_URL", "http://127.0.0.1:7575")),
                        help="the coordinator's base URL (default: $REDISQ_URL, else http://127.0.0.1:7575)")

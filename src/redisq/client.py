@@ -33,7 +33,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, overload
+from typing import Any, TypedDict, overload
 
 import httpx
 
@@ -259,7 +259,15 @@ def _transport_error(base_url: str, timeout_s: float, method: str, path: str, js
     return UnavailableError(message)
 
 
-def _client_settings(base_url: str, token: str | None, timeout_s: float) -> dict[str, Any]:
+class _ClientSettings(TypedDict):
+    """What ``Client`` and ``AsyncClient`` give their httpx client."""
+
+    base_url: str
+    headers: dict[str, str]
+    timeout: float
+
+
+def _client_settings(base_url: str, token: str | None, timeout_s: float) -> _ClientSettings:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return {"base_url": base_url.rstrip("/"), "headers": headers, "timeout": timeout_s}
 
@@ -311,7 +319,7 @@ class Client:
     def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -358,5 +366,5 @@ class AsyncClient:
     async def __aenter__(self) -> AsyncClient:
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.aclose()

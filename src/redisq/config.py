@@ -96,8 +96,20 @@ class Config:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
 
-    def with_overrides(self, **changes: Any) -> Config:
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+    def with_overrides(self, *, redis_url: str | None = None, host: str | None = None, port: int | None = None,
+                       secret: str | None = None, signing_keys: tuple[str, ...] | None = None,
+                       api_tokens: tuple[str, ...] | None = None) -> Config:
+        """The settings given outside the file (the command line, the environment) in place
+        of the file's; None = not given."""
+        return replace(
+            self,
+            redis_url=self.redis_url if redis_url is None else redis_url,
+            host=self.host if host is None else host,
+            port=self.port if port is None else port,
+            secret=self.secret if secret is None else secret,
+            signing_keys=self.signing_keys if signing_keys is None else signing_keys,
+            api_tokens=self.api_tokens if api_tokens is None else api_tokens,
+        )
 
 
 def _fail(source: str, key: str, message: str) -> ConfigError:

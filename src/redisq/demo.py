@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from .api import create_app
 from .config import Backoff, Config, WorkerConfig
@@ -73,7 +74,7 @@ def demo_config(api_port: int, worker_port: int) -> Config:
     )
 
 
-async def _start(app: Any, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+async def _start(app: ASGIApp, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve())
     while not server.started:

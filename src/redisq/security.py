@@ -27,10 +27,15 @@ import json
 import re
 import secrets as random_secrets
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 from .keys import SHARED_SECRET_KEY
+
+if TYPE_CHECKING:  # this module runs in serverless bundles without either
+    from starlette.types import ASGIApp, Receive, Scope, Send
+
+    from .connection import RedisClient
 
 TOKEN_HEX_CHARS = 40
 
@@ -70,7 +75,7 @@ def bearer_token(authorization: str | None) -> str | None:
     return token.strip()
 
 
-async def shared_secret(redis: Any, configured: str | None) -> bytes:
+async def shared_secret(redis: RedisClient, configured: str | None) -> bytes:
     """The configured secret, else one kept in Redis (created once with SET NX) so that
     every coordinator on that Redis signs and verifies the same tokens."""
     if configured:
@@ -161,13 +166,13 @@ class ApiTokenMiddleware:
     unless it is one of ``OPEN_ROUTES``. Routes added later are protected without a change
     here. Answers 401 with the API's error body ``{"error": ...}``."""
 
-    def __init__(self, app: Callable[..., Any], tokens: Sequence[str]):
+    def __init__(self, app: ASGIApp, tokens: Sequence[str]):
         if not tokens:
             raise ValueError("ApiTokenMiddleware needs at least one token")
         self.app = app
         self.tokens = [t.encode() for t in tokens]
 
-    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or is_open_route(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
             return

@@ -54,9 +54,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .security import SIGNATURE_TOLERANCE_S, SignatureError, verify_dispatch
+
+if TYPE_CHECKING:  # the SDK runs without starlette: only its ASGI types are borrowed
+    from starlette.types import Receive, Scope, Send
 
 log = logging.getLogger("redisq.worker")
 
@@ -66,6 +69,8 @@ POST_TRIES = 3
 ERROR_MESSAGE_CHARS = 250  # the coordinator keeps the first 300 characters of an error answer
 
 JobFunction = Callable[..., Any]
+# The work of a 202 answer: an awaitable, or a callable run in a thread; its value is the result.
+LaterWork = Awaitable[Any] | Callable[[], Any]
 TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"
 
@@ -106,7 +111,7 @@ def error_text(error: BaseException) -> str:
 class Later:
     """Returned by ``ctx.later``: answer 202 now; the receipt comes later."""
 
-    work: Any = None  # an awaitable, or a callable run in a thread; None = posted by the caller
+    work: LaterWork | None = None  # None = the receipt is posted by the caller
     ctx: JobContext | None = None  # set when the job function returns it
 
 
@@ -199,7 +204,7 @@ class JobContext:
         return await asyncio.to_thread(self.heartbeat_sync)
 
     # -- answering later ----------------------------------------------------------------------
-    def later(self, work: Any = None) -> Later:
+    def later(self, work: LaterWork | None = None) -> Later:
         """Return this from the job function to answer 202 at once. ``work`` (an awaitable, or
         a callable run in a thread) then runs after the answer, and its outcome is posted as
         the receipt, as the table in this module's docstring says; it needs a process that
@@ -377,7 +382,7 @@ class Workers:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _finish_later(self, work: Any, ctx: JobContext) -> None:
+    async def _finish_later(self, work: LaterWork, ctx: JobContext) -> None:
         try:
             try:
                 if inspect.isawaitable(work):
@@ -404,7 +409,7 @@ class Workers:
             await asyncio.wait(set(self._background), timeout=self.shutdown_grace_s if timeout_s is None else timeout_s)
 
     # -- ASGI ------------------------------------------------------------------------------------
-    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
@@ -429,7 +434,7 @@ class Workers:
         if answer.later is not None:
             self.start_later(answer.later)
 
-    async def _lifespan(self, receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -460,7 +465,7 @@ class Workers:
         return answer.body.decode("utf-8", "replace"), answer.status, dict(answer.headers)
 
 
-def _discard(work: Any) -> None:
+def _discard(work: LaterWork | None) -> None:
     """A coroutine that will not run is closed, so Python does not warn it was never awaited."""
     with contextlib.suppress(Exception):
         if inspect.iscoroutine(work):

@@ -9,7 +9,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from functools import partial
 
 from ..config import Config, WorkerConfig
 from ..engine import ClaimedJob, Receipt
@@ -67,8 +67,7 @@ def receipt_from_response(job: ClaimedJob, resp: Response) -> Receipt | None:
     if status == 202:
         return None
 
-    def receipt(outcome: str, **fields: Any) -> Receipt:
-        return Receipt(job.suffix, job.attempt, outcome, seq=job.seq, **fields)
+    receipt = partial(Receipt, job.suffix, job.attempt, seq=job.seq)  # then the outcome and its fields
 
     if 200 <= status < 300:
         result = ""
