@@ -34,10 +34,12 @@ class ClaimLateness:
     """How late one claim's throttled jobs are written, and what to tell Redis about it.
 
     Lateness is measured from just before the claim was sent to Redis, so it is never less
-    than the real delay after the claim on the Redis clock. A bucket that was short of full
-    at the claim loses nothing to a lateness below that slack (a key served at its pace);
-    beyond it, each report carries the slack, the cost the claim drew and the lateness
-    reported before, so Redis takes back only the rest (``lua/hold_back.lua``)."""
+    than the real delay after the claim on the Redis clock. What a late claim costs a
+    bucket is the refill it would have lost to its cap while it stayed full: until the
+    first of the claim's calls was written (after that it is below full and refills as
+    usual). So each bucket of a claim is reported once, at its first write, and only when
+    that came later than the bucket's slack (how long it would have taken to fill up at the
+    claim: a key served at its pace has plenty); ``lua/hold_back.lua`` takes it back."""
 
     def __init__(self, claim: Claim, started: float):
         self.started = started
@@ -49,7 +51,7 @@ class ClaimLateness:
                 self.key_slack_ms[job.throttle_key] = job.key_slack_ms
                 self.key_costs[job.throttle_key] += job.cost
         self.total_cost = sum(job.cost for job in claim.jobs)
-        self.reported_ms: dict[tuple[str, str], int] = {}
+        self.first_written: set[tuple[str, str]] = set()  # (bucket, throttle key)
 
     def written(self, job: ClaimedJob, at: float) -> list[HoldBack]:
         late_ms = math.ceil((at - self.started) * 1000)
@@ -62,11 +64,12 @@ class ClaimLateness:
         return [r for r in reports if r is not None]
 
     def _report(self, bucket: str, throttle_key: str, slack_ms: float, cost: float, late_ms: int) -> HoldBack | None:
-        reported_ms = self.reported_ms.get((bucket, throttle_key), 0)
-        if late_ms <= slack_ms or late_ms < reported_ms + HOLD_BACK_MIN_MS:
+        if (bucket, throttle_key) in self.first_written:
             return None
-        self.reported_ms[(bucket, throttle_key)] = late_ms
-        return HoldBack(bucket, throttle_key, slack_ms, cost, max(reported_ms, math.floor(slack_ms)), late_ms)
+        self.first_written.add((bucket, throttle_key))
+        if late_ms < slack_ms + HOLD_BACK_MIN_MS:
+            return None
+        return HoldBack(bucket, throttle_key, slack_ms, cost, 0, late_ms)
 
 
 class Claimer(WorkerLoops):

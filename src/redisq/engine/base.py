@@ -3,7 +3,7 @@ the registered scripts, and the one way to call them (through ``redis_errors_map
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 from ..config import WorkerConfig
 from ..connection import RedisClient
@@ -12,10 +12,39 @@ from ..scripts import Scripts
 from .calls import redis_errors_mapped
 
 
-class WorkerBase:
-    """One worker's engine: ``WorkerEngine`` joins the jobs, limits and schedules parts."""
+class Notifier(Protocol):
+    """Whom a write tells what it may have made due (the coordinator: ``wakeups.py``)."""
 
-    def __init__(self, redis: RedisClient, worker: WorkerConfig, scripts: Scripts):
+    async def enqueued(self, workers: set[str]) -> None:
+        """Jobs are due earlier than before: enqueued, a limit raised, a worker resumed."""
+
+    def settled(self, worker: str, words: list[str]) -> None:
+        """Attempts ended (settle's answers; "cancelled" for a cancel): a slot may be free."""
+
+    def schedules_changed(self, worker: str) -> None:
+        """A schedule was saved or resumed: it may fire sooner than planned."""
+
+
+class NoOneToTell:
+    """The notifier of an engine that runs without a coordinator (tests, benchmarks)."""
+
+    async def enqueued(self, workers: set[str]) -> None:
+        return None
+
+    def settled(self, worker: str, words: list[str]) -> None:
+        return None
+
+    def schedules_changed(self, worker: str) -> None:
+        return None
+
+
+class WorkerBase:
+    """One worker's engine: ``WorkerEngine`` joins the jobs, limits and schedules parts.
+    Every write that can make something due tells ``notify`` itself, as saq's queue ends
+    each write with ``notify``: callers never send wake-ups."""
+
+    def __init__(self, redis: RedisClient, worker: WorkerConfig, scripts: Scripts, notify: Notifier | None = None):
+        self.notify: Notifier = NoOneToTell() if notify is None else notify
         self.redis = redis
         self.config = worker
         self.name = worker.name
