@@ -8,6 +8,7 @@ from typing import Any, Protocol, Sequence
 from ..config import WorkerConfig
 from ..connection import RedisClient
 from ..keys import WorkerKeys
+from ..script_specs import SPECS
 from ..scripts import Scripts
 from .calls import redis_errors_mapped
 
@@ -53,7 +54,9 @@ class WorkerBase:
         self._seeded = False  # whether this process has seeded the worker's live limits
 
     async def run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Call one of ``scripts.SCRIPT_NAMES`` on this worker's slot, errors mapped."""
+        """Call one of ``scripts.SCRIPT_NAMES`` on this worker's slot, errors mapped; the
+        call must fit the script's spec (``script_specs.py``)."""
+        SPECS[script].check(len(keys), len(args))
         with redis_errors_mapped():
             return await self.scripts.registered[script](keys=list(keys), args=list(args))
 
