@@ -100,7 +100,9 @@ async def run_jobs(redis: Any, transport: SlowWriter, worker: WorkerConfig, coun
 
 
 async def test_calls_written_late_or_not_at_all_still_keep_to_the_bucket(engine_redis):
-    rate, burst, count = 20.0, 10, 50  # a burst of 10, then 40 at 20/s: 2 s
+    # burst = 1: every claim draws on a full bucket, so every call's lateness counts (a
+    # bucket with slack to spare loses nothing to a late write, and is never refused).
+    rate, burst, count = 20.0, 1, 40
     worker = WorkerConfig(name="shopify", url="http://shopify.test/", rate=rate, burst=burst, timeout_s=5)
     transport = SlowWriter(max_delay_s=0.08)
     jobs = await run_jobs(engine_redis, transport, worker, count, send_window_s=0.05)
@@ -221,6 +223,23 @@ class CheckedOnce(SendWindow):
         if self.checks > 1:
             raise NotSentError("not sent: too late at the write")
         return time.monotonic()
+
+
+async def test_a_call_with_slack_to_spare_is_written_however_late_and_holds_nothing_back(engine_redis):
+    # burst 10 at 5/s: after the first burst, each claim finds its bucket far from full
+    # (seconds of slack), so 150 ms of lateness on a 50 ms window is harmless: no refusal.
+    worker = WorkerConfig(name="shopify", url="http://shopify.test/", rate=5.0, burst=10, timeout_s=5)
+
+    class LateAfterTheBurst(SlowWriter):
+        async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float,
+                       window: SendWindow | None = None) -> Response:
+            if len(self.written) >= 10:
+                await asyncio.sleep(0.15)
+            return await super().post(url, body, headers, timeout_s, window)
+
+    transport = LateAfterTheBurst(max_delay_s=0.0)
+    await run_jobs(engine_redis, transport, worker, 14, send_window_s=0.05)
+    assert transport.unsent == 0
 
 
 async def test_aiohttp_writes_nothing_when_the_window_passes_before_the_write():

@@ -80,8 +80,8 @@ class Config:
     max_in_flight: int = 1024
     claim_batch: int = 256
     http_client: str = "aiohttp"
-    # A throttled job leaves at most this long after its claim (measured up to the moment
-    # its bytes are written), or is returned unsent with its tokens (README, Throttling).
+    # The first call of a claim on a full bucket is written at most this long past the
+    # bucket's slack, or returned unsent with its tokens (README, Throttling: what is guaranteed).
     send_window_s: float = 0.25
     workers: Mapping[str, WorkerConfig] = field(default_factory=dict)
     signing_keys: tuple[str, ...] = ()  # the first signs dispatches, all verify; () = sign with secret

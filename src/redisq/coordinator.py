@@ -54,7 +54,7 @@ class Coordinator:
                 log.warning(EMBEDDED_WARNING)
             redis = client_for(config.redis_url)
         self.redis = redis
-        self.engine = Engine(redis, config)
+        self.engine = Engine(redis, config, notify=self)  # its writes tell this coordinator's wake-ups
         self.transport = transport
         self.observer = observer
         self.secret: bytes = (config.secret or "").encode()
@@ -77,7 +77,7 @@ class Coordinator:
         self.wakeups.subscribe(Event.LEASE_STARTED, self.poller.lease_started)
         await self.poller.start()
         await self.dispatcher.start()
-        self.ticker = Ticker(self.engine, self.config, on_enqueued=self.enqueued)
+        self.ticker = Ticker(self.engine, self.config)
         self.wakeups.subscribe(Event.SCHEDULE_CHANGED, self.ticker.wake)
         await self.ticker.start()
 

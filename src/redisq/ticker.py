@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
 
 from .config import Config, WorkerConfig
 from .cron import TICK_LEAD_MS
@@ -20,11 +19,9 @@ class Ticker(WorkerLoops):
 
     kind = "ticker"
 
-    def __init__(self, engine: Engine, config: Config,
-                 on_enqueued: Callable[[set[str]], Awaitable[None]] | None = None):
+    def __init__(self, engine: Engine, config: Config):
         super().__init__(config)
         self.engine = engine
-        self.on_enqueued = on_enqueued
 
     async def _loop(self, worker: WorkerConfig) -> None:
         backoff = OutageBackoff(f"ticker ({worker.name})")
@@ -59,5 +56,3 @@ class Ticker(WorkerLoops):
             if not round_.early:
                 break
             wait_ms = round_.wait_ms
-        if round_.wake and self.on_enqueued is not None:
-            await self.on_enqueued({plan.worker.name})

@@ -22,8 +22,7 @@ async def enqueue_one(request: Request) -> Response:
     if is_schedule_body(body):
         return await save_schedule(coordinator, body)
     job_request = parse_enqueue(body, coordinator.config.workers)
-    results, wake = await coordinator.engine.enqueue_many([job_request])
-    await coordinator.enqueued(wake)
+    results, _ = await coordinator.engine.enqueue_many([job_request])
     job, created = results[0]
     return job_response(job, 201 if created else 200)
 
@@ -43,8 +42,7 @@ async def enqueue_batch(request: Request) -> Response:
         raise ValidationError(f"jobs: at most {MAX_BATCH} jobs per call, got {len(items)}", field="jobs")
     reject_cron_in_batch(items)
     requests = [parse_enqueue(item, coordinator.config.workers, index=i) for i, item in enumerate(items)]
-    results, wake = await coordinator.engine.enqueue_many(requests)
-    await coordinator.enqueued(wake)
+    results, _ = await coordinator.engine.enqueue_many(requests)
     created = sum(1 for _, was_created in results if was_created)
     text = '{"jobs":[' + ",".join(job.json_text() for job, _ in results) + f'],"created":{created}}}'
     return Response(text, status_code=201 if created else 200, media_type="application/json")
@@ -55,10 +53,7 @@ async def get_job(request: Request) -> Response:
 
 
 async def cancel_job(request: Request) -> Response:
-    coordinator = coordinator_of(request)
-    job = await coordinator.engine.cancel(request.path_params["id"])
-    coordinator.settled(job.worker, ["cancelled"])  # a cancelled running job frees its slot
-    return job_response(job)
+    return job_response(await coordinator_of(request).engine.cancel(request.path_params["id"]))
 
 
 routes = [

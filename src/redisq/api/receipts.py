@@ -41,9 +41,6 @@ async def post_receipt(request: Request) -> JSONResponse:
     body = await read_json(request, coordinator.config.max_body_bytes)
     receipt = parse_receipt(body, job_id, grant.attempt, grant.seq)
     word = await coordinator.engine.receipt(job_id, receipt)
-    parts = split_job_id(job_id)
-    if parts is not None:
-        coordinator.settled(parts[0], [word])
     if word == "cancelled":
         return JSONResponse({"accepted": False, "state": "cancelled",
                              "message": "the job was cancelled; the receipt changes nothing"})

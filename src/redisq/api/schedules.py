@@ -38,7 +38,6 @@ def schedule_json(schedule: Schedule) -> dict[str, Any]:
 async def save_schedule(coordinator: Coordinator, body: Any) -> JSONResponse:
     """POST /job's answer for a body that is a schedule (see ``cron.is_schedule_body``)."""
     schedule, created = await coordinator.engine.schedules.save(parse_schedule(body, coordinator.config.workers))
-    coordinator.schedules_changed(schedule.worker)
     return JSONResponse(schedule_json(schedule), status_code=201 if created else 200)
 
 
@@ -69,7 +68,6 @@ async def pause_schedule(request: Request) -> JSONResponse:
 async def resume_schedule(request: Request) -> JSONResponse:
     coordinator = coordinator_of(request)
     schedule = await coordinator.engine.schedules.set_paused(request.path_params["id"], False)
-    coordinator.schedules_changed(schedule.worker)
     return JSONResponse(schedule_json(schedule))
 
 

@@ -45,7 +45,6 @@ async def patch_worker(request: Request) -> JSONResponse:
     body = await read_json(request, coordinator.config.max_body_bytes)
     current = await engine.limits()
     await engine.set_limits(parse_limits_patch(body, current), fields=patched_fields(body))
-    await coordinator.enqueued({name})  # a higher rate or cap may let jobs go now
     return JSONResponse(worker_json(await engine.state()))
 
 
@@ -54,8 +53,6 @@ async def set_paused(request: Request, paused: bool) -> JSONResponse:
     name: str = request.path_params["name"]
     engine = coordinator.engine.worker(name)
     await engine.set_limits(Limits(paused=paused), fields={"paused"})  # only the flag is written
-    if not paused:
-        await coordinator.enqueued({name})
     return JSONResponse(worker_json(await engine.state()))
 
 

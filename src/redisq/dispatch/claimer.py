@@ -19,7 +19,7 @@ from collections.abc import Callable
 from ..config import Config, WorkerConfig
 from ..engine import Claim, ClaimedJob, Engine, HoldBack
 from ..loops import MAX_IDLE_S, OutageBackoff, WorkerLoops
-from ..transport import SendWindow
+from ..transport import NotSentError, SendWindow
 from ..wakeups import Event, Wakeups
 
 log = logging.getLogger("redisq.dispatch")
@@ -35,13 +35,21 @@ class ClaimLateness:
     """How late one claim's throttled jobs are written, and what to tell Redis about it.
 
     Lateness is measured from just before the claim was sent to Redis, so it is never less
-    than the real delay after the claim on the Redis clock. A bucket that was short of full
-    at the claim loses nothing to a lateness below that slack (a key served at its pace);
-    beyond it, each report carries the slack, the cost the claim drew and the lateness
-    reported before, so Redis takes back only the rest (``lua/hold_back.lua``)."""
+    than the real delay after the claim on the Redis clock. A late write costs a bucket
+    only the refill it would have lost to its cap while it stayed full: the lateness beyond
+    the bucket's slack at the claim (how long it would have taken to fill up: a key served
+    at its pace has seconds of it), and only until the first of the claim's calls on that
+    bucket is written (after that the bucket is below full and refills as usual). So:
+    - each bucket of a claim is reported once, at its first write, when that lateness came
+      past the slack (``lua/hold_back.lua`` takes the lost refill back);
+    - a first write whose lateness past the slack would exceed ``send_window`` is refused
+      (the job goes back unsent with its tokens), which bounds what a hold-back that reaches
+      Redis after the key's next claim can miss. Once a bucket's first call is written, the
+      claim's other calls on it go whenever they can."""
 
-    def __init__(self, claim: Claim, started: float):
+    def __init__(self, claim: Claim, started: float, send_window_s: float):
         self.started = started
+        self.send_window_ms = send_window_s * 1000
         self.total_slack_ms = claim.total_slack_ms
         self.key_slack_ms: dict[str, float] = {}
         self.key_costs: dict[str, float] = defaultdict(float)
@@ -50,24 +58,55 @@ class ClaimLateness:
                 self.key_slack_ms[job.throttle_key] = job.key_slack_ms
                 self.key_costs[job.throttle_key] += job.cost
         self.total_cost = sum(job.cost for job in claim.jobs)
-        self.reported_ms: dict[tuple[str, str], int] = {}
+        self.first_written: set[tuple[str, str]] = set()  # (bucket, throttle key)
+
+    def _buckets(self, job: ClaimedJob) -> list[tuple[str, str, float, float]]:
+        """(bucket, throttle key, slack ms, cost drawn) of each bucket the job drew on."""
+        buckets = []
+        if job.throttle_key in self.key_slack_ms:
+            buckets.append(("key", job.throttle_key, self.key_slack_ms[job.throttle_key],
+                            self.key_costs[job.throttle_key]))
+        if self.total_slack_ms is not None:
+            buckets.append(("worker", "", self.total_slack_ms, self.total_cost))
+        return buckets
+
+    def refusal(self, job: ClaimedJob, at: float) -> str | None:
+        """Why the job may not be written now; None when it may."""
+        late_ms = (at - self.started) * 1000
+        for bucket, throttle_key, slack_ms, _ in self._buckets(job):
+            if (bucket, throttle_key) not in self.first_written and late_ms - slack_ms > self.send_window_ms:
+                return (f"not sent: written {late_ms:.0f} ms after its claim, past its bucket's slack and "
+                        f"send_window ({self.send_window_ms:.0f} ms)")
+        return None
 
     def written(self, job: ClaimedJob, at: float) -> list[HoldBack]:
         late_ms = math.ceil((at - self.started) * 1000)
         reports = []
-        if job.throttle_key in self.key_slack_ms:
-            reports.append(self._report("key", job.throttle_key, self.key_slack_ms[job.throttle_key],
-                                        self.key_costs[job.throttle_key], late_ms))
-        if self.total_slack_ms is not None:
-            reports.append(self._report("worker", "", self.total_slack_ms, self.total_cost, late_ms))
-        return [r for r in reports if r is not None]
+        for bucket, throttle_key, slack_ms, cost in self._buckets(job):
+            if (bucket, throttle_key) in self.first_written:
+                continue
+            self.first_written.add((bucket, throttle_key))
+            if late_ms >= slack_ms + HOLD_BACK_MIN_MS:
+                reports.append(HoldBack(bucket, throttle_key, slack_ms, cost, 0, late_ms))
+        return reports
 
-    def _report(self, bucket: str, throttle_key: str, slack_ms: float, cost: float, late_ms: int) -> HoldBack | None:
-        reported_ms = self.reported_ms.get((bucket, throttle_key), 0)
-        if late_ms <= slack_ms or late_ms < reported_ms + HOLD_BACK_MIN_MS:
-            return None
-        self.reported_ms[(bucket, throttle_key)] = late_ms
-        return HoldBack(bucket, throttle_key, slack_ms, cost, max(reported_ms, math.floor(slack_ms)), late_ms)
+
+class ClaimWindow(SendWindow):
+    """One throttled job's send window: ``ClaimLateness`` decides whether it may be written."""
+
+    __slots__ = ("lateness", "job")
+
+    def __init__(self, lateness: ClaimLateness, job: ClaimedJob, on_written: Callable[[float], None]):
+        super().__init__(lateness.started + lateness.send_window_ms / 1000, on_written)
+        self.lateness = lateness
+        self.job = job
+
+    def check(self) -> float:
+        now = time.monotonic()
+        refusal = self.lateness.refusal(self.job, now)
+        if refusal is not None:
+            raise NotSentError(refusal)
+        return now
 
 
 class Claimer(WorkerLoops):
@@ -153,7 +192,7 @@ class Claimer(WorkerLoops):
     def _start_calls(self, worker: WorkerConfig, claim: Claim, claim_started: float) -> None:
         if not claim.jobs:
             return
-        lateness = ClaimLateness(claim, claim_started) if claim.rated else None
+        lateness = ClaimLateness(claim, claim_started, self.config.send_window_s) if claim.rated else None
         for job in claim.jobs:
             self.start_call(worker, job, self._send_window(worker, job, lateness))
         self.wakeups.publish(Event.LEASE_STARTED, worker.name, min(job.timeout_ms for job in claim.jobs))
@@ -169,4 +208,4 @@ class Claimer(WorkerLoops):
             if reports:
                 self.hold_back(worker.name, reports)
 
-        return SendWindow(lateness.started + self.config.send_window_s, written)
+        return ClaimWindow(lateness, job, written)

@@ -21,23 +21,25 @@ from ..keys import WorkerKeys, split_job_id
 from ..limits import Limits
 from ..model import EnqueueRequest, Job
 from ..scripts import Scripts
+from .base import NoOneToTell, Notifier
 from .calls import REDIS_OUTAGE_ERRORS, is_outage, mapped_error, redis_errors_mapped
 from .records import ACCEPTED, Claim, ClaimedJob, HoldBack, LastJob, Receipt, Schedule, TickPlan, TickRound, WorkerState
 from .worker import WorkerEngine
 
 __all__ = [
-    "ACCEPTED", "Claim", "ClaimedJob", "Engine", "HoldBack", "LastJob", "REDIS_OUTAGE_ERRORS", "Receipt", "Schedule",
-    "ScheduleBook", "Store", "TickPlan", "TickRound", "WorkerEngine", "WorkerState", "is_outage", "mapped_error",
-    "redis_errors_mapped",
+    "ACCEPTED", "Claim", "ClaimedJob", "Engine", "HoldBack", "LastJob", "NoOneToTell", "Notifier",
+    "REDIS_OUTAGE_ERRORS", "Receipt", "Schedule", "ScheduleBook", "Store", "TickPlan", "TickRound", "WorkerEngine",
+    "WorkerState", "is_outage", "mapped_error", "redis_errors_mapped",
 ]
 
 
 class Engine:
-    def __init__(self, redis: RedisClient, config: Config):
+    def __init__(self, redis: RedisClient, config: Config, notify: Notifier | None = None):
         self.redis = redis
         self.config = config
         self.scripts = Scripts(redis)
-        self.workers = {name: WorkerEngine(redis, worker, self.scripts) for name, worker in config.workers.items()}
+        self.workers = {name: WorkerEngine(redis, worker, self.scripts, notify)
+                        for name, worker in config.workers.items()}
         self.schedules = ScheduleBook(self)
 
     def worker(self, name: str) -> WorkerEngine:

@@ -4,19 +4,50 @@ the registered scripts, and the one way to call them (through ``redis_errors_map
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 from ..config import WorkerConfig
 from ..connection import RedisClient
 from ..keys import WorkerKeys
+from ..script_specs import SPECS
 from ..scripts import Scripts
 from ..types import ScriptArg, ScriptReply
 from .calls import redis_errors_mapped
 
 
-class WorkerBase:
-    """One worker's engine: ``WorkerEngine`` joins the jobs, limits and schedules parts."""
+class Notifier(Protocol):
+    """Whom a write tells what it may have made due (the coordinator: ``wakeups.py``)."""
 
-    def __init__(self, redis: RedisClient, worker: WorkerConfig, scripts: Scripts):
+    async def enqueued(self, workers: set[str]) -> None:
+        """Jobs are due earlier than before: enqueued, a limit raised, a worker resumed."""
+
+    def settled(self, worker: str, words: list[str]) -> None:
+        """Attempts ended (settle's answers; "cancelled" for a cancel): a slot may be free."""
+
+    def schedules_changed(self, worker: str) -> None:
+        """A schedule was saved or resumed: it may fire sooner than planned."""
+
+
+class NoOneToTell:
+    """The notifier of an engine that runs without a coordinator (tests, benchmarks)."""
+
+    async def enqueued(self, workers: set[str]) -> None:
+        return None
+
+    def settled(self, worker: str, words: list[str]) -> None:
+        return None
+
+    def schedules_changed(self, worker: str) -> None:
+        return None
+
+
+class WorkerBase:
+    """One worker's engine: ``WorkerEngine`` joins the jobs, limits and schedules parts.
+    Every write that can make something due tells ``notify`` itself, as saq's queue ends
+    each write with ``notify``: callers never send wake-ups."""
+
+    def __init__(self, redis: RedisClient, worker: WorkerConfig, scripts: Scripts, notify: Notifier | None = None):
+        self.notify: Notifier = NoOneToTell() if notify is None else notify
         self.redis = redis
         self.config = worker
         self.name = worker.name
@@ -25,8 +56,10 @@ class WorkerBase:
         self._seeded = False  # whether this process has seeded the worker's live limits
 
     async def run(self, script: str, keys: Sequence[str], args: Sequence[ScriptArg]) -> ScriptReply:
-        """Call one of ``scripts.SCRIPT_NAMES`` on this worker's slot, errors mapped; read its
-        reply with ``records.replies``, ``integer`` and ``text``."""
+        """Call one of ``scripts.SCRIPT_NAMES`` on this worker's slot, errors mapped; the
+        call must fit the script's spec (``script_specs.py``). Read its reply with
+        ``records.replies``, ``integer`` and ``text``."""
+        SPECS[script].check(len(keys), len(args))
         with redis_errors_mapped():
             return await self.scripts.registered[script](keys=list(keys), args=list(args))
 

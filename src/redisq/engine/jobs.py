@@ -57,6 +57,8 @@ class Jobs(WorkerBase):
                                                                   batch_size)
             results += chunk_results
             wake = wake or chunk_wake
+        if wake:
+            await self.notify.enqueued({self.name})
         return results, wake
 
     async def _enqueue_chunk(self, chunk: Sequence[EnqueueRequest], positions: Sequence[int],
@@ -149,11 +151,13 @@ class Jobs(WorkerBase):
         job = Job.from_fields(self.name, suffix, fields_of(out[1]))
         if outcome == "finished":
             raise ConflictError(f"job {job.id!r} has already finished ({job.state.value})")
+        self.notify.settled(self.name, ["cancelled"])  # a cancelled running job frees its slot
         return job
 
     async def receipt(self, suffix: str, receipt: Receipt) -> str:
         """Settle one posted receipt; raises NotFound / Conflict for the API."""
         (word,) = await self.settle([receipt])
+        self.notify.settled(self.name, [word])
         if word == "missing":
             raise NotFoundError(f"no job {job_id(self.name, suffix)!r}")
         if word == "stale":

@@ -29,13 +29,16 @@ class LiveLimits(WorkerBase):
 
     async def set_limits(self, limits: Limits, fields: set[str] | None = None) -> Limits:
         """Set the live limits (``paused`` with them); given ``fields`` (Redis field names,
-        see ``Limits.pairs_of``), only those are written."""
+        see ``Limits.pairs_of``), only those are written. Unless it only pauses, a change may
+        let jobs go now (a higher rate or cap, a resume): the dispatchers are told."""
         await self.ensure_limits()
         if fields is None:
             pairs = [*limits.redis_pairs(), "paused", "1" if limits.paused else ""]
         else:
             pairs = limits.pairs_of(fields)
         out = await self.run("set_limits", [self.keys.limits, self.keys.throttle_keys], ["set", *pairs])
+        if not (fields == {"paused"} and limits.paused):
+            await self.notify.enqueued({self.name})
         return Limits.from_fields(fields_of(out))
 
     async def state(self) -> WorkerState:

@@ -42,6 +42,7 @@ class Schedules(WorkerBase):
             "" if request.timeout_ms is None else request.timeout_ms,
             1 if request.catch_up else 0, next_fire_ms, request.throttle_key,
             "" if request.cost is None else number_text(request.cost)]))
+        self.notify.schedules_changed(self.name)
         return await self.get_schedule(request.suffix), bool(integer(out[0]))
 
     async def get_schedule(self, suffix: str) -> Schedule:
@@ -90,6 +91,8 @@ class Schedules(WorkerBase):
                                      [suffix, "pause" if paused else "resume", next_fire_ms]))
         if text(out[0]) == "missing":
             raise NotFoundError(f"no schedule {job_id(self.name, suffix)!r}")
+        if not paused:
+            self.notify.schedules_changed(self.name)
         return await self.get_schedule(suffix)
 
     # -- the tick ----------------------------------------------------------------------
@@ -129,15 +132,18 @@ class Schedules(WorkerBase):
         its ``due_ms``. The jobs' runAt is their tick's time either way."""
         k = self.keys
         result = replies(await self.run("tick", [*k.queue_keys, k.schedules, *plan.keys],
-                                [*k.queue_args, plan.due_ms - lead_ms, self.config.max_attempts,
-                                 "",  # the timeout: "" = the worker's live timeout
-                                 plan.count, *plan.args]))
+                                        [*k.queue_args, plan.due_ms - lead_ms, self.config.max_attempts,
+                                         "",  # the timeout: "" = the worker's live timeout
+                                         plan.count, *plan.args]))
         now_ms = integer(result[0])
         if text(result[1]) == "early":
             return TickRound(now_ms, max(1, plan.due_ms - lead_ms - now_ms), 0, 0, False, early=True)
         outcomes = [integer(x) for x in result[2:]]
-        return TickRound(now_ms, 0, sum(n for n in outcomes if n > 0), sum(1 for n in outcomes if n < 0),
-                         bool(integer(result[1])))
+        round_ = TickRound(now_ms, 0, sum(n for n in outcomes if n > 0), sum(1 for n in outcomes if n < 0),
+                           bool(integer(result[1])))
+        if round_.wake:
+            await self.notify.enqueued({self.name})
+        return round_
 
     async def tick(self, most: int = DUE_BATCH) -> TickRound:
         """Fire the due schedules: one read, then one atomic tick script call."""

@@ -1,0 +1,105 @@
+"""One spec per script: the KEYS and ARGV it is given, in order, and what it answers.
+
+The Lua scripts read their KEYS and ARGV by position at their top (``lua/*.lua``); the
+engine builds them in the same order (``engine/``). The spec is the one place where that
+order is written down for both sides: every call through the engine's choke point
+(``WorkerBase.run``) is checked against it, and ``tests/test_script_specs.py`` checks each
+spec against the positions its script reads. Key names are ``WorkerKeys`` attributes
+(``job``, ``schedule``, ... take the call's suffix); the keys a script finds by prefix
+(a job hash, a throttle key's queue and bucket) are not in KEYS but built from the
+``*_prefix`` ARGV.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+QUEUE_KEYS = ("throttle_keys", "seq", "stats", "limits")  # WorkerKeys.queue_keys
+QUEUE_ARGS = ("queue_prefix", "key_bucket_prefix")  # WorkerKeys.queue_args
+ATTEMPT_KEYS = (*QUEUE_KEYS, "running", "finished", "bucket", "buckets")
+RETRY_POLICY_ARGS = (*QUEUE_ARGS, "job_prefix", "backoff_initial_ms", "backoff_factor", "backoff_max_ms",
+                     "jitter", "random_seed", "succeeded_retention_ms", "dead_retention_ms")
+
+
+class ScriptCallError(ValueError):
+    """The engine built a script call that does not match the script's spec (a bug)."""
+
+
+@dataclass(frozen=True)
+class ScriptSpec:
+    name: str
+    keys: tuple[str, ...]  # the fixed KEYS, in order
+    args: tuple[str, ...]  # the fixed ARGV, in order
+    answers: str
+    item_keys: tuple[str, ...] = ()  # KEYS per item after the fixed ones
+    item_args: tuple[str, ...] = ()  # ARGV per item after the fixed ones
+    items_vary: bool = False  # items of several shapes (tick): only the fixed part is checked
+
+    def check(self, keys: int, args: int) -> None:
+        """Raise ScriptCallError unless ``keys`` KEYS and ``args`` ARGV fit this spec."""
+        extra_keys, extra_args = keys - len(self.keys), args - len(self.args)
+        if extra_keys < 0 or extra_args < 0:
+            raise ScriptCallError(f"{self.name}: {keys} KEYS and {args} ARGV, fewer than its "
+                                  f"{len(self.keys)} KEYS and {len(self.args)} ARGV")
+        if self.items_vary:
+            return
+        items = _items(self.name, "KEYS", extra_keys, len(self.item_keys))
+        arg_items = _items(self.name, "ARGV", extra_args, len(self.item_args))
+        if self.item_keys and self.item_args and items != arg_items:
+            raise ScriptCallError(f"{self.name}: {items} items of KEYS but {arg_items} of ARGV")
+
+
+def _items(name: str, what: str, extra: int, per_item: int) -> int:
+    if per_item == 0:
+        if extra:
+            raise ScriptCallError(f"{name}: {extra} {what} more than it takes")
+        return 0
+    if extra % per_item:
+        raise ScriptCallError(f"{name}: {extra} {what} after the fixed ones, not a whole number of items of {per_item}")
+    return extra // per_item
+
+
+SPECS: dict[str, ScriptSpec] = {spec.name: spec for spec in (
+    ScriptSpec("enqueue", QUEUE_KEYS, QUEUE_ARGS, item_keys=("job",),
+               item_args=("suffix", "args", "run_at_ms", "delay_ms", "max_attempts", "timeout_ms", "throttle_key",
+                          "cost"),
+               answers="{now_ms, wake, per job: its run_at_ms (new) or its hash (existing)}; "
+                       "or {'cost', item, bucket, size} when a cost is above a burst"),
+    ScriptSpec("claim", (*QUEUE_KEYS, "running", "bucket", "dispatched", "buckets"),
+               (*QUEUE_ARGS, "job_prefix", "most"),
+               answers="{wait_ms, capped, rated, total_slack_ms, per job: suffix, attempt, timeout_ms, args, seq, "
+                       "throttle_key, cost, key_slack_ms}"),
+    ScriptSpec("settle", ATTEMPT_KEYS, RETRY_POLICY_ARGS, item_keys=("job",),
+               item_args=("suffix", "attempt", "outcome", "error", "result", "retry_after_ms", "digest", "seq"),
+               answers="one word per receipt: succeeded | retrying | dead | returned | duplicate | stale | "
+                       "cancelled | missing"),
+    ScriptSpec("reap", ATTEMPT_KEYS, (*RETRY_POLICY_ARGS, "most"), answers="{reaped, wait_ms}"),
+    ScriptSpec("hold_back", (*QUEUE_KEYS, "bucket"), QUEUE_ARGS,
+               item_args=("bucket_kind", "throttle_key", "slack_ms", "cost", "reported_ms", "late_ms"),
+               answers="buckets held back"),
+    ScriptSpec("cancel", (*QUEUE_KEYS, "running", "finished", "job"), (*QUEUE_ARGS, "suffix", "cancelled_retention_ms"),
+               answers="{'cancelled' | 'finished' | 'missing', the job's hash}"),
+    ScriptSpec("purge", ("finished", "stats", "buckets", "limits"), ("job_prefix", "most", "key_bucket_prefix"),
+               answers="{purged, more}"),
+    ScriptSpec("heartbeat", ("running", "job"), ("suffix", "attempt", "seq"),
+               answers="{'extended', lease_deadline_ms} | {'missing' | 'stale' | 'finished', detail}"),
+    ScriptSpec("set_limits", ("limits", "throttle_keys"), ("mode",), item_args=("field", "value"),
+               answers="the limits hash after the change"),
+    ScriptSpec("worker_state", (*QUEUE_KEYS, "running", "bucket", "key_bucket", "dispatched"), QUEUE_ARGS,
+               answers="{now_ms, limits, stats, running, keys waiting, tokens, total tokens, back-pressure ms, "
+                       "dispatched last minute}"),
+    ScriptSpec("schedule_save", ("schedules", "schedule_ids", "schedule"),
+               ("suffix", "cron", "timezone", "args", "max_attempts", "timeout_ms", "catch_up", "next_fire_ms",
+                "throttle_key", "cost"), answers="{created}"),
+    ScriptSpec("schedule_pause", ("schedules", "schedule"), ("suffix", "pause_or_resume", "next_fire_ms"),
+               answers="{'paused' | 'resumed' | 'missing'}"),
+    ScriptSpec("schedule_delete", ("schedules", "schedule_ids", "schedule", "schedule_jobs"), ("suffix",),
+               answers="1 when it existed"),
+    ScriptSpec("schedules_due", ("schedules",), ("schedule_prefix", "most", "horizon_ms"),
+               answers="{now_ms, earliest_ms, due_ms, per schedule: suffix, next_fire_ms, revision, cron, timezone, "
+                       "catch_up}"),
+    ScriptSpec("tick", (*QUEUE_KEYS, "schedules"),
+               (*QUEUE_ARGS, "not_before_ms", "max_attempts", "timeout_ms", "count"),
+               items_vary=True,
+               answers="{now_ms, wake | 'early', per schedule: jobs created (or -1: refused)}"),
+)}

@@ -1,0 +1,56 @@
+"""Each script's spec (``redisq.script_specs``) against the script itself: the KEYS and
+ARGV positions the Lua reads are exactly the spec's, and a call that does not fit its spec
+is refused before it reaches Redis."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from redisq.keys import WorkerKeys
+from redisq.script_specs import SPECS, ScriptCallError
+from redisq.scripts import SCHEDULE_SCRIPT_NAMES, SCRIPT_NAMES
+
+LUA = Path(__file__).resolve().parents[1] / "lua"
+
+
+def positions(source: str, table: str) -> set[int]:
+    return {int(n) for n in re.findall(rf"\b{table}\[(\d+)\]", source)}
+
+
+def test_every_script_has_a_spec_and_every_spec_a_script():
+    assert set(SPECS) == {*SCRIPT_NAMES, *SCHEDULE_SCRIPT_NAMES}
+    assert {p.stem for p in LUA.glob("*.lua")} == set(SPECS)
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_the_script_reads_exactly_the_fixed_keys_and_args_of_its_spec(name):
+    spec = SPECS[name]
+    source = (LUA / f"{name}.lua").read_text()
+    assert max(positions(source, "KEYS"), default=0) == len(spec.keys), spec.keys
+    assert max(positions(source, "ARGV"), default=0) == len(spec.args), spec.args
+    reads_items = bool(re.search(r"#KEYS|#ARGV|\b(KEYS|ARGV)\[[a-z_]", source))  # a loop over items
+    assert reads_items == bool(spec.item_keys or spec.item_args or spec.items_vary)
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_the_spec_names_keys_the_key_layout_has(name):
+    keys = WorkerKeys("w")
+    for key in SPECS[name].keys + SPECS[name].item_keys:
+        assert hasattr(keys, key), f"{name}: WorkerKeys has no {key!r}"
+
+
+def test_a_call_that_does_not_fit_its_spec_is_refused():
+    settle = SPECS["settle"]
+    fixed_keys, fixed_args = len(settle.keys), len(settle.args)
+    settle.check(fixed_keys + 2, fixed_args + 16)  # two receipts
+    with pytest.raises(ScriptCallError, match="2 items of KEYS but 1 of ARGV"):
+        settle.check(fixed_keys + 2, fixed_args + 8)
+    with pytest.raises(ScriptCallError, match="not a whole number of items of 8"):
+        settle.check(fixed_keys + 1, fixed_args + 9)
+    with pytest.raises(ScriptCallError, match="fewer than its"):
+        SPECS["claim"].check(4, 4)
+    with pytest.raises(ScriptCallError, match="1 KEYS more than it takes"):
+        SPECS["claim"].check(len(SPECS["claim"].keys) + 1, len(SPECS["claim"].args))
