@@ -24,7 +24,7 @@ from ..wakeups import Event, Wakeups
 
 log = logging.getLogger("redisq.dispatch")
 
-RATED_CLAIM_BATCH = 64  # most jobs one claim of a rate-throttled worker takes
+RATED_CLAIM_BATCH = 16  # most jobs one claim of a rate-throttled worker takes: its first writes come soon
 HOLD_BACK_MIN_MS = 1  # a throttled job written at least this late after its claim holds its key back
 
 StartCall = Callable[[WorkerConfig, ClaimedJob, SendWindow | None], None]  # its slot is reserved
