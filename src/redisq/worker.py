@@ -52,7 +52,7 @@ import os
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -253,19 +253,19 @@ def _resolve_keys(secret: str | bytes | None, signing_keys: Sequence[str | bytes
     return keys
 
 
-def _run_blocking(coroutine: Awaitable[Answer]) -> Answer:
+def _run_blocking(coroutine: Coroutine[Any, Any, Answer]) -> Answer:
     """Run ``coroutine`` to the end from synchronous code (a Lambda or GCF invocation), in a
     thread of its own when this thread already runs an event loop."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coroutine)  # type: ignore[arg-type]
+        return asyncio.run(coroutine)
     result: list[Answer] = []
     errors: list[BaseException] = []
 
     def run() -> None:
         try:
-            result.append(asyncio.run(coroutine))  # type: ignore[arg-type]
+            result.append(asyncio.run(coroutine))
         except BaseException as e:  # pragma: no cover - handle() answers every error itself
             errors.append(e)
 
