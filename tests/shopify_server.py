@@ -14,7 +14,8 @@ counted call.
 drawn from a generator seeded by S, the shop, the job's ``args.n`` and the attempt, so
 that a run's delays are the same each time: a network whose latency varies by L ms.
 ``--late-burst-ms D --burst-calls N`` adds D ms to the first N calls of each shop only:
-the worst case of a spread of D, a latency that falls by D after a burst.
+the worst case of a spread of D, a latency that falls by D after a burst and the calls
+that follow it.
 
 ``POST /shopify`` is a call; ``GET /log`` answers what it saw (times are ``time.time()``
 seconds): per shop the counted times of the calls it served and the highest level its
