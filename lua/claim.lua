@@ -4,8 +4,12 @@
 -- a key that was just served goes behind the keys that are still waiting, so one busy
 -- key cannot hold back the others.
 -- KEYS: the queue's keys (WorkerKeys.queue_keys), then running zset, worker bucket hash,
---   dispatched hash, buckets zset (throttle key -> when its bucket is full)
--- ARGV: the queue's args (WorkerKeys.queue_args), then job key prefix, most jobs to claim
+--   dispatched hash, buckets zset (throttle key -> when its bucket is full), this call's
+--   reply key, the reply key of the loop's previous call (answered: deleted here)
+-- ARGV: the queue's args (WorkerKeys.queue_args), then job key prefix, most jobs to claim,
+--   how long to keep this call's answer (ms; 0 = not at all: the caller never repeats it)
+-- A claim that took jobs keeps its answer under its reply key: a repeat of the call (its
+-- answer was lost) returns the same jobs, so a lost answer never costs an attempt.
 -- Returns {wait_ms, capped, rated, total_slack_ms, then 8 per claimed job: suffix, attempt,
 --   timeout_ms, args, seq, throttle_key, cost, key_slack_ms}
 --   wait_ms  0: more jobs may be due now;  > 0: the next job or token is due in that many ms;
@@ -23,7 +27,30 @@
 --!include limits
 local queue = new_queue(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2])
 local running_key, worker_bucket_key, dispatched_key, buckets_key = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local job_prefix, most = ARGV[3], tonumber(ARGV[4])
+local reply_key, answered_reply_key = KEYS[9], KEYS[10]
+local job_prefix, most, reply_ttl_ms = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+if reply_ttl_ms > 0 then
+  local first = first_answer(reply_key)
+  if first then
+    -- A repeat: the first call's jobs that are still leased to it go out now, with leases
+    -- that start again now (its answer came late); the others (cancelled or reaped since)
+    -- are left out.
+    local now = server_now_ms()
+    local out, leases = {first[1], first[2], first[3], first[4]}, {}
+    for i = 5, #first, 8 do
+      local suffix, attempt, timeout_ms = first[i], tonumber(first[i + 1]), tonumber(first[i + 2])
+      local job = redis.call('HMGET', job_prefix .. suffix, 'state', 'attempts')
+      if job[1] == 'running' and tonumber(job[2]) == attempt then
+        redis.call('HSET', job_prefix .. suffix, 'lease_deadline_ms', now + timeout_ms)
+        leases[#leases + 1] = now + timeout_ms
+        leases[#leases + 1] = suffix
+        for j = i, i + 7 do out[#out + 1] = first[j] end
+      end
+    end
+    call_in_slices('ZADD', running_key, leases, 2)
+    return out
+  end
+end
 local limits = read_limits(queue.limits)
 local capped, rated = 0, 0
 if limits.concurrency then capped = 1 end
@@ -203,4 +230,6 @@ if claimed < most then
     end
   end
 end
+if answered_reply_key ~= reply_key then redis.call('DEL', answered_reply_key) end
+if claimed > 0 and reply_ttl_ms > 0 then return keep_answer(reply_key, reply_ttl_ms, out) end
 return out

@@ -9,7 +9,8 @@
 --   receipt, to recognise a repeat), seq (the enqueue sequence of the job the receipt
 --   answers; 0 = not checked)
 -- Returns one word per receipt: succeeded | retrying | dead | returned (accepted), duplicate (an exact
--- repeat of the accepted receipt), stale (answers an attempt that is no longer running),
+-- repeat of the accepted receipt), stale (answers an attempt that is no longer running; but a
+-- success for a job that died when its last attempt's lease ran out is accepted: succeeded),
 -- cancelled (the job was cancelled; nothing changes), missing (no such job).
 --!include common
 --!include jobs
@@ -39,6 +40,15 @@ for i = FIRST_JOB_KEY, #KEYS do
     out[#out + 1] = 'stale'  -- it answers an earlier job that had the same id (purged since)
   elseif state == 'cancelled' then
     out[#out + 1] = 'cancelled'
+  elseif state == 'dead' and outcome == 'success' and tonumber(job[2]) == attempt and tonumber(job[5]) == attempt
+      and job[6] == 'timed out' then
+    -- A success for the last attempt, which was reaped when its lease ran out (Redis, or
+    -- this coordinator, was too slow to settle it in time): the work was done, so the job
+    -- succeeded rather than died. (A job reaped with attempts left runs again instead.)
+    count(queue, 'dead', -1)
+    redis.call('HSET', job_key, 'receipt_digest', digest)
+    if result ~= '' then redis.call('HSET', job_key, 'result', result) end
+    out[#out + 1] = finish(worker, job_key, suffix, 'succeeded', now, policy.succeeded_retention_ms)
   elseif state ~= 'running' or tonumber(job[2]) ~= attempt then
     if tonumber(job[5]) == attempt and job[6] == digest then
       out[#out + 1] = 'duplicate'

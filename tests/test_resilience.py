@@ -129,7 +129,7 @@ class WorkerSink:
 # -- the coordinator: `redisq serve` as a subprocess --------------------------------------
 
 def write_config(path: Path, *, redis_url: str, port: int, worker_url: str, shutdown_grace: float = 5.0,
-                 timeout_s: float = 2.0, concurrency: int | None = None) -> Path:
+                 timeout_s: float = 2.0, concurrency: int | None = None, max_attempts: int = 10) -> Path:
     lines = [
         f'redis_url = "{redis_url}"',
         f'public_url = "http://127.0.0.1:{port}"',
@@ -140,7 +140,7 @@ def write_config(path: Path, *, redis_url: str, port: int, worker_url: str, shut
         f"[workers.{WORKER}]",
         f'url = "{worker_url}"',
         f"timeout = {timeout_s}",
-        "max_attempts = 10",
+        f"max_attempts = {max_attempts}",
     ]
     if concurrency is not None:
         lines.append(f"concurrency = {concurrency}")

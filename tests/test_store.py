@@ -492,6 +492,76 @@ async def test_a_lease_that_ends_without_receipt_is_retried_then_dead(engine_red
     assert (await store.claim(w, 5)).wait_ms == -1
 
 
+async def test_a_success_that_comes_after_the_last_attempt_was_reaped_makes_the_job_succeeded(engine_redis):
+    # Redis stalled (or this coordinator did) past the lease while the worker's 200 waited
+    # to be settled: the work was done, so the job must not stay dead.
+    w = worker(timeout_s=0.1, max_attempts=1)
+    store = make_store(engine_redis, w)
+    job = await start_one(store, w)
+    await asyncio.sleep(0.15)
+    assert await store.reap(w) == (1, -1)
+    assert (await store.get(job.id)).state is JobState.DEAD
+    assert (await store.worker(WORKER).state()).dead == 1
+
+    assert await store.settle(w, [success(job, {"sent": True})]) == ["succeeded"]
+    got = await store.get(job.id)
+    assert got.state is JobState.SUCCEEDED and got.attempts == 1 and json.loads(got.result_json) == {"sent": True}
+    state = await store.worker(WORKER).state()
+    assert (state.dead, state.succeeded) == (0, 1)
+    assert await store.settle(w, [success(job, {"sent": True})]) == ["duplicate"]
+    # a failure that comes late changes nothing: the job died of its timeout
+    other = await start_one(store, w)
+    await asyncio.sleep(0.15)
+    assert await store.reap(w) == (1, -1)
+    assert await store.settle(w, [failure(other)]) == ["stale"]
+    assert (await store.get(other.id)).state is JobState.DEAD
+
+
+async def test_a_reap_that_redis_runs_after_its_caller_gave_up_does_nothing(engine_redis):
+    # Sent into a frozen Redis and given up on, a reap runs when Redis comes back: it must
+    # not fail the leases whose answers the coordinators are about to settle.
+    w = worker(timeout_s=0.05)
+    store = make_store(engine_redis, w)
+    job = await start_one(store, w)
+    await asyncio.sleep(0.1)
+    given_up_at_ms = await server_ms(engine_redis) - 1
+    assert await store.reap(w, not_after_ms=given_up_at_ms) == (0, 0)
+    assert (await store.get(job.id)).state is JobState.RUNNING
+    assert await store.reap(w, not_after_ms=await server_ms(engine_redis) + 1000) == (1, -1)
+
+
+async def test_a_claim_repeated_with_its_tag_hands_out_the_same_jobs_once(engine_redis):
+    # A claim whose answer was lost (a timeout) is sent again with its tag: the jobs it
+    # took come back on the repeat, still attempt 1, with leases that start again.
+    w = worker(timeout_s=30)
+    store = make_store(engine_redis, w)
+    engine = store.worker(WORKER)
+    for n in range(3):
+        await store.enqueue(request(store, id=f"j{n}"))
+    first = await engine.claim(3, tag="lost")
+    assert sorted(j.suffix for j in first.jobs) == ["j0", "j1", "j2"]
+    leases = dict(await engine_redis.zrange(store.keys(WORKER).running, 0, -1, withscores=True))
+    await asyncio.sleep(0.01)
+
+    again = await engine.claim(3, tag="lost")
+    assert [(j.suffix, j.attempt) for j in again.jobs] == [(j.suffix, 1) for j in first.jobs]
+    assert [(await store.get(j.id)).attempts for j in first.jobs] == [1, 1, 1]
+    renewed = dict(await engine_redis.zrange(store.keys(WORKER).running, 0, -1, withscores=True))
+    assert all(renewed[member] > leases[member] for member in leases)
+
+    await store.cancel(first.jobs[0].id)  # a job that ended since is left out of a repeat
+    assert [j.suffix for j in (await engine.claim(3, tag="lost")).jobs] == [j.suffix for j in first.jobs[1:]]
+
+    # the next claim deletes the answered one's reply; a claim without a tag keeps none
+    reply = store.keys(WORKER).reply("lost")
+    assert await engine_redis.exists(reply) == 1
+    assert (await engine.claim(3, tag="next", answered_tag="lost")).jobs == []
+    assert await engine_redis.exists(reply) == 0
+    await store.enqueue(request(store, id="untagged"))
+    assert len((await store.claim(w, 3)).jobs) == 1
+    assert await engine_redis.keys(store.keys(WORKER).reply("*")) == []
+
+
 async def test_reap_reports_the_next_lease_deadline_and_caps_its_batch(engine_redis):
     w = worker(timeout_s=0.05)
     store = make_store(engine_redis, w)

@@ -24,3 +24,17 @@ local function call_in_slices(command, key, flat, per)
     redis.call(command, key, unpack(flat, first, math.min(#flat, first + slice - 1)))
   end
 end
+
+-- A tagged call (a claim) keeps its answer under its reply key for a while, so
+-- that a repeat of the call whose answer was lost (a timeout, a dropped connection)
+-- returns the first answer instead of running again. first_answer is nil when the call
+-- has not run yet.
+local function first_answer(reply_key)
+  local stored = redis.call('GET', reply_key)
+  if stored then return cjson.decode(stored) end
+  return nil
+end
+local function keep_answer(reply_key, ttl_ms, answer)
+  redis.call('SET', reply_key, cjson.encode(answer), 'PX', ttl_ms)
+  return answer
+end

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TypedDict, Union
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.backoff import NoBackoff
 from redis.typing import EncodableT
 
 if TYPE_CHECKING:
@@ -35,8 +35,9 @@ RedisClient = Union[aioredis.Redis, "fakeredis.aioredis.FakeRedis"]
 REDIS_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (redis_errors.ConnectionError, redis_errors.TimeoutError,
                                                          OSError)
 
-CONNECT_TIMEOUT_S = 2.0
-COMMAND_TIMEOUT_S = 10.0
+# An outage is an answer within about a second: the API answers 503, the loops back off.
+CONNECT_TIMEOUT_S = 1.0
+COMMAND_TIMEOUT_S = 1.0
 HEALTH_CHECK_INTERVAL_S = 30
 
 
@@ -58,7 +59,9 @@ class _PoolOptions(TypedDict, total=False):
 
 
 def connect(redis_url: str) -> aioredis.Redis:
-    """A client that fails fast during an outage (the API answers 503, loops back off)."""
+    """A client that fails fast during an outage (the API answers 503, loops back off), and
+    never sends a command again by itself: a command whose answer was lost may have run, and
+    only the engine knows whether running it twice is safe (``WorkerBase.run``)."""
     extra: _PoolOptions = {}
     if redis_url.startswith("redis://") and HIREDIS_PACKS:
         extra["connection_class"] = HiredisPackedConnection
@@ -67,7 +70,7 @@ def connect(redis_url: str) -> aioredis.Redis:
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         socket_timeout=COMMAND_TIMEOUT_S,
         health_check_interval=HEALTH_CHECK_INTERVAL_S,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        retry=Retry(NoBackoff(), 0),
         **extra,
     )
 

@@ -71,9 +71,10 @@ class Coordinator:
         if not dispatch:
             return
         transport = self.transport or make_transport(self.config.http_client, self.config.max_in_flight)
-        self.poller = Poller(self.engine, self.config, on_reaped=self._reaped)
         self.dispatcher = Dispatcher(self.engine, self.config, transport, self.secret, observer=self.observer,
                                      signing_key=self.signing_key, wakeups=self.wakeups)
+        self.poller = Poller(self.engine, self.config, on_reaped=self._reaped,
+                             before_reap=self.dispatcher.settler.flush)
         self.wakeups.subscribe(Event.LEASE_STARTED, self.poller.lease_started)
         await self.poller.start()
         await self.dispatcher.start()

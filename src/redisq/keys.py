@@ -14,6 +14,8 @@ single hash slot and the same scripts run on one Redis and on Redis Cluster::
     redisq:{shopify}:stats            hash  counters: scheduled, retrying, succeeded, dead, cancelled
     redisq:{shopify}:dispatched       hash  second % 60 -> "<unix second>:<jobs claimed>"
     redisq:{shopify}:seq              int   enqueue counter (orders jobs due at the same ms)
+    redisq:{shopify}:reply:<tag>      str   a claim's answer, kept until the loop's next claim
+                                            (60 s at most) so that a repeat of the claim returns it
     redisq:{shopify}:job:<suffix>     hash  one job
     redisq:{shopify}:schedules        zset  schedule suffix -> next_fire_ms (schedules not paused)
     redisq:{shopify}:schedule-ids     set   every schedule suffix of the worker, paused or not
@@ -113,6 +115,10 @@ class WorkerKeys:
     @property
     def seq(self) -> str:
         return f"{self.tag}:seq"
+
+    def reply(self, call_tag: str) -> str:
+        """Where a tagged claim keeps its answer for its repeats."""
+        return f"{self.tag}:reply:{call_tag}"
 
     @property
     def job_prefix(self) -> str:

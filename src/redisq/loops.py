@@ -23,10 +23,11 @@ MAX_IDLE_S = 1.0  # a sleeping loop looks again after this long even if no wake-
 
 class OutageBackoff:
     """Sleeps after a failed Redis call (an outage, an error reply such as READONLY or OOM):
-    0.1 s doubling to 5 s; logs once when the trouble starts and once when it ends."""
+    0.1 s doubling to ``max_delay_s``; logs once when the trouble starts and once when it ends."""
 
-    def __init__(self, what: str):
+    def __init__(self, what: str, max_delay_s: float = 5.0):
         self.what = what
+        self.max_delay_s = max_delay_s
         self.delay_s = 0.0
 
     async def failed(self, error: Exception) -> None:
@@ -40,7 +41,7 @@ class OutageBackoff:
             else:
                 backoff_log.error("%s: unexpected %s; retrying with backoff", self.what, type(error).__name__,
                                   exc_info=error)
-        self.delay_s = min(5.0, max(0.1, self.delay_s * 2))
+        self.delay_s = min(self.max_delay_s, max(0.1, self.delay_s * 2))
         await asyncio.sleep(self.delay_s)
 
     def succeeded(self) -> None:

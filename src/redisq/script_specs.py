@@ -34,6 +34,12 @@ class ScriptSpec:
     item_keys: tuple[str, ...] = ()  # KEYS per item after the fixed ones
     item_args: tuple[str, ...] = ()  # ARGV per item after the fixed ones
     items_vary: bool = False  # items of several shapes (tick): only the fixed part is checked
+    # Whether the choke point may send the call again when its answer was lost (a dropped
+    # connection): a repeat changes nothing more and answers as the first did. Claim keeps
+    # its answer under its "reply" key for a repeat with the same tag; the others are
+    # repeatable as they are (settle answers a repeated receipt 'duplicate'), except those
+    # marked False, whose callers are told that the call may or may not have run.
+    repeatable: bool = True
 
     def check(self, keys: int, args: int) -> None:
         """Raise ScriptCallError unless ``keys`` KEYS and ``args`` ARGV fit this spec."""
@@ -61,23 +67,26 @@ def _items(name: str, what: str, extra: int, per_item: int) -> int:
 
 SPECS: dict[str, ScriptSpec] = {spec.name: spec for spec in (
     ScriptSpec("enqueue", QUEUE_KEYS, QUEUE_ARGS, item_keys=("job",),
+               repeatable=False,  # a repeat would answer 'exists' (200) for the jobs it created
                item_args=("suffix", "args", "run_at_ms", "delay_ms", "max_attempts", "timeout_ms", "throttle_key",
                           "cost"),
                answers="{now_ms, wake, per job: its run_at_ms (new) or its hash (existing)}; "
                        "or {'cost', item, bucket, size} when a cost is above a burst"),
-    ScriptSpec("claim", (*QUEUE_KEYS, "running", "bucket", "dispatched", "buckets"),
-               (*QUEUE_ARGS, "job_prefix", "most"),
+    ScriptSpec("claim",  # reply: this call's; then the loop's previous call's (answered: deleted)
+               (*QUEUE_KEYS, "running", "bucket", "dispatched", "buckets", "reply", "reply"),
+               (*QUEUE_ARGS, "job_prefix", "most", "reply_ttl_ms"),
                answers="{wait_ms, capped, rated, total_slack_ms, per job: suffix, attempt, timeout_ms, args, seq, "
                        "throttle_key, cost, key_slack_ms}"),
     ScriptSpec("settle", ATTEMPT_KEYS, RETRY_POLICY_ARGS, item_keys=("job",),
                item_args=("suffix", "attempt", "outcome", "error", "result", "retry_after_ms", "digest", "seq"),
                answers="one word per receipt: succeeded | retrying | dead | returned | duplicate | stale | "
                        "cancelled | missing"),
-    ScriptSpec("reap", ATTEMPT_KEYS, (*RETRY_POLICY_ARGS, "most"), answers="{reaped, wait_ms}"),
+    ScriptSpec("reap", ATTEMPT_KEYS, (*RETRY_POLICY_ARGS, "most", "not_after_ms"), answers="{reaped, wait_ms}"),
     ScriptSpec("hold_back", (*QUEUE_KEYS, "bucket"), QUEUE_ARGS,
                item_args=("bucket_kind", "throttle_key", "slack_ms", "cost", "reported_ms", "late_ms"),
                answers="buckets held back"),
     ScriptSpec("cancel", (*QUEUE_KEYS, "running", "finished", "job"), (*QUEUE_ARGS, "suffix", "cancelled_retention_ms"),
+               repeatable=False,  # a repeat would answer 'finished' (409) for the job it cancelled
                answers="{'cancelled' | 'finished' | 'missing', the job's hash}"),
     ScriptSpec("purge", ("finished", "stats", "buckets", "limits"), ("job_prefix", "most", "key_bucket_prefix"),
                answers="{purged, more}"),

@@ -15,9 +15,11 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ..config import Config, WorkerConfig
 from ..engine import Claim, ClaimedJob, Engine, HoldBack
+from ..engine.jobs import call_tag
 from ..loops import MAX_IDLE_S, OutageBackoff, WorkerLoops
 from ..transport import NotSentError, SendWindow
 from ..wakeups import Event, Wakeups
@@ -109,6 +111,17 @@ class ClaimWindow(SendWindow):
         return now
 
 
+@dataclass(frozen=True)
+class PendingClaim:
+    """A claim on its way: until it is answered, it is sent again with the same tag and size,
+    so that a claim that ran but whose answer was lost hands out its jobs on the repeat
+    instead of leaving them leased and unsent (``lua/claim.lua``)."""
+
+    tag: str
+    most: int
+    started: float  # time.monotonic() before it was first sent: its calls' lateness counts from here
+
+
 class Claimer(WorkerLoops):
     """One claim loop per worker, and the in-flight slots they share."""
 
@@ -153,29 +166,36 @@ class Claimer(WorkerLoops):
 
     async def _loop(self, worker: WorkerConfig) -> None:
         wake = self._wake[worker.name]
-        backoff = OutageBackoff(f"dispatcher ({worker.name})")
+        # A claim whose answer was lost is repeated within a second of Redis answering
+        # again, well before the poller reaps after an outage (OutageClock).
+        backoff = OutageBackoff(f"dispatcher ({worker.name})", max_delay_s=1.0)
+        engine = self.store.worker(worker.name)
+        pending: PendingClaim | None = None  # a claim whose answer was lost: sent again as it was
+        answered_tag: str | None = None  # the last claim answered, whose reply the next one deletes
         while not self._stopping:
             free = self.config.max_in_flight - self.in_flight
-            if free <= 0:
+            if free < (pending.most if pending else 1):
                 self._slot_free.clear()
                 if not self._stopping:
                     await self._slot_free.wait()
                 continue
             # Reserve the slots first, so that other workers' loops cannot take them while
             # this claim runs; and clear the wake-up first, so one that comes meanwhile counts.
-            reserved = min(self._claim_batch(worker.name), free)
+            if pending is None:
+                # Started before the claim runs on the Redis clock: a send measured from here
+                # is never later after the claim than it seems.
+                pending = PendingClaim(call_tag(), min(self._claim_batch(worker.name), free), time.monotonic())
+            reserved = pending.most
             self.in_flight += reserved
             wake.clear()
-            # Before the claim runs on the Redis clock: a send measured from here is never
-            # later after the claim than it seems.
-            claim_started = time.monotonic()
             try:
-                claim = await self.store.claim(worker, reserved)
+                claim = await engine.claim(reserved, pending.tag, answered_tag)
                 backoff.succeeded()
             except Exception as e:  # a Redis outage or error reply: back off, never end the loop
                 self.release(reserved)
                 await backoff.failed(e)
-                continue
+                continue  # and send the same claim again: if it ran, its repeat returns its jobs
+            claim_started, answered_tag, pending = pending.started, pending.tag, None
             self.release(reserved - len(claim.jobs))
             self._capped[worker.name] = claim.capped
             self._rated[worker.name] = claim.rated

@@ -72,6 +72,11 @@ class Settler(WorkerLoops):
         self._hold_backs[worker_name].extend(reports)
         self.wake(worker_name)
 
+    async def flush(self, worker_name: str) -> None:
+        """Settle what is buffered for the worker now (the poller, before it reaps)."""
+        if self._receipts[worker_name] or self._hold_backs[worker_name]:
+            await self._flush_all(self.config.workers[worker_name])
+
     async def stop(self, timeout_s: float = 1.0) -> None:
         """The flushers get ``timeout_s`` to end; then the receipts they left are settled,
         within ``timeout_s`` per worker."""

@@ -22,7 +22,7 @@ from ..limits import Limits
 from ..model import EnqueueRequest, Job
 from ..scripts import Scripts
 from .base import NoOneToTell, Notifier
-from .calls import REDIS_OUTAGE_ERRORS, is_outage, mapped_error, redis_errors_mapped
+from .calls import REDIS_OUTAGE_ERRORS, OutageClock, is_outage, mapped_error, redis_errors_mapped
 from .records import ACCEPTED, Claim, ClaimedJob, HoldBack, LastJob, Receipt, Schedule, TickPlan, TickRound, WorkerState
 from .worker import WorkerEngine
 
@@ -38,7 +38,8 @@ class Engine:
         self.redis = redis
         self.config = config
         self.scripts = Scripts(redis)
-        self.workers = {name: WorkerEngine(redis, worker, self.scripts, notify)
+        self.outages = OutageClock()
+        self.workers = {name: WorkerEngine(redis, worker, self.scripts, notify, self.outages)
                         for name, worker in config.workers.items()}
         self.schedules = ScheduleBook(self)
 
@@ -141,8 +142,8 @@ class Engine:
     async def hold_back(self, worker: WorkerConfig, reports: Sequence[HoldBack]) -> int:
         return await self.worker(worker.name).hold_back(reports)
 
-    async def reap(self, worker: WorkerConfig, most: int = 500) -> tuple[int, int]:
-        return await self.worker(worker.name).reap(most)
+    async def reap(self, worker: WorkerConfig, most: int = 500, not_after_ms: int | None = None) -> tuple[int, int]:
+        return await self.worker(worker.name).reap(most, not_after_ms)
 
     async def purge(self, worker: WorkerConfig, most: int = 500) -> tuple[int, bool]:
         return await self.worker(worker.name).purge(most)

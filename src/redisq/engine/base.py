@@ -3,16 +3,17 @@ the registered scripts, and the one way to call them (through ``redis_errors_map
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Protocol
 
 from ..config import WorkerConfig
-from ..connection import RedisClient
+from ..connection import COMMAND_TIMEOUT_S, REDIS_OUTAGE_ERRORS, RedisClient
 from ..keys import WorkerKeys
 from ..script_specs import SPECS
 from ..scripts import Scripts
 from ..types import ScriptArg, ScriptReply
-from .calls import redis_errors_mapped
+from .calls import OutageClock, redis_errors_mapped
 
 
 class Notifier(Protocol):
@@ -46,8 +47,10 @@ class WorkerBase:
     Every write that can make something due tells ``notify`` itself, as saq's queue ends
     each write with ``notify``: callers never send wake-ups."""
 
-    def __init__(self, redis: RedisClient, worker: WorkerConfig, scripts: Scripts, notify: Notifier | None = None):
+    def __init__(self, redis: RedisClient, worker: WorkerConfig, scripts: Scripts, notify: Notifier | None = None,
+                 outages: OutageClock | None = None):
         self.notify: Notifier = NoOneToTell() if notify is None else notify
+        self.outages = OutageClock() if outages is None else outages  # shared by the process's engines
         self.redis = redis
         self.config = worker
         self.name = worker.name
@@ -59,9 +62,27 @@ class WorkerBase:
         """Call one of ``scripts.SCRIPT_NAMES`` on this worker's slot, errors mapped; the
         call must fit the script's spec (``script_specs.py``). Read its reply with
         ``records.replies``, ``integer`` and ``text``."""
-        SPECS[script].check(len(keys), len(args))
+        spec = SPECS[script]
+        spec.check(len(keys), len(args))
+        call = self.scripts.registered[script]
+        started = time.monotonic()
         with redis_errors_mapped():
-            return await self.scripts.registered[script](keys=list(keys), args=list(args))
+            try:
+                try:
+                    reply = await call(keys=list(keys), args=list(args))
+                except REDIS_OUTAGE_ERRORS:
+                    # The client never repeats a command (connection.py): a lost answer is
+                    # repeated here, once and at once, only when the script allows it (claim
+                    # returns its first answer) and the first try failed fast (a dropped
+                    # connection, not a Redis that does not answer).
+                    if not spec.repeatable or time.monotonic() - started >= COMMAND_TIMEOUT_S / 2:
+                        raise
+                    reply = await call(keys=list(keys), args=list(args))
+            except REDIS_OUTAGE_ERRORS:
+                self.outages.failed()
+                raise
+        self.outages.succeeded()
+        return reply
 
     async def ensure_limits(self) -> None:
         """Seed the live limits once per process (``LiveLimits``)."""

@@ -4,7 +4,8 @@ to redisq's own by one table (as httpx maps the layer below once, at its transpo
 
     redis-py exception                         redisq error (status)
     ReadOnlyError, OutOfMemoryError            UnavailableError (503): Redis refuses writes
-    ConnectionError, TimeoutError, OSError     UnavailableError (503): Redis is unreachable
+    ConnectionError, TimeoutError, OSError     UnavailableError (503): Redis is unreachable or does
+                                                 not answer within 1 s
     cluster errors (MOVED, ASK, TRYAGAIN,      UnavailableError (503): the cluster is
       CLUSTERDOWN, ...)                          reconfiguring; retry
     any other ResponseError or RedisError      RedisqError (500): Redis answered an error
@@ -14,6 +15,7 @@ The first row that matches wins. The original exception is the mapped one's ``__
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -22,7 +24,7 @@ from redis import exceptions as redis_errors
 from ..connection import REDIS_OUTAGE_ERRORS, is_outage
 from ..errors import RedisqError, UnavailableError
 
-__all__ = ["ERROR_TABLE", "REDIS_OUTAGE_ERRORS", "is_outage", "mapped_error", "redis_errors_mapped"]
+__all__ = ["ERROR_TABLE", "REDIS_OUTAGE_ERRORS", "OutageClock", "is_outage", "mapped_error", "redis_errors_mapped"]
 
 _CLUSTER_ERRORS: tuple[type[BaseException], ...] = (
     redis_errors.ClusterError, redis_errors.AskError, redis_errors.TryAgainError, redis_errors.ClusterDownError,
@@ -31,7 +33,7 @@ _CLUSTER_ERRORS: tuple[type[BaseException], ...] = (
 
 ERROR_TABLE: tuple[tuple[tuple[type[BaseException], ...], type[RedisqError], str], ...] = (
     ((redis_errors.ReadOnlyError, redis_errors.OutOfMemoryError), UnavailableError, "redis refuses writes: {error}"),
-    (REDIS_OUTAGE_ERRORS, UnavailableError, "redis is unavailable: {error}"),
+    (REDIS_OUTAGE_ERRORS, UnavailableError, "redis unavailable: {error}"),
     (_CLUSTER_ERRORS, UnavailableError, "redis cluster is reconfiguring ({kind}: {error}); retry"),
     ((redis_errors.RedisError,), RedisqError, "redis answered an error ({kind}): {error}"),
 )
@@ -56,3 +58,31 @@ def redis_errors_mapped() -> Iterator[None]:
         if mapped is None:
             raise
         raise mapped from e
+
+
+class OutageClock:
+    """Whether this process's script calls find Redis unreachable, and since when they
+    succeed again. The poller waits ``RECOVERY_GRACE_S`` after an outage before it reaps:
+    meanwhile the claim loops repeat the claims whose answers were lost and the settlers
+    settle the answers they held, so leases that ran out during the outage end by those
+    answers, not as timed out."""
+
+    RECOVERY_GRACE_S = 3.0
+
+    def __init__(self) -> None:
+        self.failing = False
+        self.recovered_at = -self.RECOVERY_GRACE_S  # time.monotonic() of the last recovery
+
+    def failed(self) -> None:
+        self.failing = True
+
+    def succeeded(self) -> None:
+        if self.failing:
+            self.failing = False
+            self.recovered_at = time.monotonic()
+
+    def grace_left_s(self) -> float:
+        """How long reaping should still wait (0 = reap)."""
+        if self.failing:
+            return self.RECOVERY_GRACE_S
+        return max(0.0, self.recovered_at + self.RECOVERY_GRACE_S - time.monotonic())

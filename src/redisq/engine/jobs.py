@@ -5,9 +5,11 @@ trip, correct with any number of coordinators on the same Redis."""
 from __future__ import annotations
 
 import random
+import secrets
 from collections.abc import Sequence
 
-from ..errors import ConflictError, NotFoundError, ValidationError
+from ..connection import is_outage
+from ..errors import ConflictError, NotFoundError, UnavailableError, ValidationError
 from ..keys import job_id
 from ..limits import cost_refusal_text, number_text
 from ..model import EnqueueRequest, Job, JobState
@@ -17,6 +19,15 @@ from .calls import redis_errors_mapped
 from .records import Claim, ClaimedJob, HoldBack, Receipt, fields_of, integer, replies, text
 
 ENQUEUE_CHUNK = 1000
+# How long a tagged claim keeps its answer for a repeat (``keys.WorkerKeys.reply``): a
+# claim loop repeats its claim until it is answered, at most a backoff (5 s) after Redis
+# answers again, and then deletes the reply with its next claim.
+CLAIM_REPLY_TTL_MS = 60_000
+
+
+def call_tag() -> str:
+    """A new tag for a claim that will be repeated until it is answered (``Jobs.claim``)."""
+    return secrets.token_hex(8)
 
 
 def _number(value: ScriptReply) -> float | None:
@@ -70,7 +81,14 @@ class Jobs(WorkerBase):
             args += [r.suffix, r.args_json, "" if r.run_at_ms is None else r.run_at_ms, r.delay_ms, r.max_attempts,
                      "" if r.timeout_ms is None else r.timeout_ms, r.throttle_key, number_text(r.cost)]
         await self.ensure_limits()
-        out = replies(await self.run("enqueue", [*self.keys.queue_keys, *job_keys], args))
+        try:
+            out = replies(await self.run("enqueue", [*self.keys.queue_keys, *job_keys], args))
+        except UnavailableError as e:
+            if not is_outage(e):
+                raise
+            raise UnavailableError(f"{e.message}; the jobs may or may not have been written: post them again with "
+                                   "the same ids to know (a job that exists is answered with it, 200; a job posted "
+                                   "without an id may then be created twice)") from e.__cause__
         if text(out[0]) == "cost":
             n = integer(out[1]) - 1
             i = positions[n]
@@ -92,11 +110,19 @@ class Jobs(WorkerBase):
         return results, bool(integer(out[1]))
 
     # -- the dispatcher's side ---------------------------------------------------------
-    async def claim(self, most: int) -> Claim:
+    async def claim(self, most: int, tag: str | None = None, answered_tag: str | None = None) -> Claim:
+        """Claim up to ``most`` due jobs. With a ``tag``, the answer is kept for a repeat: a
+        call whose answer was lost, repeated with the same tag (and ``most``), returns the
+        same jobs instead of leaving them leased and unsent; ``answered_tag`` is the tag of
+        the caller's previous claim, which was answered, whose reply is deleted. Without a
+        tag nothing is kept (the caller never repeats a claim)."""
         k = self.keys
         await self.ensure_limits()
-        out = replies(await self.run("claim", [*k.queue_keys, k.running, k.bucket, k.dispatched, k.buckets],
-                                     [*k.queue_args, k.job_prefix, most]))
+        reply = k.reply(tag or "")
+        answered = reply if answered_tag is None else k.reply(answered_tag)
+        out = replies(await self.run("claim", [*k.queue_keys, k.running, k.bucket, k.dispatched, k.buckets,
+                                               reply, answered],
+                                     [*k.queue_args, k.job_prefix, most, CLAIM_REPLY_TTL_MS if tag else 0]))
         jobs = [
             ClaimedJob(self.name, text(out[i]), integer(out[i + 1]), integer(out[i + 2]), text(out[i + 3]),
                        integer(out[i + 4]), throttle_key=text(out[i + 5]), cost=float(text(out[i + 6])),
@@ -121,9 +147,11 @@ class Jobs(WorkerBase):
             args += [r.bucket, r.throttle_key, number_text(r.slack_ms), number_text(r.cost), r.reported_ms, r.late_ms]
         return integer(await self.run("hold_back", [*self.keys.queue_keys, self.keys.bucket], args))
 
-    async def reap(self, most: int = 500) -> tuple[int, int]:
-        """Fail expired leases; returns (reaped, ms until the next lease ends or -1)."""
-        out = replies(await self.run("reap", self._attempt_keys(), [*self._policy_args(), most]))
+    async def reap(self, most: int = 500, not_after_ms: int | None = None) -> tuple[int, int]:
+        """Fail expired leases; returns (reaped, ms until the next lease ends or -1). With
+        ``not_after_ms`` (Redis time), a reap that Redis runs later does nothing: (0, 0)."""
+        out = replies(await self.run("reap", self._attempt_keys(),
+                                     [*self._policy_args(), most, "" if not_after_ms is None else not_after_ms]))
         return integer(out[0]), integer(out[1])
 
     async def purge(self, most: int = 500) -> tuple[int, bool]:
