@@ -3,19 +3,19 @@
 -- claim would have lost the refill of that time to its cap; take that refill back now, so
 -- that the key's next calls leave no closer to the late ones than the tokens allow.
 -- KEYS: the queue's keys (WorkerKeys.queue_keys), then the worker bucket hash
--- ARGV: the queue's args (WorkerKeys.queue_args), then 6 per report: 'key' or 'worker',
+-- ARGV: the queue's args (WorkerKeys.queue_args), then 5 per report: 'key' or 'worker',
 --   throttle key, the bucket's slack at the claim (claim.lua's key_slack_ms or
 --   total_slack_ms: how long it would have taken to fill up), the cost the claim drew from
---   it, the lateness (ms after the claim) already reported for this claim, the lateness now
+--   it, the lateness (ms after the claim) of the claim's first write on the bucket
 -- Returns the number of buckets held back.
 -- A report carries what it needs, so reports of several claims of one key may come in any
--- order; each takes back only what its claim's lateness adds beyond the earlier reports.
+-- order; a claim reports each bucket once (ClaimLateness in dispatch/claimer.py).
 --!include common
 --!include jobs
 --!include limits
 local queue = new_queue(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2])
 local worker_bucket_key = KEYS[5]
-local FIRST_REPORT_ARG, ARGS_PER_REPORT = 3, 6
+local FIRST_REPORT_ARG, ARGS_PER_REPORT = 3, 5
 local limits = read_limits(queue.limits)
 local now = server_now_ms()
 
@@ -37,9 +37,9 @@ local held = 0
 for a = FIRST_REPORT_ARG, #ARGV, ARGS_PER_REPORT do
   local kind, throttle_key = ARGV[a], ARGV[a + 1]
   local slack_ms, cost = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-  local reported_ms, late_ms = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+  local late_ms = tonumber(ARGV[a + 4])
   if kind == 'key' and limits.rate then
-    local take = lost_refill(slack_ms, cost, late_ms, limits.rate) - lost_refill(slack_ms, cost, reported_ms, limits.rate)
+    local take = lost_refill(slack_ms, cost, late_ms, limits.rate)
     if take > 0 then
       held = held + 1
       local tokens = take_tokens(queue.key_bucket_prefix .. throttle_key, take, limits.rate, limits.burst)
@@ -52,7 +52,6 @@ for a = FIRST_REPORT_ARG, #ARGV, ARGS_PER_REPORT do
     end
   elseif kind == 'worker' and limits.total_rate then
     local take = lost_refill(slack_ms, cost, late_ms, limits.total_rate)
-      - lost_refill(slack_ms, cost, reported_ms, limits.total_rate)
     if take > 0 then
       held = held + 1
       take_tokens(worker_bucket_key, take, limits.total_rate, limits.total_burst)

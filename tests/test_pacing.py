@@ -197,7 +197,7 @@ async def test_a_late_burst_from_a_full_bucket_takes_back_the_refill_of_its_late
     assert len(claim.jobs) == 10 and claim.jobs[0].key_slack_ms == 0.0  # the bucket was full
     # Written 400 ms late: 0.8 of a token. The next token is due 400 ms later than it was:
     # 900 ms after the claim instead of 500.
-    held = await store.hold_back(w, [HoldBack("key", "shop-a", 0.0, 10.0, 0, 400)])
+    held = await store.hold_back(w, [HoldBack("key", "shop-a", 0.0, 10.0, 400)])
     assert held == 1
     after = await store.claim(w, 100)
     since_claim_ms = (time.monotonic() - claimed_at) * 1000
@@ -205,7 +205,7 @@ async def test_a_late_burst_from_a_full_bucket_takes_back_the_refill_of_its_late
     await asyncio.sleep(after.wait_ms / 1000 + 0.02)
     assert len((await store.claim(w, 100)).jobs) == 1
     # A report for a bucket that had slack to spare takes nothing.
-    assert await store.hold_back(w, [HoldBack("key", "shop-a", 5000.0, 1.0, 0, 400)]) == 0
+    assert await store.hold_back(w, [HoldBack("key", "shop-a", 5000.0, 1.0, 400)]) == 0
 
 
 # -- the transport: too late means nothing is written -----------------------------------------------

@@ -83,7 +83,7 @@ SPECS: dict[str, ScriptSpec] = {spec.name: spec for spec in (
                        "cancelled | missing"),
     ScriptSpec("reap", ATTEMPT_KEYS, (*RETRY_POLICY_ARGS, "most", "not_after_ms"), answers="{reaped, wait_ms}"),
     ScriptSpec("hold_back", (*QUEUE_KEYS, "bucket"), QUEUE_ARGS,
-               item_args=("bucket_kind", "throttle_key", "slack_ms", "cost", "reported_ms", "late_ms"),
+               item_args=("bucket_kind", "throttle_key", "slack_ms", "cost", "late_ms"),
                answers="buckets held back"),
     ScriptSpec("cancel", (*QUEUE_KEYS, "running", "finished", "job"), (*QUEUE_ARGS, "suffix", "cancelled_retention_ms"),
                repeatable=False,  # a repeat would answer 'finished' (409) for the job it cancelled

@@ -89,7 +89,7 @@ class ClaimLateness:
                 continue
             self.first_written.add((bucket, throttle_key))
             if late_ms >= slack_ms + HOLD_BACK_MIN_MS:
-                reports.append(HoldBack(bucket, throttle_key, slack_ms, cost, 0, late_ms))
+                reports.append(HoldBack(bucket, throttle_key, slack_ms, cost, late_ms))
         return reports
 
 

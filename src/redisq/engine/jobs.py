@@ -144,7 +144,7 @@ class Jobs(WorkerBase):
         returns how many buckets changed."""
         args: list[ScriptArg] = list(self.keys.queue_args)
         for r in reports:
-            args += [r.bucket, r.throttle_key, number_text(r.slack_ms), number_text(r.cost), r.reported_ms, r.late_ms]
+            args += [r.bucket, r.throttle_key, number_text(r.slack_ms), number_text(r.cost), r.late_ms]
         return integer(await self.run("hold_back", [*self.keys.queue_keys, self.keys.bucket], args))
 
     async def reap(self, most: int = 500, not_after_ms: int | None = None) -> tuple[int, int]:

@@ -78,8 +78,7 @@ class HoldBack:
     throttle_key: str
     slack_ms: float  # how long the bucket would have taken to fill up at the claim
     cost: float  # what the claim drew from it
-    reported_ms: int  # the lateness already reported for this claim's bucket
-    late_ms: int
+    late_ms: int  # of the claim's first write on the bucket
 
 
 @dataclass(frozen=True)
