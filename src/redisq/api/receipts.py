@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from ..dispatch import MAX_RETRY_AFTER_S
 from ..engine import ACCEPTED, Receipt
-from ..errors import UnauthorizedError, ValidationError
+from ..errors import UnauthorizedError, ValidationError, escaped
 from ..keys import split_job_id
 from ..model import iso_from_ms
 from ..security import ReceiptGrant, bearer_token, verify_receipt_token
@@ -72,7 +72,7 @@ def parse_receipt(body: Any, job_id: str, attempt: int, seq: int = 0) -> Receipt
     if error is None:
         error_text = "" if status == "success" else "failed (the receipt gave no error)"
     elif isinstance(error, str):
-        error_text = error
+        error_text = escaped(error)  # stored as UTF-8: a lone surrogate is kept as its escape
     else:
         error_text = json.dumps(error, separators=(",", ":"))
     result = body.get("result")

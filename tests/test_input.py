@@ -1,0 +1,69 @@
+"""Hostile and careless input through the API: every bad field is a 422 that names it, its
+echo is safe to send, and nothing invalid is stored (on a real Redis and on the embedded store).
+
+Bodies are sent as raw JSON text, as a hostile caller would: ``\\ud800`` is a lone surrogate
+once Python's JSON parser has read it, and an integer of 400 digits is a Python int that no
+float can hold.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from redisq.keys import WorkerKeys
+
+from test_api import WORKER, Api, running_api, worker_config
+
+HUGE = "1" + "0" * 400  # >= 2**1024: float() of it overflows
+KEYS = WorkerKeys(WORKER)
+
+
+async def send(api: Api, method: str, path: str, text: str, headers: dict[str, str] | None = None) -> Any:
+    return await api.client.request(method, path, content=text.encode(),
+                                    headers={"Content-Type": "application/json", **(headers or {})})
+
+
+async def stored_keys(api: Api) -> set[str]:
+    return {key.decode() async for key in api.redis.scan_iter(match="redisq:*")}
+
+
+# -- item 8: lone surrogates are echoed escaped, never a 500 --------------------------------
+
+SURROGATE_BODIES = [
+    ("POST", "/job", '{"worker": "send-email", "\\ud800": 1}', "\\ud800"),
+    ("POST", "/job", '{"worker": "send-email", "cron": "* * * * *", "\\udfff": 1}', "\\udfff"),
+    ("POST", "/job", '{"worker": "send-email", "cron": "\\ud800 * * * *"}', "cron"),
+    ("POST", "/jobs", '{"jobs": [{"worker": "send-email", "\\ud800x": 1}]}', "\\ud800x"),
+    ("POST", "/jobs", '{"jobs": [], "\\ud800": 1}', "\\ud800"),
+    ("PATCH", f"/workers/{WORKER}", '{"\\ud800": 1}', "\\ud800"),
+    ("POST", "/job", '{"worker": "send-email", "throttleKey": "\\ud800"}', "throttleKey"),
+    ("POST", "/job", '{"worker": "send-email", "cron": "* * * * *", "timezone": "\\ud800"}', "timezone"),
+]
+
+
+@pytest.mark.parametrize("method, path, text, field", SURROGATE_BODIES, ids=[b[2] for b in SURROGATE_BODIES])
+async def test_a_lone_surrogate_in_a_field_is_a_422_that_shows_it_escaped(engine_redis, method, path, text, field):
+    async with running_api(engine_redis, dispatch=False, worker=worker_config(rate=2.0)) as api:
+        before = await stored_keys(api)
+        resp = await send(api, method, path, text)
+        assert resp.status_code == 422, resp.text
+        body = resp.json()
+        assert body["field"] == field
+        assert "\\ud" in body["error"] and body["error"].isascii()  # the surrogate, escaped as text
+        assert await stored_keys(api) == before
+
+
+async def test_a_lone_surrogate_in_a_receipt_is_answered_and_the_job_stays_readable(engine_redis):
+    async with running_api(engine_redis) as api:
+        await api.enqueue(id="r1")
+        call = await api.call_for("send-email:r1")
+        auth = {"Authorization": f"Bearer {call['receiptToken']}"}
+        resp = await send(api, "POST", "/job/send-email:r1/receipt", '{"status": "failure", "\\ud800": 1}', auth)
+        assert resp.status_code == 422 and resp.json()["field"] == "\\ud800", resp.text
+        resp = await send(api, "POST", "/job/send-email:r1/receipt",
+                          '{"status": "failure", "retry": false, "error": "bad \\ud800 byte"}', auth)
+        assert resp.status_code == 200, resp.text
+        job = await api.get("send-email:r1")
+        assert job["state"] == "dead" and job["lastError"] == "bad \\ud800 byte"
