@@ -67,3 +67,62 @@ async def test_a_lone_surrogate_in_a_receipt_is_answered_and_the_job_stays_reada
         assert resp.status_code == 200, resp.text
         job = await api.get("send-email:r1")
         assert job["state"] == "dead" and job["lastError"] == "bad \\ud800 byte"
+
+
+# -- items 9 and 10: huge numbers are a 422 naming the field, and nothing is stored --------
+
+HUGE_ENQUEUES = [
+    ('{"worker": "send-email", "delay": %s}', "delay"),
+    ('{"worker": "send-email", "runAt": %s}', "runAt"),
+    ('{"worker": "send-email", "runAt": -%s}', "runAt"),
+    ('{"worker": "send-email", "timeout": %s}', "timeout"),
+    ('{"worker": "send-email", "cost": %s}', "cost"),
+    ('{"worker": "send-email", "maxAttempts": %s}', "maxAttempts"),
+    ('{"worker": "send-email", "cost": 1e400}', "cost"),  # Python's JSON parser reads it as inf
+    ('{"worker": "send-email", "timeout": -Infinity}', "timeout"),
+    ('{"worker": "send-email", "delay": NaN}', "delay"),
+    ('{"jobs": [{"worker": "send-email"}, {"worker": "send-email", "delay": %s}]}', "delay"),
+    ('{"worker": "send-email", "id": "big", "cron": "* * * * *", "maxAttempts": %s}', "maxAttempts"),
+    ('{"worker": "send-email", "id": "big", "cron": "* * * * *", "timeout": %s}', "timeout"),
+    ('{"worker": "send-email", "id": "big", "cron": "* * * * *", "cost": %s}', "cost"),
+]
+
+
+@pytest.mark.parametrize("template, field", HUGE_ENQUEUES, ids=[t for t, _ in HUGE_ENQUEUES])
+async def test_a_huge_number_in_an_enqueue_or_a_schedule_is_a_422_and_stores_nothing(engine_redis, template, field):
+    async with running_api(engine_redis, dispatch=False, worker=worker_config(rate=2.0)) as api:
+        before = await stored_keys(api)
+        path = "/jobs" if template.startswith('{"jobs"') else "/job"
+        resp = await send(api, "POST", path, template.replace("%s", HUGE))
+        assert resp.status_code == 422, resp.text
+        assert resp.json()["field"] == field and resp.json()["error"].startswith(
+            f"{'jobs[1].' if path == '/jobs' else ''}{field}: must be")
+        assert len(resp.json()["error"]) < 300  # the value is quoted cut short, not 400 digits
+        assert await stored_keys(api) == before
+        for method, route in (("GET", "/schedules"), ("GET", f"/schedule/{WORKER}:big"),
+                              ("POST", f"/schedule/{WORKER}:big/pause"), ("DELETE", f"/schedule/{WORKER}:big")):
+            resp = await api.client.request(method, route)
+            assert resp.status_code in (200, 404), (method, route, resp.text)
+        assert (await api.client.get("/schedules")).json() == {"schedules": []}
+
+
+@pytest.mark.parametrize("field", ["rate", "burst", "totalRate", "totalBurst", "concurrency", "timeout"])
+@pytest.mark.parametrize("number", [HUGE, "-" + HUGE, "1e400"])
+async def test_a_huge_number_in_a_patch_is_a_422_and_changes_nothing(engine_redis, field, number):
+    async with running_api(engine_redis, dispatch=False, worker=worker_config(rate=2.0, total_rate=5.0)) as api:
+        before = (await api.client.get(f"/workers/{WORKER}")).json()["limits"]
+        resp = await send(api, "PATCH", f"/workers/{WORKER}", f'{{"{field}": {number}}}')
+        assert resp.status_code == 422, resp.text
+        assert resp.json()["field"] == field and resp.json()["error"].startswith(f"{field}: must be")
+        assert (await api.client.get(f"/workers/{WORKER}")).json()["limits"] == before
+
+
+@pytest.mark.parametrize("number", [HUGE, "-" + HUGE, "1e400"])
+async def test_a_huge_retry_after_in_a_receipt_is_a_422_and_the_attempt_still_runs(engine_redis, number):
+    async with running_api(engine_redis) as api:
+        await api.enqueue(id="r1")
+        call = await api.call_for("send-email:r1")
+        resp = await send(api, "POST", "/job/send-email:r1/receipt", f'{{"status": "failure", "retryAfter": {number}}}',
+                          {"Authorization": f"Bearer {call['receiptToken']}"})
+        assert resp.status_code == 422 and resp.json()["field"] == "retryAfter", resp.text
+        assert (await api.get("send-email:r1"))["state"] == "running"
