@@ -218,7 +218,7 @@ async def test_a_tick_creates_an_ordinary_job_the_dispatcher_claims(engine_redis
     round_ = await schedules.tick(cfg.workers[WORKER])
     assert round_.fired == 1 and round_.wake
     job_suffix = tick_job_suffix("every-second", first)
-    assert job_suffix == f"every-second:{first}"
+    assert job_suffix == f"every-second@{first}"
     job = await store.get(f"digest:{job_suffix}")
     assert (job.state.value, job.run_at_ms, json.loads(job.args_json)) == ("scheduled", first, {"to": "ada"})
     # The worker's max_attempts at tick time; no timeout of its own, so the worker's live one.
@@ -390,8 +390,8 @@ async def test_post_job_with_cron_creates_then_updates_and_ticks_reach_the_worke
         while len(calls) < 2 and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         assert len(calls) >= 2
-        assert all(c["jobId"].startswith("digest:hello:") and c["args"] == {"n": 2} for c in calls)
-        fire_ms = [int(c["jobId"].rsplit(":", 1)[1]) for c in calls]
+        assert all(c["jobId"].startswith("digest:hello@") and c["args"] == {"n": 2} for c in calls)
+        fire_ms = [int(c["jobId"].rsplit("@", 1)[1]) for c in calls]
         assert len(set(fire_ms)) == len(fire_ms)
         assert all(c["at_ms"] >= f - 2 for c, f in zip(calls, fire_ms, strict=True))
 

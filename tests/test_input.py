@@ -8,16 +8,22 @@ float can hold.
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from redisq.keys import WorkerKeys
 
-from test_api import WORKER, Api, running_api, worker_config
+from test_api import WORKER, Api, iso_ms, running_api, server_ms, worker_config
 
 HUGE = "1" + "0" * 400  # >= 2**1024: float() of it overflows
 KEYS = WorkerKeys(WORKER)
+
+
+def iso_text(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 async def send(api: Api, method: str, path: str, text: str, headers: dict[str, str] | None = None) -> Any:
@@ -126,3 +132,35 @@ async def test_a_huge_retry_after_in_a_receipt_is_a_422_and_the_attempt_still_ru
                           {"Authorization": f"Bearer {call['receiptToken']}"})
         assert resp.status_code == 422 and resp.json()["field"] == "retryAfter", resp.text
         assert (await api.get("send-email:r1"))["state"] == "running"
+
+
+# -- item 11: a schedule tick's job id is out of callers' reach ------------------------------
+
+async def test_a_caller_cannot_take_the_id_of_a_schedule_ticks_job(engine_redis):
+    async with running_api(engine_redis, dispatch=False) as api:
+        resp = await api.client.post("/job", json={"worker": WORKER, "id": "digest", "cron": "* * * * * *",
+                                                   "args": {"from": "schedule"}})
+        assert resp.status_code == 201, resp.text
+        next_ms = iso_ms(resp.json()["nextRunAt"])
+        # Every form a caller could try for that tick's job id is refused, or is another job.
+        tick_id_taken = []
+        for suffix in (f"digest@{next_ms}", f"digest:{next_ms}", f"digest{next_ms}"):
+            resp = await api.client.post("/job", json={"worker": WORKER, "id": suffix, "delay": 3600,
+                                                       "args": {"from": "caller"}})
+            assert resp.status_code in (201, 422), resp.text
+            if resp.status_code == 422:
+                assert resp.json()["field"] == "id"
+            else:
+                tick_id_taken.append(resp.json()["id"])
+        resp = await api.client.post("/jobs", json={"jobs": [{"worker": WORKER, "id": f"digest@{next_ms}"}]})
+        assert resp.status_code == 422 and resp.json()["field"] == "id", resp.text
+
+        while await server_ms(engine_redis) < next_ms:
+            await asyncio.sleep(0.02)
+        round_ = await api.coordinator.engine.schedules.tick(api.coordinator.config.workers[WORKER])
+        assert round_.fired == 1  # the tick made its own job
+        schedule = (await api.client.get(f"/schedule/{WORKER}:digest")).json()
+        (tick_job,) = schedule["lastJobs"]
+        assert tick_job["id"] not in tick_id_taken and tick_job["runAt"] == iso_text(next_ms)
+        job = await api.get(tick_job["id"])
+        assert job["args"] == {"from": "schedule"} and job["state"] == "scheduled"

@@ -2,10 +2,10 @@
 
 A schedule is ``POST /job`` with ``cron`` (see ``parse_schedule``). Its id is
 ``<worker>:<suffix>``, like a job's, and the job its tick at ``fire_ms`` creates is
-``<worker>:<suffix>:<fire_ms>`` (``keys.tick_job_suffix``), so a tick can never produce two
-jobs. Keys (built in ``keys.py``): a zset ``schedules`` of suffix -> next_fire_ms (schedules
-not paused), a set ``schedule-ids`` of all of them, a hash per schedule, and a short list
-of its latest jobs.
+``<worker>:<suffix>@<fire_ms>`` (``keys.tick_job_suffix``), so a tick can never produce two
+jobs, and no caller can give that id (``@`` is refused in callers' ids). Keys (built in
+``keys.py``): a zset ``schedules`` of suffix -> next_fire_ms (schedules not paused), a set
+``schedule-ids`` of all of them, a hash per schedule, and a short list of its latest jobs.
 
 Fire times are computed here, in Python (croniter, on the schedule's IANA timezone);
 "now" is always the Redis server's clock, read by the scripts. Each coordinator's
@@ -52,7 +52,7 @@ SCHEDULE_FIELDS = ("worker", "args", "cron", "timezone", "id", "catchUp", "maxAt
 DEFAULT_TIMEZONE = "UTC"
 MISFIRE_GRACE_MS = 60_000
 MAX_CATCH_UP_TICKS = 1000
-MAX_SCHEDULE_SUFFIX = 180  # leaves room for ":<fire_ms>" in the tick job's id (at most 200)
+MAX_SCHEDULE_SUFFIX = 180  # leaves room for "@<fire_ms>" in the tick job's id (at most 200)
 NEXT_RUN_TIMES = 5
 DUE_BATCH = 100
 # A tick's job is created this long before the tick, with runAt at the tick's time, so that

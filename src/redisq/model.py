@@ -23,7 +23,7 @@ from typing import Any
 from .config import WorkerConfig
 from .errors import ValidationError, shown
 from .inputs import MAX_AMOUNT, TIMEOUT_S, NumberRule
-from .keys import JOB_SUFFIX_RE, THROTTLE_KEY_MAX_CHARS, job_id
+from .keys import CALLER_SUFFIX_RE, THROTTLE_KEY_MAX_CHARS, job_id
 from .types import RedisHash
 
 
@@ -250,8 +250,9 @@ def parse_enqueue(body: Any, workers: Mapping[str, WorkerConfig], index: int | N
     suffix = body.get("id")
     if suffix is None:
         suffix = new_job_suffix()
-    elif not isinstance(suffix, str) or not JOB_SUFFIX_RE.match(suffix):
-        raise invalid("id", "must be 1 to 200 characters of A-Z a-z 0-9 . _ ~ : -")
+    elif not isinstance(suffix, str) or not CALLER_SUFFIX_RE.match(suffix):
+        raise invalid("id", "must be 1 to 200 characters of A-Z a-z 0-9 . _ ~ : - (not @, which marks the jobs "
+                      "of schedule ticks)")
 
     max_attempts = worker.max_attempts if "maxAttempts" not in body else int(number("maxAttempts", MAX_ATTEMPTS))
     timeout = None if body.get("timeout") is None else number("timeout", TIMEOUT_S)
