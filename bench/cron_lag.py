@@ -4,7 +4,7 @@ Starts a throwaway redis-server, one ``redisq serve`` and a worker in this proce
 aiohttp server that notes ``time.time()`` on arrival: the clock Redis's ``TIME`` reads
 too on one machine). Registers ``--schedules`` (10) ``* * * * * *`` schedules and lets
 them tick for ``--seconds`` (20); the tick time is in each job's id
-(``<worker>:<schedule>:<tick ms>``). The peer, measured in the same run through the same
+(``<worker>:<schedule>@<tick ms>``). The peer, measured in the same run through the same
 coordinator and worker: as many ordinary delayed jobs per second, with ``runAt`` half a
 second after each tick (so the two never compete), whose lag is arrival minus ``runAt``,
 the core's delayed-job lag (target p99 <= 10 ms). A warm-up burst first opens the
@@ -49,7 +49,7 @@ async def measure_async(schedules: int, seconds: float) -> tuple[dict[str, float
         if body["args"].get("warmUp"):
             warmed.append(body["jobId"])
         elif body["jobId"].startswith(f"{WORKER}:cron-"):
-            tick_lags.append(at_ms - int(body["jobId"].rsplit(":", 1)[1]))
+            tick_lags.append(at_ms - int(body["jobId"].rsplit("@", 1)[1]))
         else:
             delayed_lags.append(at_ms - body["args"]["dueAt"])
         return web.json_response({"ok": True})

@@ -205,8 +205,8 @@ def test_workers_lists_and_sets_live_limits(coordinator_with_a_worker):
     (["workers", "set", "shopify", "timeout=none"], 1, "answered 422: timeout: must be a number of seconds"),
     (["workers", "set", "shopify", "speed=3"], 2, "expected NAME=VALUE with NAME one of"),
     (["workers", "set", "shopify"], 2, "give at least one NAME=VALUE"),
-    (["workers", "set", "shopify", "rate=0"], 1, "answered 422: rate: must be > 0"),
-    (["workers", "set", "shopify", "burst=0.5"], 1, "answered 422: burst: must be >= 1"),
+    (["workers", "set", "shopify", "rate=0"], 1, "answered 422: rate: must be a number > 0"),
+    (["workers", "set", "shopify", "burst=0.5"], 1, "answered 422: burst: must be a number >= 1"),
     (["workers", "set", "nobody", "rate=1"], 1, "answered 404: unknown worker 'nobody'"),
     (["workers", "pause", "nobody"], 1, "answered 404"),
 ])

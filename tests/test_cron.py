@@ -95,7 +95,12 @@ def test_two_ticks_that_land_on_the_same_instant_fire_once():
 
 def test_seconds_field_and_named_schedules():
     after = local_ms("UTC", 2026, 1, 1, 8, 0)
-    assert fires("0 9 * * * 30", "UTC", after, 1) == ["2026-01-01T09:00:30+00:00"]  # 6th field: seconds
+    # 6 fields: seconds first, as BullMQ, node-cron, Quartz and Spring read them
+    assert fires("30 0 9 * * *", "UTC", after, 2) == ["2026-01-01T09:00:30+00:00", "2026-01-02T09:00:30+00:00"]
+    assert fires("0 0 9 * * *", "UTC", after, 3) == [
+        "2026-01-01T09:00:00+00:00", "2026-01-02T09:00:00+00:00", "2026-01-03T09:00:00+00:00"]
+    assert fires("*/20 * * * * *", "UTC", after, 3) == [
+        "2026-01-01T08:00:20+00:00", "2026-01-01T08:00:40+00:00", "2026-01-01T08:01:00+00:00"]
     assert fires("@daily", "UTC", after, 2) == ["2026-01-02T00:00:00+00:00", "2026-01-03T00:00:00+00:00"]
     assert fires("@hourly", BERLIN, after, 1) == ["2026-01-01T10:00:00+01:00"]
 
@@ -146,6 +151,10 @@ WORKERS = {WORKER: WorkerConfig(name=WORKER, url="http://127.0.0.1:9/digest")}
 @pytest.mark.parametrize("body, field, says", [
     ({"cron": "61 * * * *"}, "cron", "not a valid cron expression"),
     ({"cron": "every morning"}, "cron", "not a valid cron expression"),
+    ({"cron": "0 0 9 * * * 2027"}, "cron", "7 fields"),  # a year field: not a form redisq takes
+    ({"cron": "0 9 * *"}, "cron", "4 fields"),
+    ({"cron": "0 9 * * * 30"}, "cron", "not a valid cron expression"),  # seconds last: 30 is no day of week
+    ({"cron": "@daily 9"}, "cron", "2 fields"),
     ({"cron": ""}, "cron", "must be a cron expression"),
     ({"cron": 9}, "cron", "must be a cron expression"),
     ({"cron": "0 9 * * *", "timezone": "Europe/Nowhere"}, "timezone", "unknown timezone"),
@@ -165,6 +174,28 @@ def test_bad_schedule_bodies_name_the_field_and_why(body, field, says):
         parse_schedule(body, WORKERS)
     assert raised.value.field == field
     assert raised.value.message.startswith(f"{field}: ") and says in raised.value.message
+    if field == "cron":  # every refused cron shows the forms and their field order
+        assert CRON_FORMS_TEXT in raised.value.message
+
+
+CRON_FORMS_TEXT = ("expected 5 fields (minute hour day-of-month month day-of-week), 6 fields with seconds first "
+                   "(second minute hour day-of-month month day-of-week), or one of @yearly, @monthly, @weekly, "
+                   "@daily, @hourly")
+
+
+def test_a_schedule_without_an_id_gets_one_from_its_worker_cron_timezone_and_args():
+    def suffix(**body: Any) -> str:
+        return parse_schedule({"worker": WORKER, **body}, WORKERS).suffix
+
+    first = suffix(cron="0 9 * * *", args={"list": "daily", "n": 1})
+    assert first == suffix(cron="0  9 * * *", args={"n": 1, "list": "daily"})  # spacing, key order
+    assert first == suffix(cron="0 9 * * *", args={"list": "daily", "n": 1}, timezone="UTC", maxAttempts=2)
+    others = {suffix(cron="0 10 * * *", args={"list": "daily", "n": 1}),
+              suffix(cron="0 9 * * *", args={"list": "daily", "n": 2}),
+              suffix(cron="0 9 * * *", args={"list": "daily", "n": 1}, timezone="Europe/Berlin"),
+              suffix(cron="0 9 * * *")}
+    assert len(others) == 4 and first not in others
+    assert suffix(cron="0 9 * * *", id="mine") == "mine"
 
 
 # -- the engine: on a real Redis and on the embedded store --------------------------------
@@ -218,7 +249,7 @@ async def test_a_tick_creates_an_ordinary_job_the_dispatcher_claims(engine_redis
     round_ = await schedules.tick(cfg.workers[WORKER])
     assert round_.fired == 1 and round_.wake
     job_suffix = tick_job_suffix("every-second", first)
-    assert job_suffix == f"every-second:{first}"
+    assert job_suffix == f"every-second@{first}"
     job = await store.get(f"digest:{job_suffix}")
     assert (job.state.value, job.run_at_ms, json.loads(job.args_json)) == ("scheduled", first, {"to": "ada"})
     # The worker's max_attempts at tick time; no timeout of its own, so the worker's live one.
@@ -390,8 +421,8 @@ async def test_post_job_with_cron_creates_then_updates_and_ticks_reach_the_worke
         while len(calls) < 2 and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         assert len(calls) >= 2
-        assert all(c["jobId"].startswith("digest:hello:") and c["args"] == {"n": 2} for c in calls)
-        fire_ms = [int(c["jobId"].rsplit(":", 1)[1]) for c in calls]
+        assert all(c["jobId"].startswith("digest:hello@") and c["args"] == {"n": 2} for c in calls)
+        fire_ms = [int(c["jobId"].rsplit("@", 1)[1]) for c in calls]
         assert len(set(fire_ms)) == len(fire_ms)
         assert all(c["at_ms"] >= f - 2 for c, f in zip(calls, fire_ms, strict=True))
 
@@ -401,6 +432,21 @@ async def test_post_job_with_cron_creates_then_updates_and_ticks_reach_the_worke
         assert job["state"] == "succeeded"
         listed = (await client.get("/schedules", params={"worker": WORKER})).json()["schedules"]
         assert [s["id"] for s in listed] == ["digest:hello"]
+
+
+async def test_posting_the_same_schedule_without_an_id_twice_keeps_one_schedule(engine_redis):
+    async with api(engine_redis, []) as client:
+        body = {"worker": WORKER, "cron": "0 0 9 * * *", "timezone": "Europe/Berlin", "args": {"list": "daily"}}
+        first = await client.post("/job", json=body)
+        assert first.status_code == 201, first.text
+        again = await client.post("/job", json={**body, "maxAttempts": 2})
+        assert again.status_code == 200, again.text
+        assert again.json()["id"] == first.json()["id"] and again.json()["maxAttempts"] == 2
+        assert again.json()["nextRunAt"] == first.json()["nextRunAt"]
+        assert [s["id"] for s in (await client.get("/schedules")).json()["schedules"]] == [first.json()["id"]]
+        times = [datetime.fromisoformat(t) for t in first.json()["nextRunTimes"]]
+        assert all(t.astimezone(ZoneInfo("Europe/Berlin")).time().isoformat() == "09:00:00" for t in times)
+        assert [(b - a).days for a, b in itertools.pairwise(times)] == [1] * 4  # daily, not 60 a month
 
 
 async def test_invalid_schedules_are_422_and_create_nothing(engine_redis):

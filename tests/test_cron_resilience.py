@@ -53,14 +53,14 @@ def tick_job_ids(server_url: str) -> list[str]:
     r = redis.Redis.from_url(server_url)
     try:
         ids = [f"{WORKER}:{key.decode()[len(keys.job_prefix):]}"
-               for key in r.scan_iter(match=keys.job_prefix + "every-second:*")]
+               for key in r.scan_iter(match=keys.job_prefix + "every-second@*")]
     finally:
         r.close()
     return sorted(ids, key=fire_ms)
 
 
 def fire_ms(job_id: str) -> int:
-    return int(job_id.rsplit(":", 1)[1])
+    return int(job_id.rsplit("@", 1)[1])
 
 
 def assert_one_job_per_second(job_ids: list[str], at_least: int) -> None:

@@ -48,10 +48,10 @@ async def test_patch_changes_the_live_limits(engine_redis):
 
 
 @pytest.mark.parametrize("body, field, message", [
-    ({"rate": 0}, "rate", "must be > 0"),
-    ({"rate": -1}, "rate", "must be > 0"),
-    ({"rate": "fast"}, "rate", "must be a number or null"),
-    ({"burst": 0.5}, "burst", "must be >= 1"),
+    ({"rate": 0}, "rate", "must be a number > 0 and <= 1000000000 or null, got 0"),
+    ({"rate": -1}, "rate", "must be a number > 0"),
+    ({"rate": "fast"}, "rate", "must be a number > 0 and <= 1000000000 or null, got 'fast'"),
+    ({"burst": 0.5}, "burst", "must be a number >= 1"),
     ({"burst": True}, "burst", "must be a number"),
     ({"concurrency": 0}, "concurrency", "whole number >= 1"),
     ({"concurrency": 2.5}, "concurrency", "whole number >= 1"),

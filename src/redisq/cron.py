@@ -2,10 +2,10 @@
 
 A schedule is ``POST /job`` with ``cron`` (see ``parse_schedule``). Its id is
 ``<worker>:<suffix>``, like a job's, and the job its tick at ``fire_ms`` creates is
-``<worker>:<suffix>:<fire_ms>`` (``keys.tick_job_suffix``), so a tick can never produce two
-jobs. Keys (built in ``keys.py``): a zset ``schedules`` of suffix -> next_fire_ms (schedules
-not paused), a set ``schedule-ids`` of all of them, a hash per schedule, and a short list
-of its latest jobs.
+``<worker>:<suffix>@<fire_ms>`` (``keys.tick_job_suffix``), so a tick can never produce two
+jobs, and no caller can give that id (``@`` is refused in callers' ids). Keys (built in
+``keys.py``): a zset ``schedules`` of suffix -> next_fire_ms (schedules not paused), a set
+``schedule-ids`` of all of them, a hash per schedule, and a short list of its latest jobs.
 
 Fire times are computed here, in Python (croniter, on the schedule's IANA timezone);
 "now" is always the Redis server's clock, read by the scripts. Each coordinator's
@@ -33,6 +33,8 @@ unless ``catchUp`` is set: then every missed tick fires (the latest
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,22 +45,34 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterBadDateError, CroniterError, croniter
 
 from .config import WorkerConfig
-from .errors import ValidationError
+from .errors import ValidationError, shown
 from .keys import job_id
-from .model import new_job_suffix, parse_enqueue
+from .model import parse_enqueue
 
 SCHEDULE_FIELDS = ("worker", "args", "cron", "timezone", "id", "catchUp", "maxAttempts", "timeout", "throttleKey",
                    "cost")
 DEFAULT_TIMEZONE = "UTC"
 MISFIRE_GRACE_MS = 60_000
 MAX_CATCH_UP_TICKS = 1000
-MAX_SCHEDULE_SUFFIX = 180  # leaves room for ":<fire_ms>" in the tick job's id (at most 200)
+MAX_SCHEDULE_SUFFIX = 180  # leaves room for "@<fire_ms>" in the tick job's id (at most 200)
 NEXT_RUN_TIMES = 5
 DUE_BATCH = 100
 # A tick's job is created this long before the tick, with runAt at the tick's time, so that
 # the dispatcher sends it as on time as any delayed job (it sleeps until runAt).
 TICK_LEAD_MS = 100
 MAX_CRON_STEPS = 100_000  # croniter iterations before a schedule counts as never firing
+# The forms a cron may take, as every refusal shows them. Six fields put seconds first, as
+# BullMQ, node-cron, Quartz and Spring do (croniter's ``second_at_beginning``).
+CRON_FORMS = ("expected 5 fields (minute hour day-of-month month day-of-week), 6 fields with seconds first "
+              "(second minute hour day-of-month month day-of-week), or one of @yearly, @monthly, @weekly, "
+              "@daily, @hourly")
+CRON_FIELD_COUNTS = (5, 6)
+STABLE_ID_PREFIX = "cron-"  # a schedule posted without an id: cron-<16 hex digits of its hash>
+
+
+def cron_iter(cron: str, start: datetime | None = None) -> croniter:
+    """croniter over ``cron``, reading a 6th field as the seconds in front."""
+    return croniter(cron, start, second_at_beginning=True)
 
 
 # -- fire times ----------------------------------------------------------------------------
@@ -74,7 +88,7 @@ class CronSpec:
         self.cron = cron
         self.timezone = timezone
         self.zone = ZoneInfo(timezone)
-        hours = croniter(cron).expanded[1]
+        hours = cron_iter(cron).expanded[1]  # croniter's own order: minute, hour, ..., second
         # With fixed hours a wall time that occurs twice (clocks going back) fires once.
         self.fixed_hours = hours != ["*"] and len(set(hours)) < 24
 
@@ -90,7 +104,7 @@ class CronSpec:
 
     def fires_after(self, after_ms: int, count: int = 1) -> list[int]:
         """The next ``count`` fire times strictly after ``after_ms``."""
-        it = croniter(self.cron, self._at(after_ms))
+        it = cron_iter(self.cron, self._at(after_ms))
         out: list[int] = []
         last = after_ms
         for _ in range(MAX_CRON_STEPS):
@@ -105,7 +119,7 @@ class CronSpec:
 
     def fires_between(self, first_ms: int, last_ms: int, most: int) -> list[int]:
         """Fire times in ``[first_ms, last_ms]``, oldest first: the latest ``most`` of them."""
-        it = croniter(self.cron, self._at(last_ms + 1))
+        it = cron_iter(self.cron, self._at(last_ms + 1))
         out: list[int] = []
         for _ in range(MAX_CRON_STEPS):
             if len(out) >= most:
@@ -178,6 +192,37 @@ def reject_cron_in_batch(items: Sequence[Any]) -> None:
                                   "not in a batch", field="cron", index=i)
 
 
+def parse_cron(value: Any) -> str:
+    """A schedule's ``cron``, its fields joined by single spaces; ValidationError (showing the
+    forms it may take) for anything but 5 fields, 6 with seconds first, or one @name."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(f"cron: must be a cron expression such as \"0 9 * * *\"; {CRON_FORMS}", field="cron")
+    fields = value.split()
+    cron = " ".join(fields)
+    count = len(fields)
+    if cron.startswith("@") and count != 1 or not cron.startswith("@") and count not in CRON_FIELD_COUNTS:
+        valid, reason = False, f"it has {count} fields"
+    else:
+        try:
+            cron_iter(cron)
+            valid = croniter.is_valid(cron, second_at_beginning=True)
+            reason = "croniter does not accept it"
+        except (CroniterError, ValueError, KeyError, TypeError) as e:
+            valid, reason = False, str(e)
+    if not valid:
+        raise ValidationError(f"cron: {shown(cron)} is not a valid cron expression ({reason}); {CRON_FORMS}",
+                              field="cron")
+    return cron
+
+
+def stable_schedule_suffix(worker: str, cron: str, timezone: str, args: Any) -> str:
+    """The id of a schedule posted without one: the same worker, cron, timezone and args
+    (as canonical JSON: keys sorted) give the same id, so posting it again updates it."""
+    canonical_args = json.dumps(args, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    digest = hashlib.sha256("\n".join((worker, cron, timezone, canonical_args)).encode()).hexdigest()
+    return STABLE_ID_PREFIX + digest[:16]
+
+
 def parse_schedule(body: Any, workers: Mapping[str, WorkerConfig]) -> ScheduleRequest:
     """Validate a schedule body; raise ValidationError naming the field."""
     if not isinstance(body, dict):
@@ -190,21 +235,7 @@ def parse_schedule(body: Any, workers: Mapping[str, WorkerConfig]) -> ScheduleRe
     if unknown:
         raise ValidationError(f"{unknown[0]}: unknown field for a schedule (expected {', '.join(SCHEDULE_FIELDS)})",
                               field=unknown[0])
-    cron = body.get("cron")
-    if not isinstance(cron, str) or not cron.strip():
-        raise ValidationError("cron: must be a cron expression such as \"0 9 * * *\"", field="cron")
-    cron = " ".join(cron.split())
-    try:
-        croniter(cron)
-        valid = croniter.is_valid(cron)
-        reason = "croniter does not accept it"
-    except (CroniterError, ValueError, KeyError, TypeError) as e:
-        valid, reason = False, str(e)
-    if not valid:
-        raise ValidationError(
-            f"cron: {cron!r} is not a valid cron expression ({reason}); expected 5 fields "
-            "(minute hour day-of-month month day-of-week), an optional 6th for seconds, or "
-            "@yearly, @monthly, @weekly, @daily, @hourly", field="cron")
+    cron = parse_cron(body.get("cron"))
     tz = body.get("timezone", DEFAULT_TIMEZONE)
     if tz is None:
         tz = DEFAULT_TIMEZONE
@@ -219,15 +250,15 @@ def parse_schedule(body: Any, workers: Mapping[str, WorkerConfig]) -> ScheduleRe
     if not isinstance(catch_up, bool):
         raise ValidationError("catchUp: must be true or false", field="catchUp")
     suffix = body.get("id")
-    if suffix is None:
-        suffix = new_job_suffix()
-    elif isinstance(suffix, str) and len(suffix) > MAX_SCHEDULE_SUFFIX:
+    if isinstance(suffix, str) and len(suffix) > MAX_SCHEDULE_SUFFIX:
         raise ValidationError(f"id: a schedule id is at most {MAX_SCHEDULE_SUFFIX} characters", field="id")
     # worker, args, id, maxAttempts, timeout, throttleKey, cost are checked as for any job
-    job_fields = ("worker", "args", "maxAttempts", "timeout", "throttleKey", "cost")
-    job = parse_enqueue({k: body[k] for k in job_fields if k in body} | {"id": suffix}, workers)
+    job_fields = ("worker", "args", "id", "maxAttempts", "timeout", "throttleKey", "cost")
+    job = parse_enqueue({k: body[k] for k in job_fields if k in body}, workers)
+    if suffix is None:
+        suffix = stable_schedule_suffix(job.worker, cron, tz, body.get("args", {}))
     return ScheduleRequest(
-        worker=job.worker, suffix=job.suffix, cron=cron, timezone=tz, args_json=job.args_json, catch_up=catch_up,
+        worker=job.worker, suffix=suffix, cron=cron, timezone=tz, args_json=job.args_json, catch_up=catch_up,
         max_attempts=job.max_attempts if body.get("maxAttempts") is not None else None,
         timeout_ms=job.timeout_ms if body.get("timeout") is not None else None,
         throttle_key=job.throttle_key, cost=job.cost if body.get("cost") is not None else None,

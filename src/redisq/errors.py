@@ -10,20 +10,38 @@
     +-- UnavailableError         (503) Redis cannot be reached
 
 The API turns each into ``{"error": message}`` plus ``field``/``index`` where they apply.
+A message and a field name may echo the caller's input: every error escapes what UTF-8
+cannot carry (a lone surrogate such as ``\\ud800`` becomes those six characters), and
+``shown`` is how a message quotes a value (its repr, cut short).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+SHOWN_CHARS = 80  # the most of one value that a message quotes
+
+
+def escaped(text: str) -> str:
+    """``text`` with what UTF-8 cannot encode (lone surrogates) escaped as ``\\udXXX``."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def shown(value: Any) -> str:
+    """A value of the caller's input as a message quotes it: its repr (which escapes lone
+    surrogates and control characters), at most ``SHOWN_CHARS`` characters of it."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS - 3]}... ({len(text)} characters)"
+
 
 class RedisqError(Exception):
     status_code = 500
 
     def __init__(self, message: str, *, field: str | None = None, index: int | None = None):
+        message = escaped(message)
         super().__init__(message)
         self.message = message
-        self.field = field
+        self.field = None if field is None else escaped(field)
         self.index = index
 
     def to_json(self) -> dict[str, Any]:

@@ -31,7 +31,8 @@ are built from the prefixes in ARGV (``job_prefix``, ``queue_prefix``,
 ``key_bucket_prefix``), which share the worker's slot.
 
 A job id is ``<worker>:<suffix>``, so the id alone leads to its keys; so is a schedule id,
-and the job a schedule's tick creates is ``<worker>:<schedule suffix>:<tick unix ms>``.  A
+and the job a schedule's tick creates is ``<worker>:<schedule suffix>@<tick unix ms>``: a
+caller's id cannot hold ``@`` (``CALLER_SUFFIX_RE``), so no caller can take a tick's job.  A
 queue member is the job's 12-hex-digit enqueue sequence followed by its suffix: jobs due
 at the same millisecond leave in the order they were enqueued.
 """
@@ -46,7 +47,9 @@ WAKE_CHANNEL = f"{PREFIX}:wake"
 SHARED_SECRET_KEY = f"{PREFIX}:secret"
 
 WORKER_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
-JOB_SUFFIX_RE = re.compile(r"^[A-Za-z0-9._~:-]{1,200}\Z")
+TICK_MARK = "@"  # between a schedule's suffix and the tick's time, in the suffix of a tick's job
+CALLER_SUFFIX_RE = re.compile(r"^[A-Za-z0-9._~:-]{1,200}\Z")  # an id a caller gives (a job's, a schedule's)
+JOB_SUFFIX_RE = re.compile(r"^[A-Za-z0-9._~:@-]{1,200}\Z")  # any job's: a caller's, or a tick's
 THROTTLE_KEY_MAX_CHARS = 200
 QUEUE_SEQ_DIGITS = 12
 
@@ -179,5 +182,6 @@ def job_key(job_id_text: str) -> str | None:
 
 
 def tick_job_suffix(schedule_suffix: str, fire_ms: int) -> str:
-    """The suffix of the job a schedule's tick at ``fire_ms`` creates: one tick, one job id."""
-    return f"{schedule_suffix}:{fire_ms}"
+    """The suffix of the job a schedule's tick at ``fire_ms`` creates: one tick, one job id,
+    which no caller can give (``TICK_MARK`` is not in ``CALLER_SUFFIX_RE``)."""
+    return f"{schedule_suffix}{TICK_MARK}{fire_ms}"

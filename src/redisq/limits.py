@@ -17,16 +17,15 @@ keys), ``timeout`` (seconds, for jobs that did not set their own) and ``paused``
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypedDict
 
 from .config import DEFAULT_TIMEOUT_S, WorkerConfig
 from .errors import ValidationError
+from .inputs import MAX_AMOUNT, TIMEOUT_S, NumberRule
 from .types import RedisHash
 
-MAX_TIMEOUT_S = 7 * 86400
 PATCH_FIELDS = ("rate", "burst", "concurrency", "timeout", "totalRate", "totalBurst")
 
 
@@ -120,6 +119,10 @@ class Limits:
                 "timeout": self.timeout_s, "paused": self.paused}
 
 
+RATE = NumberRule(0, MAX_AMOUNT, above_low=True, nullable=True)  # rate, totalRate: per second
+BURST = NumberRule(1, MAX_AMOUNT, nullable=True)  # burst, totalBurst: tokens
+CONCURRENCY = NumberRule(1, MAX_AMOUNT, whole=True, nullable=True)
+
 PATCH_REDIS_FIELDS = {"rate": "rate", "burst": "burst", "concurrency": "concurrency", "timeout": "timeout_ms",
                       "totalRate": "total_rate", "totalBurst": "total_burst"}
 
@@ -158,38 +161,25 @@ def parse_limits_patch(body: Any, current: Limits) -> Limits:
     if unknown:
         raise ValidationError(f"{unknown[0]}: unknown field (expected {', '.join(PATCH_FIELDS)})", field=unknown[0])
 
-    def number(name: str, minimum: float, strict: bool) -> float | None:
-        value = body[name]
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValidationError(f"{name}: must be a number or null, got {value!r}", field=name)
-        if value < minimum or (strict and value == minimum):
-            raise ValidationError(f"{name}: must be {'>' if strict else '>='} {minimum:g}, got {value!r}", field=name)
-        return float(value)
+    def number(name: str, rule: NumberRule) -> float | None:
+        return None if body[name] is None and rule.nullable else rule.read(body[name], name)
 
     changes: _LimitChanges = {}
     if "rate" in body:
-        changes["rate"] = number("rate", 0.0, strict=True)
+        changes["rate"] = number("rate", RATE)
     if "burst" in body:
-        changes["burst"] = number("burst", 1.0, strict=False)
+        changes["burst"] = number("burst", BURST)
     if "totalRate" in body:
-        changes["total_rate"] = number("totalRate", 0.0, strict=True)
+        changes["total_rate"] = number("totalRate", RATE)
     if "totalBurst" in body:
-        changes["total_burst"] = number("totalBurst", 1.0, strict=False)
+        changes["total_burst"] = number("totalBurst", BURST)
     if "concurrency" in body:
-        value = body["concurrency"]
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValidationError(f"concurrency: must be a whole number >= 1 or null, got {value!r}",
-                                  field="concurrency")
-        changes["concurrency"] = value
+        concurrency = number("concurrency", CONCURRENCY)
+        changes["concurrency"] = None if concurrency is None else int(concurrency)
     if "timeout" in body:
-        value = body["timeout"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or not 0 < value <= MAX_TIMEOUT_S:
-            raise ValidationError(f"timeout: must be a number of seconds > 0 and <= {MAX_TIMEOUT_S}, got {value!r}",
-                                  field="timeout")
-        changes["timeout_s"] = float(value)
+        timeout_s = number("timeout", TIMEOUT_S)  # not nullable: a worker always has a timeout
+        assert timeout_s is not None
+        changes["timeout_s"] = timeout_s
     # Removing a rate removes its burst too, unless the same PATCH gives one (then refused).
     if "rate" in changes and changes["rate"] is None and "burst" not in changes:
         changes["burst"] = None

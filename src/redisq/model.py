@@ -21,8 +21,9 @@ from functools import lru_cache
 from typing import Any
 
 from .config import WorkerConfig
-from .errors import ValidationError
-from .keys import JOB_SUFFIX_RE, THROTTLE_KEY_MAX_CHARS, job_id
+from .errors import ValidationError, shown
+from .inputs import MAX_AMOUNT, TIMEOUT_S, NumberRule
+from .keys import CALLER_SUFFIX_RE, THROTTLE_KEY_MAX_CHARS, job_id
 from .types import RedisHash
 
 
@@ -149,8 +150,10 @@ class EnqueueRequest:
 ENQUEUE_FIELDS = ("worker", "args", "runAt", "delay", "id", "maxAttempts", "timeout", "throttleKey", "cost")
 MAX_UNIX_S = 253402300799.999  # 9999-12-31T23:59:59.999Z
 MAX_DELAY_S = 100 * 365 * 86400
-MAX_TIMEOUT_S = 7 * 86400
 MAX_COST = 1e9
+DELAY_S = NumberRule(0, MAX_DELAY_S, unit="seconds")
+MAX_ATTEMPTS = NumberRule(1, MAX_AMOUNT, whole=True)
+COST = NumberRule(0, MAX_COST, above_low=True, unit="tokens")
 AM_PM_FORMATS = ("%Y-%m-%d %I:%M:%S %p", "%Y-%m-%d %I:%M %p", "%Y/%m/%d %I:%M:%S %p", "%m/%d/%Y %I:%M:%S %p")
 
 
@@ -163,12 +166,13 @@ def new_job_suffix() -> str:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _unix_ms(seconds: float) -> int:
-    if not math.isfinite(seconds) or not 0 <= seconds <= MAX_UNIX_S:
-        raise ValueError(f"must be a time from 1970 to 9999 (0 to {MAX_UNIX_S} unix seconds), got {seconds!r}")
+    # compared before any conversion: an integer too long for a float is refused, not overflowed
+    if not (isinstance(seconds, int) or math.isfinite(seconds)) or not 0 <= seconds <= MAX_UNIX_S:
+        raise ValueError(f"must be a time from 1970 to 9999 (0 to {MAX_UNIX_S} unix seconds), got {shown(seconds)}")
     return int(round(seconds * 1000))
 
 
@@ -176,7 +180,7 @@ def parse_run_at(value: Any) -> int:
     """A ``runAt`` value -> unix ms. ISO 8601 (UTC when it has no offset), ``2020-01-01 10:00:00 AM``
     style (UTC), or unix seconds as a number or a numeric string."""
     if _is_number(value):
-        return _unix_ms(float(value))
+        return _unix_ms(value)
     if not isinstance(value, str) or not value.strip():
         raise ValueError("must be an ISO 8601 time, a '2020-01-01 10:00:00 AM' style time, or unix seconds")
     text = value.strip()
@@ -215,6 +219,9 @@ def parse_enqueue(body: Any, workers: Mapping[str, WorkerConfig], index: int | N
         text = f"{where}{field}: {message}" if field else f"{where.rstrip('.') or 'body'}: {message}"
         return ValidationError(text, field=field, index=index)
 
+    def number(field: str, rule: NumberRule) -> float:
+        return rule.read(body[field], field, index)
+
     if not isinstance(body, dict):
         raise invalid(None, "must be a JSON object")
     unknown = [k for k in body if k not in ENQUEUE_FIELDS]
@@ -238,23 +245,17 @@ def parse_enqueue(body: Any, workers: Mapping[str, WorkerConfig], index: int | N
         except ValueError as e:
             raise invalid("runAt", str(e)) from None
     if body.get("delay") is not None:
-        delay = body["delay"]
-        if not _is_number(delay) or not 0 <= delay <= MAX_DELAY_S:
-            raise invalid("delay", f"must be a number of seconds from 0 to {MAX_DELAY_S}, got {delay!r}")
-        delay_ms = int(round(delay * 1000))
+        delay_ms = int(round(number("delay", DELAY_S) * 1000))
 
     suffix = body.get("id")
     if suffix is None:
         suffix = new_job_suffix()
-    elif not isinstance(suffix, str) or not JOB_SUFFIX_RE.match(suffix):
-        raise invalid("id", "must be 1 to 200 characters of A-Z a-z 0-9 . _ ~ : -")
+    elif not isinstance(suffix, str) or not CALLER_SUFFIX_RE.match(suffix):
+        raise invalid("id", "must be 1 to 200 characters of A-Z a-z 0-9 . _ ~ : - (not @, which marks the jobs "
+                      "of schedule ticks)")
 
-    max_attempts = body.get("maxAttempts", worker.max_attempts)
-    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-        raise invalid("maxAttempts", f"must be a whole number >= 1, got {max_attempts!r}")
-    timeout = body.get("timeout")
-    if timeout is not None and (not _is_number(timeout) or not 0 < timeout <= MAX_TIMEOUT_S):
-        raise invalid("timeout", f"must be a number of seconds > 0 and <= {MAX_TIMEOUT_S}, got {timeout!r}")
+    max_attempts = worker.max_attempts if "maxAttempts" not in body else int(number("maxAttempts", MAX_ATTEMPTS))
+    timeout = None if body.get("timeout") is None else number("timeout", TIMEOUT_S)
 
     throttle_key = body.get("throttleKey")
     if throttle_key is None:
@@ -262,10 +263,8 @@ def parse_enqueue(body: Any, workers: Mapping[str, WorkerConfig], index: int | N
     elif not isinstance(throttle_key, str) or not 1 <= len(throttle_key) <= THROTTLE_KEY_MAX_CHARS \
             or not throttle_key.isprintable():
         raise invalid("throttleKey",
-                      f"must be 1 to {THROTTLE_KEY_MAX_CHARS} printable characters, got {throttle_key!r}")
-    cost = body.get("cost", 1)
-    if not _is_number(cost) or not 0 < cost <= MAX_COST:
-        raise invalid("cost", f"must be a number of tokens > 0 and <= {MAX_COST}, got {cost!r}")
+                      f"must be 1 to {THROTTLE_KEY_MAX_CHARS} printable characters, got {shown(throttle_key)}")
+    cost = number("cost", COST) if "cost" in body else 1.0
 
     args = body.get("args", {})
     try:
@@ -281,5 +280,5 @@ def parse_enqueue(body: Any, workers: Mapping[str, WorkerConfig], index: int | N
         max_attempts=max_attempts,
         timeout_ms=None if timeout is None else max(1, int(round(timeout * 1000))),
         throttle_key=throttle_key,
-        cost=float(cost),
+        cost=cost,
     )

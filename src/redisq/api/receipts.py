@@ -4,7 +4,6 @@ with the receipt token the dispatcher gave it (no API token needed; see security
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 from starlette.requests import Request
@@ -13,13 +12,15 @@ from starlette.routing import Route
 
 from ..dispatch import MAX_RETRY_AFTER_S
 from ..engine import ACCEPTED, Receipt
-from ..errors import UnauthorizedError, ValidationError
+from ..errors import UnauthorizedError, ValidationError, escaped
+from ..inputs import NumberRule
 from ..keys import split_job_id
 from ..model import iso_from_ms
 from ..security import ReceiptGrant, bearer_token, verify_receipt_token
 from .http import coordinator_of, read_json
 
 RECEIPT_FIELDS = ("status", "error", "result", "retry", "retryAfter")
+RETRY_AFTER_S = NumberRule(0, MAX_RETRY_AFTER_S, unit="seconds")
 
 
 def receipt_grant(request: Request) -> ReceiptGrant:
@@ -72,7 +73,7 @@ def parse_receipt(body: Any, job_id: str, attempt: int, seq: int = 0) -> Receipt
     if error is None:
         error_text = "" if status == "success" else "failed (the receipt gave no error)"
     elif isinstance(error, str):
-        error_text = error
+        error_text = escaped(error)  # stored as UTF-8: a lone surrogate is kept as its escape
     else:
         error_text = json.dumps(error, separators=(",", ":"))
     result = body.get("result")
@@ -83,10 +84,7 @@ def parse_receipt(body: Any, job_id: str, attempt: int, seq: int = 0) -> Receipt
     retry_after = body.get("retryAfter")
     retry_after_ms = -1
     if retry_after is not None:
-        if (isinstance(retry_after, bool) or not isinstance(retry_after, (int, float))
-                or not math.isfinite(retry_after) or not 0 <= retry_after <= MAX_RETRY_AFTER_S):
-            raise ValidationError(f"retryAfter: must be a number of seconds from 0 to {MAX_RETRY_AFTER_S:g}, "
-                                  f"got {retry_after!r}", field="retryAfter")
+        retry_after = RETRY_AFTER_S.read(retry_after, "retryAfter")
         if status != "failure" or not retry:
             raise ValidationError("retryAfter: only a failure that is retried can carry it", field="retryAfter")
         retry_after_ms = int(retry_after * 1000)
