@@ -11,10 +11,11 @@ import time
 from collections.abc import Callable
 from functools import partial
 
-from ..config import Config, WorkerConfig
+from ..config import DEFAULT_PERMANENT_STATUSES, Config, WorkerConfig
 from ..engine import ClaimedJob, Receipt
 from ..security import receipt_token, signed_headers
 from ..transport import NotSentError, Response, SendWindow, Transport, TransportError
+from ..worker import PERMANENT_HEADER
 
 log = logging.getLogger("redisq.dispatch")
 
@@ -55,14 +56,16 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def receipt_from_response(job: ClaimedJob, resp: Response) -> Receipt | None:
+def receipt_from_response(job: ClaimedJob, resp: Response,
+                          permanent_statuses: frozenset[int] = DEFAULT_PERMANENT_STATUSES) -> Receipt | None:
     """The worker's HTTP response as a receipt; None for 202 (the receipt comes later).
 
-    2xx = success (a small JSON body is kept as the result); 429 and 503 = failure, and with
-    Retry-After back-pressure (settle pauses the key and does not count the attempt); 401 =
-    failure, retried (the worker refused the request's signature: a key mismatch, fixed by
-    configuration, must not kill the job); other 4xx = permanent failure; anything else =
-    failure."""
+    2xx = success (a small JSON body is kept as the result); an answer marked
+    ``X-Redisq-Permanent: true`` (the SDK's PermanentFailure) = permanent failure, whatever
+    its status; a status in the worker's ``permanent_statuses`` (by default 400, 410, 422:
+    the payload can never succeed) = permanent failure; 429 and 503 = failure, and with
+    Retry-After back-pressure (settle pauses the key and does not count the attempt);
+    anything else (404, 403, 408, 409, 401, 5xx, 3xx) = failure, retried with backoff."""
     status = resp.status
     if status == 202:
         return None
@@ -70,23 +73,25 @@ def receipt_from_response(job: ClaimedJob, resp: Response) -> Receipt | None:
     receipt = partial(Receipt, job.suffix, job.attempt, seq=job.seq)  # then the outcome and its fields
 
     if 200 <= status < 300:
-        result = ""
-        if resp.body and not resp.truncated and len(resp.body) <= RESULT_MAX_BYTES:
-            try:
-                text = resp.body.decode("utf-8")
-                json.loads(text, parse_constant=_reject_constant)
-                result = text
-            except (ValueError, RecursionError):  # not UTF-8 JSON (or NaN/Infinity): not kept
-                result = ""
-        return receipt("success", result_json=result)
+        return receipt("success", result_json=result_json(resp.body) if not resp.truncated else "")
+    if (resp.headers.get(PERMANENT_HEADER.lower()) or "").strip().lower() == "true" or status in permanent_statuses:
+        return receipt("permanent", error=_error_text(resp))
     if status in (429, 503):
         return receipt("failure", error=_error_text(resp),
                        retry_after_ms=retry_after_ms(resp.headers.get("retry-after")))
-    if status == 401:  # the worker refused our signature: a key mismatch an operator fixes, so retried
-        return receipt("failure", error=_error_text(resp))
-    if 400 <= status < 500:
-        return receipt("permanent", error=_error_text(resp))
     return receipt("failure", error=_error_text(resp))
+
+
+def result_json(body: bytes) -> str:
+    """``body`` as the job's result: UTF-8 JSON up to ``RESULT_MAX_BYTES``; "" (no result) otherwise."""
+    if not body or len(body) > RESULT_MAX_BYTES:
+        return ""
+    try:
+        text = body.decode("utf-8")
+        json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):  # not UTF-8 JSON (or NaN/Infinity): not kept
+        return ""
+    return text
 
 
 class Caller:
@@ -141,7 +146,7 @@ class Caller:
             body = self.dispatch_body(job)
             resp = await self.transport.post(worker.url, body, self.request_headers(body), job.timeout_ms / 1000,
                                              window=window)
-            receipt = receipt_from_response(job, resp)
+            receipt = receipt_from_response(job, resp, worker.permanent_statuses)
         except NotSentError as e:
             receipt = Receipt(job.suffix, job.attempt, "unsent", error=str(e), seq=job.seq)
         except TransportError as e:
