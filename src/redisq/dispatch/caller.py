@@ -8,7 +8,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 from ..config import DEFAULT_PERMANENT_STATUSES, Config, WorkerConfig
@@ -16,6 +16,7 @@ from ..engine import ClaimedJob, Receipt
 from ..security import receipt_token, signed_headers
 from ..transport import NotSentError, Response, SendWindow, Transport, TransportError
 from ..worker import PERMANENT_HEADER
+from .deadline import AnswerDeadline
 
 log = logging.getLogger("redisq.dispatch")
 
@@ -28,6 +29,8 @@ MAX_RETRY_AFTER_S = 86400.0
 # written), "accepted" (202), "settled" ("returned (...)" for one that was never sent)
 # ("settled" with "returned (...)" for a throttled job that was not sent within send_window)
 Observer = Callable[[str, str, int, str], None]
+# (worker, job) -> ms the attempt's lease has left, 0 = ended (Engine.lease_left_ms)
+LeaseReader = Callable[[WorkerConfig, ClaimedJob], Awaitable[int]]
 
 
 def retry_after_ms(value: str | None) -> int:
@@ -98,8 +101,9 @@ class Caller:
     """Calls a worker's URL for one claimed job and answers the attempt's receipt."""
 
     def __init__(self, config: Config, transport: Transport, secret: bytes, signing_key: bytes,
-                 observer: Observer | None = None):
+                 observer: Observer | None = None, lease_left_ms: LeaseReader | None = None):
         self.transport = transport
+        self.lease_left_ms = lease_left_ms  # None: a call ends at its timeout, heartbeats or not
         self.secret = secret  # signs receipt tokens
         self.signing_key = signing_key  # signs X-Redisq-Signature
         self.observer = observer
@@ -136,6 +140,22 @@ class Caller:
 
         window.on_written = written
 
+    async def _post(self, worker: WorkerConfig, job: ClaimedJob, window: SendWindow | None) -> Response:
+        """The worker's answer, read whole, within the job's timeout or, past it, while its
+        lease runs (``AnswerDeadline``); TransportError when none came in that time."""
+        body = self.dispatch_body(job)
+        timeout_s = job.timeout_ms / 1000
+        lease_left_ms = self.lease_left_ms
+        deadline = AnswerDeadline(timeout_s, None if lease_left_ms is None else partial(lease_left_ms, worker, job))
+        try:
+            async with deadline:
+                return await self.transport.post(worker.url, body, self.request_headers(body), None, window=window)
+        except TimeoutError:
+            if deadline.extended:
+                raise TransportError(f"timed out after {deadline.waited_s:.1f} s (timeout {timeout_s:g} s, "
+                                     "extended by heartbeats until the lease ended)") from None
+            raise TransportError(f"timed out after {timeout_s:g} s") from None
+
     async def call(self, worker: WorkerConfig, job: ClaimedJob, window: SendWindow | None = None) -> Receipt | None:
         """The attempt's receipt: the worker's answer, a failure when none came, "unsent" when
         its send window passed before it could be written; None for a 202 (it comes later)."""
@@ -143,9 +163,7 @@ class Caller:
             self._observe_dispatch(worker, job, window)
         receipt: Receipt | None
         try:
-            body = self.dispatch_body(job)
-            resp = await self.transport.post(worker.url, body, self.request_headers(body), job.timeout_ms / 1000,
-                                             window=window)
+            resp = await self._post(worker, job, window)
             receipt = receipt_from_response(job, resp, worker.permanent_statuses)
         except NotSentError as e:
             receipt = Receipt(job.suffix, job.attempt, "unsent", error=str(e), seq=job.seq)
