@@ -53,6 +53,14 @@ def test_parse_the_full_example():
     assert config.workers["sync-shop"].bucket_size is None
 
 
+def test_permanent_statuses_default_to_400_410_422_and_a_worker_may_list_its_own():
+    config = parse('[workers.a]\nurl = "http://x"\n[workers.b]\nurl = "http://x"\npermanent_statuses = [404, 400]\n'
+                   '[workers.c]\nurl = "http://x"\npermanent_statuses = []\n')
+    assert config.workers["a"].permanent_statuses == {400, 410, 422}
+    assert config.workers["b"].permanent_statuses == {400, 404}
+    assert config.workers["c"].permanent_statuses == frozenset()  # nothing is permanent by its status
+
+
 def test_defaults_without_a_file():
     config = parse("")
     assert config == Config() and config.workers == {}
@@ -92,6 +100,14 @@ def test_cancelled_retention_defaults_to_dead_retention():
      "workers.send-email.retention.forever", "unknown setting"),
     ('[workers.send-email]\nurl = "http://x"\nretention = { dead = -1 }\n',
      "workers.send-email.retention.dead", ">= 0"),
+    ('[workers.send-email]\nurl = "http://x"\npermanent_statuses = 404\n',
+     "workers.send-email.permanent_statuses", "must be a list of HTTP statuses from 400 to 599"),
+    ('[workers.send-email]\nurl = "http://x"\npermanent_statuses = [400, 200]\n',
+     "workers.send-email.permanent_statuses", "got [400, 200]"),
+    ('[workers.send-email]\nurl = "http://x"\npermanent_statuses = ["404"]\n',
+     "workers.send-email.permanent_statuses", "from 400 to 599"),
+    ('[workers.send-email]\nurl = "http://x"\npermanent_statuses = [true]\n',
+     "workers.send-email.permanent_statuses", "from 400 to 599"),
     ('workers = 3\n', "workers", "must be a table"),
     ('[workers]\nsend-email = 3\n', "workers.send-email", "must be a table"),
     ('colour = "blue"\n', "colour", "unknown setting"),

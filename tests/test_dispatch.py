@@ -489,7 +489,9 @@ CLAIMED = ClaimedJob(worker="work", suffix="j1", attempt=2, timeout_ms=1000, arg
     (Response(503, b"", {}), "failure", "", "HTTP 503", -1),
     (Response(400, b"bad template"), "permanent", "", "HTTP 400: bad template", -1),
     (Response(401, b"redisq signature refused"), "failure", "", "HTTP 401: redisq signature refused", -1),  # retried
-    (Response(404, b"x" * 1000), "permanent", "", "HTTP 404: " + "x" * 300, -1),
+    (Response(404, b"x" * 1000), "failure", "", "HTTP 404: " + "x" * 300, -1),  # retried: a wrong path is fixed
+    (Response(410, b"gone"), "permanent", "", "HTTP 410: gone", -1),
+    (Response(500, b"never", {"x-redisq-permanent": "true"}), "permanent", "", "HTTP 500: never", -1),
     (Response(500, b"boom"), "failure", "", "HTTP 500: boom", -1),
     (Response(302, b""), "failure", "", "HTTP 302", -1),
 ])

@@ -128,6 +128,7 @@ async def test_a_permanent_failure_is_answered_422_and_the_job_is_not_retried(jo
     body = dispatch_body(job)
     resp = await post(workers, body, signed(body, KEY))
     assert resp.status_code == 422 and resp.text == text
+    assert resp.headers["x-redisq-permanent"] == "true"  # permanent whatever the worker's permanent_statuses
     receipt = as_receipt(resp)
     assert receipt.outcome == "permanent" and receipt.error == f"HTTP 422: {text}"
 

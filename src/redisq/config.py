@@ -21,6 +21,9 @@ from .keys import WORKER_NAME_RE
 # Seconds an attempt may take when neither the job nor its worker says (lua/includes/limits.lua
 # keeps the same in ms, for a worker whose live limits are missing; a test holds them equal).
 DEFAULT_TIMEOUT_S = 30.0
+# Statuses of a worker's answer that fail a job for good: the payload itself can never
+# succeed. Every other failure is retried (README, What the worker receives).
+DEFAULT_PERMANENT_STATUSES = frozenset({400, 410, 422})
 
 
 class ConfigError(ValueError):
@@ -60,6 +63,7 @@ class WorkerConfig:
     max_attempts: int = 5
     backoff: Backoff = field(default_factory=Backoff)
     retention: Retention = field(default_factory=Retention)
+    permanent_statuses: frozenset[int] = DEFAULT_PERMANENT_STATUSES  # answers that make the job dead
 
     @property
     def bucket_size(self) -> float | None:
@@ -161,6 +165,16 @@ class _Reader:
             raise _fail(self.source, self._key(name), f"must be true or false, got {value!r}")
         return value
 
+    def statuses(self, name: str, default: frozenset[int]) -> frozenset[int]:
+        value = self.table.get(name)
+        if value is None:
+            return default
+        if not isinstance(value, list) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and 400 <= v <= 599 for v in value):
+            raise _fail(self.source, self._key(name),
+                        f"must be a list of HTTP statuses from 400 to 599 (e.g. [400, 410, 422]), got {value!r}")
+        return frozenset(value)
+
     def table_of(self, name: str) -> Mapping[str, Any]:
         value = self.table.get(name, {})
         if not isinstance(value, Mapping):
@@ -191,7 +205,7 @@ def parse_worker(source: str, name: str, table: Mapping[str, Any]) -> WorkerConf
     if not isinstance(table, Mapping):
         raise _fail(source, path, "must be a table")
     r = _Reader(source, table, path, {"url", "rate", "burst", "concurrency", "total_rate", "total_burst", "timeout",
-                                          "max_attempts", "backoff", "retention"})
+                                          "max_attempts", "backoff", "retention", "permanent_statuses"})
     url = _url(source, f"{path}.url", r.text("url", None))
     if url is None:
         raise _fail(source, f"{path}.url", "is required")
@@ -229,6 +243,7 @@ def parse_worker(source: str, name: str, table: Mapping[str, Any]) -> WorkerConf
         max_attempts=r.integer("max_attempts", 5) or 5,
         backoff=backoff,
         retention=retention,
+        permanent_statuses=r.statuses("permanent_statuses", DEFAULT_PERMANENT_STATUSES),
     )
 
 

@@ -92,6 +92,8 @@ SPECS: dict[str, ScriptSpec] = {spec.name: spec for spec in (
                answers="{purged, more}"),
     ScriptSpec("heartbeat", ("running", "job"), ("suffix", "attempt", "seq"),
                answers="{'extended', lease_deadline_ms} | {'missing' | 'stale' | 'finished', detail}"),
+    ScriptSpec("lease", ("running", "job"), ("suffix", "attempt", "seq"),
+               answers="ms the running attempt's lease has left; 0 = ended, or not that attempt"),
     ScriptSpec("set_limits", ("limits", "throttle_keys"), ("mode",), item_args=("field", "value"),
                answers="the limits hash after the change"),
     ScriptSpec("worker_state", (*QUEUE_KEYS, "running", "bucket", "key_bucket", "dispatched"), QUEUE_ARGS,

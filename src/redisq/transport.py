@@ -11,6 +11,11 @@ queue with its tokens), and the dispatcher is told when it is written (a late on
 its key back). The aiohttp transport looks at the last moment before the request is
 written (a trace hook that aiohttp awaits just before the write, after the connection is
 set up); httpx and the mock look when the call starts.
+
+An answer is read whole, up to ``MAX_RESPONSE_BYTES`` (the rest is not read: ``truncated``);
+a body cut short of its Content-Length is a ``TransportError``, as is one that has not
+ended when the timeout passes. ``timeout_s`` None: the transport sets no deadline of its
+own (the dispatcher's ``AnswerDeadline`` keeps one that follows the lease).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Protocol
@@ -27,6 +32,16 @@ if TYPE_CHECKING:
     import aiohttp
 
 MAX_RESPONSE_BYTES = 64 * 1024  # a worker's answer beyond this is not kept as the job's result
+
+
+async def read_capped(chunks: AsyncIterable[bytes]) -> tuple[bytes, bool]:
+    """The body up to ``MAX_RESPONSE_BYTES``, and whether there was more (left unread)."""
+    data = b""
+    async for chunk in chunks:
+        data += chunk
+        if len(data) > MAX_RESPONSE_BYTES:
+            return data[:MAX_RESPONSE_BYTES], True
+    return data, False
 
 
 @dataclass(frozen=True)
@@ -74,7 +89,7 @@ class SendWindow:
 
 
 class Transport(Protocol):
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float,
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float | None,
                    window: SendWindow | None = None) -> Response: ...
 
     async def close(self) -> None: ...
@@ -89,9 +104,9 @@ class AiohttpTransport:
         self._session: aiohttp.ClientSession | None = None
         self._paced_session: aiohttp.ClientSession | None = None  # for calls with a SendWindow: it has the trace hook
         self._max_connections = max_connections
-        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}  # one ClientTimeout per distinct job timeout
+        self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}  # one ClientTimeout per distinct job timeout
 
-    def _timeout(self, timeout_s: float) -> aiohttp.ClientTimeout:
+    def _timeout(self, timeout_s: float | None) -> aiohttp.ClientTimeout:
         timeout = self._timeouts.get(timeout_s)
         if timeout is None:
             if len(self._timeouts) > 1000:
@@ -123,7 +138,7 @@ class AiohttpTransport:
             self._paced_session = self._new_session([trace])
         return self._paced_session
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float,
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float | None,
                    window: SendWindow | None = None) -> Response:
         import aiohttp
 
@@ -133,13 +148,10 @@ class AiohttpTransport:
             async with self._get_session(window is not None).post(
                     url, data=body, headers=headers, timeout=self._timeout(timeout_s), allow_redirects=False,
                     trace_request_ctx=window) as resp:  # None, aiohttp's default, without a window
-                data = await resp.content.read(MAX_RESPONSE_BYTES + 1)
-                return Response(
-                    status=resp.status,
-                    body=data[:MAX_RESPONSE_BYTES],
-                    headers=resp.headers,  # case-insensitive already
-                    truncated=len(data) > MAX_RESPONSE_BYTES,
-                )
+                # read(n) answers what has come so far: read until the end (or the cap)
+                data, truncated = await read_capped(resp.content.iter_chunked(MAX_RESPONSE_BYTES + 1))
+                return Response(status=resp.status, body=data, headers=resp.headers,  # case-insensitive already
+                                truncated=truncated)
         except TimeoutError:
             raise TransportError(f"timed out after {timeout_s:g} s") from None
         except aiohttp.ClientError as e:
@@ -168,25 +180,23 @@ class HttpxTransport:
         self._client = httpx.AsyncClient(
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections))
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float,
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float | None,
                    window: SendWindow | None = None) -> Response:
         import httpx
 
         if window is not None:
             window.written()
         try:
-            resp = await self._client.post(url, content=body, headers=dict(headers), timeout=timeout_s)
-        except httpx.TimeoutException:
+            async with asyncio.timeout(timeout_s):  # httpx's own timeout is per read, not for the whole answer
+                async with self._client.stream("POST", url, content=body, headers=dict(headers),
+                                               timeout=timeout_s) as resp:
+                    data, truncated = await read_capped(resp.aiter_bytes())
+        except (httpx.TimeoutException, TimeoutError):
             raise TransportError(f"timed out after {timeout_s:g} s") from None
         except httpx.HTTPError as e:
             raise TransportError(f"{type(e).__name__}: {e}") from None
-        data = resp.content
-        return Response(
-            status=resp.status_code,
-            body=data[:MAX_RESPONSE_BYTES],
-            headers={k.lower(): v for k, v in resp.headers.items()},
-            truncated=len(data) > MAX_RESPONSE_BYTES,
-        )
+        return Response(status=resp.status_code, body=data, headers={k.lower(): v for k, v in resp.headers.items()},
+                        truncated=truncated)
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -202,7 +212,7 @@ class MockTransport:
     def __init__(self, handler: Handler):
         self.handler = handler
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float,
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float | None,
                    window: SendWindow | None = None) -> Response:
         if window is not None:
             window.written()

@@ -25,7 +25,8 @@ receipt, as the coordinator reads it (``dispatch.receipt_from_response``):
 
     the function                       answer                              the job
     returns a JSON value               200, the value                      succeeded, value kept as result
-    raises PermanentFailure(msg)       422 "PermanentFailure: msg"         dead, no retry
+    raises PermanentFailure(msg)       422 "PermanentFailure: msg",        dead, no retry
+                                       X-Redisq-Permanent: true
     raises RetryLater(after_s=30)      429, Retry-After: 30                retried after 30 s
     raises any other error             500 "<ErrorType>: <message>"        retried by backoff
     returns ctx.later(work)            202, then work runs; its outcome    succeeded / retried / dead
@@ -75,8 +76,15 @@ TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"
 
 
+# An answer with this header set to "true" fails the job for good, whatever its status
+# (the coordinator's dispatch.receipt_from_response): the SDK marks its PermanentFailure so.
+PERMANENT_HEADER = "X-Redisq-Permanent"
+
+
 class PermanentFailure(Exception):
-    """Raise it to fail the job for good: the coordinator marks it dead, no more attempts."""
+    """Raise it to fail the job for good: the coordinator marks it dead, no more attempts
+    (answered 422 with ``X-Redisq-Permanent: true``, permanent whatever the worker's
+    ``permanent_statuses``)."""
 
 
 class RetryLater(Exception):
@@ -349,7 +357,7 @@ class Workers:
                 if inspect.isawaitable(value):
                     value = await value
         except PermanentFailure as e:
-            return Answer.text(422, error_text(e))
+            return Answer.text(422, error_text(e), **{PERMANENT_HEADER: "true"})
         except RetryLater as e:
             return Answer.text(429, error_text(e), **{"Retry-After": str(max(0, math.ceil(e.after_s)))})
         except Exception as e:

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ..dispatch import MAX_RETRY_AFTER_S
+from ..dispatch import MAX_RETRY_AFTER_S, RESULT_MAX_BYTES
 from ..engine import ACCEPTED, Receipt
 from ..errors import UnauthorizedError, ValidationError, escaped
 from ..inputs import NumberRule
@@ -81,6 +81,8 @@ def parse_receipt(body: Any, job_id: str, attempt: int, seq: int = 0) -> Receipt
         result_json = "" if result is None else json.dumps(result, separators=(",", ":"), allow_nan=False)
     except ValueError:
         raise ValidationError("result: must be JSON (no NaN or Infinity)", field="result") from None
+    if len(result_json) > RESULT_MAX_BYTES:  # not kept, as a larger JSON body of an HTTP answer
+        result_json = ""
     retry_after = body.get("retryAfter")
     retry_after_ms = -1
     if retry_after is not None:

@@ -7,6 +7,8 @@
   another coordinator, a slot freed, a retry due). Throttled jobs leave within
   ``send_window`` of their claim or not at all (``ClaimLateness``).
 - ``caller.py``: one HTTP call (body, signed headers) and its answer as a receipt.
+- ``deadline.py``: how long a call waits for its answer: its timeout, then while its lease
+  runs (heartbeats extend it).
 - ``settler.py``: receipts and hold-back reports are settled in batches by one flusher per
   worker, so Redis sees a few calls per batch of jobs, not a few per job.
 - ``dispatcher.py``: ``Dispatcher`` joins them, started and stopped together.
@@ -24,11 +26,12 @@ from .caller import (
     retry_after_ms,
 )
 from .claimer import HOLD_BACK_MIN_MS, Claimer, ClaimLateness
+from .deadline import AnswerDeadline
 from .dispatcher import Dispatcher
 from .settler import SETTLE_BATCH, Settler, UnsentWarning
 
 __all__ = [
-    "Caller", "ClaimLateness", "Claimer", "Dispatcher", "ERROR_BODY_CHARS", "HOLD_BACK_MIN_MS", "JSON_HEADERS",
-    "MAX_IDLE_S", "MAX_RETRY_AFTER_S", "Observer", "OutageBackoff", "RESULT_MAX_BYTES", "SETTLE_BATCH", "Settler",
-    "UnsentWarning", "receipt_from_response", "retry_after_ms",
+    "AnswerDeadline", "Caller", "ClaimLateness", "Claimer", "Dispatcher", "ERROR_BODY_CHARS", "HOLD_BACK_MIN_MS",
+    "JSON_HEADERS", "MAX_IDLE_S", "MAX_RETRY_AFTER_S", "Observer", "OutageBackoff", "RESULT_MAX_BYTES", "SETTLE_BATCH",
+    "Settler", "UnsentWarning", "receipt_from_response", "retry_after_ms",
 ]

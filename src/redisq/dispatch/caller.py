@@ -8,13 +8,15 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 
-from ..config import Config, WorkerConfig
+from ..config import DEFAULT_PERMANENT_STATUSES, Config, WorkerConfig
 from ..engine import ClaimedJob, Receipt
 from ..security import receipt_token, signed_headers
 from ..transport import NotSentError, Response, SendWindow, Transport, TransportError
+from ..worker import PERMANENT_HEADER
+from .deadline import AnswerDeadline
 
 log = logging.getLogger("redisq.dispatch")
 
@@ -27,6 +29,8 @@ MAX_RETRY_AFTER_S = 86400.0
 # written), "accepted" (202), "settled" ("returned (...)" for one that was never sent)
 # ("settled" with "returned (...)" for a throttled job that was not sent within send_window)
 Observer = Callable[[str, str, int, str], None]
+# (worker, job) -> ms the attempt's lease has left, 0 = ended (Engine.lease_left_ms)
+LeaseReader = Callable[[WorkerConfig, ClaimedJob], Awaitable[int]]
 
 
 def retry_after_ms(value: str | None) -> int:
@@ -55,14 +59,16 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def receipt_from_response(job: ClaimedJob, resp: Response) -> Receipt | None:
+def receipt_from_response(job: ClaimedJob, resp: Response,
+                          permanent_statuses: frozenset[int] = DEFAULT_PERMANENT_STATUSES) -> Receipt | None:
     """The worker's HTTP response as a receipt; None for 202 (the receipt comes later).
 
-    2xx = success (a small JSON body is kept as the result); 429 and 503 = failure, and with
-    Retry-After back-pressure (settle pauses the key and does not count the attempt); 401 =
-    failure, retried (the worker refused the request's signature: a key mismatch, fixed by
-    configuration, must not kill the job); other 4xx = permanent failure; anything else =
-    failure."""
+    2xx = success (a small JSON body is kept as the result); an answer marked
+    ``X-Redisq-Permanent: true`` (the SDK's PermanentFailure) = permanent failure, whatever
+    its status; a status in the worker's ``permanent_statuses`` (by default 400, 410, 422:
+    the payload can never succeed) = permanent failure; 429 and 503 = failure, and with
+    Retry-After back-pressure (settle pauses the key and does not count the attempt);
+    anything else (404, 403, 408, 409, 401, 5xx, 3xx) = failure, retried with backoff."""
     status = resp.status
     if status == 202:
         return None
@@ -70,31 +76,34 @@ def receipt_from_response(job: ClaimedJob, resp: Response) -> Receipt | None:
     receipt = partial(Receipt, job.suffix, job.attempt, seq=job.seq)  # then the outcome and its fields
 
     if 200 <= status < 300:
-        result = ""
-        if resp.body and not resp.truncated and len(resp.body) <= RESULT_MAX_BYTES:
-            try:
-                text = resp.body.decode("utf-8")
-                json.loads(text, parse_constant=_reject_constant)
-                result = text
-            except (ValueError, RecursionError):  # not UTF-8 JSON (or NaN/Infinity): not kept
-                result = ""
-        return receipt("success", result_json=result)
+        return receipt("success", result_json=result_json(resp.body) if not resp.truncated else "")
+    if (resp.headers.get(PERMANENT_HEADER.lower()) or "").strip().lower() == "true" or status in permanent_statuses:
+        return receipt("permanent", error=_error_text(resp))
     if status in (429, 503):
         return receipt("failure", error=_error_text(resp),
                        retry_after_ms=retry_after_ms(resp.headers.get("retry-after")))
-    if status == 401:  # the worker refused our signature: a key mismatch an operator fixes, so retried
-        return receipt("failure", error=_error_text(resp))
-    if 400 <= status < 500:
-        return receipt("permanent", error=_error_text(resp))
     return receipt("failure", error=_error_text(resp))
+
+
+def result_json(body: bytes) -> str:
+    """``body`` as the job's result: UTF-8 JSON up to ``RESULT_MAX_BYTES``; "" (no result) otherwise."""
+    if not body or len(body) > RESULT_MAX_BYTES:
+        return ""
+    try:
+        text = body.decode("utf-8")
+        json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):  # not UTF-8 JSON (or NaN/Infinity): not kept
+        return ""
+    return text
 
 
 class Caller:
     """Calls a worker's URL for one claimed job and answers the attempt's receipt."""
 
     def __init__(self, config: Config, transport: Transport, secret: bytes, signing_key: bytes,
-                 observer: Observer | None = None):
+                 observer: Observer | None = None, lease_left_ms: LeaseReader | None = None):
         self.transport = transport
+        self.lease_left_ms = lease_left_ms  # None: a call ends at its timeout, heartbeats or not
         self.secret = secret  # signs receipt tokens
         self.signing_key = signing_key  # signs X-Redisq-Signature
         self.observer = observer
@@ -131,6 +140,22 @@ class Caller:
 
         window.on_written = written
 
+    async def _post(self, worker: WorkerConfig, job: ClaimedJob, window: SendWindow | None) -> Response:
+        """The worker's answer, read whole, within the job's timeout or, past it, while its
+        lease runs (``AnswerDeadline``); TransportError when none came in that time."""
+        body = self.dispatch_body(job)
+        timeout_s = job.timeout_ms / 1000
+        lease_left_ms = self.lease_left_ms
+        deadline = AnswerDeadline(timeout_s, None if lease_left_ms is None else partial(lease_left_ms, worker, job))
+        try:
+            async with deadline:
+                return await self.transport.post(worker.url, body, self.request_headers(body), None, window=window)
+        except TimeoutError:
+            if deadline.extended:
+                raise TransportError(f"timed out after {deadline.waited_s:.1f} s (timeout {timeout_s:g} s, "
+                                     "extended by heartbeats until the lease ended)") from None
+            raise TransportError(f"timed out after {timeout_s:g} s") from None
+
     async def call(self, worker: WorkerConfig, job: ClaimedJob, window: SendWindow | None = None) -> Receipt | None:
         """The attempt's receipt: the worker's answer, a failure when none came, "unsent" when
         its send window passed before it could be written; None for a 202 (it comes later)."""
@@ -138,10 +163,8 @@ class Caller:
             self._observe_dispatch(worker, job, window)
         receipt: Receipt | None
         try:
-            body = self.dispatch_body(job)
-            resp = await self.transport.post(worker.url, body, self.request_headers(body), job.timeout_ms / 1000,
-                                             window=window)
-            receipt = receipt_from_response(job, resp)
+            resp = await self._post(worker, job, window)
+            receipt = receipt_from_response(job, resp, worker.permanent_statuses)
         except NotSentError as e:
             receipt = Receipt(job.suffix, job.attempt, "unsent", error=str(e), seq=job.seq)
         except TransportError as e:

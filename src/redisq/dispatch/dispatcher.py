@@ -32,7 +32,7 @@ class Dispatcher:
         self.signing_key = secret if signing_key is None else signing_key  # signs X-Redisq-Signature
         self.observer = observer
         self.wakeups = Wakeups(store.redis) if wakeups is None else wakeups
-        self.caller = Caller(config, transport, secret, self.signing_key, observer)
+        self.caller = Caller(config, transport, secret, self.signing_key, observer, store.lease_left_ms)
         self.settler = Settler(store, config, self.after_settle, observer)
         self.claimer = Claimer(store, config, self.wakeups, self._start_call, self.settler.hold_back)
         self.wakeups.subscribe((Event.JOBS_DUE, Event.SLOT_FREED, Event.RETRY_DUE), self.claimer.wake)

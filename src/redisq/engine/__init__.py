@@ -139,6 +139,9 @@ class Engine:
     async def settle(self, worker: WorkerConfig, receipts: Sequence[Receipt]) -> list[str]:
         return await self.worker(worker.name).settle(receipts)
 
+    async def lease_left_ms(self, worker: WorkerConfig, job: ClaimedJob) -> int:
+        return await self.worker(worker.name).lease_left_ms(job.suffix, job.attempt, job.seq)
+
     async def hold_back(self, worker: WorkerConfig, reports: Sequence[HoldBack]) -> int:
         return await self.worker(worker.name).hold_back(reports)
 

@@ -161,6 +161,11 @@ class Jobs(WorkerBase):
                                      [k.job_prefix, most, k.key_bucket_prefix]))
         return integer(out[0]), bool(integer(out[1]))
 
+    async def lease_left_ms(self, suffix: str, attempt: int, seq: int = 0) -> int:
+        """Ms the running attempt's lease has left (heartbeats move it on); 0 when it has
+        ended or the attempt is no longer the running one (``lua/lease.lua``, a read)."""
+        return integer(await self.run("lease", [self.keys.running, self.keys.job(suffix)], [suffix, attempt, seq]))
+
     # -- one job -------------------------------------------------------------------------
     async def get(self, suffix: str) -> Job:
         with redis_errors_mapped():
