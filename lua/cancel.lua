@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- cancel: stop a job that has not finished, wherever it waits or runs.
 -- KEYS: the queue's keys (WorkerKeys.queue_keys), then running, finished, job hash
 -- ARGV: the queue's args (WorkerKeys.queue_args), then job suffix, cancelled retention ms

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- claim: move due jobs from their throttle keys' queues to running, as many as the limits
 -- allow (each key's token bucket, the worker-wide bucket, the concurrency cap), each with
 -- a lease that ends at now + its timeout. Keys whose time has come are served in turn:

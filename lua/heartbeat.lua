@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- heartbeat: a worker still at work on an attempt extends its lease to now + the attempt's
 -- timeout (the one claim gave it: the job's own, else the worker's live timeout then).
 -- KEYS[1] running zset, KEYS[2] job hash

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- hold_back: throttled jobs were written later than the claim that drew their tokens. Had
 -- the claim been made when they were written, a bucket that was full (or nearly) at the
 -- claim would have lost the refill of that time to its cap; take that refill back now, so

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- purge: delete what is no longer needed: finished jobs whose retention has passed, and
 -- throttle keys' buckets that are full again; at most ARGV[2] of each per call.
 -- KEYS[1] finished zset, KEYS[2] stats hash, KEYS[3] buckets zset (throttle key -> when its

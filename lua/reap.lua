@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- reap: fail the attempts whose lease ended before a receipt came ("timed out").
 -- KEYS: the queue's keys (WorkerKeys.queue_keys), running zset, finished zset, worker bucket
 --   hash, buckets zset (throttle key -> when its bucket is full)

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- settle: end running attempts with the receipts that answer them.
 -- KEYS: the queue's keys (WorkerKeys.queue_keys), running zset, finished zset, worker bucket
 --   hash, buckets zset (throttle key -> when its bucket is full), then one job hash per receipt

@@ -129,7 +129,8 @@ class WorkerSink:
 # -- the coordinator: `redisq serve` as a subprocess --------------------------------------
 
 def write_config(path: Path, *, redis_url: str, port: int, worker_url: str, shutdown_grace: float = 5.0,
-                 timeout_s: float = 2.0, concurrency: int | None = None, max_attempts: int = 10) -> Path:
+                 timeout_s: float = 2.0, concurrency: int | None = None, max_attempts: int = 10,
+                 worker_lines: tuple[str, ...] = ()) -> Path:
     lines = [
         f'redis_url = "{redis_url}"',
         f'public_url = "http://127.0.0.1:{port}"',
@@ -144,6 +145,7 @@ def write_config(path: Path, *, redis_url: str, port: int, worker_url: str, shut
     ]
     if concurrency is not None:
         lines.append(f"concurrency = {concurrency}")
+    lines += worker_lines
     lines += ["", f"[workers.{WORKER}.backoff]", "initial = 0.1", "max = 0.5"]
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -15,6 +15,7 @@ from redis.exceptions import ResponseError
 from redisq.config import DEFAULT_TIMEOUT_S, Backoff, Config, WorkerConfig
 from redisq.engine import Engine
 from redisq.scripts import (
+    FLAGS_LINE,
     SCHEDULE_SCRIPT_NAMES,
     SCRIPT_NAMES,
     LoadedScript,
@@ -25,6 +26,7 @@ from redisq.scripts import (
     load_script,
     lua_dir,
     rewrite_error,
+    source_for,
 )
 
 
@@ -201,3 +203,20 @@ async def test_backoff_delay(engine_redis: Any, tmp_path: Path) -> None:
     jittered = await backoff_delays_s(engine_redis, tmp_path / "jitter", Backoff(1.0, 2.0, 10.0, jitter=True),
                                       [(3, 0.25)])
     assert jittered == [1.0]
+
+
+def test_the_scripts_that_move_jobs_on_or_free_memory_run_at_maxmemory_and_no_others():
+    # Redis 7 reads the flag from the first line; at maxmemory the unflagged scripts are
+    # refused at their first write (tests/faults/test_maxmemory.py shows both)
+    flagged = {name for name in (*SCRIPT_NAMES, *SCHEDULE_SCRIPT_NAMES)
+               if load_script(name).source.startswith(f"{FLAGS_LINE} flags=allow-oom\n")}
+    assert flagged == {"claim", "settle", "reap", "purge", "cancel", "heartbeat", "hold_back"}
+
+
+def test_the_embedded_store_gets_the_flags_line_as_a_comment_with_the_line_numbers_kept():
+    import fakeredis
+
+    claim = load_script("claim")
+    embedded = source_for(fakeredis.aioredis.FakeRedis(), claim)
+    assert embedded.startswith("--lua flags=allow-oom\n")
+    assert embedded.splitlines()[1:] == claim.source.splitlines()[1:]

@@ -3,7 +3,8 @@ the engine goes through ``redis_errors_mapped``, which maps the Redis client's e
 to redisq's own by one table (as httpx maps the layer below once, at its transport seam).
 
     redis-py exception                         redisq error (status)
-    ReadOnlyError, OutOfMemoryError            UnavailableError (503): Redis refuses writes
+    OutOfMemoryError                           UnavailableError (503): Redis is at maxmemory
+    ReadOnlyError                              UnavailableError (503): Redis refuses writes
     ConnectionError, TimeoutError, OSError     UnavailableError (503): Redis is unreachable or does
                                                  not answer within 1 s
     cluster errors (MOVED, ASK, TRYAGAIN,      UnavailableError (503): the cluster is
@@ -32,7 +33,9 @@ _CLUSTER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 ERROR_TABLE: tuple[tuple[tuple[type[BaseException], ...], type[RedisqError], str], ...] = (
-    ((redis_errors.ReadOnlyError, redis_errors.OutOfMemoryError), UnavailableError, "redis refuses writes: {error}"),
+    ((redis_errors.OutOfMemoryError,), UnavailableError,
+     "redis is full (maxmemory): it refuses new jobs until finished ones are purged or maxmemory is raised: {error}"),
+    ((redis_errors.ReadOnlyError,), UnavailableError, "redis refuses writes: {error}"),
     (REDIS_OUTAGE_ERRORS, UnavailableError, "redis unavailable: {error}"),
     (_CLUSTER_ERRORS, UnavailableError, "redis cluster is reconfiguring ({kind}: {error}); retry"),
     ((redis_errors.RedisError,), RedisqError, "redis answered an error ({kind}): {error}"),
