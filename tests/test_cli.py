@@ -6,10 +6,13 @@ Every wait is bounded, and every process started here is ended (and waited for) 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +23,7 @@ import pytest
 from redisq import __version__
 from redisq.embedded import EMBEDDED_WARNING
 
-from redis_server import free_port
+from redis_server import RedisServer, free_port
 
 REDISQ = shutil.which("redisq", path=str(Path(sys.executable).parent)) or "redisq"
 
@@ -34,6 +37,50 @@ def clean_env() -> dict[str, str]:
 def run(args: list[str], env: dict[str, str], timeout_s: float = 30.0,
         cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([REDISQ, *args], capture_output=True, text=True, env=env, timeout=timeout_s, cwd=cwd)
+
+
+def nonblank_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+class ServeProcess:
+    """`redisq serve` as a subprocess; a thread collects its stderr lines so that a test can
+    wait for one with a bound. ``stop()`` ends it (SIGTERM) and answers its exit code."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path):
+        self.process = subprocess.Popen([REDISQ, "serve", *args], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for_line(self, text: str, timeout_s: float = 20.0) -> str:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = [line for line in self.lines if text in line]
+            if found:
+                return found[0]
+            assert self.process.poll() is None, f"serve exited with {self.process.returncode}: {self.lines}"
+            assert time.monotonic() < deadline, f"no line with {text!r} within {timeout_s:g} s: {self.lines}"
+            time.sleep(0.02)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self.reader.join(5)
+        if self.process.stderr is not None and not self.reader.is_alive():
+            self.process.stderr.close()
+        return self.process.returncode
 
 
 def test_version(clean_env):
@@ -59,6 +106,7 @@ def test_no_command_is_a_usage_error(clean_env):
     ('port = "eighty"\n', "port"),
     ('colour = "red"\n', "colour"),
     ('http_client = "curl"\n', "http_client"),
+    ('port = 70000\n', "port"),
 ])
 def test_serve_with_a_config_error_prints_one_line_naming_file_and_key_and_exits_2(tmp_path, clean_env, toml, key):
     path = tmp_path / "redisq.toml"
@@ -141,6 +189,7 @@ def test_serve_without_redis_url_uses_the_embedded_store_and_says_so(serve_proce
     assert process.returncode == 0, err
     assert EMBEDDED_WARNING in err
     assert "Traceback" not in err
+    assert "public_url" not in err  # receipts go to the port it listens on
 
 
 @pytest.mark.parametrize("name", ["redisq.toml", "docker.toml"])
@@ -159,26 +208,13 @@ def coordinator_with_a_worker(tmp_path, clean_env) -> Iterator[tuple[str, dict[s
     config = tmp_path / "redisq.toml"
     config.write_text(f'port = {port}\nsecret = "cli-test"\n\n[workers.shopify]\nurl = "http://127.0.0.1:9/x"\n'
                       "rate = 2\nburst = 40\n")
-    process = subprocess.Popen([REDISQ, "serve", "--config", str(config)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env=clean_env, cwd=tmp_path)
+    serve = ServeProcess(["--config", str(config)], clean_env, tmp_path)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20.0
-        while True:
-            assert process.poll() is None and time.monotonic() < deadline, "redisq serve did not come up"
-            try:
-                if httpx.get(f"{url}/health", timeout=0.5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
+        serve.wait_for_line("serving on")  # it answers from that line on
         yield url, {**clean_env, "REDISQ_URL": url}
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        serve.stop()
 
 
 def test_workers_lists_and_sets_live_limits(coordinator_with_a_worker):
@@ -221,3 +257,141 @@ def test_workers_set_refuses_bad_input_and_changes_nothing(coordinator_with_a_wo
 def test_workers_says_so_when_no_coordinator_answers(clean_env):
     done = run(["workers", "--url", f"http://127.0.0.1:{free_port()}"], clean_env)
     assert done.returncode == 1 and "cannot reach" in done.stderr
+
+
+# -- start-up: one line for each failure, `serving on` only once it answers ----------------------
+
+ONE_WORKER = '[workers.send-email]\nurl = "http://127.0.0.1:9/send"\n'
+
+
+def test_serve_with_its_port_taken_says_so_in_one_line_and_exits_1(tmp_path, clean_env):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        done = run(["serve", "--port", str(port)], clean_env, cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    (line,) = nonblank_lines(done.stderr)
+    assert line.startswith(f"redisq: cannot listen on 127.0.0.1:{port}: ") and "in use" in line, line
+    assert time.monotonic() - started < 15
+
+
+def test_serve_without_a_secret_and_with_redis_unreachable_exits_1_with_one_line(tmp_path, clean_env):
+    port = free_port()  # nothing listens there
+    config = tmp_path / "redisq.toml"
+    config.write_text(f'redis_url = "redis://:hunter2@127.0.0.1:{port}/0"\nport = {free_port()}\n{ONE_WORKER}')
+    done = run(["serve", "--config", str(config)], clean_env, timeout_s=40.0, cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    (line,) = nonblank_lines(done.stderr)  # no traceback, no `serving on`
+    assert line.startswith(f"redisq: cannot reach redis at redis://:***@127.0.0.1:{port}/0: "), line
+    assert "Connection refused" in line and "secret" in line
+    assert "hunter2" not in done.stderr
+
+
+def test_serve_says_serving_on_only_once_it_answers(tmp_path, clean_env):
+    """Without a secret, serve waits (up to 10 s) for Redis to read the shared one; it
+    says `serving on` only after that, when the API answers at once."""
+    redis = RedisServer()  # its port, not started yet
+    config = tmp_path / "redisq.toml"
+    port = free_port()
+    config.write_text(f'redis_url = "{redis.url}"\nport = {port}\n{ONE_WORKER}')
+    serve = ServeProcess(["--config", str(config)], clean_env, tmp_path)
+    try:
+        time.sleep(1.0)
+        assert serve.process.poll() is None, serve.lines
+        assert not [line for line in serve.lines if "serving on" in line], serve.lines
+        redis.start()
+        line = serve.wait_for_line("serving on")
+        assert f"http://127.0.0.1:{port}" in line
+        health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2.0)  # no retry: it answers now
+        assert health.status_code == 200 and health.json() == {"redis": "up", "store": "redis"}
+        assert serve.stop() == 0, serve.lines
+        assert not [line for line in serve.lines if "Traceback" in line or "ERROR" in line], serve.lines
+    finally:
+        serve.stop()
+        redis.stop()
+
+
+def test_serve_warns_when_it_listens_on_another_port_than_public_url_names(tmp_path, clean_env):
+    config = tmp_path / "redisq.toml"
+    config.write_text(f'public_url = "http://127.0.0.1:7575"\nsecret = "s"\n{ONE_WORKER}')
+    port = free_port()
+    serve = ServeProcess(["--config", str(config), "--port", str(port)], clean_env, tmp_path)
+    try:
+        serve.wait_for_line("serving on")
+        warning = serve.wait_for_line("public_url")
+        assert "WARNING" in warning and "7575" in warning and str(port) in warning, warning
+        assert "receipt" in warning
+    finally:
+        assert serve.stop() == 0, serve.lines
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "http"])
+def test_serve_with_a_port_flag_out_of_range_is_a_usage_error(tmp_path, clean_env, port):
+    done = run(["serve", "--port", port], clean_env, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "--port" in done.stderr and "Traceback" not in done.stderr
+
+
+# -- a reader that stops early (`redisq workers | head -2`) --------------------------------------
+
+
+@pytest.fixture
+def coordinator_with_many_workers(tmp_path, clean_env) -> Iterator[dict[str, str]]:
+    """`redisq serve` with 60 workers: `workers --json` prints about 33 KB."""
+    port = free_port()
+    config = tmp_path / "redisq.toml"
+    config.write_text(f'port = {port}\nsecret = "cli-test"\n' + "".join(
+        f'[workers.w{i:02d}]\nurl = "http://127.0.0.1:9/x"\n' for i in range(60)))
+    serve = ServeProcess(["--config", str(config)], clean_env, tmp_path)
+    try:
+        serve.wait_for_line("serving on")
+        yield {**clean_env, "REDISQ_URL": f"http://127.0.0.1:{port}"}
+    finally:
+        serve.stop()
+
+
+def run_into_a_closed_pipe(args: list[str], env: dict[str, str], lines_read: int) -> tuple[int, str]:
+    """The command with its stdout into a pipe of one page, whose reader reads ``lines_read``
+    lines and goes (as `| head -2`; 0: gone before anything is written, as `| true`). With
+    more output than the pipe, the reader's one read and the command's buffer hold, the
+    command is still writing when the reader goes. Its exit code and stderr."""
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(read_end, fcntl.F_SETPIPE_SZ, 4096)
+    try:
+        process = subprocess.Popen([REDISQ, *args], stdout=write_end, stderr=subprocess.PIPE, text=True, env=env)
+    finally:
+        os.close(write_end)
+    assert process.stderr is not None
+    try:
+        seen = b""
+        while seen.count(b"\n") < lines_read:
+            chunk = os.read(read_end, 4096)
+            assert chunk, f"the command ended after {seen!r}"
+            seen += chunk
+        os.close(read_end)
+        read_end = -1
+        err = process.stderr.read()
+        return process.wait(30), err
+    finally:
+        if read_end >= 0:
+            os.close(read_end)
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+        process.stderr.close()
+
+
+@pytest.mark.parametrize("args, lines_read", [
+    (["workers", "--json"], 2),  # cut while it prints
+    (["workers"], 0),  # cut at its last flush
+    (["schedules"], 0),
+])
+def test_a_command_whose_reader_stops_early_exits_141_without_a_word(coordinator_with_many_workers, args,
+                                                                    lines_read):
+    assert run_into_a_closed_pipe(args, coordinator_with_many_workers, lines_read) == (141, "")
+
+
+def test_the_demo_into_a_closed_pipe_exits_141_without_a_word(clean_env):
+    assert run_into_a_closed_pipe(["demo"], clean_env, 0) == (141, "")

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import logging
 import math
 import os
-import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import __version__
-from .config import ConfigError, check_redis_url, load_config
+from .config import MAX_PORT, ConfigError, check_redis_url, load_config
+from .server import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
-log = logging.getLogger("redisq")
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as `yes | head -1` ends: the reader stopped before the end
 
 
 def _event_loop_name() -> str:
@@ -28,55 +25,16 @@ def _event_loop_name() -> str:
     return "uvloop"
 
 
-def _server_class() -> type:
-    import uvicorn
-
-    class GracefulServer(uvicorn.Server):
-        """uvicorn's server, except that after a graceful shutdown on SIGTERM/SIGINT the
-        process exits 0 instead of raising the captured signal again."""
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            if threading.current_thread() is not threading.main_thread():
-                yield
-                return
-            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                yield
-            finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
-
-    return GracefulServer
-
-
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from .api import create_app
-    from .coordinator import Coordinator
+    from .server import serve as serve_until_stopped
 
     try:
         config = load_config(args.config).with_overrides(
             redis_url=check_redis_url("command line", "--redis-url", args.redis_url), host=args.host, port=args.port)
     except ConfigError as e:
         print(f"redisq: config error: {e}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not config.workers:
-        log.warning("no workers configured: jobs can only be enqueued for workers named under [workers.NAME]")
-    coordinator = Coordinator(config)
-    app = create_app(coordinator)
-    log.info("redisq %s serving on http://%s:%d (%s store, %d workers)", __version__, config.host, config.port,
-             "embedded" if coordinator.embedded else "redis", len(config.workers))
-    server = _server_class()(uvicorn.Config(
-        app, host=config.host, port=config.port, loop=_event_loop_name(), lifespan="on",
-        log_level="warning", timeout_graceful_shutdown=max(1, int(config.shutdown_grace_s) + 1)))
-    server.run()
-    if not server.started:
-        log.error("redisq could not start (see the errors above)")
-        return 1
-    return 0
+        return EXIT_USAGE
+    return serve_until_stopped(config, loop=_event_loop_name())
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -122,7 +80,7 @@ def _api_command(command: Callable[[argparse.Namespace], int]) -> Callable[[argp
         try:
             return command(args)
         except ApiCallFailed:
-            return 1
+            return EXIT_FAILURE
     return run
 
 
@@ -132,13 +90,13 @@ def schedules(args: argparse.Namespace) -> int:
     listed = _call_api(args, "GET", "/schedules", params={"worker": args.worker} if args.worker else None)["schedules"]
     if args.json:
         print(json.dumps(listed, indent=2))
-        return 0
+        return EXIT_OK
     rows = [("ID", "CRON", "TIMEZONE", "STATE", "NEXT RUN", "LAST FIRE")]
     for s in listed:
         rows.append((s["id"], s["cron"], s["timezone"], "paused" if s["paused"] else "active",
                      s["nextRunAt"] or "-", s["lastFireAt"] or "-"))
     _print_table(rows)
-    return 0
+    return EXIT_OK
 
 
 def _number(value: float | None) -> str:
@@ -191,10 +149,10 @@ def workers(args: argparse.Namespace) -> int:
             body = _parse_settings(args.settings)
         except ValueError as e:
             print(f"redisq: {e}", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
         if not body:
             print("redisq: workers set: give at least one NAME=VALUE, e.g. rate=10", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
         listed = [_call_api(args, "PATCH", f"/workers/{args.name}", body)]
     elif args.action in ("pause", "resume"):
         listed = [_call_api(args, "POST", f"/workers/{args.name}/{args.action}")]
@@ -204,7 +162,7 @@ def workers(args: argparse.Namespace) -> int:
         print(json.dumps(listed if args.action is None else listed[0], indent=2))
     else:
         _print_workers(listed)
-    return 0
+    return EXIT_OK
 
 
 def package(args: argparse.Namespace) -> int:
@@ -214,13 +172,32 @@ def package(args: argparse.Namespace) -> int:
         entries = build(args.module, args.target, args.out, requirements=args.requirements, pip_args=args.pip_arg or ())
     except PackageError as e:
         print(f"redisq: package error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     print(f"bundle for {args.target} in {args.out}: {', '.join(entries)}")
     print("deploy: " + DEPLOY_HINTS[args.target].format(out=args.out))
-    return 0
+    return EXIT_OK
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f"must be a port number, 1 to {MAX_PORT}, got {text!r}")
+    return int(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit code. Output cut short by its reader (``redisq workers |
+    head -2``) ends the command quietly with ``EXIT_BROKEN_PIPE``."""
+    try:
+        try:
+            return _run(argv)
+        finally:  # what is still buffered is written now, inside the try (argparse's exits too)
+            sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the flush at exit goes nowhere
+        return EXIT_BROKEN_PIPE
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="redisq",
                                      description="A coordinator for background jobs whose workers are HTTP endpoints.")
     parser.add_argument("--version", action="version", version=f"redisq {__version__}")
@@ -231,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--redis-url",
                    help="Redis URL (default: $REDISQ_REDIS_URL, else the config's redis_url, else embedded)")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port to listen on (default 7575)")
+    p.add_argument("--port", type=_port, help="port to listen on (default 7575)")
     p.set_defaults(func=serve)
 
     p = commands.add_parser("demo", help="a self-contained tour on the embedded store")

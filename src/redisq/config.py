@@ -183,6 +183,7 @@ class _Reader:
 
 
 MAX_SEND_WINDOW_S = 60.0
+MAX_PORT = 65535
 REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
@@ -278,12 +279,15 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
     send_window_s = r.number("send_window", 0.25) or 0.25
     if send_window_s > MAX_SEND_WINDOW_S:
         raise _fail(source, "send_window", f"must be at most {MAX_SEND_WINDOW_S:g} seconds, got {send_window_s!r}")
+    port = r.integer("port", 7575) or 7575
+    if port > MAX_PORT:
+        raise _fail(source, "port", f"must be a port number, 1 to {MAX_PORT}, got {port!r}")
     return Config(
         redis_url=check_redis_url(source, "redis_url", r.text("redis_url", None)),
         public_url=(_url(source, "public_url", r.text("public_url", None)) or "").rstrip("/") or None,
         secret=r.text("secret", None),
         host=r.text("host", "127.0.0.1") or "127.0.0.1",
-        port=r.integer("port", 7575) or 7575,
+        port=port,
         max_body_bytes=r.integer("max_body_bytes", 256 * 1024) or 256 * 1024,
         shutdown_grace_s=r.number("shutdown_grace", 10.0, minimum=0.0, strict=False) or 0.0,
         max_in_flight=r.integer("max_in_flight", 1024) or 1024,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 
 from redis import exceptions as redis_errors
 
@@ -26,6 +27,16 @@ from .wakeups import Event, Wakeups
 log = logging.getLogger("redisq")
 
 SECRET_WAIT_S = 10.0
+
+
+class StartupFailed(Exception):
+    """The coordinator cannot start; the message is one line for the operator (``redisq
+    serve`` prints it and exits 1)."""
+
+
+def redacted_url(url: str | None) -> str:
+    """A Redis URL fit for a message: its password replaced by ``***``."""
+    return re.sub(r"//([^/@]*?):[^/@]*@", r"//\1:***@", url) if url else "redis"
 
 
 async def warn_about_eviction(redis: RedisClient) -> str | None:
@@ -101,15 +112,19 @@ class Coordinator:
         if self.config.secret:
             return self.config.secret.encode()
         deadline = asyncio.get_running_loop().time() + SECRET_WAIT_S
+        url = redacted_url(self.config.redis_url)
         while True:
             try:
                 return await shared_secret(self.redis, None)
             except REDIS_OUTAGE_ERRORS as e:
                 if asyncio.get_running_loop().time() > deadline:
-                    raise RuntimeError(
-                        f"no secret configured and redis unreachable to read the shared one ({e}); "
-                        "set `secret` or REDISQ_SECRET") from e
+                    raise StartupFailed(
+                        f"cannot reach redis at {url}: {e} (tried for {SECRET_WAIT_S:g} s; without `secret` "
+                        "configured, the shared one is read from Redis at start: start Redis, or set "
+                        "`secret` or REDISQ_SECRET)") from e
                 await asyncio.sleep(0.5)
+            except redis_errors.RedisError as e:  # an error reply, e.g. READONLY from a replica
+                raise StartupFailed(f"redis at {url} refused to give the shared secret: {e}") from e
 
     async def stop(self) -> None:
         if self.ticker is not None:

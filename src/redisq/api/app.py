@@ -7,7 +7,10 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
-from starlette.routing import BaseRoute
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Match, Route
 
 from ..coordinator import Coordinator
 from ..errors import RedisqError
@@ -16,6 +19,33 @@ from . import health, jobs, receipts, schedules, workers
 from .http import on_redisq_error, on_unexpected
 
 routes: list[BaseRoute] = [*jobs.routes, *receipts.routes, *workers.routes, *health.routes, *schedules.routes]
+
+
+ROUTING_ERRORS = {404: "not found", 405: "method not allowed"}
+
+
+async def on_routing_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own answers (no route for the path, a method the route does not take) as
+    JSON like every other error, with their headers (405's ``Allow``)."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code in (204, 304):  # no body allowed
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    message = f"{ROUTING_ERRORS.get(exc.status_code, exc.detail)}: {request.method} {request.url.path}"
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request))
+        message += f" (allowed: {headers['Allow']})"
+    return JSONResponse({"error": message}, status_code=exc.status_code, headers=headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods of every route for the request's path (Starlette's 405 names only the
+    first route's: GET for ``/workers/{name}``, whose PATCH is another route)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return sorted(methods)
 
 
 def create_app(coordinator: Coordinator, *, manage_lifecycle: bool = True) -> Starlette:
@@ -33,7 +63,8 @@ def create_app(coordinator: Coordinator, *, manage_lifecycle: bool = True) -> St
                 await coordinator.stop()
 
     app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={RedisqError: on_redisq_error, Exception: on_unexpected})
+                    exception_handlers={RedisqError: on_redisq_error, HTTPException: on_routing_error,
+                                        Exception: on_unexpected})
     app.state.coordinator = coordinator
     if coordinator.config.api_tokens:  # every route but security.OPEN_ROUTES needs a token, routes added later too
         app.add_middleware(ApiTokenMiddleware, tokens=coordinator.config.api_tokens)
