@@ -39,6 +39,11 @@ REDIS_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (redis_errors.ConnectionE
 CONNECT_TIMEOUT_S = 1.0
 COMMAND_TIMEOUT_S = 1.0
 HEALTH_CHECK_INTERVAL_S = 30
+# Connections one client opens at most; more calls at once wait for one of them (every
+# worker's loops wake together, so a coordinator of a few hundred workers sends a thousand
+# calls at once). redis-py's own pools fail beyond 100 ("Too many connections").
+MAX_CONNECTIONS = 256
+EMBEDDED_MAX_CONNECTIONS = 1_000_000  # in-process: a connection costs nothing
 
 
 class HiredisPackedConnection(aioredis.Connection):
@@ -65,14 +70,17 @@ def connect(redis_url: str) -> aioredis.Redis:
     extra: _PoolOptions = {}
     if redis_url.startswith("redis://") and HIREDIS_PACKS:
         extra["connection_class"] = HiredisPackedConnection
-    return aioredis.Redis.from_url(
+    pool = aioredis.BlockingConnectionPool.from_url(
         redis_url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=COMMAND_TIMEOUT_S,  # waiting for a free connection counts like waiting for Redis
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         socket_timeout=COMMAND_TIMEOUT_S,
         health_check_interval=HEALTH_CHECK_INTERVAL_S,
         retry=Retry(NoBackoff(), 0),
         **extra,
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 def client_for(redis_url: str | None) -> RedisClient:

@@ -23,4 +23,6 @@ def embedded_redis() -> fakeredis.aioredis.FakeRedis:
         import lupa  # noqa: F401  (fakeredis runs Lua scripts through lupa)
     except ImportError as e:  # pragma: no cover - both are dependencies
         raise RuntimeError(f"the embedded store needs fakeredis with Lua: pip install 'fakeredis[lua]' ({e})") from e
-    return fakeredis.aioredis.FakeRedis(server=fakeredis.FakeServer())
+    from .connection import EMBEDDED_MAX_CONNECTIONS
+
+    return fakeredis.aioredis.FakeRedis(server=fakeredis.FakeServer(), max_connections=EMBEDDED_MAX_CONNECTIONS)
