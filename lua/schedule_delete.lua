@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- schedule_delete: remove a schedule; the jobs its ticks created stay as they are.
 -- KEYS[1] schedules zset, KEYS[2] schedule-ids set, KEYS[3] the schedule hash, KEYS[4] its jobs list
 -- ARGV[1] suffix

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- schedule_pause: pause a schedule (no ticks until resumed) or resume it.
 -- KEYS[1] schedules zset, KEYS[2] the schedule hash
 -- ARGV[1] suffix, ARGV[2] 'pause' | 'resume', ARGV[3] next_fire_ms from now (used by resume)

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- set_limits: change a worker's live limits (the limits hash that claim reads).
 -- KEYS[1] limits hash, KEYS[2] throttle keys zset
 -- ARGV[1] mode, then pairs of field and value ('' = no limit):

@@ -6,7 +6,8 @@ includes; each file goes into a script once (a second include of it is skipped),
 cycle or an unknown name is refused with a ``LuaIncludeError`` that says where.
 
 A script that must run while Redis is at ``maxmemory`` (it frees memory or holds it steady:
-claim, settle, reap, purge, cancel, heartbeat, hold_back) says so on its first line,
+claim, settle, reap, purge, cancel, heartbeat, hold_back, and an operator's set_limits,
+schedule_pause, schedule_delete) says so on its first line,
 ``#!lua flags=allow-oom``; the others are refused there at their first write.
 
 The loader keeps a line map (flattened line -> source file and line), so an error that
