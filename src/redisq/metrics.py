@@ -19,6 +19,7 @@ of the states given.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -70,9 +71,25 @@ class WorkerStates(Collector):
             yield from (jobs, limit, paused, back_pressure, keys_waiting)
 
 
+@dataclass(frozen=True)
+class WorkerSeries:
+    """One worker's counters and histograms, looked up once (a labels() call per job costs
+    more than the count itself)."""
+
+    dispatched: Counter
+    succeeded: Counter
+    failed: Counter
+    retried: Counter
+    dead: Counter
+    throttled: Counter
+    reaped: Counter
+    dispatch_duration: Histogram
+    dispatch_lag: Histogram
+
+
 class Metrics:
     """One coordinator's series. Counters and histograms are labelled by worker, each
-    configured worker's from zero."""
+    configured worker's from zero; ``of(worker)`` holds a worker's."""
 
     def __init__(self, workers: Iterable[str]):
         self.registry = CollectorRegistry()
@@ -100,14 +117,21 @@ class Metrics:
         self.in_flight = Gauge("redisq_in_flight", "Calls to workers open now in this process", registry=r)
         self.redis_up = Gauge("redisq_redis_up", "1 while this process's calls reach Redis", registry=r)
         self.redis_up.set(1)
+        self._workers: dict[str, WorkerSeries] = {}
         for worker in workers:
-            for counter in (self.dispatched, self.succeeded, self.failed, self.retried, self.dead, self.throttled,
-                            self.reaped):
-                counter.labels(worker)
-            self.dispatch_duration.labels(worker)
-            self.dispatch_lag.labels(worker)
+            self.of(worker)
         self._states = WorkerStates()
         r.register(self._states)
+
+    def of(self, worker: str) -> WorkerSeries:
+        series = self._workers.get(worker)
+        if series is None:
+            series = self._workers[worker] = WorkerSeries(
+                dispatched=self.dispatched.labels(worker), succeeded=self.succeeded.labels(worker),
+                failed=self.failed.labels(worker), retried=self.retried.labels(worker), dead=self.dead.labels(worker),
+                throttled=self.throttled.labels(worker), reaped=self.reaped.labels(worker),
+                dispatch_duration=self.dispatch_duration.labels(worker), dispatch_lag=self.dispatch_lag.labels(worker))
+        return series
 
     def render(self, states: Sequence[WorkerState], in_flight: int) -> bytes:
         """The text format: this process's series, and the global ones of ``states`` (none

@@ -72,15 +72,15 @@ class Signals:
 
     # -- dispatch --------------------------------------------------------------------------
     def dispatched(self, worker: str) -> None:
-        self.metrics.dispatched.labels(worker).inc()
+        self.metrics.of(worker).dispatched.inc()
 
     def call_ended(self, worker: str, duration_s: float) -> None:
-        self.metrics.dispatch_duration.labels(worker).observe(duration_s)
+        self.metrics.of(worker).dispatch_duration.observe(duration_s)
 
     def job_claimed(self, worker: str, lag_s: float) -> None:
         """A job was claimed ``lag_s`` after its runAt (claim time minus run_at on the Redis
         clock). Not called yet: the claim does not answer each job's run_at."""
-        self.metrics.dispatch_lag.labels(worker).observe(max(0.0, lag_s))
+        self.metrics.of(worker).dispatch_lag.observe(max(0.0, lag_s))
 
     @property
     def logs_retries(self) -> bool:
@@ -88,30 +88,29 @@ class Signals:
         return log.isEnabledFor(logging.INFO)
 
     def attempt_ended(self, worker: str, job_id: str, attempt: int, outcome: str, *, error: str = "",
-                      status: int | None = None, duration_s: float | None = None, next_run_at_ms: int | None = None,
+                      status: int | None = None, next_run_at_ms: int | None = None,
                       paused_until_ms: int | None = None, throttle_key: str = "") -> None:
         """An attempt was settled (or reaped): ``outcome`` is settle's word. A retry with
         ``paused_until_ms`` was back-pressure (the key, or the worker when ``throttle_key`` is
-        "", paused until then); otherwise a failure, retried at ``next_run_at_ms``."""
-        m = self.metrics
-        if duration_s is not None:
-            self.call_ended(worker, duration_s)
+        "", paused until then); otherwise a failure, retried at ``next_run_at_ms``. The call's
+        duration is not here: the caller reports it as the answer comes (``call_ended``)."""
+        m = self.metrics.of(worker)
         if outcome == "succeeded":
-            m.succeeded.labels(worker).inc()
+            m.succeeded.inc()
         elif outcome == "retrying" and paused_until_ms is not None:
-            m.throttled.labels(worker).inc()
+            m.throttled.inc()
             self._paused(worker, job_id, throttle_key, paused_until_ms, status, error)
         elif outcome == "retrying":
-            m.failed.labels(worker).inc()
-            m.retried.labels(worker).inc()
+            m.failed.inc()
+            m.retried.inc()
             next_run = iso_from_ms(next_run_at_ms)
             event_line(log, logging.INFO, "attempt_retried",
                        f"{job_id}: attempt {attempt} failed ({error or 'no error given'}); retried "
                        f"{'at ' + next_run if next_run else 'after its backoff'}",
                        worker=worker, job=job_id, attempt=attempt, error=error, status=status, next_run_at=next_run)
         elif outcome == "dead":
-            m.failed.labels(worker).inc()
-            m.dead.labels(worker).inc()
+            m.failed.inc()
+            m.dead.inc()
             event_line(log, logging.WARNING, "job_dead",
                        f"{job_id}: dead after {attempt} attempt{'s' if attempt != 1 else ''}; last error: "
                        f"{error or 'none given'}",
@@ -137,7 +136,7 @@ class Signals:
     def leases_reaped(self, worker: str, count: int) -> None:
         """The poller failed ``count`` attempts whose lease ran out (reap answers counts only:
         each is retried, or dead when it was the job's last attempt)."""
-        self.metrics.reaped.labels(worker).inc(count)
+        self.metrics.of(worker).reaped.inc(count)
         event_line(log, logging.INFO, "leases_reaped",
                    f"{worker}: {count} attempt{'s' if count != 1 else ''} timed out (lease ran out without a "
                    "receipt); retried, or dead when it was the last", worker=worker, count=count)
