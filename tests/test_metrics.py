@@ -5,6 +5,7 @@ metrics_public."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import httpx
@@ -153,3 +154,36 @@ async def test_while_redis_is_down_metrics_answer_this_processs_series():
     assert value(samples, "redisq_dispatched_total", worker=WORKER) == 0
     assert value(samples, "redisq_redis_up") == 0
     assert not [k for k in samples if k[0] == "redisq_jobs"]  # global series need Redis
+
+
+async def test_posted_receipts_are_counted_by_the_process_that_settles_them(engine_redis):
+    worker = worker_config(max_attempts=3)
+    async with running_api(engine_redis, worker=worker) as api:  # the mock worker answers 202
+        job = await api.enqueue()
+        first = await api.call_for(job["id"], 1)
+        resp = await api.receipt(job["id"], {"status": "failure", "error": "not yet"}, first["receiptToken"])
+        assert resp.status_code == 200 and resp.json()["state"] == "retrying"
+        second = await api.call_for(job["id"], 2)
+        resp = await api.receipt(job["id"], {"status": "success"}, second["receiptToken"])
+        assert resp.json()["state"] == "succeeded"
+        samples = await scrape(api.client)
+    assert value(samples, "redisq_dispatched_total", worker=WORKER) == 2
+    assert value(samples, "redisq_failed_total", worker=WORKER) == 1
+    assert value(samples, "redisq_retried_total", worker=WORKER) == 1
+    assert value(samples, "redisq_succeeded_total", worker=WORKER) == 1
+
+
+async def test_leases_that_run_out_are_counted_and_logged_as_reaped(engine_redis, caplog):
+    caplog.set_level(logging.INFO, logger="redisq.signals")
+    worker = worker_config(max_attempts=1, timeout_s=0.3)
+    async with running_api(engine_redis, worker=worker) as api:  # 202, and no receipt ever comes
+        job = await api.enqueue()
+        done = await api.state(job["id"], "dead", within_s=5)
+        assert done["lastError"] == "timed out"
+        samples = await scrape(api.client)
+    assert value(samples, "redisq_reaped_total", worker=WORKER) == 1
+    assert value(samples, "redisq_dispatched_total", worker=WORKER) == 1
+    (reaped,) = [r for r in caplog.records if getattr(r, "redisq_event", None) == "leases_reaped"]
+    assert reaped.redisq_fields == {"worker": WORKER, "count": 1}
+    assert reaped.getMessage() == (f"{WORKER}: 1 attempt timed out (lease ran out without a receipt); retried, or "
+                                   "dead when it was the last")
