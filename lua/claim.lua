@@ -12,8 +12,8 @@
 --   the claiming coordinator's id (kept in the job as who sent the attempt)
 -- A claim that took jobs keeps its answer under its reply key: a repeat of the call (its
 -- answer was lost) returns the same jobs, so a lost answer never costs an attempt.
--- Returns {wait_ms, capped, rated, total_slack_ms, then 8 per claimed job: suffix, attempt,
---   timeout_ms, args, seq, throttle_key, cost, key_slack_ms}
+-- Returns {wait_ms, capped, rated, total_slack_ms, then 9 per claimed job: suffix, attempt,
+--   timeout_ms, args, seq, throttle_key, cost, key_slack_ms, run_at_ms}
 --   wait_ms  0: more jobs may be due now;  > 0: the next job or token is due in that many ms;
 --           -1: nothing is scheduled;      -2: every concurrency slot is taken (look again after a settle);
 --           -3: the worker is paused by an operator (look again after a resume).
@@ -39,14 +39,14 @@ if reply_ttl_ms > 0 then
     -- are left out.
     local now = server_now_ms()
     local out, leases = {first[1], first[2], first[3], first[4]}, {}
-    for i = 5, #first, 8 do
+    for i = 5, #first, 9 do
       local suffix, attempt, timeout_ms = first[i], tonumber(first[i + 1]), tonumber(first[i + 2])
       local job = redis.call('HMGET', job_prefix .. suffix, 'state', 'attempts')
       if job[1] == 'running' and tonumber(job[2]) == attempt then
         redis.call('HSET', job_prefix .. suffix, 'lease_deadline_ms', now + timeout_ms)
         leases[#leases + 1] = now + timeout_ms
         leases[#leases + 1] = suffix
-        for j = i, i + 7 do out[#out + 1] = first[j] end
+        for j = i, i + 8 do out[#out + 1] = first[j] end
       end
     end
     call_in_slices('ZADD', running_key, leases, 2)
@@ -89,7 +89,7 @@ local claimed = 0
 
 local leases = {}  -- ZADD arguments for the running zset: lease deadline, suffix, ...
 
-local function take(job_key, suffix, job, timeout_ms, throttle_key, cost, key_slack_ms)
+local function take(job_key, suffix, job, timeout_ms, throttle_key, cost, key_slack_ms, run_at)
   local attempt = (tonumber(job[6]) or 0) + 1
   local lease_deadline_ms = now + timeout_ms
   redis.call('HSET', job_key, 'state', 'running', 'attempts', attempt, 'lease_deadline_ms', lease_deadline_ms,
@@ -107,6 +107,7 @@ local function take(job_key, suffix, job, timeout_ms, throttle_key, cost, key_sl
   out[#out + 1] = throttle_key
   out[#out + 1] = cost
   out[#out + 1] = key_slack_ms
+  out[#out + 1] = run_at  -- when it was due: the dispatch's lag behind it is measured from here
   claimed = claimed + 1
 end
 
@@ -162,7 +163,7 @@ local function serve(throttle_key, share)
       end
       done[#done + 1] = member
       take(job_key, suffix, job, tonumber(job[3]) or limits.timeout_ms or DEFAULT_TIMEOUT_MS, throttle_key,
-        tostring(cost), key_slack_ms)
+        tostring(cost), key_slack_ms, run_at)
       taken = taken + 1
       if tokens ~= nil then tokens = tokens - cost end
       if total_cost ~= nil then total_tokens = total_tokens - total_cost end

@@ -203,3 +203,26 @@ def test_send_window_defaults_to_a_quarter_second_and_refuses_what_is_not_a_wind
                          ("61", "must be at most 60 seconds")):
         with pytest.raises(ConfigError, match=f"cfg.toml: send_window: {message}"):
             parse(f"send_window = {bad}")
+
+
+def test_api_tokens_may_be_a_table_of_named_tokens():
+    config = parse_config({"api_tokens": {"ops": "ops-secret", "ci": "ci-secret"}}, "redisq.toml")
+    assert config.api_tokens == ("ops-secret", "ci-secret")
+    assert config.api_token_names == {"ops-secret": "ops", "ci-secret": "ci"}
+    assert parse_config({"api_tokens": ["plain"]}).api_token_names == {}  # the list form: unnamed
+    # the environment's tokens replace the file's, and are unnamed
+    with_env = load_config(None, environ={"REDISQ_API_TOKENS": "from-env"})
+    assert with_env.api_tokens == ("from-env",) and with_env.api_token_names == {}
+
+
+@pytest.mark.parametrize("value, message", [
+    ({"ops": ""}, "redisq.toml: api_tokens.ops: must be a non-empty string (the token)"),
+    ({"ops": 7}, "redisq.toml: api_tokens.ops: must be a non-empty string (the token)"),
+    ({"ops": "same", "ci": "same"}, "redisq.toml: api_tokens.ci: is the same token as api_tokens.ops"),
+    ("one", 'redisq.toml: api_tokens: must be a list of tokens (["..."]) or a table of named ones'),
+    ([""], 'redisq.toml: api_tokens: must be a list of tokens (["..."]) or a table of named ones'),
+])
+def test_bad_api_tokens_are_config_errors(value, message):
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"api_tokens": value}, "redisq.toml")
+    assert str(caught.value).startswith(message)

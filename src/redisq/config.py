@@ -3,8 +3,9 @@
 A mistake in the file raises ``ConfigError`` with one line that names the file, the key
 and what is wrong: ``redisq.toml: workers.send-email.rate: must be a number > 0``.
 Environment variables win over the file: ``REDISQ_REDIS_URL``, ``REDISQ_SECRET``,
-``REDISQ_SIGNING_KEYS`` and ``REDISQ_API_TOKENS`` (comma-separated), and ``REDISQ_CONFIG``
-names the file.
+``REDISQ_SIGNING_KEYS`` and ``REDISQ_API_TOKENS`` (comma-separated), ``REDISQ_LOG_FORMAT``,
+``REDISQ_LOG_LEVEL``, ``REDISQ_ACCESS_LOG`` and ``REDISQ_METRICS_PUBLIC``, and
+``REDISQ_CONFIG`` names the file.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from .keys import WORKER_NAME_RE
 # Seconds an attempt may take when neither the job nor its worker says (lua/includes/limits.lua
 # keeps the same in ms, for a worker whose live limits are missing; a test holds them equal).
 DEFAULT_TIMEOUT_S = 30.0
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Statuses of a worker's answer that fail a job for good: the payload itself can never
 # succeed. Every other failure is retried (README, What the worker receives).
 DEFAULT_PERMANENT_STATUSES = frozenset({400, 410, 422})
@@ -90,6 +93,11 @@ class Config:
     workers: Mapping[str, WorkerConfig] = field(default_factory=dict)
     signing_keys: tuple[str, ...] = ()  # the first signs dispatches, all verify; () = sign with secret
     api_tokens: tuple[str, ...] = ()  # () = the API is open
+    api_token_names: Mapping[str, str] = field(default_factory=dict)  # token -> its name ([api_tokens] table)
+    log_format: str = "text"  # "text" | "json" (logs.py)
+    log_level: str = "INFO"
+    access_log: bool = False  # uvicorn's line per request
+    metrics_public: bool = False  # GET /metrics without an API token
 
     @property
     def base_url(self) -> str:
@@ -251,7 +259,7 @@ def parse_worker(source: str, name: str, table: Mapping[str, Any]) -> WorkerConf
 TOP_LEVEL_KEYS = {
     "redis_url", "public_url", "secret", "host", "port", "max_body_bytes",
     "shutdown_grace", "max_in_flight", "claim_batch", "http_client", "send_window", "workers",
-    "signing_keys", "api_tokens",
+    "signing_keys", "api_tokens", "log_format", "log_level", "access_log", "metrics_public",
 }
 
 
@@ -262,6 +270,51 @@ def parse_text_list(source: str, key: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
         raise _fail(source, key, "must be a list of non-empty strings")
     return tuple(v.strip() for v in value)
+
+
+def parse_api_tokens(source: str, value: Any) -> tuple[tuple[str, ...], dict[str, str]]:
+    """``api_tokens``: a list of tokens, or a table of named ones (``[api_tokens] ops = "..."``);
+    returns the tokens and, for a table, each token's name."""
+    if not isinstance(value, Mapping):
+        try:
+            return parse_text_list(source, "api_tokens", value), {}
+        except ConfigError:
+            raise _fail(source, "api_tokens", 'must be a list of tokens (["..."]) or a table of named ones '
+                                              '([api_tokens] ops = "...")') from None
+    names: dict[str, str] = {}
+    for name, token in value.items():
+        if not isinstance(token, str) or not token.strip():
+            raise _fail(source, f"api_tokens.{name}", "must be a non-empty string (the token)")
+        if token.strip() in names:
+            raise _fail(source, f"api_tokens.{name}", f"is the same token as api_tokens.{names[token.strip()]}")
+        names[token.strip()] = name
+    return tuple(names), names
+
+
+def log_format_of(source: str, key: str, value: Any) -> str:
+    if value not in LOG_FORMATS:
+        raise _fail(source, key, f"must be 'text' or 'json', got {value!r}")
+    return str(value)
+
+
+def log_level_of(source: str, key: str, value: Any) -> str:
+    level = value.upper() if isinstance(value, str) else value
+    if level not in LOG_LEVELS:
+        raise _fail(source, key, f"must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return str(level)
+
+
+ENV_TRUE, ENV_FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def env_flag(env: Mapping[str, str], name: str) -> bool | None:
+    """A true/false environment variable; None when unset or empty."""
+    value = env.get(name, "").strip().lower()
+    if not value:
+        return None
+    if value not in ENV_TRUE + ENV_FALSE:
+        raise _fail("environment", name, f"must be true or false (or 1/0, yes/no, on/off), got {env[name]!r}")
+    return value in ENV_TRUE
 
 
 def env_text_list(env: Mapping[str, str], name: str) -> tuple[str, ...] | None:
@@ -280,6 +333,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
     if send_window_s > MAX_SEND_WINDOW_S:
         raise _fail(source, "send_window", f"must be at most {MAX_SEND_WINDOW_S:g} seconds, got {send_window_s!r}")
     port = r.integer("port", 7575) or 7575
+    api_tokens, api_token_names = parse_api_tokens(source, data.get("api_tokens"))
     if port > MAX_PORT:
         raise _fail(source, "port", f"must be a port number, 1 to {MAX_PORT}, got {port!r}")
     return Config(
@@ -296,7 +350,12 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
         send_window_s=send_window_s,
         workers=workers,
         signing_keys=parse_text_list(source, "signing_keys", data.get("signing_keys")),
-        api_tokens=parse_text_list(source, "api_tokens", data.get("api_tokens")),
+        api_tokens=api_tokens,
+        api_token_names=api_token_names,
+        log_format=log_format_of(source, "log_format", data.get("log_format", "text")),
+        log_level=log_level_of(source, "log_level", data.get("log_level", "INFO")),
+        access_log=r.boolean("access_log", False),
+        metrics_public=r.boolean("metrics_public", False),
     )
 
 
@@ -318,4 +377,16 @@ def load_config(path: str | None = None, environ: Mapping[str, str] | None = Non
     redis_url = check_redis_url("environment", "REDISQ_REDIS_URL", env.get("REDISQ_REDIS_URL") or None)
     config = config.with_overrides(signing_keys=env_text_list(env, "REDISQ_SIGNING_KEYS"),
                                    api_tokens=env_text_list(env, "REDISQ_API_TOKENS"))
+    if env.get("REDISQ_API_TOKENS", "").strip():  # the environment's tokens are unnamed
+        config = replace(config, api_token_names={})
+    log_format, log_level = env.get("REDISQ_LOG_FORMAT", "").strip(), env.get("REDISQ_LOG_LEVEL", "").strip()
+    access_log, metrics_public = env_flag(env, "REDISQ_ACCESS_LOG"), env_flag(env, "REDISQ_METRICS_PUBLIC")
+    config = replace(
+        config,
+        log_format=log_format_of("environment", "REDISQ_LOG_FORMAT", log_format.lower()) if log_format
+        else config.log_format,
+        log_level=log_level_of("environment", "REDISQ_LOG_LEVEL", log_level) if log_level else config.log_level,
+        access_log=config.access_log if access_log is None else access_log,
+        metrics_public=config.metrics_public if metrics_public is None else metrics_public,
+    )
     return config.with_overrides(redis_url=redis_url, secret=env.get("REDISQ_SECRET") or None)

@@ -18,9 +18,12 @@ from .connection import connect as connect  # noqa: PLC0414 - kept where bench a
 from .dispatch import Dispatcher, Observer
 from .embedded import EMBEDDED_WARNING
 from .engine import REDIS_OUTAGE_ERRORS, Engine, Reaped
+from .errors import RedisqError
+from .limits import Limits
 from .operations import Operations
 from .poller import Poller
 from .security import shared_secret
+from .signals import Signals
 from .ticker import Ticker
 from .transport import Transport, make_transport
 from .wakeups import Event, Wakeups
@@ -68,6 +71,8 @@ class Coordinator:
         self.redis = redis
         self.engine = Engine(redis, config, notify=self)  # its writes tell this coordinator's wake-ups
         self.operations = Operations(self.engine)  # bulk retries and deletes
+        self.signals = Signals(config)  # this process's log lines and metrics
+        self.engine.outages.on_change = self.signals.redis_changed
         self.transport = transport
         self.observer = observer
         self.secret: bytes = (config.secret or "").encode()
@@ -85,7 +90,7 @@ class Coordinator:
             return
         transport = self.transport or make_transport(self.config.http_client, self.config.max_in_flight)
         self.dispatcher = Dispatcher(self.engine, self.config, transport, self.secret, observer=self.observer,
-                                     signing_key=self.signing_key, wakeups=self.wakeups)
+                                     signing_key=self.signing_key, wakeups=self.wakeups, signals=self.signals)
         self.poller = Poller(self.engine, self.config, on_reaped=self._reaped,
                              before_reap=self.dispatcher.settler.flush)
         self.wakeups.subscribe(Event.LEASE_STARTED, self.poller.lease_started)
@@ -94,6 +99,21 @@ class Coordinator:
         self.ticker = Ticker(self.engine, self.config)
         self.wakeups.subscribe(Event.SCHEDULE_CHANGED, self.ticker.wake)
         await self.ticker.start()
+
+    async def announce(self, listen: str) -> None:
+        """The start-up summary (``Signals.started``), with each worker's live limits as Redis
+        has them, or the file's when Redis cannot be read."""
+        limits: dict[str, Limits] = {}
+        readable = True
+        for name, worker in self.config.workers.items():
+            if readable:
+                try:
+                    limits[name] = await self.engine.worker(name).limits()
+                    continue
+                except RedisqError:
+                    readable = False
+            limits[name] = Limits.from_config(worker)
+        self.signals.started(listen, self.embedded, limits)
 
     async def _seed_limits(self) -> None:
         """The config file's limits into Redis (limits.py says when a live change wins)."""
@@ -157,7 +177,8 @@ class Coordinator:
         if self.dispatcher is not None:
             self.dispatcher.after_settle(worker, words)
 
-    def _reaped(self, worker: str, _reaped: Reaped) -> None:
+    def _reaped(self, worker: str, reaped: Reaped) -> None:
         """The poller failed attempts whose lease ended: retries are due, slots are free."""
+        self.signals.leases_reaped(worker, reaped)
         if self.dispatcher is not None:
             self.dispatcher.attempts_ended(worker, retries_due=True)

@@ -76,7 +76,7 @@ SPECS: dict[str, ScriptSpec] = {spec.name: spec for spec in (
                (*QUEUE_KEYS, "running", "bucket", "dispatched", "buckets", "reply", "reply"),
                (*QUEUE_ARGS, "job_prefix", "most", "reply_ttl_ms", "claimer"),
                answers="{wait_ms, capped, rated, total_slack_ms, per job: suffix, attempt, timeout_ms, args, seq, "
-                       "throttle_key, cost, key_slack_ms}"),
+                       "throttle_key, cost, key_slack_ms, run_at_ms}"),
     ScriptSpec("settle", ATTEMPT_KEYS, RETRY_POLICY_ARGS, item_keys=("job",),
                item_args=("suffix", "attempt", "outcome", "error", "result", "retry_after_ms", "digest", "seq",
                           "status"),

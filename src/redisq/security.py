@@ -16,7 +16,10 @@ signature made with any of its keys, within 5 minutes of its own clock either wa
 
 API tokens: with ``api_tokens`` set, ``ApiTokenMiddleware`` asks every request for
 ``Authorization: Bearer <token>`` except those in ``OPEN_ROUTES`` (health, and the
-receipt and heartbeat routes, which check their receipt token themselves).
+receipt and heartbeat routes, which check their receipt token themselves). The name of the
+token a request used (``[api_tokens] ops = "..."``; "" for an unnamed one) is kept in the
+request's scope under ``TOKEN_NAME_SCOPE_KEY`` (``token_name(scope)``), so the log can say who
+changed a limit.
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ import json
 import re
 import secrets as random_secrets
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Mapping, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .keys import SHARED_SECRET_KEY
 
@@ -152,28 +155,51 @@ def is_open_route(method: str, path: str) -> bool:
 
 def api_token_valid(tokens: Sequence[bytes], token: str | None) -> bool:
     """Constant-time compare against every configured token (no early exit on a match)."""
+    return matching_token(tokens, token) is not None
+
+
+def matching_token(tokens: Sequence[bytes], token: str | None) -> int | None:
+    """The index of the configured token ``token`` is, compared in constant time against
+    every one (no early exit on a match); None when it is none of them."""
     if token is None or not token.isascii():
-        return False
+        return None
     given = token.encode()
-    found = False
-    for candidate in tokens:
-        found |= hmac.compare_digest(candidate, given)
+    found = None
+    for i, candidate in enumerate(tokens):
+        if hmac.compare_digest(candidate, given):
+            found = i
     return found
+
+
+TOKEN_NAME_SCOPE_KEY = "redisq.api_token"
+
+
+def token_name(scope: Mapping[str, Any]) -> str | None:
+    """The name of the API token the request used ("" for an unnamed one); None when the API
+    is open (no ``api_tokens``) or the route needs none."""
+    name = scope.get(TOKEN_NAME_SCOPE_KEY)
+    return name if isinstance(name, str) else None
 
 
 class ApiTokenMiddleware:
     """ASGI middleware: every HTTP request needs ``Authorization: Bearer <one of tokens>``
     unless it is one of ``OPEN_ROUTES``. Routes added later are protected without a change
-    here. Answers 401 with the API's error body ``{"error": ...}``."""
+    here. Answers 401 with the API's error body ``{"error": ...}``. ``names`` maps tokens to
+    their names; the name of the one used goes in the scope (``token_name``). Routes in
+    ``open_routes`` (beside ``OPEN_ROUTES``: GET /metrics with ``metrics_public``) need none."""
 
-    def __init__(self, app: ASGIApp, tokens: Sequence[str]):
+    def __init__(self, app: ASGIApp, tokens: Sequence[str], names: Mapping[str, str] | None = None,
+                 open_routes: Sequence[tuple[str, re.Pattern[str]]] = ()):
         if not tokens:
             raise ValueError("ApiTokenMiddleware needs at least one token")
         self.app = app
         self.tokens = [t.encode() for t in tokens]
+        self.names = [(names or {}).get(t, "") for t in tokens]
+        self.open_routes = tuple(open_routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or is_open_route(scope["method"], scope["path"]):
+        if scope["type"] != "http" or is_open_route(scope["method"], scope["path"]) or any(
+                scope["method"] == m and pattern.match(scope["path"]) for m, pattern in self.open_routes):
             await self.app(scope, receive, send)
             return
         authorization = None
@@ -182,7 +208,10 @@ class ApiTokenMiddleware:
                 authorization = value.decode("latin-1")
                 break
         token = bearer_token(authorization)
-        if api_token_valid(self.tokens, token):
+        index = matching_token(self.tokens, token)
+        if index is not None:
+            named: MutableMapping[str, Any] = scope
+            named[TOKEN_NAME_SCOPE_KEY] = self.names[index]
             await self.app(scope, receive, send)
             return
         message = ("missing API token: send Authorization: Bearer <token> (this coordinator has api_tokens set)"

@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from . import __version__
 from .config import Config
+from .logs import configure_logging
 
 if TYPE_CHECKING:
     import uvicorn
@@ -94,8 +94,8 @@ def _server(config: uvicorn.Config, coordinator: Coordinator, failures: list[str
                 await coordinator.stop()
                 return
             settings = coordinator.config
-            log.info("redisq %s serving on http://%s:%d (%s store, %d workers)", __version__, settings.host,
-                     settings.port, "embedded" if coordinator.embedded else "redis", len(settings.workers))
+            host = f"[{settings.host}]" if ":" in settings.host else settings.host
+            await coordinator.announce(f"http://{host}:{settings.port}")
 
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             try:
@@ -125,7 +125,7 @@ def serve(config: Config, loop: str) -> int:
     from .api import create_app
     from .coordinator import Coordinator
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(config)
     try:
         sock = bind(config.host, config.port)
     except CannotListen as e:
@@ -139,8 +139,9 @@ def serve(config: Config, loop: str) -> int:
     coordinator = Coordinator(config)
     failures: list[str] = []
     server = _server(uvicorn.Config(
-        create_app(coordinator, manage_lifecycle=False), loop=loop, lifespan="off", log_level="warning",
-        timeout_graceful_shutdown=max(1, int(config.shutdown_grace_s) + 1)), coordinator, failures)
+        create_app(coordinator, manage_lifecycle=False), loop=loop, lifespan="off", log_config=None, log_level=None,
+        access_log=config.access_log, timeout_graceful_shutdown=max(1, int(config.shutdown_grace_s) + 1)),
+        coordinator, failures)
     try:
         server.run(sockets=[sock])
     finally:

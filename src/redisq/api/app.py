@@ -15,10 +15,11 @@ from starlette.routing import BaseRoute, Match, Route
 from ..coordinator import Coordinator
 from ..errors import RedisqError
 from ..security import ApiTokenMiddleware
-from . import health, jobs, receipts, schedules, workers
+from . import health, jobs, metrics, receipts, schedules, workers
 from .http import on_redisq_error, on_unexpected
 
-routes: list[BaseRoute] = [*jobs.routes, *receipts.routes, *workers.routes, *health.routes, *schedules.routes]
+routes: list[BaseRoute] = [*jobs.routes, *receipts.routes, *workers.routes, *health.routes, *schedules.routes,
+                           *metrics.routes]
 
 
 ROUTING_ERRORS = {404: "not found", 405: "method not allowed"}
@@ -66,6 +67,8 @@ def create_app(coordinator: Coordinator, *, manage_lifecycle: bool = True) -> St
                     exception_handlers={RedisqError: on_redisq_error, HTTPException: on_routing_error,
                                         Exception: on_unexpected})
     app.state.coordinator = coordinator
-    if coordinator.config.api_tokens:  # every route but security.OPEN_ROUTES needs a token, routes added later too
-        app.add_middleware(ApiTokenMiddleware, tokens=coordinator.config.api_tokens)
+    config = coordinator.config
+    if config.api_tokens:  # every route but security.OPEN_ROUTES needs a token, routes added later too
+        app.add_middleware(ApiTokenMiddleware, tokens=config.api_tokens, names=config.api_token_names,
+                           open_routes=[metrics.PUBLIC_ROUTE] if config.metrics_public else [])
     return app

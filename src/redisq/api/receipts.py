@@ -3,16 +3,19 @@ with the receipt token the dispatcher gave it (no API token needed; see security
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from ..coordinator import Coordinator
 from ..dispatch import MAX_RETRY_AFTER_S, RESULT_MAX_BYTES
 from ..engine import ACCEPTED, Receipt
-from ..errors import UnauthorizedError, ValidationError, escaped
+from ..errors import RedisqError, UnauthorizedError, ValidationError, escaped
 from ..inputs import NumberRule, object_with
 from ..keys import split_job_id
 from ..model import iso_from_ms
@@ -42,12 +45,29 @@ async def post_receipt(request: Request) -> JSONResponse:
     body = await read_json(request, coordinator.config.max_body_bytes)
     receipt = parse_receipt(body, job_id, grant.attempt, grant.seq)
     word = await coordinator.engine.receipt(job_id, receipt)
+    await report(coordinator, job_id, receipt, word)
     if word == "cancelled":
         return JSONResponse({"accepted": False, "state": "cancelled",
                              "message": "the job was cancelled; the receipt changes nothing"})
     # An accepted receipt's word is the job's new state; only a repeat needs a look.
     state = word if word in ACCEPTED else (await coordinator.engine.get(job_id)).state.value
     return JSONResponse({"accepted": True, "duplicate": word == "duplicate", "state": state})
+
+
+async def report(coordinator: Coordinator, job_id: str, receipt: Receipt, word: str) -> None:
+    """The settled receipt to the signals; for a retry, its next run and throttle key read
+    back when its line is written (the dispatcher's calls know the key from their claim)."""
+    worker, _ = split_job_id(job_id) or ("", "")
+    job = None
+    if word == "retrying" and coordinator.signals.logs_retries:
+        with contextlib.suppress(RedisqError):  # purged, or Redis failing: its line says less
+            job = await coordinator.engine.get(job_id)
+    back_pressure = receipt.retry_after_ms >= 0
+    coordinator.signals.attempt_ended(
+        worker, job_id, receipt.attempt, word, error=receipt.error,
+        next_run_at_ms=job.run_at_ms if job is not None and not back_pressure else None,
+        paused_until_ms=round(time.time() * 1000) + receipt.retry_after_ms if back_pressure else None,
+        throttle_key=(job.throttle_key or "") if job is not None else "")
 
 
 async def heartbeat(request: Request) -> JSONResponse:

@@ -1,5 +1,5 @@
 """Workers, for operators: each worker's state and its live limits, changed by PATCH or by
-pausing and resuming it."""
+pausing and resuming it (each change logged with the API token that made it)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from ..engine import WorkerState
 from ..limits import Limits, parse_limits_patch, patched_fields
+from ..security import token_name
 from .http import coordinator_of, read_json
 
 
@@ -44,7 +45,8 @@ async def patch_worker(request: Request) -> JSONResponse:
     engine = coordinator.engine.worker(name)  # 404 before reading the body
     body = await read_json(request, coordinator.config.max_body_bytes)
     current = await engine.limits()
-    await engine.set_limits(parse_limits_patch(body, current), fields=patched_fields(body))
+    changed = await engine.set_limits(parse_limits_patch(body, current), fields=patched_fields(body))
+    limits_changed(request, name, current, changed)
     return JSONResponse(worker_json(await engine.state()))
 
 
@@ -52,8 +54,16 @@ async def set_paused(request: Request, paused: bool) -> JSONResponse:
     coordinator = coordinator_of(request)
     name: str = request.path_params["name"]
     engine = coordinator.engine.worker(name)
-    await engine.set_limits(Limits(paused=paused), fields={"paused"})  # only the flag is written
+    current = await engine.limits()
+    changed = await engine.set_limits(Limits(paused=paused), fields={"paused"})  # only the flag is written
+    limits_changed(request, name, current, changed)
     return JSONResponse(worker_json(await engine.state()))
+
+
+def limits_changed(request: Request, worker: str, before: Limits, after: Limits) -> None:
+    """Tell the signals who changed what (the API token's name, the client's address)."""
+    client = f"{request.client.host}" if request.client else None
+    coordinator_of(request).signals.limits_changed(worker, before, after, token_name(request.scope), client)
 
 
 async def pause_worker(request: Request) -> JSONResponse:

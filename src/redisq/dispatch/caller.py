@@ -15,6 +15,7 @@ from functools import partial
 from ..config import DEFAULT_PERMANENT_STATUSES, Config, WorkerConfig
 from ..engine import ClaimedJob, Receipt
 from ..security import receipt_token, signed_headers
+from ..signals import CallFacts, Signals
 from ..transport import NotSentError, Response, SendWindow, Transport, TransportError
 from ..worker import PERMANENT_HEADER
 from .deadline import AnswerDeadline
@@ -102,8 +103,10 @@ class Caller:
     """Calls a worker's URL for one claimed job and answers the attempt's receipt."""
 
     def __init__(self, config: Config, transport: Transport, secret: bytes, signing_key: bytes,
-                 observer: Observer | None = None, lease_left_ms: LeaseReader | None = None):
+                 observer: Observer | None = None, lease_left_ms: LeaseReader | None = None,
+                 signals: Signals | None = None):
         self.transport = transport
+        self.signals = signals or Signals(config)
         self.lease_left_ms = lease_left_ms  # None: a call ends at its timeout, heartbeats or not
         self.secret = secret  # signs receipt tokens
         self.signing_key = signing_key  # signs X-Redisq-Signature
@@ -126,16 +129,23 @@ class Caller:
 
     def _observe_dispatch(self, worker: WorkerConfig, job: ClaimedJob, window: SendWindow | None) -> None:
         """"dispatched" now, or for a throttled call the moment it is written (one returned
-        unsent was never dispatched)."""
-        assert self.observer is not None
-        observer = self.observer
+        unsent was never dispatched): to the signals, and to the observer."""
+        observer, signals = self.observer, self.signals
+
+        def dispatched() -> None:
+            signals.dispatched(worker.name)
+            if job.run_at_ms:  # this machine's clock against Redis's: the same clock on one host
+                signals.dispatch_lag(worker.name, time.time() - job.run_at_ms / 1000)
+            if observer is not None:
+                observer("dispatched", job.id, job.attempt, worker.url)
+
         if window is None:
-            observer("dispatched", job.id, job.attempt, worker.url)
+            dispatched()
             return
         on_written = window.on_written
 
         def written(at: float) -> None:
-            observer("dispatched", job.id, job.attempt, worker.url)
+            dispatched()
             if on_written is not None:
                 on_written(at)
 
@@ -160,22 +170,32 @@ class Caller:
     async def call(self, worker: WorkerConfig, job: ClaimedJob, window: SendWindow | None = None) -> Receipt | None:
         """The attempt's receipt: the worker's answer, a failure when none came, "unsent" when
         its send window passed before it could be written; None for a 202 (it comes later)."""
-        if self.observer:
-            self._observe_dispatch(worker, job, window)
+        receipt, _ = await self.call_with_facts(worker, job, window)
+        return receipt
+
+    async def call_with_facts(self, worker: WorkerConfig, job: ClaimedJob,
+                              window: SendWindow | None = None) -> tuple[Receipt | None, CallFacts]:
+        """``call``'s receipt, and what the call knew beside it (for the signals)."""
+        self._observe_dispatch(worker, job, window)
         receipt: Receipt | None
+        status: int | None = None
+        started = time.monotonic()
         try:
             resp = await self._post(worker, job, window)
+            status = resp.status
             receipt = receipt_from_response(job, resp, worker.permanent_statuses)
             if receipt is not None:
                 receipt = dataclasses.replace(receipt, status=resp.status)  # for the job's history
         except NotSentError as e:
             receipt = Receipt(job.suffix, job.attempt, "unsent", error=str(e), seq=job.seq)
+            return receipt, CallFacts(job.throttle_key)
         except TransportError as e:
             receipt = Receipt(job.suffix, job.attempt, "failure", error=str(e), seq=job.seq)
         except Exception as e:  # never lose the attempt to a bug: it fails and is retried
             log.exception("dispatching %s failed unexpectedly", job.id)
             receipt = Receipt(job.suffix, job.attempt, "failure", error=f"dispatch error: {type(e).__name__}: {e}",
                               seq=job.seq)
+        self.signals.call_ended(worker.name, time.monotonic() - started)
         if receipt is None and self.observer:
             self.observer("accepted", job.id, job.attempt, "202: waiting for the worker's receipt")
-        return receipt
+        return receipt, CallFacts(job.throttle_key, status)

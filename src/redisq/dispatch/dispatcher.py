@@ -8,6 +8,7 @@ import logging
 from ..config import Config, WorkerConfig
 from ..engine import ClaimedJob, Engine
 from ..loops import MAX_IDLE_S
+from ..signals import Signals
 from ..transport import SendWindow, Transport
 from ..wakeups import Event, Listener, Wakeups
 from .caller import Caller, Observer
@@ -24,7 +25,7 @@ class Dispatcher:
 
     def __init__(self, store: Engine, config: Config, transport: Transport, secret: bytes,
                  observer: Observer | None = None, on_lease: Listener | None = None,
-                 signing_key: bytes | None = None, wakeups: Wakeups | None = None):
+                 signing_key: bytes | None = None, wakeups: Wakeups | None = None, signals: Signals | None = None):
         self.store = store
         self.config = config
         self.transport = transport
@@ -32,8 +33,9 @@ class Dispatcher:
         self.signing_key = secret if signing_key is None else signing_key  # signs X-Redisq-Signature
         self.observer = observer
         self.wakeups = Wakeups(store.redis) if wakeups is None else wakeups
-        self.caller = Caller(config, transport, secret, self.signing_key, observer, store.lease_left_ms)
-        self.settler = Settler(store, config, self.after_settle, observer)
+        self.signals = Signals(config) if signals is None else signals  # what operators are told
+        self.caller = Caller(config, transport, secret, self.signing_key, observer, store.lease_left_ms, self.signals)
+        self.settler = Settler(store, config, self.after_settle, observer, self.signals)
         self.claimer = Claimer(store, config, self.wakeups, self._start_call, self.settler.hold_back)
         self.wakeups.subscribe((Event.JOBS_DUE, Event.SLOT_FREED, Event.RETRY_DUE), self.claimer.wake)
         if on_lease is not None:  # (worker, shortest timeout_ms) after a claim, for the poller
@@ -92,11 +94,11 @@ class Dispatcher:
 
     async def _call(self, worker: WorkerConfig, job: ClaimedJob, window: SendWindow | None = None) -> None:
         try:
-            receipt = await self.caller.call(worker, job, window)
+            receipt, facts = await self.caller.call_with_facts(worker, job, window)
         finally:
             self.claimer.release(1)
         if receipt is not None:
-            self.settler.add(worker.name, receipt)
+            self.settler.add(worker.name, receipt, facts)
 
     # -- after settling --------------------------------------------------------------------
     def after_settle(self, worker_name: str, words: list[str]) -> None:

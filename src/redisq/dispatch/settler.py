@@ -1,7 +1,8 @@
 """Settling: the receipts of finished calls and the hold-back reports of late writes wait in
 a buffer per worker, and one flusher per worker sends them to Redis in batches, so Redis
 sees a few calls per batch of jobs, not a few per job. At stop, what the flushers left is
-settled before the process goes."""
+settled before the process goes. Each settled answer is reported to the signals (its log
+line and its counts), with the next run of a retried job read back when its line is written."""
 
 from __future__ import annotations
 
@@ -13,12 +14,17 @@ from collections.abc import Callable
 
 from ..config import Config, WorkerConfig
 from ..engine import Engine, HoldBack, Receipt
+from ..errors import RedisqError
+from ..keys import job_id
 from ..loops import OutageBackoff, WorkerLoops
+from ..signals import CallFacts, Signals
 from .caller import Observer
 
 log = logging.getLogger("redisq.dispatch")
 
 SETTLE_BATCH = 500
+NEXT_RUN_READS_AT_ONCE = 16  # retried jobs whose next run is read back together, for their log lines
+NO_FACTS = CallFacts()
 
 AfterSettle = Callable[[str, list[str]], None]  # (worker, settle's answers)
 
@@ -55,17 +61,19 @@ class Settler(WorkerLoops):
     # inside a redis-py call can be swallowed, and a loop waiting for it would never end.
     cancel_on_stop = False
 
-    def __init__(self, store: Engine, config: Config, after_settle: AfterSettle, observer: Observer | None = None):
+    def __init__(self, store: Engine, config: Config, after_settle: AfterSettle, observer: Observer | None = None,
+                 signals: Signals | None = None):
         super().__init__(config)
         self.store = store
         self.after_settle = after_settle
         self.observer = observer
-        self._receipts: dict[str, list[Receipt]] = defaultdict(list)
+        self.signals = signals or Signals(config)
+        self._receipts: dict[str, list[tuple[Receipt, CallFacts]]] = defaultdict(list)
         self._hold_backs: dict[str, list[HoldBack]] = defaultdict(list)  # reports not yet sent
         self._unsent_warning = UnsentWarning(config.send_window_s)
 
-    def add(self, worker_name: str, receipt: Receipt) -> None:
-        self._receipts[worker_name].append(receipt)
+    def add(self, worker_name: str, receipt: Receipt, facts: CallFacts = NO_FACTS) -> None:
+        self._receipts[worker_name].append((receipt, facts))
         self.wake(worker_name)
 
     def hold_back(self, worker_name: str, reports: list[HoldBack]) -> None:
@@ -115,16 +123,47 @@ class Settler(WorkerLoops):
                 # Sent again later: taking back twice only slows the key, never speeds it up.
                 reports[0:0] = batch
                 raise
-        buffer = self._receipts[worker.name]
-        while buffer:
-            receipts = buffer[:SETTLE_BATCH]
-            del buffer[:len(receipts)]
+        answers = self._receipts[worker.name]
+        while answers:
+            settling = answers[:SETTLE_BATCH]
+            del answers[:len(settling)]
+            receipts = [receipt for receipt, _ in settling]
             try:
                 words = await self.store.settle(worker, receipts)
             except BaseException:
-                buffer[0:0] = receipts  # settled again later: a repeat is answered 'duplicate'
+                answers[0:0] = settling  # settled again later: a repeat is answered 'duplicate'
                 raise
             self._settled(worker, receipts, words)
+            await self._report(worker, settling, words)
+
+    async def _report(self, worker: WorkerConfig, batch: list[tuple[Receipt, CallFacts]], words: list[str]) -> None:
+        """Each settled answer to the signals; a job retried after its backoff with the time
+        of its next run, read back (a few at a time) when its line is written."""
+        retried = [receipt.suffix for (receipt, _), word in zip(batch, words, strict=True)
+                   if word == "retrying" and receipt.retry_after_ms < 0]
+        next_runs = await self._next_runs(worker, retried) if retried and self.signals.logs_retries else {}
+        now_ms = time.time() * 1000
+        for (receipt, facts), word in zip(batch, words, strict=True):
+            self.signals.attempt_ended(
+                worker.name, job_id(worker.name, receipt.suffix), receipt.attempt, word, error=receipt.error,
+                status=facts.status, next_run_at_ms=next_runs.get(receipt.suffix),
+                paused_until_ms=round(now_ms + receipt.retry_after_ms) if receipt.retry_after_ms >= 0 else None,
+                throttle_key=facts.throttle_key)
+
+    async def _next_runs(self, worker: WorkerConfig, suffixes: list[str]) -> dict[str, int]:
+        """Retried jobs' next run (unix ms); a job that cannot be read is left out."""
+        runs: dict[str, int] = {}
+
+        async def read(suffix: str) -> None:
+            try:
+                job = await self.store.get(job_id(worker.name, suffix))
+            except RedisqError:  # purged, or Redis failing: its line says "after its backoff"
+                return
+            runs[suffix] = job.run_at_ms
+
+        for start in range(0, len(suffixes), NEXT_RUN_READS_AT_ONCE):
+            await asyncio.gather(*(read(s) for s in suffixes[start:start + NEXT_RUN_READS_AT_ONCE]))
+        return runs
 
     def _settled(self, worker: WorkerConfig, batch: list[Receipt], words: list[str]) -> None:
         self.after_settle(worker.name, words)

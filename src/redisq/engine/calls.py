@@ -17,7 +17,7 @@ The first row that matches wins. The original exception is the mapped one's ``__
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from redis import exceptions as redis_errors
@@ -75,14 +75,19 @@ class OutageClock:
     def __init__(self) -> None:
         self.failing = False
         self.recovered_at = -self.RECOVERY_GRACE_S  # time.monotonic() of the last recovery
+        self.on_change: Callable[[bool], None] | None = None  # told False when calls start failing, True when back
 
     def failed(self) -> None:
+        if not self.failing and self.on_change is not None:
+            self.on_change(False)
         self.failing = True
 
     def succeeded(self) -> None:
         if self.failing:
             self.failing = False
             self.recovered_at = time.monotonic()
+            if self.on_change is not None:
+                self.on_change(True)
 
     def grace_left_s(self) -> float:
         """How long reaping should still wait (0 = reap)."""

@@ -128,8 +128,8 @@ class Jobs(WorkerBase):
         jobs = [
             ClaimedJob(self.name, text(out[i]), integer(out[i + 1]), integer(out[i + 2]), text(out[i + 3]),
                        integer(out[i + 4]), throttle_key=text(out[i + 5]), cost=float(text(out[i + 6])),
-                       key_slack_ms=_number(out[i + 7]))
-            for i in range(4, len(out), 8)
+                       key_slack_ms=_number(out[i + 7]), run_at_ms=integer(out[i + 8]))
+            for i in range(4, len(out), 9)
         ]
         return Claim(jobs, integer(out[0]), bool(integer(out[1])), bool(integer(out[2])), _number(out[3]))
 

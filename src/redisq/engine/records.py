@@ -56,6 +56,7 @@ class ClaimedJob:
     throttle_key: str = ""
     cost: float = 1.0
     key_slack_ms: float | None = None  # how long its key's bucket would have taken to fill at the claim; None = no rate
+    run_at_ms: int = 0  # when it was due (unix ms, Redis's clock); 0 = not known
 
     @property
     def id(self) -> str:
