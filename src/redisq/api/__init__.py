@@ -1,8 +1,9 @@
 """The HTTP API: a Starlette app whose routes call the engine, with errors as status codes.
 
 One module per resource, each with its endpoints and a ``routes`` list: ``jobs``,
-``receipts``, ``workers``, ``schedules``, ``health``; ``http`` holds what they share and
-``app`` puts them together in ``create_app``. Endpoints find the coordinator on
+``receipts``, ``workers``, ``schedules``, ``health``, ``openapi`` (the document of all of
+them) and ``docs`` (its page); ``http`` holds what they share and ``app`` puts them
+together in ``create_app``. Endpoints find the coordinator on
 ``request.app.state``.
 
 Every error body is ``{"error": "<what was wrong>"}`` plus ``field``/``index`` where they
