@@ -69,6 +69,11 @@ def or_null(schema: Schema) -> Schema:
     return {"anyOf": [schema, {"type": "null"}]}
 
 
+def noted(schema: Schema, note: str) -> Schema:
+    """``schema`` with ``note`` after its description."""
+    return {**schema, "description": f"{schema['description']}{note}"}
+
+
 def json_pattern(regex: re.Pattern[str]) -> str:
     """A Python regex as JSON Schema (ECMA-262) writes it: its end anchor ``\\Z`` as ``$``."""
     if not regex.pattern.endswith("\\Z"):
@@ -122,7 +127,7 @@ ENQUEUE_SCHEMAS: dict[str, Schema] = {
     "timeout": or_null(TIMEOUT_S.json_schema()),
     "throttleKey": or_null({"type": "string", "minLength": 1, "maxLength": THROTTLE_KEY_MAX_CHARS,
                             "description": "Printable characters: the bucket the job draws from"}),
-    "cost": {**COST.json_schema(), "description": f"{COST.json_schema()['description']}; default 1"},
+    "cost": noted(COST.json_schema(), "; default 1"),
 }
 NOT_BOTH_RUN_AT_AND_DELAY: Schema = {"not": {
     "required": ["runAt", "delay"],
@@ -151,9 +156,7 @@ RECEIPT_REQUEST = fields_schema(RECEIPT_FIELDS, {
     "error": {**ANY, "description": "Kept as lastError (text as is, anything else as JSON)"},
     "result": {**ANY, "description": "Kept as the job's result when its JSON is at most 16 KiB"},
     "retry": {**BOOLEAN, "description": "false: a failure is permanent (default true)"},
-    "retryAfter": or_null({**RETRY_AFTER_S.json_schema(),
-                           "description": f"{RETRY_AFTER_S.json_schema()['description']}: only with a failure "
-                                          "that is retried"}),
+    "retryAfter": or_null(noted(RETRY_AFTER_S.json_schema(), ": only with a failure that is retried")),
 }, required=["status"])
 
 RETRY_REQUEST = fields_schema(["args", "runAt", "delay"], {
@@ -396,7 +399,8 @@ def operation_json(op: Operation, api_tokens: bool) -> Schema:
                    "schema": {"type": "string", "minLength": 1}} for name in re.findall(r"\{(\w+)\}", op.path)]
     parameters += [{"name": p.name, "in": p.where, "required": p.required, "description": p.description,
                     "schema": p.schema} for p in op.parameters]
-    document: Schema = {"summary": op.summary, "operationId": operation_id(op), "responses": responses}
+    document: Schema = {"summary": op.summary, "operationId": operation_id(op), "tags": [tag_of(op.path)],
+                        "responses": responses}
     if parameters:
         document["parameters"] = parameters
     if op.body is not None:
@@ -406,6 +410,15 @@ def operation_json(op: Operation, api_tokens: bool) -> Schema:
     elif api_tokens and is_open_route(op.method, sample_path(op.path)):
         document["security"] = []  # open: see security.OPEN_ROUTES
     return document
+
+
+TAGS = (("receipts", re.compile(r"/(receipt|heartbeat)$")), ("jobs", re.compile(r"^/(jobs?|operations)\b")),
+        ("workers", re.compile(r"^/workers\b")), ("schedules", re.compile(r"^/schedules?\b")))
+
+
+def tag_of(path: str) -> str:
+    """The group /docs shows an operation in: its resource, else ``service``."""
+    return next((tag for tag, pattern in TAGS if pattern.search(path)), "service")
 
 
 def operation_id(op: Operation) -> str:
