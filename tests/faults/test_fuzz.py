@@ -31,6 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from redisq.api.app import routes
+from redisq.api.openapi import routed_operations
 from redisq.security import receipt_token
 
 from test_api import WORKER, Api, running_api, worker_config
@@ -137,7 +138,7 @@ PATH_PARAMS: dict[str, dict[str, st.SearchStrategy[str]]] = {
     "/schedule/{id}": {"id": schedule_ids}, "/schedule/{id}/pause": {"id": schedule_ids},
     "/schedule/{id}/resume": {"id": schedule_ids},
 }
-ROUTES = sorted((method, route.path) for route in routes for method in route.methods or () if method != "HEAD")
+ROUTES = sorted(routed_operations(routes))  # the static files of /docs are no route of their own
 
 
 @dataclass(frozen=True)
