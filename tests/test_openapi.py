@@ -354,6 +354,15 @@ async def test_docs_loads_only_assets_of_its_own_host_and_each_answers(engine_re
         assert spec.status_code == 200 and spec.json()["openapi"].startswith("3.1.")
         assert (await api.client.get("/docs/assets/nope.js")).status_code == 404
         assert (await api.client.get("/workers")).status_code == 401  # the rest still needs the token
+        # an open path leads nowhere else: the files of static/ only
+        assert (await api.client.get("/docs/assets/%2e%2e/openapi.py")).status_code == 404
+        assert (await api.client.get("/docs/assets/%2e%2e/%2e%2e/%2e%2e/workers")).status_code == 404
+        assert (await api.client.head("/docs/assets/docs.js")).status_code == 401  # open to GET only
+    async with running_api(engine_redis, dispatch=False) as api:
+        refused = await api.client.post("/docs/assets/docs.js")
+        assert refused.status_code == 405
+        assert refused.headers["allow"] == "GET, HEAD"
+        assert refused.json() == {"error": "method not allowed: POST /docs/assets/docs.js (allowed: GET, HEAD)"}
 
 
 def test_swagger_ui_is_vendored_with_its_license_and_pinned_version():

@@ -34,7 +34,7 @@ async def on_routing_error(request: Request, exc: Exception) -> Response:
     headers = dict(exc.headers or {})
     message = f"{ROUTING_ERRORS.get(exc.status_code, exc.detail)}: {request.method} {request.url.path}"
     if exc.status_code == 405:
-        headers["Allow"] = ", ".join(allowed_methods(request))
+        headers["Allow"] = ", ".join(allowed_methods(request)) or headers.get("Allow", "")  # a Mount's own
         message += f" (allowed: {headers['Allow']})"
     return JSONResponse({"error": message}, status_code=exc.status_code, headers=headers)
 

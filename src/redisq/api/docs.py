@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 STATIC_DIR = Path(__file__).parent / "static"
 ASSETS_PATH = "/docs/assets"
@@ -36,11 +38,21 @@ PAGE = """<!DOCTYPE html>
 """
 
 
+class Assets(StaticFiles):
+    """The page's files; a method other than GET or HEAD is a 405 whose ``Allow`` says so
+    (StaticFiles' own names none, and app.allowed_methods knows only Routes)."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        if scope["method"] not in ("GET", "HEAD"):
+            raise HTTPException(status_code=405, headers={"Allow": "GET, HEAD"})
+        return await super().get_response(path, scope)
+
+
 async def docs(request: Request) -> HTMLResponse:
     return HTMLResponse(PAGE)
 
 
 routes = [
     Route("/docs", docs, methods=["GET"]),
-    Mount(ASSETS_PATH, app=StaticFiles(directory=STATIC_DIR), name="docs-assets"),
+    Mount(ASSETS_PATH, app=Assets(directory=STATIC_DIR), name="docs-assets"),
 ]
