@@ -64,6 +64,18 @@ class NumberRule:
             raise ValueError(f"must be {self.wanted}, got {shown(value)}")
         return float(value)
 
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON Schema of what ``admits`` takes, for the OpenAPI document (``api/openapi.py``):
+        ``integer`` when whole, the bounds as ``minimum``/``exclusiveMinimum`` and ``maximum``,
+        ``null`` beside it when the rule is ``nullable``. (JSON Schema counts ``2.0`` as an
+        integer; the rule wants a JSON integer, as the description says.)"""
+        low = int(self.low) if float(self.low).is_integer() else self.low
+        high = int(self.high) if float(self.high).is_integer() else self.high
+        kind = "integer" if self.whole else "number"
+        return {"type": [kind, "null"] if self.nullable else kind,
+                "exclusiveMinimum" if self.above_low else "minimum": low, "maximum": high,
+                "description": f"{self.wanted[0].upper()}{self.wanted[1:]}"}
+
     def read(self, value: Any, field: str, index: int | None = None) -> float:
         """``check`` for a request's ``field`` (of item ``index`` of a ``POST /jobs`` batch):
         a ValidationError naming it when the rule does not admit the value."""

@@ -26,8 +26,6 @@ from .errors import ValidationError
 from .inputs import MAX_AMOUNT, TIMEOUT_S, NumberRule
 from .types import RedisHash
 
-PATCH_FIELDS = ("rate", "burst", "concurrency", "timeout", "totalRate", "totalBurst")
-
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
@@ -122,6 +120,11 @@ class Limits:
 RATE = NumberRule(0, MAX_AMOUNT, above_low=True, nullable=True)  # rate, totalRate: per second
 BURST = NumberRule(1, MAX_AMOUNT, nullable=True)  # burst, totalBurst: tokens
 CONCURRENCY = NumberRule(1, MAX_AMOUNT, whole=True, nullable=True)
+# Each field of a PATCH body and its rule: what parse_limits_patch reads, and what the
+# OpenAPI document (api/openapi.py) says of it.
+PATCH_RULES = {"rate": RATE, "burst": BURST, "concurrency": CONCURRENCY, "timeout": TIMEOUT_S,
+               "totalRate": RATE, "totalBurst": BURST}
+PATCH_FIELDS = tuple(PATCH_RULES)
 
 PATCH_REDIS_FIELDS = {"rate": "rate", "burst": "burst", "concurrency": "concurrency", "timeout": "timeout_ms",
                       "totalRate": "total_rate", "totalBurst": "total_burst"}
@@ -161,23 +164,24 @@ def parse_limits_patch(body: Any, current: Limits) -> Limits:
     if unknown:
         raise ValidationError(f"{unknown[0]}: unknown field (expected {', '.join(PATCH_FIELDS)})", field=unknown[0])
 
-    def number(name: str, rule: NumberRule) -> float | None:
+    def number(name: str) -> float | None:
+        rule = PATCH_RULES[name]
         return None if body[name] is None and rule.nullable else rule.read(body[name], name)
 
     changes: _LimitChanges = {}
     if "rate" in body:
-        changes["rate"] = number("rate", RATE)
+        changes["rate"] = number("rate")
     if "burst" in body:
-        changes["burst"] = number("burst", BURST)
+        changes["burst"] = number("burst")
     if "totalRate" in body:
-        changes["total_rate"] = number("totalRate", RATE)
+        changes["total_rate"] = number("totalRate")
     if "totalBurst" in body:
-        changes["total_burst"] = number("totalBurst", BURST)
+        changes["total_burst"] = number("totalBurst")
     if "concurrency" in body:
-        concurrency = number("concurrency", CONCURRENCY)
+        concurrency = number("concurrency")
         changes["concurrency"] = None if concurrency is None else int(concurrency)
     if "timeout" in body:
-        timeout_s = number("timeout", TIMEOUT_S)  # not nullable: a worker always has a timeout
+        timeout_s = number("timeout")  # not nullable: a worker always has a timeout
         assert timeout_s is not None
         changes["timeout_s"] = timeout_s
     # Removing a rate removes its burst too, unless the same PATCH gives one (then refused).

@@ -112,8 +112,9 @@ class Metrics:
         self.dispatch_duration = Histogram("redisq_dispatch_duration_seconds", "The HTTP call to the worker, from "
                                            "the request to its whole answer (or the failure)", ["worker"],
                                            buckets=DURATION_BUCKETS_S, registry=r)
-        self.dispatch_lag = Histogram("redisq_dispatch_lag_seconds", "When a call was written minus when its job was due",
-                                      ["worker"], buckets=LAG_BUCKETS_S, registry=r)
+        self.dispatch_lag = Histogram("redisq_dispatch_lag_seconds",
+                                      "When a call was written minus when its job was due", ["worker"],
+                                      buckets=LAG_BUCKETS_S, registry=r)
         self.in_flight = Gauge("redisq_in_flight", "Calls to workers open now in this process", registry=r)
         self.redis_up = Gauge("redisq_redis_up", "1 while this process's calls reach Redis", registry=r)
         self.redis_up.set(1)

@@ -15,11 +15,11 @@ Dispatch signatures: the coordinator signs each call to a worker with
 signature made with any of its keys, within 5 minutes of its own clock either way.
 
 API tokens: with ``api_tokens`` set, ``ApiTokenMiddleware`` asks every request for
-``Authorization: Bearer <token>`` except those in ``OPEN_ROUTES`` (health, and the
-receipt and heartbeat routes, which check their receipt token themselves). The name of the
-token a request used (``[api_tokens] ops = "..."``; "" for an unnamed one) is kept in the
-request's scope under ``TOKEN_NAME_SCOPE_KEY`` (``token_name(scope)``), so the log can say who
-changed a limit.
+``Authorization: Bearer <token>`` except those in ``OPEN_ROUTES`` (health, the
+receipt and heartbeat routes, which check their receipt token themselves, and the OpenAPI
+document with its /docs page). The name of the token a request used (``[api_tokens] ops =
+"..."``; "" for an unnamed one) is kept in the request's scope under
+``TOKEN_NAME_SCOPE_KEY`` (``token_name(scope)``), so the log can say who changed a limit.
 """
 
 from __future__ import annotations
@@ -146,6 +146,8 @@ OPEN_ROUTES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("GET", re.compile(r"^/health\Z")),
     ("POST", re.compile(r"^/job/[^/]+/receipt\Z")),  # the receipt token is checked by the route
     ("POST", re.compile(r"^/job/[^/]+/heartbeat\Z")),  # likewise
+    ("GET", re.compile(r"^/openapi\.json\Z")),  # the API's description, no job data
+    ("GET", re.compile(r"^/docs(/assets/.*)?\Z")),  # its page: a browser cannot send a token
 )
 
 

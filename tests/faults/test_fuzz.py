@@ -31,6 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from redisq.api.app import routes
+from redisq.api.openapi import routed_operations
 from redisq.security import receipt_token
 
 from test_api import WORKER, Api, running_api, worker_config
@@ -147,7 +148,7 @@ PATH_PARAMS: dict[str, dict[str, st.SearchStrategy[str]]] = {
     "/job/{id}/retry": {"id": job_ids},
     "/operations/{operation}": {"operation": mostly(st.builds(lambda t: f"{WORKER}:{t}", texts), texts, tenths=5)},
 }
-ROUTES = sorted((method, route.path) for route in routes for method in route.methods or () if method != "HEAD")
+ROUTES = sorted(routed_operations(routes))  # the static files of /docs are no route of their own
 
 
 @dataclass(frozen=True)

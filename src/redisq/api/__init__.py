@@ -1,7 +1,8 @@
 """The HTTP API: a Starlette app whose routes call the engine, with errors as status codes.
 
 One module per resource, each with its endpoints and a ``routes`` list: ``jobs``,
-``receipts``, ``workers``, ``schedules``, ``health``, ``metrics``; ``http`` holds what they share and
+``receipts``, ``workers``, ``schedules``, ``health``, ``metrics``, ``openapi`` (the
+document of all of them) and ``docs`` (its page); ``http`` holds what they share and
 ``app`` puts them together in ``create_app``. Endpoints find the coordinator on
 ``request.app.state``.
 

@@ -15,11 +15,11 @@ from starlette.routing import BaseRoute, Match, Route
 from ..coordinator import Coordinator
 from ..errors import RedisqError
 from ..security import ApiTokenMiddleware
-from . import health, jobs, metrics, receipts, schedules, workers
+from . import docs, health, jobs, metrics, openapi, receipts, schedules, workers
 from .http import on_redisq_error, on_unexpected
 
 routes: list[BaseRoute] = [*jobs.routes, *receipts.routes, *workers.routes, *health.routes, *schedules.routes,
-                           *metrics.routes]
+                           *metrics.routes, *openapi.routes, *docs.routes]
 
 
 ROUTING_ERRORS = {404: "not found", 405: "method not allowed"}
@@ -34,7 +34,7 @@ async def on_routing_error(request: Request, exc: Exception) -> Response:
     headers = dict(exc.headers or {})
     message = f"{ROUTING_ERRORS.get(exc.status_code, exc.detail)}: {request.method} {request.url.path}"
     if exc.status_code == 405:
-        headers["Allow"] = ", ".join(allowed_methods(request))
+        headers["Allow"] = ", ".join(allowed_methods(request)) or headers.get("Allow", "")  # a Mount's own
         message += f" (allowed: {headers['Allow']})"
     return JSONResponse({"error": message}, status_code=exc.status_code, headers=headers)
 
