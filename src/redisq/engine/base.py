@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, TypeVar
 
 from ..config import WorkerConfig
 from ..connection import COMMAND_TIMEOUT_S, REDIS_OUTAGE_ERRORS, RedisClient
@@ -16,6 +16,8 @@ from ..script_specs import SPECS
 from ..scripts import Scripts
 from ..types import ScriptArg, ScriptReply
 from .calls import OutageClock, redis_errors_mapped
+
+T = TypeVar("T")
 
 
 class Notifier(Protocol):
@@ -73,19 +75,28 @@ class WorkerBase:
         spec = SPECS[script]
         spec.check(len(keys), len(args))
         call = self.scripts.registered[script]
+        return await self._call(lambda: call(keys=list(keys), args=list(args)), spec.repeatable)
+
+    async def read(self, call: Callable[[], Awaitable[T]]) -> T:
+        """A plain read (``lambda: self.redis.hgetall(key)``), errors mapped, and repeated
+        once when its connection dropped (a read is always safe to repeat)."""
+        return await self._call(call, repeatable=True)
+
+    async def _call(self, call: Callable[[], Awaitable[T]], repeatable: bool) -> T:
         started = time.monotonic()
         with redis_errors_mapped():
             try:
                 try:
-                    reply = await call(keys=list(keys), args=list(args))
+                    reply = await call()
                 except REDIS_OUTAGE_ERRORS:
                     # The client never repeats a command (connection.py): a lost answer is
-                    # repeated here, once and at once, only when the script allows it (claim
-                    # returns its first answer) and the first try failed fast (a dropped
-                    # connection, not a Redis that does not answer).
-                    if not spec.repeatable or time.monotonic() - started >= COMMAND_TIMEOUT_S / 2:
+                    # repeated here, once and at once, only when the call allows it (claim
+                    # returns its first answer; a read changes nothing) and the first try
+                    # failed fast (a dropped connection, such as one left from before Redis
+                    # restarted, not a Redis that does not answer).
+                    if not repeatable or time.monotonic() - started >= COMMAND_TIMEOUT_S / 2:
                         raise
-                    reply = await call(keys=list(keys), args=list(args))
+                    reply = await call()
             except REDIS_OUTAGE_ERRORS:
                 self.outages.failed()
                 raise

@@ -15,7 +15,6 @@ from ..limits import cost_refusal_text, number_text
 from ..model import EnqueueRequest, Job, JobState
 from ..types import ScriptArg, ScriptReply
 from .base import WorkerBase
-from .calls import redis_errors_mapped
 from .records import Claim, ClaimedJob, HoldBack, Reaped, ReapedAttempt, Receipt, fields_of, integer, replies, text
 
 ENQUEUE_CHUNK = 1000
@@ -174,19 +173,14 @@ class Jobs(WorkerBase):
 
     # -- one job -------------------------------------------------------------------------
     async def get(self, suffix: str) -> Job:
-        with redis_errors_mapped():
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hgetall(self.keys.job(suffix))
-                pipe.lrange(self.keys.history(suffix), 0, -1)
-                fields, history = await pipe.execute()
+        fields = await self.read(lambda: self.redis.hgetall(self.keys.job(suffix)))
         if not fields:
             raise NotFoundError(f"no job {job_id(self.name, suffix)!r}")
-        return Job.from_fields(self.name, suffix, fields, history)
+        return Job.from_fields(self.name, suffix, fields, await self.history(suffix))
 
     async def history(self, suffix: str) -> list[bytes | str]:
         """The entries of a job's history list (``WorkerKeys.history``), oldest first."""
-        with redis_errors_mapped():
-            entries: list[bytes | str] = await self.redis.lrange(self.keys.history(suffix), 0, -1)
+        entries: list[bytes | str] = await self.read(lambda: self.redis.lrange(self.keys.history(suffix), 0, -1))
         return entries
 
     async def cancel(self, suffix: str) -> Job:
