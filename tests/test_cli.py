@@ -6,12 +6,17 @@ Every wait is bounded, and every process started here is ended (and waited for) 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import json
 import os
+import pty
 import shutil
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +29,7 @@ from redisq import __version__
 from redisq.embedded import EMBEDDED_WARNING
 
 from redis_server import RedisServer, free_port
+from stand_ins import Answers, ScriptedApi, StandInWorker
 
 REDISQ = shutil.which("redisq", path=str(Path(sys.executable).parent)) or "redisq"
 
@@ -201,20 +207,27 @@ def test_the_example_configs_the_readme_and_compose_use_are_valid(name):
     assert config.workers["send-email"].rate == 2.0 and config.workers["send-email"].bucket_size == 40
 
 
-@pytest.fixture
-def coordinator_with_a_worker(tmp_path, clean_env) -> Iterator[tuple[str, dict[str, str]]]:
-    """`redisq serve` (embedded store) with one throttled worker; yields its URL and an env."""
+@contextlib.contextmanager
+def serving(tmp_path: Path, env: dict[str, str], workers_toml: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """`redisq serve` (embedded store) with these workers; yields its URL and an env naming it."""
     port = free_port()
     config = tmp_path / "redisq.toml"
-    config.write_text(f'port = {port}\nsecret = "cli-test"\n\n[workers.shopify]\nurl = "http://127.0.0.1:9/x"\n'
-                      "rate = 2\nburst = 40\n")
-    serve = ServeProcess(["--config", str(config)], clean_env, tmp_path)
+    config.write_text(f'port = {port}\nsecret = "cli-test"\n\n{workers_toml}')
+    serve = ServeProcess(["--config", str(config)], env, tmp_path)
     url = f"http://127.0.0.1:{port}"
     try:
         serve.wait_for_line("serving on")  # it answers from that line on
-        yield url, {**clean_env, "REDISQ_URL": url}
+        yield url, {**env, "REDISQ_URL": url}
     finally:
         serve.stop()
+
+
+@pytest.fixture
+def coordinator_with_a_worker(tmp_path, clean_env) -> Iterator[tuple[str, dict[str, str]]]:
+    """`redisq serve` (embedded store) with one throttled worker; yields its URL and an env."""
+    shopify = '[workers.shopify]\nurl = "http://127.0.0.1:9/x"\nrate = 2\nburst = 40\n'
+    with serving(tmp_path, clean_env, shopify) as served:
+        yield served
 
 
 def test_workers_lists_and_sets_live_limits(coordinator_with_a_worker):
@@ -340,16 +353,9 @@ def test_serve_with_a_port_flag_out_of_range_is_a_usage_error(tmp_path, clean_en
 @pytest.fixture
 def coordinator_with_many_workers(tmp_path, clean_env) -> Iterator[dict[str, str]]:
     """`redisq serve` with 60 workers: `workers --json` prints about 33 KB."""
-    port = free_port()
-    config = tmp_path / "redisq.toml"
-    config.write_text(f'port = {port}\nsecret = "cli-test"\n' + "".join(
-        f'[workers.w{i:02d}]\nurl = "http://127.0.0.1:9/x"\n' for i in range(60)))
-    serve = ServeProcess(["--config", str(config)], clean_env, tmp_path)
-    try:
-        serve.wait_for_line("serving on")
-        yield {**clean_env, "REDISQ_URL": f"http://127.0.0.1:{port}"}
-    finally:
-        serve.stop()
+    with serving(tmp_path, clean_env, "".join(f'[workers.w{i:02d}]\nurl = "http://127.0.0.1:9/x"\n'
+                                              for i in range(60))) as (_, env):
+        yield env
 
 
 def run_into_a_closed_pipe(args: list[str], env: dict[str, str], lines_read: int) -> tuple[int, str]:
@@ -395,3 +401,181 @@ def test_a_command_whose_reader_stops_early_exits_141_without_a_word(coordinator
 
 def test_the_demo_into_a_closed_pipe_exits_141_without_a_word(clean_env):
     assert run_into_a_closed_pipe(["demo"], clean_env, 0) == (141, "")
+
+
+# -- jobs, enqueue, schedules: an operator's commands against a running coordinator ---------------
+
+
+@pytest.fixture
+def coordinator_and_worker(tmp_path, clean_env) -> Iterator[tuple[str, dict[str, str], StandInWorker]]:
+    """`redisq serve` (embedded store) whose worker `send` is a stand-in answering 200; yields
+    the coordinator's URL, an env naming it, and the stand-in (set its status to break it)."""
+    with StandInWorker(200) as worker, serving(tmp_path, clean_env, stand_in_config("send", worker)) as (url, env):
+        yield url, env, worker
+
+
+def stand_in_config(name: str, worker: StandInWorker) -> str:
+    """A worker on the stand-in: 2 attempts, 50 ms apart, so that a broken worker's jobs die at once."""
+    return (f'[workers.{name}]\nurl = "{worker.url}"\nmax_attempts = 2\n'
+            "backoff = { initial = 0.05, factor = 1.0, jitter = false }\n")
+
+
+def test_enqueue_prints_the_job_and_json_for_scripts(coordinator_and_worker):
+    url, env, _ = coordinator_and_worker
+    done = run(["enqueue", "send", '{"args": {"to": "ada"}, "maxAttempts": 3}', "--id", "a1", "--delay", "3600",
+                "--key", "shop-1"], env)
+    assert done.returncode == 0, done.stderr
+    header, row = done.stdout.splitlines()
+    assert header.split()[:3] == ["ID", "STATE", "ATTEMPTS"]
+    assert row.split()[:3] == ["send:a1", "scheduled", "0/3"] and "shop-1" in row
+    job = httpx.get(f"{url}/job/send:a1").json()
+    assert (job["args"], job["throttleKey"], job["maxAttempts"]) == ({"to": "ada"}, "shop-1", 3)
+
+    again = run(["enqueue", "send", "--id", "a1", "--json"], env)  # the same id: the job it made
+    assert again.returncode == 0 and json.loads(again.stdout)["args"] == {"to": "ada"}
+
+    ran = run(["enqueue", "send", '{"args": [1, 2]}', "--json"], env)  # no delay: the stand-in runs it
+    assert ran.returncode == 0, ran.stderr
+    job_id = json.loads(ran.stdout)["id"]
+    assert job_id.startswith("send:")
+    waited = run(["jobs", "show", job_id, "--json"], env)
+    assert waited.returncode == 0 and json.loads(waited.stdout)["worker"] == "send"
+
+
+def test_enqueue_of_a_cron_prints_the_schedule(coordinator_and_worker):
+    _, env, _ = coordinator_and_worker
+    done = run(["enqueue", "send", '{"cron": "0 9 * * *", "timezone": "Europe/Paris"}', "--id", "daily"], env)
+    assert done.returncode == 0, done.stderr
+    header, row = done.stdout.splitlines()
+    assert header.split()[:2] == ["ID", "CRON"] and row.split()[0] == "send:daily" and "Europe/Paris" in row
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["enqueue", "send", "{not json"], 2, "enqueue: the job's fields are not JSON"),
+    (["enqueue", "send", "[1]"], 2, "must be a JSON object"),
+    (["enqueue", "send", '{"worker": "other"}'], 2, "the fields name worker 'other'"),
+    (["enqueue", "send", "--delay", "soon"], 2, "--delay: must be a number of seconds"),
+    (["enqueue", "nobody"], 1, "POST /job answered 422: worker: unknown worker 'nobody'"),
+    (["enqueue", "send", '{"colour": "red"}'], 1, "answered 422: colour: unknown field"),
+    (["enqueue", "send", "--delay", "5", "--run-at", "2030-01-01T00:00:00Z"], 1, "answered 422: runAt"),
+    (["jobs", "show", "send:nope"], 1, "GET /job/send:nope answered 404"),
+    (["jobs", "cancel", "send:nope"], 1, "DELETE /job/send:nope answered 404"),
+    (["jobs", "retry"], 2, "jobs retry: give job ids, or --all"),
+    (["jobs", "retry", "send:x", "--all"], 2, "give job ids or --all, not both"),
+    (["jobs", "retry", "send:x", "--limit", "5"], 2, "--limit goes with --all"),
+    (["jobs", "retry", "--all", "--delay", "5"], 2, "--delay and --run-at go with job ids"),
+    (["jobs", "retry", "send:x", "--args", "{nope"], 2, "--args is not JSON"),
+    (["jobs", "retry", "--all", "--state", "succeeded"], 2, "invalid choice: 'succeeded'"),
+    (["jobs", "delete"], 2, "jobs delete: give job ids, or --all"),
+    (["jobs", "delete", "--all", "--worker", "send"], 2, "jobs delete --all: give --state"),
+    (["jobs", "list", "--worker", "send"], 2, "the following arguments are required: --state"),
+    (["jobs", "list", "--state", "dead", "--limit", "0"], 2, "--limit: must be a whole number from 1 to 1000"),
+    (["jobs", "list", "--state", "dead", "--limit", "1001"], 2, "--limit: must be a whole number from 1 to 1000"),
+    (["jobs", "list", "--state", "asleep"], 2, "invalid choice: 'asleep'"),
+    (["schedules", "pause", "send:nope"], 1, "POST /schedule/send:nope/pause answered 404"),
+    (["schedules", "delete", "send:nope"], 1, "DELETE /schedule/send:nope answered 404"),
+])
+def test_a_mistake_is_one_line_with_the_apis_message_and_its_exit_code(coordinator_and_worker, args, code, message):
+    url, env, _ = coordinator_and_worker
+    done = run(args, env)
+    assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
+    assert message in done.stderr, done.stderr
+    if code == 1:
+        assert len(nonblank_lines(done.stderr)) == 1 and done.stderr.startswith("redisq: ")
+    assert "Traceback" not in done.stderr
+    assert httpx.get(f"{url}/workers/send").json()["jobs"]["scheduled"] == 0  # nothing was enqueued
+
+
+def test_jobs_cancel_cancels_and_a_finished_job_is_a_conflict(coordinator_and_worker):
+    url, env, _ = coordinator_and_worker
+    for i in (1, 2):
+        assert run(["enqueue", "send", "--id", f"c{i}", "--delay", "3600"], env).returncode == 0
+    done = run(["jobs", "cancel", "send:c1", "send:c2"], env)
+    assert done.returncode == 0, done.stderr
+    assert [line.split()[:2] for line in done.stdout.splitlines()[1:]] == [["send:c1", "cancelled"],
+                                                                          ["send:c2", "cancelled"]]
+    assert httpx.get(f"{url}/job/send:c1").json()["state"] == "cancelled"
+    again = run(["jobs", "cancel", "send:c1"], env)
+    assert again.returncode == 1 and "DELETE /job/send:c1 answered 409" in again.stderr
+
+
+def test_schedules_pause_resume_and_delete(coordinator_and_worker):
+    url, env, _ = coordinator_and_worker
+    assert run(["enqueue", "send", '{"cron": "0 9 * * *"}', "--id", "daily"], env).returncode == 0
+    paused = run(["schedules", "pause", "send:daily"], env)
+    assert paused.returncode == 0, paused.stderr
+    assert paused.stdout.splitlines()[1].split()[:7] == ["send:daily", "0", "9", "*", "*", "*", "UTC"]
+    assert "paused" in paused.stdout and httpx.get(f"{url}/schedule/send:daily").json()["paused"] is True
+    resumed = run(["schedules", "resume", "send:daily", "--json"], env)
+    assert resumed.returncode == 0 and json.loads(resumed.stdout)["paused"] is False
+    listed = run(["schedules"], env)
+    assert listed.returncode == 0 and "send:daily" in listed.stdout and "active" in listed.stdout
+    deleted = run(["schedules", "delete", "send:daily"], env)
+    assert deleted.returncode == 0 and deleted.stdout.strip() == "deleted send:daily (the jobs it created stay)"
+    assert httpx.get(f"{url}/schedule/send:daily").status_code == 404
+    assert json.loads(run(["schedules", "--json"], env).stdout) == []
+
+
+def a_retry_in_the_background(error: str | None = None) -> Answers:
+    progress = {"operation": "op-1", "kind": "retry", "worker": "send", "state": "dead", "total": 1500,
+                "error": None}
+    return {
+        ("GET", "/workers"): [(200, {"workers": [{"name": "send"}]})],
+        ("POST", "/jobs/retry"): [(202, {"retried": 500, "done": False, "operation": "op-1"})],
+        ("GET", "/operations/op-1"): [(200, {**progress, "retried": 1000, "done": False}),
+                                      (200, {**progress, "retried": 1500 if error is None else 1000, "done": True,
+                                             "error": error})],
+    }
+
+
+def run_with_stderr_on_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+    """The command with its stderr on a pseudo-terminal (as an operator runs it): its exit
+    code, stdout, and what the terminal showed."""
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 24 rows, 100 columns
+    try:
+        process = subprocess.Popen([REDISQ, *args], stdout=subprocess.PIPE, stderr=terminal, text=True, env=env)
+    finally:
+        os.close(terminal)
+    shown = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # EIO: the command closed the terminal's last descriptor
+                break
+            if not chunk:
+                break
+            shown += chunk
+        out, _ = process.communicate(timeout=30)
+    finally:
+        os.close(controller)
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+    return process.returncode, out, shown.decode(errors="replace")
+
+
+def test_a_bulk_retry_that_goes_on_in_the_background_shows_a_progress_bar_until_done(clean_env):
+    with ScriptedApi(a_retry_in_the_background()) as api:
+        code, out, terminal = run_with_stderr_on_a_terminal(["jobs", "retry", "--all", "--url", api.url], clean_env)
+        assert code == 0, terminal
+        assert out == "retried 1500 dead jobs of send\n"
+        assert "retried (send, dead)" in terminal and "1500/1500" in terminal and "100%" in terminal, terminal
+        assert [(m, p) for m, p, _ in api.requests] == [
+            ("GET", "/workers"), ("POST", "/jobs/retry"), ("GET", "/operations/op-1"), ("GET", "/operations/op-1")]
+        assert api.requests[1][2] == {"worker": "send", "state": "dead", "all": True}
+
+    with ScriptedApi(a_retry_in_the_background()) as api:  # not a terminal: no bar; --json: the last answer
+        done = run(["jobs", "retry", "--all", "--worker", "send", "--limit", "1500", "--json", "--url", api.url],
+                   clean_env)
+        assert done.returncode == 0 and done.stderr == ""
+        assert json.loads(done.stdout)["retried"] == 1500 and json.loads(done.stdout)["done"] is True
+        assert api.requests[0][2] == {"worker": "send", "state": "dead", "all": True, "limit": 1500}
+
+
+def test_a_bulk_operation_that_stops_with_an_error_says_so_and_exits_1(clean_env):
+    with ScriptedApi(a_retry_in_the_background(error="redis unavailable: refused")) as api:
+        done = run(["jobs", "retry", "--all", "--worker", "send", "--url", api.url], clean_env)
+    assert done.returncode == 1
+    assert done.stderr == "redisq: retry of send's dead jobs stopped after 1000: redis unavailable: refused\n"

@@ -18,15 +18,18 @@ import uvicorn
 
 from redisq import (
     AsyncClient,
+    AttemptInfo,
     BadRequestError,
     Client,
     ConflictError,
     JobInfo,
     NotFoundError,
+    OperationFailedError,
     RedisqError,
     UnauthorizedError,
     UnavailableError,
     ValidationError,
+    WaitTimeoutError,
 )
 from redisq.api import create_app
 from redisq.client import ScheduleInfo
@@ -313,3 +316,198 @@ def test_a_cron_enqueue_against_a_real_coordinator_answers_the_schedule(coordina
         with pytest.raises(ValidationError) as invalid:
             client.enqueue("send-email", cron="0 9 * * *", delay=5)
         assert invalid.value.field == "delay"
+
+
+# -- operators' methods: listing, retry, delete, wait, schedules ---------------------------------
+
+HISTORY = [{"attempt": 1, "startedAt": "2030-01-01T09:00:00.000Z", "endedAt": "2030-01-01T09:00:00.250Z",
+            "durationMs": 250, "outcome": "failed", "status": 404, "error": "HTTP 404: not found",
+            "coordinator": "c1"},
+           {"attempt": 2, "startedAt": "2030-01-01T09:00:01.000Z", "endedAt": None, "durationMs": None,
+            "outcome": "running", "status": None, "error": None, "coordinator": "c2"}]
+
+
+def routed(answers: dict[tuple[str, str], list[tuple[int, Any]]]) -> tuple[list[httpx.Request], httpx.MockTransport]:
+    """A transport answering each (method, path) with its answers in turn (the last one again)."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        queue = answers[(request.method, request.url.path)]
+        status, body = queue.pop(0) if len(queue) > 1 else queue[0]
+        return httpx.Response(status, json=body)
+
+    return seen, httpx.MockTransport(handler)
+
+
+def job(n: int, **fields: Any) -> dict[str, Any]:
+    return {**JOB, "id": f"send-email:j{n}", **fields}
+
+
+async def test_list_jobs_fetches_every_page_by_cursor_as_it_goes():
+    pages = [(200, {"jobs": [job(1), job(2)], "next": "c2", "counts": {"dead": 5}}),
+             (200, {"jobs": [job(3), job(4)], "next": "c4", "counts": {"dead": 5}}),
+             (200, {"jobs": [job(5)], "next": None, "counts": {"dead": 5}})]
+    seen, transport = routed({("GET", "/jobs"): list(pages)})
+    with Client(transport=transport) as client:
+        listed = client.list_jobs("send-email", "dead", throttle_key="shop-1", page_size=2)
+        assert seen == []  # nothing is fetched before the iteration asks
+        first = next(listed)
+        assert first.id == "send-email:j1" and len(seen) == 1
+        assert [j.id for j in listed] == [f"send-email:j{n}" for n in range(2, 6)]
+    assert [dict(r.url.params) for r in seen] == [
+        {"worker": "send-email", "state": "dead", "limit": "2", "throttleKey": "shop-1"},
+        {"worker": "send-email", "state": "dead", "limit": "2", "throttleKey": "shop-1", "cursor": "c2"},
+        {"worker": "send-email", "state": "dead", "limit": "2", "throttleKey": "shop-1", "cursor": "c4"}]
+
+    seen, transport = routed({("GET", "/jobs"): list(pages)})
+    async with AsyncClient(transport=transport) as aclient:
+        assert [j.id async for j in aclient.list_jobs("send-email", "dead")] == [
+            f"send-email:j{n}" for n in range(1, 6)]
+    assert dict(seen[0].url.params) == {"worker": "send-email", "state": "dead", "limit": "100"}
+
+
+def test_a_listing_refused_by_the_server_raises_when_iterated():
+    _, transport = routed({("GET", "/jobs"): [(422, {"error": "state: must be one of ...", "field": "state"})]})
+    with Client(transport=transport) as client, pytest.raises(ValidationError) as refused:
+        list(client.list_jobs("send-email", "asleep"))
+    assert refused.value.field == "state"
+
+
+async def test_retry_sends_only_what_changes():
+    seen, transport = recording(200, {**JOB, "state": "scheduled", "attempts": 0})
+    with Client(transport=transport) as client:
+        assert client.retry("send-email:a1").state == "scheduled"
+        client.retry("send-email:a1", args={"to": "bob"}, delay=timedelta(minutes=1))
+        client.retry("send-email:a1", args=None, run_at=datetime(2030, 1, 1, 9))
+    assert [(r.method, r.url.path) for r in seen] == [("POST", "/job/send-email:a1/retry")] * 3
+    assert seen[0].content == b""  # no body: the job runs now with its args
+    assert [json.loads(r.content) for r in seen[1:]] == [{"args": {"to": "bob"}, "delay": 60.0},
+                                                         {"args": None, "runAt": "2030-01-01T09:00:00+00:00"}]
+    async with AsyncClient(transport=transport) as aclient:
+        await aclient.retry("send-email:a1", delay=5)
+    assert json.loads(seen[-1].content) == {"delay": 5}
+    with Client(transport=transport) as client, pytest.raises(ValidationError) as refused:
+        client.retry("send-email:a1", delay=float("nan"))
+    assert refused.value.field == "delay" and len(seen) == 4
+
+
+async def test_retry_many_and_delete_many_wait_for_the_operation_to_finish(monkeypatch):
+    monkeypatch.setattr("redisq.client.OPERATION_POLL_S", 0.01)
+    answers: dict[tuple[str, str], list[tuple[int, Any]]] = {
+        ("POST", "/jobs/retry"): [(202, {"retried": 500, "done": False, "operation": "op-1"})],
+        ("GET", "/operations/op-1"): [
+            (200, {"operation": "op-1", "kind": "retry", "retried": 1000, "total": 1500, "done": False, "error": None}),
+            (200, {"operation": "op-1", "kind": "retry", "retried": 1500, "total": 1500, "done": True, "error": None})],
+        ("POST", "/jobs/delete"): [(200, {"deleted": 3, "done": True})],
+    }
+    seen, transport = routed(answers)
+    with Client(transport=transport) as client:
+        assert client.retry_many("send-email", all=True, limit=2000) == 1500
+        assert client.delete_many("send-email", "succeeded", ids=["send-email:a", "send-email:b"]) == 3
+    assert [(r.method, r.url.path) for r in seen] == [
+        ("POST", "/jobs/retry"), ("GET", "/operations/op-1"), ("GET", "/operations/op-1"), ("POST", "/jobs/delete")]
+    assert json.loads(seen[0].content) == {"worker": "send-email", "state": "dead", "all": True, "limit": 2000}
+    assert json.loads(seen[3].content) == {"worker": "send-email", "state": "succeeded",
+                                           "ids": ["send-email:a", "send-email:b"]}
+
+    answers[("POST", "/jobs/retry")] = [(202, {"retried": 0, "done": False, "operation": "op-2"})]
+    answers[("GET", "/operations/op-2")] = [
+        (200, {"operation": "op-2", "retried": 500, "done": True, "error": "redis unavailable: refused"})]
+    async with AsyncClient(transport=transport) as aclient:
+        with pytest.raises(OperationFailedError, match="stopped after 500: redis unavailable") as failed:
+            await aclient.retry_many("send-email", state="cancelled", all=True)
+    assert (failed.value.operation, failed.value.done) == ("op-2", 500)
+
+
+@pytest.mark.parametrize("options", [{}, {"all": True, "ids": ["send-email:a"]}])
+def test_a_bulk_call_takes_ids_or_all_and_says_so_before_sending(options):
+    seen, transport = recording()
+    with Client(transport=transport) as client, pytest.raises(ValidationError, match="ids=.* or all=True"):
+        client.retry_many("send-email", **options)
+    assert seen == []
+
+
+def test_wait_reads_the_job_until_it_has_finished_and_times_out_clearly():
+    running, done = {**JOB, "state": "running", "attempts": 2}, {**JOB, "state": "dead", "history": HISTORY}
+    seen, transport = routed({("GET", "/job/send-email:a1"): [(200, running), (200, running), (200, done)]})
+    with Client(transport=transport) as client:
+        finished = client.wait("send-email:a1", timeout_s=5)
+    assert finished.state == "dead" and len(seen) == 3
+    assert finished.history[0] == AttemptInfo(
+        attempt=1, started_at=datetime(2030, 1, 1, 9, tzinfo=UTC),
+        ended_at=datetime(2030, 1, 1, 9, 0, 0, 250000, tzinfo=UTC), duration_ms=250, outcome="failed", status=404,
+        error="HTTP 404: not found", coordinator="c1")
+    assert (finished.history[1].outcome, finished.history[1].ended_at) == ("running", None)
+
+    _, transport = routed({("GET", "/job/send-email:a1"): [(200, running)]})
+    started = time.monotonic()
+    with Client(transport=transport) as client, pytest.raises(WaitTimeoutError) as late:
+        client.wait("send-email:a1", timeout_s=0.3)
+    assert 0.3 <= time.monotonic() - started < 1.5
+    assert str(late.value) == "job 'send-email:a1' has not finished within 0.3 s (it is running, after 2 attempts)"
+    assert isinstance(late.value, TimeoutError) and isinstance(late.value, RedisqError)
+    assert late.value.job.state == "running"
+
+
+async def test_delete_reads_the_job_then_deletes_it_by_id():
+    finished = {**JOB, "state": "succeeded"}
+    seen, transport = routed({("GET", "/job/send-email:a1"): [(200, finished)],
+                              ("POST", "/jobs/delete"): [(200, {"deleted": 1, "done": True})]})
+    async with AsyncClient(transport=transport) as aclient:
+        assert await aclient.delete("send-email:a1") is None
+    assert json.loads(seen[1].content) == {"worker": "send-email", "state": "succeeded", "ids": ["send-email:a1"]}
+
+    seen, transport = routed({("GET", "/job/send-email:a1"): [(200, JOB)]})  # scheduled: not finished
+    with Client(transport=transport) as client, pytest.raises(ConflictError, match="cancel it first"):
+        client.delete("send-email:a1")
+    assert len(seen) == 1
+
+
+def test_schedule_methods_use_their_routes():
+    seen, transport = recording(200, SCHEDULE)
+    with Client(transport=transport) as client:
+        assert client.get_schedule("send-email:daily").cron == "0 9 * * *"
+        client.pause_schedule("send-email:daily")
+        client.resume_schedule("send-email:daily")
+        assert client.delete_schedule("send-email:daily").id == "send-email:daily"
+    assert [(r.method, r.url.path) for r in seen] == [
+        ("GET", "/schedule/send-email:daily"), ("POST", "/schedule/send-email:daily/pause"),
+        ("POST", "/schedule/send-email:daily/resume"), ("DELETE", "/schedule/send-email:daily")]
+    seen, transport = recording(200, {"schedules": [SCHEDULE]})
+    with Client(transport=transport) as client:
+        assert [s.id for s in client.list_schedules("send-email")] == ["send-email:daily"]
+        client.list_schedules()
+    assert [str(r.url.params) for r in seen] == ["worker=send-email", ""]
+
+
+async def test_schedule_methods_against_a_real_coordinator(coordinator_url):
+    with Client(coordinator_url) as client:
+        client.enqueue("send-email", cron="0 9 * * *", id="daily")
+        client.enqueue("send-email", cron="@hourly", id="hourly")
+        assert [s.id for s in client.list_schedules()] == ["send-email:daily", "send-email:hourly"]
+        assert [s.id for s in client.list_schedules("send-email")] == ["send-email:daily", "send-email:hourly"]
+        paused = client.pause_schedule("send-email:daily")
+        assert (paused.paused, paused.next_run_at) == (True, None)
+        assert client.get_schedule("send-email:daily").paused is True
+        with pytest.raises(ValidationError) as unknown:
+            client.list_schedules("send-sms")
+        assert unknown.value.field == "worker"
+    async with AsyncClient(coordinator_url) as aclient:
+        resumed = await aclient.resume_schedule("send-email:daily")
+        assert resumed.paused is False and resumed.next_run_at is not None
+        assert (await aclient.delete_schedule("send-email:hourly")).id == "send-email:hourly"
+        assert [s.id for s in await aclient.list_schedules()] == ["send-email:daily"]
+        with pytest.raises(NotFoundError):
+            await aclient.get_schedule("send-email:hourly")
+
+
+def test_wait_for_a_job_that_dies_against_a_real_coordinator(coordinator_url):
+    """The fixture's worker URL refuses connections: with max_attempts 1 the job is dead at once."""
+    with Client(coordinator_url) as client:
+        job = client.enqueue("send-email", {"n": 1}, max_attempts=1)
+        finished = client.wait(job.id, timeout_s=10)
+        assert finished.state == "dead" and finished.attempts == 1 and finished.last_error
+        later = client.enqueue("send-email", {"n": 2}, delay=3600)
+        with pytest.raises(WaitTimeoutError, match="it is scheduled"):
+            client.wait(later.id, timeout_s=0.2)
