@@ -463,7 +463,7 @@ def test_enqueue_of_a_cron_prints_the_schedule(coordinator_and_worker):
     (["jobs", "retry"], 2, "jobs retry: give job ids, or --all"),
     (["jobs", "retry", "send:x", "--all"], 2, "give job ids or --all, not both"),
     (["jobs", "retry", "send:x", "--limit", "5"], 2, "--limit goes with --all"),
-    (["jobs", "retry", "--all", "--delay", "5"], 2, "--delay and --run-at go with job ids"),
+    (["jobs", "retry", "--all", "--delay", "5", "--run-at", "1"], 2, "give --delay or --run-at, not both"),
     (["jobs", "retry", "send:x", "--args", "{nope"], 2, "--args is not JSON"),
     (["jobs", "retry", "--all", "--state", "succeeded"], 2, "invalid choice: 'succeeded'"),
     (["jobs", "delete"], 2, "jobs delete: give job ids, or --all"),

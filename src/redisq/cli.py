@@ -320,10 +320,11 @@ def _follow(args: argparse.Namespace, kind: str, worker: str, answer: dict[str, 
     return answer
 
 
-def _bulk(args: argparse.Namespace, kind: str) -> int:
-    """POST /jobs/retry or /jobs/delete with ``all`` for each worker, followed until done."""
+def _bulk(args: argparse.Namespace, kind: str, fields: dict[str, Any] | None = None) -> int:
+    """POST /jobs/retry or /jobs/delete with ``all`` (and ``fields``) for each worker,
+    followed until done."""
     count = "retried" if kind == "retry" else "deleted"
-    body: dict[str, Any] = {"state": args.state, "all": True}
+    body: dict[str, Any] = {**(fields or {}), "state": args.state, "all": True}
     if args.limit is not None:
         body["limit"] = args.limit
     answers = {}
@@ -359,10 +360,8 @@ def _check_ids_or_all(args: argparse.Namespace, command: str) -> str | None:
 
 def jobs_retry(args: argparse.Namespace) -> int:
     mistake = _check_ids_or_all(args, "retry")
-    if mistake is None and args.all and (args.args is not None or args.delay is not None or args.run_at is not None):
-        mistake = "jobs retry: --args, --delay and --run-at go with job ids, not --all"
-    if mistake is None and args.all and args.state not in RETRY_STATES:
-        mistake = f"jobs retry: --state must be one of {', '.join(RETRY_STATES)}"
+    if mistake is None and args.delay is not None and args.run_at is not None:
+        mistake = "jobs retry: give --delay or --run-at, not both"
     body: dict[str, Any] = {}
     if mistake is None and args.args is not None:
         try:
@@ -371,12 +370,12 @@ def jobs_retry(args: argparse.Namespace) -> int:
             mistake = f"jobs retry: --args is not JSON: {e}"
     if mistake is not None:
         return _usage_error(mistake)
-    if args.all:
-        return _bulk(args, "retry")
     if args.delay is not None:
         body["delay"] = args.delay
     if args.run_at is not None:
         body["runAt"] = args.run_at
+    if args.all:
+        return _bulk(args, "retry", body)
     return _each_id(args, lambda job_id: dict(_call_api(args, "POST", f"/job/{job_id}/retry", body or None)))
 
 
@@ -558,9 +557,9 @@ def _run(argv: Sequence[str] | None) -> int:
     a.add_argument("--state", choices=RETRY_STATES, default="dead", help="with --all (default dead)")
     a.add_argument("--all", action="store_true", help="every job of the worker in that state")
     a.add_argument("--limit", type=_positive_int(None), help="with --all: at most this many")
-    a.add_argument("--args", help="with IDs: new args for the jobs (JSON)")
-    a.add_argument("--delay", type=_seconds, help="with IDs: run them this many seconds from now")
-    a.add_argument("--run-at", help="with IDs: run them at this time (ISO 8601 or unix seconds)")
+    a.add_argument("--args", help="new args for the jobs (JSON; default: each keeps its own)")
+    a.add_argument("--delay", type=_seconds, help="run them this many seconds from now (default: now)")
+    a.add_argument("--run-at", help="run them at this time (ISO 8601 or unix seconds)")
     a.set_defaults(jobs_func=jobs_retry)
     a = actions.add_parser("delete", help="delete finished jobs now: IDs, or --worker W --state S --all")
     api_options(a, nested=True)

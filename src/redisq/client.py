@@ -525,11 +525,14 @@ class Client:
         return JobInfo.from_json(_answer(self._request("POST", f"/job/{job_id}/retry", body)))
 
     def retry_many(self, worker: str, state: str = "dead", ids: Sequence[str] | None = None, all: bool = False,
-                   limit: int | None = None) -> int:
+                   limit: int | None = None, *, args: Any = UNCHANGED, run_at: datetime | float | str | None = None,
+                   delay: float | timedelta | None = None) -> int:
         """Retry the worker's jobs in ``state`` ("dead" or "cancelled") named by ``ids``, or
-        ``all`` of them (at most ``limit``); waits until the server has done them all and
-        answers how many it retried (ids not found or not in that state are skipped)."""
-        return self._run(_bulk_steps("retry", _bulk_body(worker, state, ids, all, limit)))
+        ``all`` of them (at most ``limit``), as ``retry`` does each; waits until the server
+        has done them all and answers how many it retried (ids not found or not in that
+        state are skipped)."""
+        body = {**_bulk_body(worker, state, ids, all, limit), **(_retry_body(args, run_at, delay) or {})}
+        return self._run(_bulk_steps("retry", body))
 
     def delete(self, job_id: str) -> None:
         """Delete a finished job now, before its retention ends. ``NotFoundError`` unknown,
@@ -643,8 +646,10 @@ class AsyncClient:
         return JobInfo.from_json(_answer(await self._request("POST", f"/job/{job_id}/retry", body)))
 
     async def retry_many(self, worker: str, state: str = "dead", ids: Sequence[str] | None = None,
-                         all: bool = False, limit: int | None = None) -> int:
-        return await self._run(_bulk_steps("retry", _bulk_body(worker, state, ids, all, limit)))
+                         all: bool = False, limit: int | None = None, *, args: Any = UNCHANGED,
+                         run_at: datetime | float | str | None = None, delay: float | timedelta | None = None) -> int:
+        body = {**_bulk_body(worker, state, ids, all, limit), **(_retry_body(args, run_at, delay) or {})}
+        return await self._run(_bulk_steps("retry", body))
 
     async def delete(self, job_id: str) -> None:
         await self._run(_delete_one_steps(job_id))
