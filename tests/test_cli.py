@@ -12,6 +12,7 @@ import json
 import os
 import pty
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -579,3 +580,26 @@ def test_a_bulk_operation_that_stops_with_an_error_says_so_and_exits_1(clean_env
         done = run(["jobs", "retry", "--all", "--worker", "send", "--url", api.url], clean_env)
     assert done.returncode == 1
     assert done.stderr == "redisq: retry of send's dead jobs stopped after 1000: redis unavailable: refused\n"
+
+
+def test_ctrl_c_while_following_a_bulk_operation_says_it_goes_on_and_exits_130(clean_env):
+    answers = a_retry_in_the_background()
+    answers[("GET", "/operations/op-1")] = [(200, {"operation": "op-1", "retried": 1000, "total": 1500,
+                                                   "done": False, "error": None})]  # never done
+    with ScriptedApi(answers) as api:
+        process = subprocess.Popen([REDISQ, "jobs", "retry", "--all", "--worker", "send", "--url", api.url],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env)
+        try:
+            deadline = time.monotonic() + 20
+            while sum(path == "/operations/op-1" for _, path, _ in api.requests) < 2:
+                assert process.poll() is None and time.monotonic() < deadline, process.communicate(timeout=5)
+                time.sleep(0.05)
+            process.send_signal(signal.SIGINT)
+            out, err = process.communicate(timeout=10)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate(timeout=5)
+    assert process.returncode == 130, err
+    assert out == ""
+    assert err == "redisq: stopped following; operation op-1 goes on in the coordinator (GET /operations/op-1)\n"

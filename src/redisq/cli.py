@@ -18,6 +18,7 @@ from .config import MAX_PORT, ConfigError, check_redis_url, load_config
 from .server import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as `yes | head -1` ends: the reader stopped before the end
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: Ctrl-C while following a bulk operation (which goes on)
 
 
 def _event_loop_name() -> str:
@@ -48,6 +49,10 @@ def demo(args: argparse.Namespace) -> int:
 
 class ApiCallFailed(Exception):
     """The coordinator could not be reached, or answered an error (already printed)."""
+
+
+class StoppedFollowing(Exception):
+    """Ctrl-C while a bulk operation was followed: it goes on in the coordinator (already said)."""
 
 
 def _call_api(args: argparse.Namespace, method: str, path: str, body: Any = None,
@@ -84,6 +89,8 @@ def _api_command(command: Callable[[argparse.Namespace], int]) -> Callable[[argp
             return command(args)
         except ApiCallFailed:
             return EXIT_FAILURE
+        except StoppedFollowing:
+            return EXIT_INTERRUPTED
     return run
 
 
@@ -309,14 +316,20 @@ def _follow(args: argparse.Namespace, kind: str, worker: str, answer: dict[str, 
     count = "retried" if kind == "retry" else "deleted"
     if answer["done"]:
         return answer
-    with tqdm(desc=f"{count} ({worker}, {args.state})", total=answer.get("total"), initial=answer[count],
-              unit=" jobs", file=sys.stderr, disable=None) as bar:
-        while not answer["done"]:
-            time.sleep(OPERATION_POLL_S)
-            answer = _call_api(args, "GET", f"/operations/{answer['operation']}")
-            if answer.get("total") is not None:
-                bar.total = answer["total"]
-            bar.update(answer[count] - bar.n)
+    operation = answer["operation"]
+    try:
+        with tqdm(desc=f"{count} ({worker}, {args.state})", total=answer.get("total"), initial=answer[count],
+                  unit=" jobs", file=sys.stderr, disable=None) as bar:
+            while not answer["done"]:
+                time.sleep(OPERATION_POLL_S)
+                answer = _call_api(args, "GET", f"/operations/{operation}")
+                if answer.get("total") is not None:
+                    bar.total = answer["total"]
+                bar.update(answer[count] - bar.n)
+    except KeyboardInterrupt:
+        print(f"redisq: stopped following; operation {operation} goes on in the coordinator "
+              f"(GET /operations/{operation})", file=sys.stderr)
+        raise StoppedFollowing() from None
     return answer
 
 
