@@ -1,6 +1,6 @@
-"""``python -m bench [--quick] [--processes 1,2] [--only ceiling,engine,http,e2e,cron,throttle,shopify]``
+"""``python -m bench [--quick] [--processes 1,2] [--only ceiling,engine,http,e2e,cron,throttle,shopify,listing]``
 
-Runs the seven steps in order and prints every figure beside a reference measured in the
+Runs the eight steps in order and prints every figure beside a reference measured in the
 same run, then all of them again as a summary. See bench/README.md.
 """
 
@@ -18,11 +18,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from . import cron_lag, e2e, engine, http_client, redis_ceiling, shopify_spacing, throttle
+from . import cron_lag, e2e, engine, http_client, listing, redis_ceiling, shopify_spacing, throttle
 from .procs import RedisProc
 from .report import FIGURES, NOTES, OtherLoad, loop_name
 
-STEPS = ("ceiling", "engine", "http", "e2e", "cron", "throttle", "shopify")
+STEPS = ("ceiling", "engine", "http", "e2e", "cron", "throttle", "shopify", "listing")
 
 
 def cpu_model() -> str:
@@ -107,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         if "shopify" in only:
             # No OtherLoad here: half of this step runs beside a CPU burner on purpose.
             guarded("shopify", lambda: shopify_spacing.measure(args.quick))
+        if "listing" in only:
+            with OtherLoad() as load:
+                guarded("listing", lambda: listing.measure(args.quick))
+            print(f"  ({load.describe()})", flush=True)
 
     print(f"\nsummary ({time.monotonic() - started:.0f} s; {whole.describe()}):")
     step = None

@@ -8,7 +8,8 @@
 --   dispatched hash, buckets zset (throttle key -> when its bucket is full), this call's
 --   reply key, the reply key of the loop's previous call (answered: deleted here)
 -- ARGV: the queue's args (WorkerKeys.queue_args), then job key prefix, most jobs to claim,
---   how long to keep this call's answer (ms; 0 = not at all: the caller never repeats it)
+--   how long to keep this call's answer (ms; 0 = not at all: the caller never repeats it),
+--   the claiming coordinator's id (kept in the job as who sent the attempt)
 -- A claim that took jobs keeps its answer under its reply key: a repeat of the call (its
 -- answer was lost) returns the same jobs, so a lost answer never costs an attempt.
 -- Returns {wait_ms, capped, rated, total_slack_ms, then 8 per claimed job: suffix, attempt,
@@ -26,10 +27,10 @@
 --!include common
 --!include jobs
 --!include limits
-local queue = new_queue(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2])
-local running_key, worker_bucket_key, dispatched_key, buckets_key = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local reply_key, answered_reply_key = KEYS[9], KEYS[10]
-local job_prefix, most, reply_ttl_ms = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local queue = new_queue(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+local running_key, worker_bucket_key, dispatched_key, buckets_key = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local reply_key, answered_reply_key = KEYS[10], KEYS[11]
+local job_prefix, most, reply_ttl_ms, claimer = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
 if reply_ttl_ms > 0 then
   local first = first_answer(reply_key)
   if first then
@@ -92,7 +93,8 @@ local function take(job_key, suffix, job, timeout_ms, throttle_key, cost, key_sl
   local attempt = (tonumber(job[6]) or 0) + 1
   local lease_deadline_ms = now + timeout_ms
   redis.call('HSET', job_key, 'state', 'running', 'attempts', attempt, 'lease_deadline_ms', lease_deadline_ms,
-    'lease_timeout_ms', timeout_ms)
+    'lease_timeout_ms', timeout_ms, 'started_ms', now, 'sent_by', claimer)
+  moved(queue, suffix, throttle_key, job[1], 'running', now, attempt)
   leases[#leases + 1] = lease_deadline_ms
   leases[#leases + 1] = suffix
   count(queue, 'queued', -1)

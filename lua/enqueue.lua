@@ -11,8 +11,8 @@
 --!include common
 --!include jobs
 --!include limits
-local queue = new_queue(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2])
-local FIRST_JOB_KEY, ARGS_BEFORE_JOBS, ARGS_PER_JOB = 5, 2, 8
+local queue = new_queue(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+local FIRST_JOB_KEY, ARGS_BEFORE_JOBS, ARGS_PER_JOB = 6, 4, 8
 
 local limits = read_limits(queue.limits)
 for i = FIRST_JOB_KEY, #KEYS do

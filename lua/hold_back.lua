@@ -14,9 +14,9 @@
 --!include common
 --!include jobs
 --!include limits
-local queue = new_queue(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2])
-local worker_bucket_key = KEYS[5]
-local FIRST_REPORT_ARG, ARGS_PER_REPORT = 3, 5
+local queue = new_queue(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+local worker_bucket_key = KEYS[6]
+local FIRST_REPORT_ARG, ARGS_PER_REPORT = 5, 5
 local limits = read_limits(queue.limits)
 local now = server_now_ms()
 

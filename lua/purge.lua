@@ -3,7 +3,9 @@
 -- throttle keys' buckets that are full again; at most ARGV[2] of each per call.
 -- KEYS[1] finished zset, KEYS[2] stats hash, KEYS[3] buckets zset (throttle key -> when its
 --   bucket is full), KEYS[4] limits hash
--- ARGV[1] job key prefix, ARGV[2] most to delete, ARGV[3] key bucket prefix
+-- ARGV[1] job key prefix, ARGV[2] most to delete, ARGV[3] key bucket prefix, ARGV[4] state
+--   index prefix (a purged job leaves its state's listing indexes: WorkerKeys.state_index),
+--   ARGV[5] history prefix (its history goes with it)
 -- Returns {purged jobs, more (1 when further jobs or buckets are already due)}
 -- A bucket is looked at under the limits of now: if a lower rate (or a larger burst) since
 -- it was written means it is not full yet, or a back-pressure pause holds, it stays until
@@ -11,15 +13,21 @@
 --!include common
 --!include limits
 local finished_key, stats_key, buckets_key, limits_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local job_prefix, most, key_bucket_prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local job_prefix, most, key_bucket_prefix, state_prefix, history_prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3],
+  ARGV[4], ARGV[5]
 local now = server_now_ms()
 local due = redis.call('ZRANGEBYSCORE', finished_key, '-inf', now, 'LIMIT', 0, most + 1)
 local purged = 0
 for i = 1, math.min(#due, most) do
   local job_key = job_prefix .. due[i]
-  local state = redis.call('HGET', job_key, 'state')
-  if state then redis.call('HINCRBY', stats_key, state, -1) end
-  redis.call('DEL', job_key)
+  local job = redis.call('HMGET', job_key, 'state', 'throttle_key')
+  local state = job[1]
+  if state then
+    redis.call('HINCRBY', stats_key, state, -1)
+    redis.call('ZREM', state_prefix .. state, due[i])
+    if job[2] then redis.call('ZREM', state_prefix .. state .. ':' .. job[2], due[i]) end
+  end
+  redis.call('DEL', job_key, history_prefix .. due[i])
   redis.call('ZREM', finished_key, due[i])
   purged = purged + 1
 end

@@ -4,11 +4,11 @@
 --   hash, buckets zset (throttle key -> when its bucket is full), then one job hash per receipt
 -- ARGV: the queue's args (WorkerKeys.queue_args), job key prefix, backoff initial ms, backoff
 --   factor, backoff max ms, jitter (1 or 0), random seed, succeeded retention ms, dead
---   retention ms, then 8 per receipt: suffix, attempt, outcome ('success' | 'failure' |
+--   retention ms, then 9 per receipt: suffix, attempt, outcome ('success' | 'failure' |
 --   'permanent' | 'unsent': the coordinator did not send it, see return_unsent),
 --   error, result (JSON text or ''), retry_after_ms (-1 = none), digest (identifies the
 --   receipt, to recognise a repeat), seq (the enqueue sequence of the job the receipt
---   answers; 0 = not checked)
+--   answers; 0 = not checked), status (the worker's HTTP status; 0 = none)
 -- Returns one word per receipt: succeeded | retrying | dead | returned (accepted), duplicate (an exact
 -- repeat of the accepted receipt), stale (answers an attempt that is no longer running; but a
 -- success for a job that died when its last attempt's lease ran out is accepted: succeeded),
@@ -16,11 +16,11 @@
 --!include common
 --!include jobs
 --!include attempts
-local queue = new_queue(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2])
-local running_key, finished_key, worker_bucket_key, buckets_key = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local FIRST_JOB_KEY, ARGS_BEFORE_RECEIPTS, ARGS_PER_RECEIPT = 9, 10, 8
-local policy = retry_policy(ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[9], ARGV[10])
-math.randomseed(tonumber(ARGV[8]))  -- the caller's seed keeps the script deterministic for replication
+local queue = new_queue(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+local running_key, finished_key, worker_bucket_key, buckets_key = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local FIRST_JOB_KEY, ARGS_BEFORE_RECEIPTS, ARGS_PER_RECEIPT = 10, 12, 9
+local policy = retry_policy(ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[11], ARGV[12])
+math.randomseed(tonumber(ARGV[10]))  -- the caller's seed keeps the script deterministic for replication
 local worker = attempts_of(queue, finished_key, worker_bucket_key, buckets_key, policy)
 
 local now = server_now_ms()
@@ -30,10 +30,10 @@ for i = FIRST_JOB_KEY, #KEYS do
   local a = ARGS_BEFORE_RECEIPTS + (i - FIRST_JOB_KEY) * ARGS_PER_RECEIPT
   local suffix, attempt, outcome = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
   local error_text, result, retry_after_ms, digest = ARGV[a + 4], ARGV[a + 5], tonumber(ARGV[a + 6]), ARGV[a + 7]
-  local receipt_seq = tonumber(ARGV[a + 8])
+  local receipt_seq, status = tonumber(ARGV[a + 8]), tonumber(ARGV[a + 9])
   local job = redis.call('HMGET', job_key, 'state', 'attempts', 'max_attempts', 'seq', 'settled_attempt',
     'receipt_digest', 'throttled', 'throttle_key', 'unsent', 'run_at_ms', 'cost', 'lease_deadline_ms',
-    'lease_timeout_ms')
+    'lease_timeout_ms', 'started_ms', 'sent_by')
   local state = job[1]
   if not state then
     out[#out + 1] = 'missing'
@@ -49,7 +49,9 @@ for i = FIRST_JOB_KEY, #KEYS do
     count(queue, 'dead', -1)
     redis.call('HSET', job_key, 'receipt_digest', digest)
     if result ~= '' then redis.call('HSET', job_key, 'result', result) end
-    out[#out + 1] = finish(worker, job_key, suffix, 'succeeded', now, policy.succeeded_retention_ms)
+    if status > 0 then redis.call('HSET', job_key, 'status', status) end
+    out[#out + 1] = finish(worker, job_key, suffix, {state = 'dead', attempt = attempt, throttle_key = job[8]},
+      'succeeded', now, policy.succeeded_retention_ms)
   elseif state ~= 'running' or tonumber(job[2]) ~= attempt then
     if tonumber(job[5]) == attempt and job[6] == digest then
       out[#out + 1] = 'duplicate'
@@ -59,19 +61,24 @@ for i = FIRST_JOB_KEY, #KEYS do
   else
     redis.call('ZREM', running_key, suffix)
     redis.call('HSET', job_key, 'settled_attempt', attempt, 'receipt_digest', digest)
+    local ended = {
+      state = 'running', attempt = attempt, max_attempts = job[3], seq = job[4], throttled = job[7],
+      throttle_key = job[8], unsent = job[9], run_at_ms = job[10], cost = job[11],
+      claimed_ms = (tonumber(job[12]) or now) - (tonumber(job[13]) or 0),
+      started_ms = job[14], sent_by = job[15],
+    }
     if outcome == 'success' then
       if result ~= '' then redis.call('HSET', job_key, 'result', result) end
-      out[#out + 1] = finish(worker, job_key, suffix, 'succeeded', now, policy.succeeded_retention_ms)
+      -- The history's last entry is read from the hash (started_ms, finished_ms, status,
+      -- sent_by): most jobs succeed at once and then need no history list at all.
+      if status > 0 then redis.call('HSET', job_key, 'status', status) end
+      out[#out + 1] = finish(worker, job_key, suffix, ended, 'succeeded', now, policy.succeeded_retention_ms)
     elseif outcome == 'unsent' then
-      out[#out + 1] = return_unsent(worker, job_key, suffix, {
-        attempt = attempt, seq = job[4], unsent = job[9], throttle_key = job[8], run_at_ms = job[10], cost = job[11],
-        claimed_ms = (tonumber(job[12]) or now) - (tonumber(job[13]) or 0),
-      }, now)
+      record_attempt(queue, suffix, ended, 'unsent', status, error_text, now)
+      out[#out + 1] = return_unsent(worker, job_key, suffix, ended, now)
     else
-      out[#out + 1] = fail_attempt(worker, job_key, suffix, {
-        attempt = attempt, max_attempts = job[3], seq = job[4], throttled = job[7], unsent = job[9],
-        throttle_key = job[8],
-      }, error_text, outcome == 'permanent', retry_after_ms, now)
+      out[#out + 1] = fail_attempt(worker, job_key, suffix, ended, error_text, outcome == 'permanent',
+        retry_after_ms, now, 'failed', status)
     end
   end
 end

@@ -16,12 +16,12 @@
 --!include common
 --!include jobs
 local JOBS_KEPT = 10
-local queue = new_queue(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2])
-local schedules_key = KEYS[5]
-local not_before_ms = tonumber(ARGV[3])
-local default_max_attempts, default_timeout_ms = ARGV[4], ARGV[5]
-local schedule_count = tonumber(ARGV[6])
-local k, a = 6, 7  -- the next KEYS and ARGV entries: the schedules' own
+local queue = new_queue(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+local schedules_key = KEYS[6]
+local not_before_ms = tonumber(ARGV[5])
+local default_max_attempts, default_timeout_ms = ARGV[6], ARGV[7]
+local schedule_count = tonumber(ARGV[8])
+local k, a = 7, 9  -- the next KEYS and ARGV entries: the schedules' own
 local now = server_now_ms()
 if now < not_before_ms then return {now, 'early'} end
 

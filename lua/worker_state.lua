@@ -8,8 +8,8 @@
 --!include common
 --!include jobs
 --!include limits
-local queue = new_queue(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2])
-local running_key, worker_bucket_key, default_bucket_key, dispatched_key = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local queue = new_queue(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+local running_key, worker_bucket_key, default_bucket_key, dispatched_key = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local now = server_now_ms()
 local limits = read_limits(queue.limits)
 

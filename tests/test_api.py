@@ -30,7 +30,7 @@ from redisq.security import receipt_token
 from redisq.transport import MockTransport, Response
 
 WORKER = "send-email"
-JOB_FIELDS = {"id", "worker", "state", "args", "runAt", "attempts", "maxAttempts", "lastError", "result",
+JOB_FIELDS = {"history", "id", "worker", "state", "args", "runAt", "attempts", "maxAttempts", "lastError", "result",
               "createdAt", "finishedAt", "throttleKey", "cost"}
 FINISHED = ("succeeded", "dead", "cancelled")
 

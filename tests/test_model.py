@@ -154,15 +154,26 @@ def test_job_from_redis_fields_and_to_json():
               b"attempts": b"2", b"max_attempts": b"5", b"timeout_ms": b"30000",
               b"created_ms": b"1577872799000", b"result": b'{"ok":true}', b"finished_ms": b"1577872801500",
               b"last_error": b"smtp 451"}
-    job = Job.from_fields("send-email", "abc", fields)
+    history = [b'{"attempt":1,"started_ms":1577872800000,"ended_ms":1577872800250,"outcome":"failed",'
+               b'"status":451,"error":"smtp 451","by":"host-a:12"}']  # the success is read from the hash
+    fields.update({b"started_ms": b"1577872801000", b"status": b"200", b"sent_by": b"host-b:7"})
+    job = Job.from_fields("send-email", "abc", fields, history)
     assert job.state is JobState.SUCCEEDED and job.state.finished
     assert job.to_json() == {
         "id": "send-email:abc", "worker": "send-email", "state": "succeeded", "args": {"to": "a"},
         "runAt": "2020-01-01T10:00:00.000Z", "attempts": 2, "maxAttempts": 5, "lastError": "smtp 451",
         "result": {"ok": True}, "createdAt": "2020-01-01T09:59:59.000Z", "finishedAt": "2020-01-01T10:00:01.500Z",
         "throttleKey": None, "cost": 1,
+        "history": [
+            {"attempt": 1, "startedAt": "2020-01-01T10:00:00.000Z", "endedAt": "2020-01-01T10:00:00.250Z",
+             "durationMs": 250, "outcome": "failed", "status": 451, "error": "smtp 451", "coordinator": "host-a:12"},
+            {"attempt": 2, "startedAt": "2020-01-01T10:00:01.000Z", "endedAt": "2020-01-01T10:00:01.500Z",
+             "durationMs": 500, "outcome": "succeeded", "status": 200, "error": None, "coordinator": "host-b:7"},
+        ],
     }
     assert json.loads(job.json_text()) == job.to_json()
+    listed = Job.from_fields("send-email", "abc", fields)  # a listing's job: no history
+    assert "history" not in listed.to_json() and json.loads(listed.json_text()) == listed.to_json()
     keyed = Job.from_fields("send-email", "abc", {**fields, b"throttle_key": b"shop-a", b"cost": b"12.5"})
     assert (keyed.to_json()["throttleKey"], keyed.to_json()["cost"]) == ("shop-a", 12.5)
     assert json.loads(keyed.json_text()) == keyed.to_json()

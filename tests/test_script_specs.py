@@ -45,11 +45,11 @@ def test_the_spec_names_keys_the_key_layout_has(name):
 def test_a_call_that_does_not_fit_its_spec_is_refused():
     settle = SPECS["settle"]
     fixed_keys, fixed_args = len(settle.keys), len(settle.args)
-    settle.check(fixed_keys + 2, fixed_args + 16)  # two receipts
+    settle.check(fixed_keys + 2, fixed_args + 18)  # two receipts
     with pytest.raises(ScriptCallError, match="2 items of KEYS but 1 of ARGV"):
-        settle.check(fixed_keys + 2, fixed_args + 8)
-    with pytest.raises(ScriptCallError, match="not a whole number of items of 8"):
-        settle.check(fixed_keys + 1, fixed_args + 9)
+        settle.check(fixed_keys + 2, fixed_args + 9)
+    with pytest.raises(ScriptCallError, match="not a whole number of items of 9"):
+        settle.check(fixed_keys + 1, fixed_args + 10)
     with pytest.raises(ScriptCallError, match="fewer than its"):
         SPECS["claim"].check(4, 4)
     with pytest.raises(ScriptCallError, match="1 KEYS more than it takes"):

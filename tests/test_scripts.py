@@ -184,9 +184,9 @@ async def backoff_delays_s(redis: Any, tmp_path: Path, backoff: Backoff, attempt
     shutil.copytree(lua_dir() / "includes", tmp_path / "includes")
     lua = lua_tree(tmp_path, {"backoff.lua": (
         "--!include attempts\n"
-        "local policy = retry_policy(ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[9], ARGV[10])  -- as settle.lua\n"
+        "local policy = retry_policy(ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[11], ARGV[12])  -- as settle.lua\n"
         "local delays = {}\n"
-        "for i = 11, #ARGV, 2 do "
+        "for i = 13, #ARGV, 2 do "
         "delays[#delays + 1] = backoff_ms(policy, tonumber(ARGV[i]), tonumber(ARGV[i + 1])) end\n"
         "return delays\n")})
     worker = WorkerConfig(name="w", url="http://127.0.0.1:9/w", backoff=backoff)
@@ -211,7 +211,7 @@ def test_the_scripts_that_move_jobs_on_or_free_memory_run_at_maxmemory_and_no_ot
     flagged = {name for name in (*SCRIPT_NAMES, *SCHEDULE_SCRIPT_NAMES)
                if load_script(name).source.startswith(f"{FLAGS_LINE} flags=allow-oom\n")}
     assert flagged == {"claim", "settle", "reap", "purge", "cancel", "heartbeat", "hold_back", "set_limits",
-                       "schedule_pause", "schedule_delete"}
+                       "schedule_pause", "schedule_delete", "retry", "delete"}
 
 
 def test_the_embedded_store_gets_the_flags_line_as_a_comment_with_the_line_numbers_kept():

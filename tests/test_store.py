@@ -474,11 +474,11 @@ async def test_a_lease_that_ends_without_receipt_is_retried_then_dead(engine_red
     store = make_store(engine_redis, w)
     first = await start_one(store, w)
 
-    reaped, wait_ms = await store.reap(w)
+    reaped, wait_ms, _ = await store.reap(w)
     assert reaped == 0 and 0 < wait_ms <= 200
     assert (await store.get(first.id)).state is JobState.RUNNING
     await asyncio.sleep(wait_ms / 1000 + 0.01)
-    assert await store.reap(w) == (1, -1)
+    assert (await store.reap(w))[:2] == (1, -1)
     got = await store.get(first.id)
     assert got.state is JobState.RETRYING and got.last_error == "timed out" and got.attempts == 1
     assert await store.settle(w, [success(first)]) == ["stale"]  # the receipt that came too late
@@ -486,7 +486,7 @@ async def test_a_lease_that_ends_without_receipt_is_retried_then_dead(engine_red
     (second,) = (await claim_when_due(store, w)).jobs
     assert second.attempt == 2
     await asyncio.sleep(0.21)
-    assert await store.reap(w) == (1, -1)
+    assert (await store.reap(w))[:2] == (1, -1)
     got = await store.get(first.id)
     assert got.state is JobState.DEAD and got.last_error == "timed out" and got.attempts == 2
     assert (await store.claim(w, 5)).wait_ms == -1
@@ -499,7 +499,7 @@ async def test_a_success_that_comes_after_the_last_attempt_was_reaped_makes_the_
     store = make_store(engine_redis, w)
     job = await start_one(store, w)
     await asyncio.sleep(0.15)
-    assert await store.reap(w) == (1, -1)
+    assert (await store.reap(w))[:2] == (1, -1)
     assert (await store.get(job.id)).state is JobState.DEAD
     assert (await store.worker(WORKER).state()).dead == 1
 
@@ -512,7 +512,7 @@ async def test_a_success_that_comes_after_the_last_attempt_was_reaped_makes_the_
     # a failure that comes late changes nothing: the job died of its timeout
     other = await start_one(store, w)
     await asyncio.sleep(0.15)
-    assert await store.reap(w) == (1, -1)
+    assert (await store.reap(w))[:2] == (1, -1)
     assert await store.settle(w, [failure(other)]) == ["stale"]
     assert (await store.get(other.id)).state is JobState.DEAD
 
@@ -525,9 +525,9 @@ async def test_a_reap_that_redis_runs_after_its_caller_gave_up_does_nothing(engi
     job = await start_one(store, w)
     await asyncio.sleep(0.1)
     given_up_at_ms = await server_ms(engine_redis) - 1
-    assert await store.reap(w, not_after_ms=given_up_at_ms) == (0, 0)
+    assert (await store.reap(w, not_after_ms=given_up_at_ms))[:2] == (0, 0)
     assert (await store.get(job.id)).state is JobState.RUNNING
-    assert await store.reap(w, not_after_ms=await server_ms(engine_redis) + 1000) == (1, -1)
+    assert (await store.reap(w, not_after_ms=await server_ms(engine_redis) + 1000))[:2] == (1, -1)
 
 
 async def test_a_claim_repeated_with_its_tag_hands_out_the_same_jobs_once(engine_redis):
@@ -565,13 +565,13 @@ async def test_a_claim_repeated_with_its_tag_hands_out_the_same_jobs_once(engine
 async def test_reap_reports_the_next_lease_deadline_and_caps_its_batch(engine_redis):
     w = worker(timeout_s=0.05)
     store = make_store(engine_redis, w)
-    assert await store.reap(w) == (0, -1)
+    assert (await store.reap(w))[:2] == (0, -1)
     short = [await start_one(store, w) for _ in range(3)]
     long = await start_one(store, w, timeout=5)
     await asyncio.sleep(0.06)
     before = await server_ms(engine_redis)
     assert (await store.reap(w, most=2))[0] == 2
-    reaped, wait_ms = await store.reap(w, most=2)
+    reaped, wait_ms, _ = await store.reap(w, most=2)
     assert reaped == 1
     deadline = await engine_redis.zscore(store.keys(WORKER).running, long.suffix)
     assert deadline - before - 50 <= wait_ms <= deadline - before
@@ -710,7 +710,7 @@ async def test_memory_returns_to_baseline_after_100k_jobs(real_redis):
     # What stays: the sequence, the limits, the counters and the dispatch-rate slots (the
     # bucket of the key "" expires once it has refilled).
     bookkeeping = {k.encode() for k in (keys.bucket, keys.seq, keys.limits, keys.stats, keys.dispatched,
-                                        keys.key_bucket(""))}
+                                        keys.key_bucket(""), keys.events)}
 
     async def run_jobs(count: int) -> None:
         for _ in range(count // 1000):
@@ -745,6 +745,8 @@ async def test_memory_returns_to_baseline_after_100k_jobs(real_redis):
 
     assert set(await real_redis.keys("*")) <= bookkeeping
     assert await real_redis.dbsize() <= len(bookkeeping)
+    # the event stream keeps about its last 10,000 entries (MAXLEN ~ trims whole nodes)
+    assert 10_000 <= await real_redis.xlen(keys.events) <= 11_000
     # Redis shrinks its emptied key table in the background (serverCron): give it a moment.
     deadline = time.monotonic() + 5
     while (used := await used_memory()) > baseline + 1024 * 1024 and time.monotonic() < deadline:

@@ -40,19 +40,45 @@ local function backoff_ms(policy, failures, random_fraction)
   return math.floor(delay)
 end
 
-local function finish(worker, job_key, suffix, state, now, retention_ms)
+-- A job ends in `state` (succeeded, dead): job = {state (the one it leaves), attempt,
+-- throttle_key}.
+local function finish(worker, job_key, suffix, job, state, now, retention_ms)
   redis.call('HSET', job_key, 'state', state, 'finished_ms', now)
   redis.call('ZADD', worker.finished_key, now + retention_ms, suffix)
+  moved(worker.queue, suffix, job.throttle_key, job.state, state, now, job.attempt)
   count(worker.queue, state, 1)
   return state
 end
 
-local function retry_at(worker, job_key, suffix, seq, throttle_key, run_at)
+-- A running job waits to run again at run_at: job = {attempt, seq, throttle_key}.
+local function retry_at(worker, job_key, suffix, job, run_at)
+  local throttle_key = job.throttle_key or ''
   redis.call('HSET', job_key, 'state', 'retrying', 'run_at_ms', run_at)
-  push_job(worker.queue, throttle_key, seq, suffix, run_at)
+  push_job(worker.queue, throttle_key, job.seq, suffix, run_at)
+  moved(worker.queue, suffix, throttle_key, 'running', 'retrying', run_at, job.attempt)
   count(worker.queue, 'queued', 1)
   count(worker.queue, 'retrying', 1)
   return 'retrying'
+end
+
+-- The attempts' history a job keeps: a list beside its hash (WorkerKeys.history), oldest
+-- first, one JSON text per attempt. (In the hash, a value that long would turn the hash
+-- from Redis's compact encoding into a table of several times its size.)
+local HISTORY_KEPT = 25
+
+-- Add the end of an attempt to the job's history: job = {attempt, started_ms, sent_by};
+-- outcome is failed | timed out | throttled | unsent; status is the HTTP status (0 =
+-- none). A success is not added: the hash says it (started_ms, finished_ms, status,
+-- sent_by), so a job that succeeds at its first attempt keeps no history list.
+local function record_attempt(queue, suffix, job, outcome, status, error_text, now)
+  local entry = {attempt = tonumber(job.attempt), started_ms = tonumber(job.started_ms), ended_ms = now,
+    outcome = outcome, by = job.sent_by or ''}
+  if status and status > 0 then entry.status = status end
+  if error_text and error_text ~= '' then entry.error = error_text end
+  local history_key = queue.history_prefix .. suffix
+  if redis.call('RPUSH', history_key, cjson.encode(entry)) > HISTORY_KEPT then
+    redis.call('LTRIM', history_key, -HISTORY_KEPT, -1)
+  end
 end
 
 -- Pause a throttle key (or, for the key '', the whole worker) until until_ms.
@@ -77,24 +103,29 @@ end
 -- retryAfter) it is back-pressure: the key pauses, the job runs again then, and the
 -- attempt is not counted. Otherwise it is retried after its backoff, or dead when it
 -- was permanent or the last one allowed.
--- job = {attempt, max_attempts, seq, throttled (back-pressure retries so far), unsent
--- (attempts returned unsent so far), throttle_key}
-local function fail_attempt(worker, job_key, suffix, job, error_text, permanent, retry_after_ms, now)
+-- job = {state ('running'), attempt, max_attempts, seq, throttled (back-pressure retries so
+-- far), unsent (attempts returned unsent so far), throttle_key}
+-- The attempt goes into the job's history (record_attempt: job carries started_ms and
+-- sent_by too) as `failure` ('failed', 'timed out'), or 'throttled' when it is
+-- back-pressure; status is the HTTP status (0 = none).
+local function fail_attempt(worker, job_key, suffix, job, error_text, permanent, retry_after_ms, now, failure, status)
   redis.call('HSET', job_key, 'last_error', error_text)
   local throttle_key = job.throttle_key or ''
   local throttled = tonumber(job.throttled) or 0
   if not permanent and retry_after_ms >= 0 and throttled < MAX_BACK_PRESSURE_RETRIES then
+    record_attempt(worker.queue, suffix, job, 'throttled', status, error_text, now)
     redis.call('HSET', job_key, 'throttled', throttled + 1)
     local run_at = now + retry_after_ms
     pause_until(worker, throttle_key, run_at)
-    return retry_at(worker, job_key, suffix, job.seq, throttle_key, run_at)
+    return retry_at(worker, job_key, suffix, job, run_at)
   end
+  record_attempt(worker.queue, suffix, job, failure, status, error_text, now)
   local failures = tonumber(job.attempt) - throttled - (tonumber(job.unsent) or 0)
   if permanent or failures >= tonumber(job.max_attempts) then
-    return finish(worker, job_key, suffix, 'dead', now, worker.policy.dead_retention_ms)
+    return finish(worker, job_key, suffix, job, 'dead', now, worker.policy.dead_retention_ms)
   end
   local delay_ms = backoff_ms(worker.policy, failures, math.random())
-  return retry_at(worker, job_key, suffix, job.seq, throttle_key, now + delay_ms)
+  return retry_at(worker, job_key, suffix, job, now + delay_ms)
 end
 
 -- Tokens given back by return_unsent, per bucket, in this script call. While a claimed job
@@ -135,7 +166,9 @@ local function return_unsent(worker, job_key, suffix, job, now)
   local state = 'scheduled'
   if tonumber(job.attempt) - (tonumber(job.unsent) or 0) > 1 then state = 'retrying' end
   redis.call('HSET', job_key, 'state', state, 'unsent', (tonumber(job.unsent) or 0) + 1)
-  push_job(queue, throttle_key, job.seq, suffix, math.min(tonumber(job.run_at_ms) or now, now))
+  local run_at = math.min(tonumber(job.run_at_ms) or now, now)
+  push_job(queue, throttle_key, job.seq, suffix, run_at)
+  moved(queue, suffix, throttle_key, 'running', state, run_at, job.attempt)
   count(queue, 'queued', 1)
   if state == 'retrying' then count(queue, 'retrying', 1) end
   local limits = read_limits(queue.limits)

@@ -8,12 +8,46 @@
 
 -- A worker's queue, from the keys and prefixes a script is given first (in the order of
 -- WorkerKeys.queue_keys and WorkerKeys.queue_args in keys.py).
-local function new_queue(throttle_keys_key, seq_key, stats_key, limits_key, queue_prefix, key_bucket_prefix)
+local function new_queue(throttle_keys_key, seq_key, stats_key, limits_key, events_key,
+                         queue_prefix, key_bucket_prefix, state_prefix, history_prefix)
   return {
-    throttle_keys = throttle_keys_key, seq = seq_key, stats = stats_key, limits = limits_key,
-    queue_prefix = queue_prefix, key_bucket_prefix = key_bucket_prefix,
+    throttle_keys = throttle_keys_key, seq = seq_key, stats = stats_key, limits = limits_key, events = events_key,
+    queue_prefix = queue_prefix, key_bucket_prefix = key_bucket_prefix, state_prefix = state_prefix,
+    history_prefix = history_prefix,
     counts = {}, ready_ms = {},  -- pending counter changes, and key scores this call has seen
   }
+end
+
+-- The listings' indexes: a zset per state of the worker's jobs (suffix -> run_at_ms for
+-- scheduled and retrying, finished_ms for the finished states; the running zset is the
+-- worker-wide index of running jobs), and the same per throttle key for jobs that have
+-- one (running scored by the attempt's start). Every change of a job's state goes
+-- through moved(), so an index never disagrees with the jobs.
+local function state_index(queue, state, throttle_key)
+  if throttle_key == '' then return queue.state_prefix .. state end
+  return queue.state_prefix .. state .. ':' .. throttle_key
+end
+
+-- The worker's event stream keeps this many entries (about: trimmed with MAXLEN ~).
+local EVENTS_KEPT = 10000
+
+-- A job moved from state `from` (nil: it is new) to `to` ('deleted': it is gone), with
+-- `score` in the new state's index: update the indexes and add the event (the job's
+-- suffix, new state, attempt).
+local function moved(queue, suffix, throttle_key, from, to, score, attempt)
+  throttle_key = throttle_key or ''
+  if from then
+    if from ~= 'running' then redis.call('ZREM', state_index(queue, from, ''), suffix) end
+    if throttle_key ~= '' then redis.call('ZREM', state_index(queue, from, throttle_key), suffix) end
+  end
+  if to then
+    if to ~= 'deleted' then
+      if to ~= 'running' then redis.call('ZADD', state_index(queue, to, ''), score, suffix) end
+      if throttle_key ~= '' then redis.call('ZADD', state_index(queue, to, throttle_key), score, suffix) end
+    end
+    redis.call('XADD', queue.events, 'MAXLEN', '~', EVENTS_KEPT, '*', 'job', suffix, 'state', to,
+      'attempt', attempt or 0)
+  end
 end
 
 -- Counters shown by GET /workers: queued (waiting, retrying included), retrying,
@@ -76,6 +110,24 @@ local function create_job(queue, job_key, suffix, job, now)
     redis.call('HSET', job_key, unpack(fields))
   end
   push_job(queue, throttle_key, seq, suffix, job.run_at_ms)
+  moved(queue, suffix, throttle_key, nil, 'scheduled', job.run_at_ms, 0)
   count(queue, 'queued', 1)
   return seq
+end
+
+-- An operator's bulk call (retry, delete): the states a job may be in (a set, from their
+-- comma-separated names), and the job suffixes it is about: argv[first..last] (mode
+-- 'ids'), or the first argv[first] of the first state's index (mode 'index').
+local function bulk_targets(queue, states_text, mode, argv, first, last)
+  local allowed, first_state = {}, nil
+  for state in string.gmatch(states_text, '[^,]+') do
+    allowed[state] = true
+    first_state = first_state or state
+  end
+  if mode == 'index' then
+    return allowed, redis.call('ZRANGE', state_index(queue, first_state, ''), 0, tonumber(argv[first]) - 1)
+  end
+  local suffixes = {}
+  for i = first, last do suffixes[#suffixes + 1] = argv[i] end
+  return allowed, suffixes
 end

@@ -17,7 +17,8 @@ from .connection import RedisClient, client_for
 from .connection import connect as connect  # noqa: PLC0414 - kept where bench and tests import it
 from .dispatch import Dispatcher, Observer
 from .embedded import EMBEDDED_WARNING
-from .engine import REDIS_OUTAGE_ERRORS, Engine
+from .engine import REDIS_OUTAGE_ERRORS, Engine, Reaped
+from .operations import Operations
 from .poller import Poller
 from .security import shared_secret
 from .ticker import Ticker
@@ -66,6 +67,7 @@ class Coordinator:
             redis = client_for(config.redis_url)
         self.redis = redis
         self.engine = Engine(redis, config, notify=self)  # its writes tell this coordinator's wake-ups
+        self.operations = Operations(self.engine)  # bulk retries and deletes
         self.transport = transport
         self.observer = observer
         self.secret: bytes = (config.secret or "").encode()
@@ -127,6 +129,7 @@ class Coordinator:
                 raise StartupFailed(f"redis at {url} refused to give the shared secret: {e}") from e
 
     async def stop(self) -> None:
+        await self.operations.stop()
         if self.ticker is not None:
             await self.ticker.stop()
         if self.dispatcher is not None:
@@ -154,7 +157,7 @@ class Coordinator:
         if self.dispatcher is not None:
             self.dispatcher.after_settle(worker, words)
 
-    def _reaped(self, worker: str, _count: int) -> None:
+    def _reaped(self, worker: str, _reaped: Reaped) -> None:
         """The poller failed attempts whose lease ended: retries are due, slots are free."""
         if self.dispatcher is not None:
             self.dispatcher.attempts_ended(worker, retries_due=True)

@@ -75,3 +75,14 @@ class NumberRule:
 
 
 TIMEOUT_S = NumberRule(0, 7 * 86400, above_low=True, unit="seconds")  # a job's or a worker's timeout
+
+
+def object_with(body: Any, fields: tuple[str, ...]) -> dict[str, Any]:
+    """``body`` when it is a JSON object of only ``fields``; else the 422 that says so,
+    naming the first unknown field."""
+    if not isinstance(body, dict):
+        raise ValidationError("body: must be a JSON object")
+    unknown = [k for k in body if k not in fields]
+    if unknown:
+        raise ValidationError(f"{unknown[0]}: unknown field (expected {', '.join(fields)})", field=unknown[0])
+    return body

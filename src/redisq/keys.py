@@ -17,6 +17,15 @@ single hash slot and the same scripts run on one Redis and on Redis Cluster::
     redisq:{shopify}:reply:<tag>      str   a claim's answer, kept until the loop's next claim
                                             (60 s at most) so that a repeat of the claim returns it
     redisq:{shopify}:job:<suffix>     hash  one job
+    redisq:{shopify}:history:<suffix> list  its last 25 attempts, oldest first (JSON texts)
+    redisq:{shopify}:state:<state>    zset  the listing index of a state: job suffix -> run_at_ms
+                                            (scheduled, retrying) or finished_ms (succeeded, dead,
+                                            cancelled); running jobs are listed from ``running``
+    redisq:{shopify}:state:<state>:<key>  zset  the same for one throttle key's jobs (running:
+                                            suffix -> the attempt's start ms)
+    redisq:{shopify}:events           stream  every state change (job, state, attempt), about
+                                            the last 10,000 kept (GET /events)
+    redisq:{shopify}:operation:<id>   hash  a bulk retry's or delete's progress (an hour)
     redisq:{shopify}:schedules        zset  schedule suffix -> next_fire_ms (schedules not paused)
     redisq:{shopify}:schedule-ids     set   every schedule suffix of the worker, paused or not
     redisq:{shopify}:schedule:<suffix>       hash  one cron schedule's spec and state
@@ -132,6 +141,33 @@ class WorkerKeys:
         return self.job_prefix + suffix
 
     @property
+    def history_prefix(self) -> str:
+        """Scripts that end attempts build a job's history key from this prefix."""
+        return f"{self.tag}:history:"
+
+    def history(self, suffix: str) -> str:
+        return self.history_prefix + suffix
+
+    @property
+    def state_prefix(self) -> str:
+        """Scripts build the listing indexes from this prefix (``state_index``)."""
+        return f"{self.tag}:state:"
+
+    def state_index(self, state: str, throttle_key: str = "") -> str:
+        """The index of the worker's jobs in ``state`` (of one throttle key's, when given);
+        running jobs of the whole worker are listed from ``running`` instead."""
+        if not throttle_key:
+            return self.state_prefix + state
+        return f"{self.state_prefix}{state}:{throttle_key}"
+
+    @property
+    def events(self) -> str:
+        return f"{self.tag}:events"
+
+    def operation(self, operation_suffix: str) -> str:
+        return f"{self.tag}:operation:{operation_suffix}"
+
+    @property
     def schedules(self) -> str:
         return f"{self.tag}:schedules"
 
@@ -154,12 +190,12 @@ class WorkerKeys:
     def queue_keys(self) -> list[str]:
         """The first KEYS of the scripts that read or change a worker's queue, in the order
         they give them to ``new_queue`` (lua/includes/jobs.lua)."""
-        return [self.throttle_keys, self.seq, self.stats, self.limits]
+        return [self.throttle_keys, self.seq, self.stats, self.limits, self.events]
 
     @property
     def queue_args(self) -> list[str]:
         """The ARGV entries that go with ``queue_keys``, in order."""
-        return [self.queue_prefix, self.key_bucket_prefix]
+        return [self.queue_prefix, self.key_bucket_prefix, self.state_prefix, self.history_prefix]
 
 
 def job_id(worker: str, suffix: str) -> str:

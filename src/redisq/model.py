@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -63,6 +63,57 @@ def _number_json(value: float) -> str:
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """One attempt in a job's history (kept by the scripts that end attempts, the last 25;
+    a running attempt has no end yet)."""
+
+    attempt: int
+    started_ms: int | None
+    ended_ms: int | None
+    outcome: str  # succeeded | failed | timed out | throttled | unsent | running
+    status: int | None = None  # the worker's HTTP status, when it answered
+    error: str | None = None
+    coordinator: str = ""  # the coordinator that sent it (host:pid)
+
+    def to_json(self) -> dict[str, Any]:
+        duration_ms = None
+        if self.started_ms is not None and self.ended_ms is not None:
+            duration_ms = self.ended_ms - self.started_ms
+        return {"attempt": self.attempt, "startedAt": iso_from_ms(self.started_ms),
+                "endedAt": iso_from_ms(self.ended_ms), "durationMs": duration_ms, "outcome": self.outcome,
+                "status": self.status, "error": self.error, "coordinator": self.coordinator}
+
+
+def history_of(fields: Mapping[str, str], entries: Sequence[str | bytes]) -> tuple[Attempt, ...]:
+    """A job's attempts: the entries of its history list (``WorkerKeys.history``), then the
+    last one from its hash when it succeeded (the scripts keep no entry for a success) or
+    is running."""
+    attempts = []
+    for text in entries:
+        entry = json.loads(text)
+        started = entry.get("started_ms")
+        attempts.append(Attempt(
+            attempt=int(entry["attempt"]), started_ms=None if started is None else int(started),
+            ended_ms=int(entry["ended_ms"]), outcome=str(entry["outcome"]),
+            status=int(entry["status"]) if entry.get("status") else None, error=entry.get("error"),
+            coordinator=str(entry.get("by") or "")))
+    if fields.get("state") == "succeeded" and fields.get("started_ms") and fields.get("finished_ms"):
+        attempts.append(Attempt(attempt=int(fields.get("attempts", 0)), started_ms=int(float(fields["started_ms"])),
+                                ended_ms=int(float(fields["finished_ms"])), outcome="succeeded",
+                                status=int(fields["status"]) if fields.get("status") else None,
+                                coordinator=fields.get("sent_by", "")))
+    if fields.get("state") == "running" and fields.get("started_ms"):
+        attempts.append(Attempt(attempt=int(fields.get("attempts", 0)), started_ms=int(float(fields["started_ms"])),
+                                ended_ms=None, outcome="running", coordinator=fields.get("sent_by", "")))
+    return tuple(attempts)
+
+
+# The job fields a listing reads (all but the history): what Job.from_fields uses.
+LISTED_FIELDS = ("state", "args", "run_at_ms", "attempts", "max_attempts", "timeout_ms", "created_ms", "last_error",
+                 "result", "finished_ms", "throttle_key", "cost")
+
+
+@dataclass(frozen=True)
 class Job:
     id: str
     worker: str
@@ -78,9 +129,13 @@ class Job:
     finished_ms: int | None = None
     throttle_key: str | None = None
     cost: float = 1.0
+    history: tuple[Attempt, ...] | None = None  # None = not read (a listing's jobs)
 
     @classmethod
-    def from_fields(cls, worker: str, suffix: str, fields: RedisHash) -> Job:
+    def from_fields(cls, worker: str, suffix: str, fields: RedisHash,
+                    history: Sequence[str | bytes] | None = None) -> Job:
+        """The job of a hash; with its ``history`` list's entries (None: not read, as in a
+        listing: the job then has no ``history``)."""
         f = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
              for k, v in fields.items()}
         return cls(
@@ -98,6 +153,7 @@ class Job:
             finished_ms=int(float(f["finished_ms"])) if "finished_ms" in f else None,
             throttle_key=f.get("throttle_key"),
             cost=float(f.get("cost", 1)),
+            history=None if history is None else history_of(f, history),
         )
 
     def json_text(self) -> str:
@@ -107,8 +163,12 @@ class Job:
             f'"runAt":"{_iso(self.run_at_ms)}","attempts":{self.attempts},"maxAttempts":{self.max_attempts},'
             f'"lastError":{_json_or_null(self.last_error)},"result":{self.result_json or "null"},'
             f'"createdAt":"{_iso(self.created_ms)}","finishedAt":{_json_or_null(iso_from_ms(self.finished_ms))},'
-            f'"throttleKey":{_json_or_null(self.throttle_key)},"cost":{_number_json(self.cost)}}}'
+            f'"throttleKey":{_json_or_null(self.throttle_key)},"cost":{_number_json(self.cost)}'
+            + ("}" if self.history is None else f',"history":{self.history_json_text()}}}')
         )
+
+    def history_json_text(self) -> str:
+        return json.dumps([a.to_json() for a in self.history or ()], separators=(",", ":"))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -125,6 +185,7 @@ class Job:
             "finishedAt": iso_from_ms(self.finished_ms),
             "throttleKey": self.throttle_key,
             "cost": json_number(self.cost),
+            **({} if self.history is None else {"history": [a.to_json() for a in self.history]}),
         }
 
 

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from .config import Config, WorkerConfig
 from .connection import COMMAND_TIMEOUT_S
-from .engine import Engine
+from .engine import Engine, Reaped
 from .loops import MAX_IDLE_S, OutageBackoff, WorkerLoops
 
 PURGE_EVERY_S = 1.0
@@ -28,7 +28,7 @@ REAP_VALID_MS = round(COMMAND_TIMEOUT_S * 1000)  # a reap not run by then is not
 class Poller(WorkerLoops):
     kind = "poller"
 
-    def __init__(self, store: Engine, config: Config, on_reaped: Callable[[str, int], None] | None = None,
+    def __init__(self, store: Engine, config: Config, on_reaped: Callable[[str, Reaped], None] | None = None,
                  before_reap: Callable[[str], Awaitable[None]] | None = None):
         super().__init__(config)
         self.store = store
@@ -50,9 +50,10 @@ class Poller(WorkerLoops):
         while not self._stopping:
             self._next_reap_at[name] = math.inf  # a lease started during the reap lowers it
             try:
-                reaped, wait_ms = await self._reap(worker)
+                result = await self._reap(worker)
+                reaped, wait_ms = result.reaped, result.wait_ms
                 if reaped and self.on_reaped:
-                    self.on_reaped(name, reaped)
+                    self.on_reaped(name, result)
                 if time.monotonic() >= next_purge:
                     more = True
                     while more:
@@ -70,12 +71,13 @@ class Poller(WorkerLoops):
             self._next_reap_at[name] = min(self._next_reap_at[name], time.monotonic() + sleep_s)
             await self._sleep_until_next_reap(name)
 
-    async def _reap(self, worker: WorkerConfig) -> tuple[int, int]:
+    async def _reap(self, worker: WorkerConfig) -> Reaped:
         """Settle the answers held for the worker, then reap: (reaped, ms until the next
-        lease ends or -1). Right after an outage it waits (``OutageClock``): (0, the wait)."""
+        lease ends or -1, the attempts ended). Right after an outage it waits
+        (``OutageClock``): (0, the wait)."""
         grace_s = self.store.outages.grace_left_s()
         if grace_s > 0:
-            return 0, math.ceil(grace_s * 1000)
+            return Reaped(0, math.ceil(grace_s * 1000))
         if self.before_reap is not None:
             await self.before_reap(worker.name)
         # A reap whose answer this process stops waiting for (the client's timeout) must not

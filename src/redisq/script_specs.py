@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-QUEUE_KEYS = ("throttle_keys", "seq", "stats", "limits")  # WorkerKeys.queue_keys
-QUEUE_ARGS = ("queue_prefix", "key_bucket_prefix")  # WorkerKeys.queue_args
+QUEUE_KEYS = ("throttle_keys", "seq", "stats", "limits", "events")  # WorkerKeys.queue_keys
+QUEUE_ARGS = ("queue_prefix", "key_bucket_prefix", "state_prefix", "history_prefix")  # WorkerKeys.queue_args
 ATTEMPT_KEYS = (*QUEUE_KEYS, "running", "finished", "bucket", "buckets")
 RETRY_POLICY_ARGS = (*QUEUE_ARGS, "job_prefix", "backoff_initial_ms", "backoff_factor", "backoff_max_ms",
                      "jitter", "random_seed", "succeeded_retention_ms", "dead_retention_ms")
@@ -74,22 +74,39 @@ SPECS: dict[str, ScriptSpec] = {spec.name: spec for spec in (
                        "or {'cost', item, bucket, size} when a cost is above a burst"),
     ScriptSpec("claim",  # reply: this call's; then the loop's previous call's (answered: deleted)
                (*QUEUE_KEYS, "running", "bucket", "dispatched", "buckets", "reply", "reply"),
-               (*QUEUE_ARGS, "job_prefix", "most", "reply_ttl_ms"),
+               (*QUEUE_ARGS, "job_prefix", "most", "reply_ttl_ms", "claimer"),
                answers="{wait_ms, capped, rated, total_slack_ms, per job: suffix, attempt, timeout_ms, args, seq, "
                        "throttle_key, cost, key_slack_ms}"),
     ScriptSpec("settle", ATTEMPT_KEYS, RETRY_POLICY_ARGS, item_keys=("job",),
-               item_args=("suffix", "attempt", "outcome", "error", "result", "retry_after_ms", "digest", "seq"),
+               item_args=("suffix", "attempt", "outcome", "error", "result", "retry_after_ms", "digest", "seq",
+                          "status"),
                answers="one word per receipt: succeeded | retrying | dead | returned | duplicate | stale | "
                        "cancelled | missing"),
-    ScriptSpec("reap", ATTEMPT_KEYS, (*RETRY_POLICY_ARGS, "most", "not_after_ms"), answers="{reaped, wait_ms}"),
+    ScriptSpec("reap", ATTEMPT_KEYS, (*RETRY_POLICY_ARGS, "most", "not_after_ms"),
+               answers="{reaped, wait_ms, per attempt ended: suffix, attempt, retrying | dead}"),
     ScriptSpec("hold_back", (*QUEUE_KEYS, "bucket"), QUEUE_ARGS,
                item_args=("bucket_kind", "throttle_key", "slack_ms", "cost", "late_ms"),
                answers="buckets held back"),
     ScriptSpec("cancel", (*QUEUE_KEYS, "running", "finished", "job"), (*QUEUE_ARGS, "suffix", "cancelled_retention_ms"),
                repeatable=False,  # a repeat would answer 'finished' (409) for the job it cancelled
                answers="{'cancelled' | 'finished' | 'missing', the job's hash}"),
-    ScriptSpec("purge", ("finished", "stats", "buckets", "limits"), ("job_prefix", "most", "key_bucket_prefix"),
+    ScriptSpec("purge", ("finished", "stats", "buckets", "limits"),
+               ("job_prefix", "most", "key_bucket_prefix", "state_prefix", "history_prefix"),
                answers="{purged, more}"),
+    # retry and delete: mode 'ids' is followed by job suffixes, mode 'index' by how many to
+    # take from the index of the first state named (the items vary: only the fixed part is checked)
+    ScriptSpec("retry", (*QUEUE_KEYS, "finished", "operation"),
+               (*QUEUE_ARGS, "job_prefix", "states", "run_at_ms", "delay_ms", "args", "operation_id", "mode"),
+               items_vary=True, repeatable=False,  # a repeat would answer 'scheduled' for the jobs it retried
+               answers="{now_ms, wake, per job: suffix, retried | missing | its state}"),
+    ScriptSpec("delete", (*QUEUE_KEYS, "finished", "operation"),
+               (*QUEUE_ARGS, "job_prefix", "states", "operation_id", "mode"),
+               items_vary=True, repeatable=False,  # a repeat would answer 'missing' for the jobs it deleted
+               answers="{now_ms, 0, per job: suffix, deleted | missing | its state}"),
+    ScriptSpec("list", ("state_index", "stats", "running"),
+               ("job_prefix", "order", "most", "cursor_member", "cursor_score"), item_args=("field",),
+               answers="{queued, retrying, succeeded, dead, cancelled, running, more, per job: suffix, score, "
+                       "the fields' values}"),
     ScriptSpec("heartbeat", ("running", "job"), ("suffix", "attempt", "seq"),
                answers="{'extended', lease_deadline_ms} | {'missing' | 'stale' | 'finished', detail}"),
     ScriptSpec("lease", ("running", "job"), ("suffix", "attempt", "seq"),

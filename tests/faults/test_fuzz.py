@@ -106,6 +106,10 @@ patch_body = optional({name: st.one_of(numeric_field, st.none()) for name in
 receipt_body = optional({"status": mostly(st.sampled_from(["success", "failure"]), scalars),
                          "error": json_values, "result": json_values, "retry": scalars, "retryAfter": numeric_field})
 junk_body = st.one_of(json_values, st.just(None))
+states = mostly(st.sampled_from(["scheduled", "running", "retrying", "succeeded", "dead", "cancelled"]), texts,
+                tenths=8)
+bulk_body = optional({"worker": worker_names, "state": states, "ids": st.one_of(st.lists(st.one_of(
+    st.just("send-email:known"), texts), max_size=3), json_values), "all": scalars, "limit": numeric_field})
 
 
 def raw_body_text(body: Any) -> str:
@@ -122,6 +126,10 @@ bodies = {
                                  optional({"jobs": json_values}), junk_body),
     ("PATCH", "/workers/{name}"): mostly(patch_body, junk_body, tenths=9),
     ("POST", "/job/{id}/receipt"): mostly(receipt_body, junk_body, tenths=9),
+    ("POST", "/job/{id}/retry"): mostly(optional({"args": json_values, "runAt": scalars, "delay": numeric_field}),
+                                        junk_body, tenths=8),
+    ("POST", "/jobs/retry"): mostly(bulk_body, junk_body, tenths=9),
+    ("POST", "/jobs/delete"): mostly(bulk_body, junk_body, tenths=9),
 }
 content_bytes = st.one_of(st.binary(max_size=40), st.sampled_from([b"", b"{", b"\xff\xfe", b"[" * 5000, b"1" * 5000]))
 
@@ -136,6 +144,8 @@ PATH_PARAMS: dict[str, dict[str, st.SearchStrategy[str]]] = {
     "/workers/{name}/resume": {"name": mostly(st.just(WORKER), texts)},
     "/schedule/{id}": {"id": schedule_ids}, "/schedule/{id}/pause": {"id": schedule_ids},
     "/schedule/{id}/resume": {"id": schedule_ids},
+    "/job/{id}/retry": {"id": job_ids},
+    "/operations/{operation}": {"operation": mostly(st.builds(lambda t: f"{WORKER}:{t}", texts), texts, tenths=5)},
 }
 ROUTES = sorted((method, route.path) for route in routes for method in route.methods or () if method != "HEAD")
 
@@ -175,6 +185,10 @@ def calls(draw: st.DrawFn) -> Call:
             content = raw_body_text(draw(strategy)).encode()
     params = {"worker": draw(st.one_of(worker_names.map(str), texts))} if route == "/schedules" and draw(
         st.booleans()) else {}
+    if route == "/jobs" and method == "GET":
+        drawn = draw(optional({"worker": worker_names.map(str), "state": states, "throttleKey": texts,
+                               "limit": mostly(st.integers(-5, 2000).map(str), texts), "cursor": texts}))
+        params = {str(name): str(value) for name, value in drawn.items() if value is not None}
     return Call(method, route, path, content, headers, params)
 
 

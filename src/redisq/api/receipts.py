@@ -13,7 +13,7 @@ from starlette.routing import Route
 from ..dispatch import MAX_RETRY_AFTER_S, RESULT_MAX_BYTES
 from ..engine import ACCEPTED, Receipt
 from ..errors import UnauthorizedError, ValidationError, escaped
-from ..inputs import NumberRule
+from ..inputs import NumberRule, object_with
 from ..keys import split_job_id
 from ..model import iso_from_ms
 from ..security import ReceiptGrant, bearer_token, verify_receipt_token
@@ -58,11 +58,7 @@ async def heartbeat(request: Request) -> JSONResponse:
 
 
 def parse_receipt(body: Any, job_id: str, attempt: int, seq: int = 0) -> Receipt:
-    if not isinstance(body, dict):
-        raise ValidationError("body: must be a JSON object")
-    unknown = [k for k in body if k not in RECEIPT_FIELDS]
-    if unknown:
-        raise ValidationError(f"{unknown[0]}: unknown field (expected {', '.join(RECEIPT_FIELDS)})", field=unknown[0])
+    body = object_with(body, RECEIPT_FIELDS)
     status = body.get("status")
     if status not in ("success", "failure"):
         raise ValidationError("status: must be \"success\" or \"failure\"", field="status")

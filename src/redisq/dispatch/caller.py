@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import json
 import logging
@@ -165,6 +166,8 @@ class Caller:
         try:
             resp = await self._post(worker, job, window)
             receipt = receipt_from_response(job, resp, worker.permanent_statuses)
+            if receipt is not None:
+                receipt = dataclasses.replace(receipt, status=resp.status)  # for the job's history
         except NotSentError as e:
             receipt = Receipt(job.suffix, job.attempt, "unsent", error=str(e), seq=job.seq)
         except TransportError as e:

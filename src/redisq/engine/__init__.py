@@ -16,30 +16,47 @@ from collections.abc import Sequence
 from ..config import Config, WorkerConfig
 from ..connection import RedisClient
 from ..cron import ScheduleRequest
-from ..errors import NotFoundError, UnavailableError, ValidationError
+from ..errors import ConflictError, NotFoundError, UnavailableError, ValidationError
 from ..keys import WorkerKeys, split_job_id
 from ..limits import Limits
 from ..model import EnqueueRequest, Job
 from ..scripts import Scripts
-from .base import NoOneToTell, Notifier
+from .base import NoOneToTell, Notifier, default_coordinator_id
 from .calls import REDIS_OUTAGE_ERRORS, OutageClock, is_outage, mapped_error, redis_errors_mapped
-from .records import ACCEPTED, Claim, ClaimedJob, HoldBack, LastJob, Receipt, Schedule, TickPlan, TickRound, WorkerState
+from .records import (
+    ACCEPTED,
+    BulkSlice,
+    Claim,
+    ClaimedJob,
+    HoldBack,
+    JobPage,
+    LastJob,
+    Reaped,
+    ReapedAttempt,
+    Receipt,
+    Schedule,
+    TickPlan,
+    TickRound,
+    WorkerState,
+)
 from .worker import WorkerEngine
 
 __all__ = [
-    "ACCEPTED", "Claim", "ClaimedJob", "Engine", "HoldBack", "LastJob", "NoOneToTell", "Notifier",
+    "ACCEPTED", "BulkSlice", "Claim", "ClaimedJob", "Engine", "HoldBack", "JobPage", "LastJob", "Reaped",
+    "ReapedAttempt", "NoOneToTell", "Notifier",
     "REDIS_OUTAGE_ERRORS", "Receipt", "Schedule", "ScheduleBook", "Store", "TickPlan", "TickRound", "WorkerEngine",
     "WorkerState", "is_outage", "mapped_error", "redis_errors_mapped",
 ]
 
 
 class Engine:
-    def __init__(self, redis: RedisClient, config: Config, notify: Notifier | None = None):
+    def __init__(self, redis: RedisClient, config: Config, notify: Notifier | None = None, coordinator_id: str = ""):
         self.redis = redis
         self.config = config
         self.scripts = Scripts(redis)
         self.outages = OutageClock()
-        self.workers = {name: WorkerEngine(redis, worker, self.scripts, notify, self.outages)
+        self.coordinator_id = coordinator_id or default_coordinator_id()
+        self.workers = {name: WorkerEngine(redis, worker, self.scripts, notify, self.outages, self.coordinator_id)
                         for name, worker in config.workers.items()}
         self.schedules = ScheduleBook(self)
 
@@ -120,6 +137,20 @@ class Engine:
         engine, suffix = self.locate(job_id_text)
         return await engine.get(suffix)
 
+    async def retry(self, job_id_text: str, args_json: str = "", run_at_ms: int | None = None,
+                    delay_ms: int = 0) -> Job:
+        """Run a dead or cancelled job again (its attempts start over); 404 unknown, 409 when
+        it is in another state."""
+        engine, suffix = self.locate(job_id_text)
+        result = await engine.retry_jobs(ids=[job_id_text], run_at_ms=run_at_ms, delay_ms=delay_ms,
+                                         args_json=args_json)
+        if not result.changed:
+            reason = result.skipped.get(job_id_text, "not found")
+            if reason == "not found":
+                raise NotFoundError(f"no job {job_id_text!r}")
+            raise ConflictError(f"job {job_id_text!r} is {reason}: only dead or cancelled jobs can be retried")
+        return await engine.get(suffix)
+
     async def cancel(self, job_id_text: str) -> Job:
         engine, suffix = self.locate(job_id_text)
         return await engine.cancel(suffix)
@@ -145,7 +176,7 @@ class Engine:
     async def hold_back(self, worker: WorkerConfig, reports: Sequence[HoldBack]) -> int:
         return await self.worker(worker.name).hold_back(reports)
 
-    async def reap(self, worker: WorkerConfig, most: int = 500, not_after_ms: int | None = None) -> tuple[int, int]:
+    async def reap(self, worker: WorkerConfig, most: int = 500, not_after_ms: int | None = None) -> Reaped:
         return await self.worker(worker.name).reap(most, not_after_ms)
 
     async def purge(self, worker: WorkerConfig, most: int = 500) -> tuple[int, bool]:

@@ -3,6 +3,8 @@ the registered scripts, and the one way to call them (through ``redis_errors_map
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Sequence
 from typing import Protocol
@@ -29,6 +31,11 @@ class Notifier(Protocol):
         """A schedule was saved or resumed: it may fire sooner than planned."""
 
 
+def default_coordinator_id() -> str:
+    """``host:pid``: which coordinator process sent an attempt (a job's history shows it)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 class NoOneToTell:
     """The notifier of an engine that runs without a coordinator (tests, benchmarks)."""
 
@@ -48,8 +55,9 @@ class WorkerBase:
     each write with ``notify``: callers never send wake-ups."""
 
     def __init__(self, redis: RedisClient, worker: WorkerConfig, scripts: Scripts, notify: Notifier | None = None,
-                 outages: OutageClock | None = None):
+                 outages: OutageClock | None = None, coordinator_id: str = ""):
         self.notify: Notifier = NoOneToTell() if notify is None else notify
+        self.coordinator_id = coordinator_id or default_coordinator_id()  # who sent an attempt, in its history
         self.outages = OutageClock() if outages is None else outages  # shared by the process's engines
         self.redis = redis
         self.config = worker

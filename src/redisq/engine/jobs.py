@@ -16,7 +16,7 @@ from ..model import EnqueueRequest, Job, JobState
 from ..types import ScriptArg, ScriptReply
 from .base import WorkerBase
 from .calls import redis_errors_mapped
-from .records import Claim, ClaimedJob, HoldBack, Receipt, fields_of, integer, replies, text
+from .records import Claim, ClaimedJob, HoldBack, Reaped, ReapedAttempt, Receipt, fields_of, integer, replies, text
 
 ENQUEUE_CHUNK = 1000
 # How long a tagged claim keeps its answer for a repeat (``keys.WorkerKeys.reply``): a
@@ -99,13 +99,14 @@ class Jobs(WorkerBase):
         now_ms = integer(out[0])
         results = []
         for r, entry in zip(chunk, out[2:], strict=True):
-            if isinstance(entry, list):
-                results.append((Job.from_fields(self.name, r.suffix, fields_of(entry)), False))
+            if isinstance(entry, list):  # the job exists: answered as it is (rare: a repeated id)
+                results.append((Job.from_fields(self.name, r.suffix, fields_of(entry), await self.history(r.suffix)),
+                                False))
             else:
                 results.append((Job(
                     id=r.job_id, worker=self.name, state=JobState.SCHEDULED, args_json=r.args_json,
                     run_at_ms=integer(entry), attempts=0, max_attempts=r.max_attempts, timeout_ms=r.timeout_ms,
-                    created_ms=now_ms, throttle_key=r.throttle_key or None, cost=r.cost,
+                    created_ms=now_ms, throttle_key=r.throttle_key or None, cost=r.cost, history=(),
                 ), True))
         return results, bool(integer(out[1]))
 
@@ -122,7 +123,8 @@ class Jobs(WorkerBase):
         answered = reply if answered_tag is None else k.reply(answered_tag)
         out = replies(await self.run("claim", [*k.queue_keys, k.running, k.bucket, k.dispatched, k.buckets,
                                                reply, answered],
-                                     [*k.queue_args, k.job_prefix, most, CLAIM_REPLY_TTL_MS if tag else 0]))
+                                     [*k.queue_args, k.job_prefix, most, CLAIM_REPLY_TTL_MS if tag else 0,
+                                      self.coordinator_id]))
         jobs = [
             ClaimedJob(self.name, text(out[i]), integer(out[i + 1]), integer(out[i + 2]), text(out[i + 3]),
                        integer(out[i + 4]), throttle_key=text(out[i + 5]), cost=float(text(out[i + 6])),
@@ -135,7 +137,8 @@ class Jobs(WorkerBase):
         """End attempts; one word per receipt (see ``lua/settle.lua``)."""
         args = self._policy_args()
         for r in receipts:
-            args += [r.suffix, r.attempt, r.outcome, r.error, r.result_json, r.retry_after_ms, r.digest, r.seq]
+            args += [r.suffix, r.attempt, r.outcome, r.error, r.result_json, r.retry_after_ms, r.digest, r.seq,
+                     r.status]
         out = await self.run("settle", [*self._attempt_keys(), *(self.keys.job(r.suffix) for r in receipts)], args)
         return [text(word) for word in replies(out)]
 
@@ -147,18 +150,21 @@ class Jobs(WorkerBase):
             args += [r.bucket, r.throttle_key, number_text(r.slack_ms), number_text(r.cost), r.late_ms]
         return integer(await self.run("hold_back", [*self.keys.queue_keys, self.keys.bucket], args))
 
-    async def reap(self, most: int = 500, not_after_ms: int | None = None) -> tuple[int, int]:
-        """Fail expired leases; returns (reaped, ms until the next lease ends or -1). With
-        ``not_after_ms`` (Redis time), a reap that Redis runs later does nothing: (0, 0)."""
+    async def reap(self, most: int = 500, not_after_ms: int | None = None) -> Reaped:
+        """Fail expired leases; returns (reaped, ms until the next lease ends or -1, the
+        attempts it ended). With ``not_after_ms`` (Redis time), a reap that Redis runs later
+        does nothing: (0, 0, ())."""
         out = replies(await self.run("reap", self._attempt_keys(),
                                      [*self._policy_args(), most, "" if not_after_ms is None else not_after_ms]))
-        return integer(out[0]), integer(out[1])
+        ended = tuple(ReapedAttempt(job_id(self.name, text(out[i])), integer(out[i + 1]), text(out[i + 2]))
+                      for i in range(2, len(out), 3))
+        return Reaped(integer(out[0]), integer(out[1]), ended)
 
     async def purge(self, most: int = 500) -> tuple[int, bool]:
         """Delete finished jobs past their retention; returns (purged, more are due)."""
         k = self.keys
         out = replies(await self.run("purge", [k.finished, k.stats, k.buckets, k.limits],
-                                     [k.job_prefix, most, k.key_bucket_prefix]))
+                                     [k.job_prefix, most, k.key_bucket_prefix, k.state_prefix, k.history_prefix]))
         return integer(out[0]), bool(integer(out[1]))
 
     async def lease_left_ms(self, suffix: str, attempt: int, seq: int = 0) -> int:
@@ -169,10 +175,19 @@ class Jobs(WorkerBase):
     # -- one job -------------------------------------------------------------------------
     async def get(self, suffix: str) -> Job:
         with redis_errors_mapped():
-            fields = await self.redis.hgetall(self.keys.job(suffix))
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hgetall(self.keys.job(suffix))
+                pipe.lrange(self.keys.history(suffix), 0, -1)
+                fields, history = await pipe.execute()
         if not fields:
             raise NotFoundError(f"no job {job_id(self.name, suffix)!r}")
-        return Job.from_fields(self.name, suffix, fields)
+        return Job.from_fields(self.name, suffix, fields, history)
+
+    async def history(self, suffix: str) -> list[bytes | str]:
+        """The entries of a job's history list (``WorkerKeys.history``), oldest first."""
+        with redis_errors_mapped():
+            entries: list[bytes | str] = await self.redis.lrange(self.keys.history(suffix), 0, -1)
+        return entries
 
     async def cancel(self, suffix: str) -> Job:
         k = self.keys
@@ -181,7 +196,7 @@ class Jobs(WorkerBase):
         outcome = text(out[0])
         if outcome == "missing":
             raise NotFoundError(f"no job {job_id(self.name, suffix)!r}")
-        job = Job.from_fields(self.name, suffix, fields_of(out[1]))
+        job = Job.from_fields(self.name, suffix, fields_of(out[1]), await self.history(suffix))
         if outcome == "finished":
             raise ConflictError(f"job {job.id!r} has already finished ({job.state.value})")
         self.notify.settled(self.name, ["cancelled"])  # a cancelled running job frees its slot

@@ -6,11 +6,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..config import WorkerConfig
 from ..cron import NEXT_RUN_TIMES, cron_spec
 from ..keys import job_id
 from ..limits import Limits
+from ..model import Job
 from ..types import RedisHash, ScriptArg, ScriptReply
 
 
@@ -112,6 +114,7 @@ class Receipt:
     result_json: str = ""
     retry_after_ms: int = -1
     seq: int = 0  # of the job it answers; 0 = not checked
+    status: int = 0  # the worker's HTTP status, for the job's history; 0 = none (no answer, a posted receipt)
 
     @property
     def digest(self) -> str:
@@ -120,6 +123,41 @@ class Receipt:
 
 
 ACCEPTED = frozenset({"succeeded", "retrying", "dead"})
+
+
+class ReapedAttempt(NamedTuple):
+    """An attempt whose lease ran out: what became of its job (retrying | dead)."""
+
+    job_id: str
+    attempt: int
+    outcome: str
+
+
+class Reaped(NamedTuple):
+    reaped: int  # leases looked at
+    wait_ms: int  # until the next lease ends; -1 = none running
+    ended: tuple[ReapedAttempt, ...] = ()
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of a listing (``GET /jobs``): its jobs, the cursor of the next page (None:
+    this is the last), and the worker's jobs per state."""
+
+    jobs: list[Job]
+    next_cursor: str | None
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class BulkSlice:
+    """What one slice of a bulk retry or delete did: how many jobs it changed, and why it
+    left the others (job id -> 'missing' or the state the job is in)."""
+
+    changed: int
+    looked_at: int
+    skipped: dict[str, str]
+    wake: bool = False
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from .jobs import Jobs
 from .limits import LiveLimits
+from .listings import Listings
 from .schedules import Schedules
 
 
-class WorkerEngine(Jobs, LiveLimits, Schedules):
-    """One worker's jobs (``jobs.py``), live limits (``limits.py``) and schedules
-    (``schedules.py``), sharing its keys, client and scripts (``base.py``)."""
+class WorkerEngine(Jobs, LiveLimits, Schedules, Listings):
+    """One worker's jobs (``jobs.py``), live limits (``limits.py``), schedules
+    (``schedules.py``) and listings (``listings.py``), sharing its keys, client and
+    scripts (``base.py``)."""
