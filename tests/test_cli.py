@@ -27,10 +27,12 @@ import httpx
 import pytest
 
 from redisq import __version__
+from redisq.config import WorkerConfig
 from redisq.embedded import EMBEDDED_WARNING
 
 from redis_server import RedisServer, free_port
 from stand_ins import Answers, ScriptedApi, StandInWorker
+from test_client import running_coordinator
 
 REDISQ = shutil.which("redisq", path=str(Path(sys.executable).parent)) or "redisq"
 
@@ -209,11 +211,14 @@ def test_the_example_configs_the_readme_and_compose_use_are_valid(name):
 
 
 @contextlib.contextmanager
-def serving(tmp_path: Path, env: dict[str, str], workers_toml: str) -> Iterator[tuple[str, dict[str, str]]]:
-    """`redisq serve` (embedded store) with these workers; yields its URL and an env naming it."""
+def serving(tmp_path: Path, env: dict[str, str], workers_toml: str,
+            redis_url: str | None = None) -> Iterator[tuple[str, dict[str, str]]]:
+    """`redisq serve` with these workers (on the embedded store, or ``redis_url``); yields its
+    URL and an env naming it."""
     port = free_port()
     config = tmp_path / "redisq.toml"
-    config.write_text(f'port = {port}\nsecret = "cli-test"\n\n{workers_toml}')
+    store = "" if redis_url is None else f'redis_url = "{redis_url}"\n'
+    config.write_text(f'port = {port}\nsecret = "cli-test"\n{store}\n{workers_toml}')
     serve = ServeProcess(["--config", str(config)], env, tmp_path)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -580,6 +585,130 @@ def test_a_bulk_operation_that_stops_with_an_error_says_so_and_exits_1(clean_env
         done = run(["jobs", "retry", "--all", "--worker", "send", "--url", api.url], clean_env)
     assert done.returncode == 1
     assert done.stderr == "redisq: retry of send's dead jobs stopped after 1000: redis unavailable: refused\n"
+
+
+def enqueue_dead(url: str, worker: StandInWorker, ids_and_keys: list[tuple[str, str | None]]) -> None:
+    """Jobs of `send` that die: the stand-in answers 404 until they are dead."""
+    worker.status = 404
+    jobs = [{"worker": "send", "id": job_id, **({"throttleKey": key} if key else {})} for job_id, key in ids_and_keys]
+    assert httpx.post(f"{url}/jobs", json={"jobs": jobs}).status_code == 201
+    deadline = time.monotonic() + 20
+    while httpx.get(f"{url}/workers/send").json()["jobs"]["dead"] < len(jobs):
+        assert time.monotonic() < deadline, httpx.get(f"{url}/workers/send").json()
+        time.sleep(0.05)
+
+
+def listed_ids(done: subprocess.CompletedProcess[str]) -> list[str]:
+    assert done.returncode == 0, done.stderr
+    return [line.split()[0] for line in done.stdout.splitlines()[1:]]
+
+
+def test_jobs_list_pages_by_cursor_filters_by_key_and_prints_json(coordinator_and_worker):
+    url, env, worker = coordinator_and_worker
+    enqueue_dead(url, worker, [(f"d{i}", "shop-a" if i < 3 else "shop-b") for i in range(5)])
+    first = run(["jobs", "list", "--worker", "send", "--state", "dead", "--limit", "2"], env)
+    assert len(listed_ids(first)) == 2
+    hint = first.stderr.strip()
+    assert hint.startswith("redisq: send has 5 dead jobs; --all lists every one, --cursor "), hint
+    cursor = hint.split("--cursor ")[1].split()[0]
+    second = run(["jobs", "list", "--worker", "send", "--state", "dead", "--limit", "2", "--cursor", cursor], env)
+    assert len(listed_ids(second)) == 2 and not set(listed_ids(first)) & set(listed_ids(second))
+    every = run(["jobs", "list", "--worker", "send", "--state", "dead", "--limit", "2", "--all"], env)
+    assert sorted(listed_ids(every)) == [f"send:d{i}" for i in range(5)] and every.stderr == ""
+
+    by_key = json.loads(run(["jobs", "list", "--worker", "send", "--state", "dead", "--key", "shop-b", "--json"],
+                            env).stdout)
+    assert sorted(j["id"] for j in by_key["jobs"]) == ["send:d3", "send:d4"]
+    assert by_key["next"] is None and by_key["counts"]["dead"] == 5
+    keyed = json.loads(run(["jobs", "list", "--state", "dead", "--limit", "2", "--all", "--json"], env).stdout)
+    assert list(keyed) == ["send"] and len(keyed["send"]["jobs"]) == 5 and keyed["send"]["next"] is None
+    assert run(["jobs", "list", "--state", "succeeded"], env).stdout == "no succeeded jobs\n"
+
+
+def test_jobs_retry_runs_dead_jobs_again_and_says_which_could_not(coordinator_and_worker):
+    url, env, worker = coordinator_and_worker
+    enqueue_dead(url, worker, [("r1", None), ("r2", None)])
+    assert run(["enqueue", "send", "--id", "later", "--delay", "3600"], env).returncode == 0
+    done = run(["jobs", "retry", "send:r1", "send:later", "send:r2", "--args", '{"n": 99}', "--delay", "3600"], env)
+    assert done.returncode == 1
+    (error,) = nonblank_lines(done.stderr)
+    assert error.startswith("redisq: POST /job/send:later/retry answered 409: "), error
+    assert [line.split()[:3] for line in done.stdout.splitlines()[1:]] == [["send:r1", "scheduled", "0/2"],
+                                                                          ["send:r2", "scheduled", "0/2"]]
+    job = httpx.get(f"{url}/job/send:r2").json()
+    assert job["args"] == {"n": 99} and job["state"] == "scheduled" and job["attempts"] == 0
+    worker.status = 200
+    now = run(["jobs", "retry", "send:r1", "--json"], env)  # dead or cancelled only: r1 is scheduled now
+    assert now.returncode == 1 and "answered 409" in now.stderr
+    assert run(["jobs", "cancel", "send:r1"], env).returncode == 0
+    again = run(["jobs", "retry", "send:r1", "--json"], env)  # a cancelled job runs again, now
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["id"] == "send:r1"
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{url}/job/send:r1").json()["state"] != "succeeded":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_jobs_delete_deletes_finished_jobs_by_id_or_all(coordinator_and_worker):
+    url, env, worker = coordinator_and_worker
+    enqueue_dead(url, worker, [("x1", None), ("x2", None), ("x3", None)])
+    assert run(["enqueue", "send", "--id", "later", "--delay", "3600"], env).returncode == 0
+    done = run(["jobs", "delete", "send:x1", "send:later"], env)
+    assert done.returncode == 1
+    assert nonblank_lines(done.stderr) == ["redisq: send:later has not finished (scheduled): `redisq jobs cancel` "
+                                           "it first"]
+    assert listed_ids(subprocess.CompletedProcess([], 0, done.stdout, "")) == ["send:x1"]
+    assert httpx.get(f"{url}/job/send:x1").status_code == 404
+    assert httpx.get(f"{url}/job/send:later").json()["state"] == "scheduled"
+    gone = run(["jobs", "delete", "send:x1"], env)
+    assert gone.returncode == 1 and "GET /job/send:x1 answered 404" in gone.stderr
+    every = run(["jobs", "delete", "--all", "--worker", "send", "--state", "dead", "--json"], env)
+    assert every.returncode == 0, every.stderr
+    assert json.loads(every.stdout)["deleted"] == 2
+    assert httpx.get(f"{url}/workers/send").json()["jobs"]["dead"] == 0
+    assert run(["jobs", "delete", "--all", "--state", "succeeded"], env).stdout == "deleted 0 succeeded jobs of send\n"
+
+
+def test_a_real_bulk_retry_in_the_background_is_followed_to_its_end(real_redis, redis_url, clean_env, monkeypatch):
+    """A coordinator in this process, made to answer every bulk operation 202 at once and to
+    work in slices of 2 jobs: the command follows GET /operations/{op} to the end."""
+    monkeypatch.setattr("redisq.operations.WAIT_S", 0.0)
+    monkeypatch.setattr("redisq.operations.SLICE_JOBS", 2)
+    with (
+        StandInWorker(404) as worker,
+        running_coordinator(redis_url, WorkerConfig(name="send", url=worker.url, max_attempts=1)) as url,
+    ):
+        enqueue_dead(url, worker, [(f"b{i}", None) for i in range(9)])
+        worker.status = 200
+        code, out, terminal = run_with_stderr_on_a_terminal(["jobs", "retry", "--all", "--url", url], clean_env)
+        assert code == 0, terminal
+        assert out == "retried 9 dead jobs of send\n"
+        assert "retried (send, dead)" in terminal and "9/9" in terminal, terminal
+
+
+def test_jobs_show_prints_the_job_and_its_attempts(coordinator_and_worker):
+    url, env, worker = coordinator_and_worker
+    enqueue_dead(url, worker, [("s1", "shop-a")])
+    done = run(["jobs", "show", "send:s1"], env)
+    assert done.returncode == 0, done.stderr
+    fields, attempts = done.stdout.split("\n\n")
+    lines = dict(line.split(":", 1) for line in fields.splitlines())
+    assert [name for name in lines] == ["id", "worker", "state", "attempts", "run at", "created at", "finished at",
+                                        "throttle key", "args", "last error", "result"]
+    assert lines["id"].strip() == "send:s1" and lines["state"].strip() == "dead"
+    assert lines["attempts"].strip() == "2 of 2" and lines["throttle key"].strip() == "shop-a"
+    assert lines["last error"].strip().startswith("HTTP 404")
+    header, *rows = attempts.splitlines()
+    assert header.split()[:2] == ["ATTEMPT", "STARTED"] and header.split()[-1] == "COORDINATOR"
+    assert [row.split()[0] for row in rows] == ["1", "2"]
+    assert all(" failed " in row and " 404 " in row and " ms " in row for row in rows), rows
+    history = json.loads(run(["jobs", "show", "send:s1", "--json"], env).stdout)["history"]
+    assert [(a["attempt"], a["outcome"], a["status"]) for a in history] == [(1, "failed", 404), (2, "failed", 404)]
+
+    assert run(["enqueue", "send", "--id", "later", "--delay", "3600"], env).returncode == 0
+    later = run(["jobs", "show", "send:later"], env)
+    assert later.returncode == 0 and later.stdout.endswith("\n\nno attempts yet\n")
 
 
 def test_ctrl_c_while_following_a_bulk_operation_says_it_goes_on_and_exits_130(clean_env):

@@ -3,6 +3,7 @@ client against a real coordinator (uvicorn in a thread, a real Redis)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -35,6 +36,8 @@ from redisq.api import create_app
 from redisq.client import ScheduleInfo
 from redisq.config import Config, WorkerConfig
 from redisq.coordinator import Coordinator
+
+from stand_ins import StandInWorker
 
 JOB = {"id": "send-email:a1", "worker": "send-email", "state": "scheduled", "args": {"to": "ada@example.com"},
        "runAt": "2030-01-01T09:00:00.000Z", "attempts": 0, "maxAttempts": 5, "lastError": None, "result": None,
@@ -256,14 +259,14 @@ def test_a_coordinator_that_never_answers_times_out_with_may_exist():
     assert "within timeout_s=0.3s" in str(raised.value) and "the job may have been created" in str(raised.value)
 
 
-@pytest.fixture
-def coordinator_url(real_redis: Any, redis_url: str) -> Iterator[str]:
-    """A real coordinator (its own event loop, in a thread) on the test Redis."""
+@contextlib.contextmanager
+def running_coordinator(redis_url: str, *workers: WorkerConfig) -> Iterator[str]:
+    """A real coordinator (its own event loop, in a thread) on this Redis; yields its URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     config = Config(redis_url=redis_url, secret="client-test", public_url=url, shutdown_grace_s=0.2,
-                    workers={"send-email": WorkerConfig(name="send-email", url="http://127.0.0.1:1/")})
+                    workers={w.name: w for w in workers})
     server = uvicorn.Server(uvicorn.Config(create_app(Coordinator(config)), log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -277,6 +280,13 @@ def coordinator_url(real_redis: Any, redis_url: str) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+@pytest.fixture
+def coordinator_url(real_redis: Any, redis_url: str) -> Iterator[str]:
+    """A coordinator whose worker `send-email` refuses connections."""
+    with running_coordinator(redis_url, WorkerConfig(name="send-email", url="http://127.0.0.1:1/")) as url:
+        yield url
 
 
 def test_the_blocking_client_against_a_real_coordinator(coordinator_url):
@@ -420,6 +430,16 @@ async def test_retry_many_and_delete_many_wait_for_the_operation_to_finish(monke
     assert (failed.value.operation, failed.value.done) == ("op-2", 500)
 
 
+def test_retry_many_sends_new_args_and_times_as_retry_does():
+    seen, transport = recording(200, {"retried": 1, "done": True, "skipped": []})
+    with Client(transport=transport) as client:
+        assert client.retry_many("send-email", ids=["send-email:a"], args=None, delay=timedelta(seconds=5)) == 1
+        client.retry_many("send-email", "cancelled", all=True, run_at=datetime(2030, 1, 1))
+    assert [json.loads(r.content) for r in seen] == [
+        {"worker": "send-email", "state": "dead", "ids": ["send-email:a"], "args": None, "delay": 5.0},
+        {"worker": "send-email", "state": "cancelled", "all": True, "runAt": "2030-01-01T00:00:00+00:00"}]
+
+
 @pytest.mark.parametrize("options", [{}, {"all": True, "ids": ["send-email:a"]}])
 def test_a_bulk_call_takes_ids_or_all_and_says_so_before_sending(options):
     seen, transport = recording()
@@ -511,3 +531,72 @@ def test_wait_for_a_job_that_dies_against_a_real_coordinator(coordinator_url):
         later = client.enqueue("send-email", {"n": 2}, delay=3600)
         with pytest.raises(WaitTimeoutError, match="it is scheduled"):
             client.wait(later.id, timeout_s=0.2)
+
+
+@pytest.fixture
+def coordinator_and_worker(real_redis: Any, redis_url: str) -> Iterator[tuple[str, StandInWorker]]:
+    """A coordinator whose worker `send-email` is a stand-in that answers 404 until told
+    otherwise, with 1 attempt per job (so a 404 is dead at once)."""
+    with StandInWorker(404) as worker, running_coordinator(
+            redis_url, WorkerConfig(name="send-email", url=worker.url, max_attempts=1)) as url:
+        yield url, worker
+
+
+def dead_jobs(client: Client, n: int, **options: Any) -> list[str]:
+    ids = [j.id for j in client.enqueue_many([{"worker": "send-email", "id": f"d{i}", **options} for i in range(n)])]
+    for job_id in ids:
+        assert client.wait(job_id, timeout_s=10).state == "dead"
+    return ids
+
+
+def test_list_retry_and_delete_against_a_real_coordinator(coordinator_and_worker):
+    url, worker = coordinator_and_worker
+    with Client(url) as client:
+        ids = dead_jobs(client, 5, throttle_key="shop-1")
+        dead = client.get(ids[0])
+        assert [(a.attempt, a.outcome, a.status) for a in dead.history] == [(1, "failed", 404)]
+        assert dead.history[0].started_at is not None and dead.history[0].coordinator
+        listed = list(client.list_jobs("send-email", "dead", page_size=2))
+        assert sorted(j.id for j in listed) == sorted(ids) and all(j.state == "dead" for j in listed)
+        assert [j.id for j in client.list_jobs("send-email", "dead", throttle_key="shop-2")] == []
+
+        retried = client.retry(ids[0], args={"n": 2}, delay=3600)
+        assert (retried.state, retried.attempts, retried.args) == ("scheduled", 0, {"n": 2})
+        with pytest.raises(ConflictError):
+            client.retry(ids[0])  # scheduled: not dead or cancelled
+        with pytest.raises(NotFoundError):
+            client.retry("send-email:nope")
+
+        worker.status = 200
+        assert client.retry_many("send-email", ids=[ids[1], "send-email:nope"]) == 1
+        assert client.wait(ids[1], timeout_s=10).state == "succeeded"
+        assert client.retry_many("send-email", all=True, limit=2) == 2
+        assert client.retry_many("send-email", all=True) == 1
+        for job_id in ids[2:]:
+            assert client.wait(job_id, timeout_s=10).state == "succeeded"
+
+        client.delete(ids[1])
+        with pytest.raises(NotFoundError):
+            client.get(ids[1])
+        with pytest.raises(NotFoundError):
+            client.delete(ids[1])
+        with pytest.raises(ConflictError, match="has not finished"):
+            client.delete(ids[0])  # scheduled an hour from now
+        assert client.delete_many("send-email", "succeeded", all=True) == 3
+        assert list(client.list_jobs("send-email", "succeeded")) == []
+
+
+async def test_a_bulk_retry_that_goes_on_in_the_background_is_waited_for(coordinator_and_worker, monkeypatch):
+    monkeypatch.setattr("redisq.operations.WAIT_S", 0.0)  # every operation answers 202 at once
+    monkeypatch.setattr("redisq.operations.SLICE_JOBS", 2)
+    url, worker = coordinator_and_worker
+    async with AsyncClient(url) as aclient:
+        ids = [j.id for j in await aclient.enqueue_many([{"worker": "send-email", "id": f"b{i}"} for i in range(7)])]
+        for job_id in ids:
+            assert (await aclient.wait(job_id, timeout_s=10)).state == "dead"
+        assert await aclient.retry_many("send-email", all=True, delay=3600) == 7
+        assert [j.state async for j in aclient.list_jobs("send-email", "scheduled")] == ["scheduled"] * 7
+        assert await aclient.delete_many("send-email", "dead", all=True) == 0  # none left
+        for job_id in ids:
+            await aclient.cancel(job_id)
+        assert await aclient.delete_many("send-email", "cancelled", ids=ids) == 7
