@@ -6,12 +6,18 @@ Every wait is bounded, and every process started here is ended (and waited for) 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import json
 import os
+import pty
 import shutil
+import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from collections.abc import Iterator
@@ -21,9 +27,12 @@ import httpx
 import pytest
 
 from redisq import __version__
+from redisq.config import WorkerConfig
 from redisq.embedded import EMBEDDED_WARNING
 
 from redis_server import RedisServer, free_port
+from stand_ins import Answers, ScriptedApi, StandInWorker
+from test_client import running_coordinator
 
 REDISQ = shutil.which("redisq", path=str(Path(sys.executable).parent)) or "redisq"
 
@@ -47,10 +56,10 @@ class ServeProcess:
     """`redisq serve` as a subprocess; a thread collects its stderr lines so that a test can
     wait for one with a bound. ``stop()`` ends it (SIGTERM) and answers its exit code."""
 
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path):
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path, lines: list[str] | None = None):
         self.process = subprocess.Popen([REDISQ, "serve", *args], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
-        self.lines: list[str] = []
+        self.lines: list[str] = [] if lines is None else lines  # its log, as it comes
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
@@ -201,20 +210,30 @@ def test_the_example_configs_the_readme_and_compose_use_are_valid(name):
     assert config.workers["send-email"].rate == 2.0 and config.workers["send-email"].bucket_size == 40
 
 
-@pytest.fixture
-def coordinator_with_a_worker(tmp_path, clean_env) -> Iterator[tuple[str, dict[str, str]]]:
-    """`redisq serve` (embedded store) with one throttled worker; yields its URL and an env."""
+@contextlib.contextmanager
+def serving(tmp_path: Path, env: dict[str, str], workers_toml: str, redis_url: str | None = None,
+            log_lines: list[str] | None = None) -> Iterator[tuple[str, dict[str, str]]]:
+    """`redisq serve` with these workers (on the embedded store, or ``redis_url``); yields its
+    URL and an env naming it. Its log lines go to ``log_lines`` as they come."""
     port = free_port()
     config = tmp_path / "redisq.toml"
-    config.write_text(f'port = {port}\nsecret = "cli-test"\n\n[workers.shopify]\nurl = "http://127.0.0.1:9/x"\n'
-                      "rate = 2\nburst = 40\n")
-    serve = ServeProcess(["--config", str(config)], clean_env, tmp_path)
+    store = "" if redis_url is None else f'redis_url = "{redis_url}"\n'
+    config.write_text(f'port = {port}\nsecret = "cli-test"\n{store}\n{workers_toml}')
+    serve = ServeProcess(["--config", str(config)], env, tmp_path, log_lines)
     url = f"http://127.0.0.1:{port}"
     try:
         serve.wait_for_line("serving on")  # it answers from that line on
-        yield url, {**clean_env, "REDISQ_URL": url}
+        yield url, {**env, "REDISQ_URL": url}
     finally:
         serve.stop()
+
+
+@pytest.fixture
+def coordinator_with_a_worker(tmp_path, clean_env) -> Iterator[tuple[str, dict[str, str]]]:
+    """`redisq serve` (embedded store) with one throttled worker; yields its URL and an env."""
+    shopify = '[workers.shopify]\nurl = "http://127.0.0.1:9/x"\nrate = 2\nburst = 40\n'
+    with serving(tmp_path, clean_env, shopify) as served:
+        yield served
 
 
 def test_workers_lists_and_sets_live_limits(coordinator_with_a_worker):
@@ -340,16 +359,9 @@ def test_serve_with_a_port_flag_out_of_range_is_a_usage_error(tmp_path, clean_en
 @pytest.fixture
 def coordinator_with_many_workers(tmp_path, clean_env) -> Iterator[dict[str, str]]:
     """`redisq serve` with 60 workers: `workers --json` prints about 33 KB."""
-    port = free_port()
-    config = tmp_path / "redisq.toml"
-    config.write_text(f'port = {port}\nsecret = "cli-test"\n' + "".join(
-        f'[workers.w{i:02d}]\nurl = "http://127.0.0.1:9/x"\n' for i in range(60)))
-    serve = ServeProcess(["--config", str(config)], clean_env, tmp_path)
-    try:
-        serve.wait_for_line("serving on")
-        yield {**clean_env, "REDISQ_URL": f"http://127.0.0.1:{port}"}
-    finally:
-        serve.stop()
+    with serving(tmp_path, clean_env, "".join(f'[workers.w{i:02d}]\nurl = "http://127.0.0.1:9/x"\n'
+                                              for i in range(60))) as (_, env):
+        yield env
 
 
 def run_into_a_closed_pipe(args: list[str], env: dict[str, str], lines_read: int) -> tuple[int, str]:
@@ -395,3 +407,328 @@ def test_a_command_whose_reader_stops_early_exits_141_without_a_word(coordinator
 
 def test_the_demo_into_a_closed_pipe_exits_141_without_a_word(clean_env):
     assert run_into_a_closed_pipe(["demo"], clean_env, 0) == (141, "")
+
+
+# -- jobs, enqueue, schedules: an operator's commands against a running coordinator ---------------
+
+
+@pytest.fixture
+def coordinator_and_worker(tmp_path, clean_env) -> Iterator[tuple[str, dict[str, str], StandInWorker]]:
+    """`redisq serve` (embedded store) whose worker `send` is a stand-in answering 200; yields
+    the coordinator's URL, an env naming it, and the stand-in (set its status to break it)."""
+    with StandInWorker(200) as worker, serving(tmp_path, clean_env, stand_in_config("send", worker)) as (url, env):
+        yield url, env, worker
+
+
+def stand_in_config(name: str, worker: StandInWorker) -> str:
+    """A worker on the stand-in: 2 attempts, 50 ms apart, so that a broken worker's jobs die at once."""
+    return (f'[workers.{name}]\nurl = "{worker.url}"\nmax_attempts = 2\n'
+            "backoff = { initial = 0.05, factor = 1.0, jitter = false }\n")
+
+
+def test_enqueue_prints_the_job_and_json_for_scripts(coordinator_and_worker):
+    url, env, _ = coordinator_and_worker
+    done = run(["enqueue", "send", '{"args": {"to": "ada"}, "maxAttempts": 3}', "--id", "a1", "--delay", "3600",
+                "--key", "shop-1"], env)
+    assert done.returncode == 0, done.stderr
+    header, row = done.stdout.splitlines()
+    assert header.split()[:3] == ["ID", "STATE", "ATTEMPTS"]
+    assert row.split()[:3] == ["send:a1", "scheduled", "0/3"] and "shop-1" in row
+    job = httpx.get(f"{url}/job/send:a1").json()
+    assert (job["args"], job["throttleKey"], job["maxAttempts"]) == ({"to": "ada"}, "shop-1", 3)
+
+    again = run(["enqueue", "send", "--id", "a1", "--json"], env)  # the same id: the job it made
+    assert again.returncode == 0 and json.loads(again.stdout)["args"] == {"to": "ada"}
+
+    ran = run(["enqueue", "send", '{"args": [1, 2]}', "--json"], env)  # no delay: the stand-in runs it
+    assert ran.returncode == 0, ran.stderr
+    job_id = json.loads(ran.stdout)["id"]
+    assert job_id.startswith("send:")
+    waited = run(["jobs", "show", job_id, "--json"], env)
+    assert waited.returncode == 0 and json.loads(waited.stdout)["worker"] == "send"
+
+
+def test_enqueue_of_a_cron_prints_the_schedule(coordinator_and_worker):
+    _, env, _ = coordinator_and_worker
+    done = run(["enqueue", "send", '{"cron": "0 9 * * *", "timezone": "Europe/Paris"}', "--id", "daily"], env)
+    assert done.returncode == 0, done.stderr
+    header, row = done.stdout.splitlines()
+    assert header.split()[:2] == ["ID", "CRON"] and row.split()[0] == "send:daily" and "Europe/Paris" in row
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["enqueue", "send", "{not json"], 2, "enqueue: the job's fields are not JSON"),
+    (["enqueue", "send", "[1]"], 2, "must be a JSON object"),
+    (["enqueue", "send", '{"worker": "other"}'], 2, "the fields name worker 'other'"),
+    (["enqueue", "send", "--delay", "soon"], 2, "--delay: must be a number of seconds"),
+    (["enqueue", "nobody"], 1, "POST /job answered 422: worker: unknown worker 'nobody'"),
+    (["enqueue", "send", '{"colour": "red"}'], 1, "answered 422: colour: unknown field"),
+    (["enqueue", "send", "--delay", "5", "--run-at", "2030-01-01T00:00:00Z"], 1, "answered 422: runAt"),
+    (["jobs", "show", "send:nope"], 1, "GET /job/send:nope answered 404"),
+    (["jobs", "cancel", "send:nope"], 1, "DELETE /job/send:nope answered 404"),
+    (["jobs", "retry"], 2, "jobs retry: give job ids, or --all"),
+    (["jobs", "retry", "send:x", "--all"], 2, "give job ids or --all, not both"),
+    (["jobs", "retry", "send:x", "--limit", "5"], 2, "--limit goes with --all"),
+    (["jobs", "retry", "--all", "--delay", "5", "--run-at", "1"], 2, "give --delay or --run-at, not both"),
+    (["jobs", "retry", "send:x", "--args", "{nope"], 2, "--args is not JSON"),
+    (["jobs", "retry", "--all", "--state", "succeeded"], 2, "invalid choice: 'succeeded'"),
+    (["jobs", "delete"], 2, "jobs delete: give job ids, or --all"),
+    (["jobs", "delete", "--all", "--worker", "send"], 2, "jobs delete --all: give --state"),
+    (["jobs", "list", "--worker", "send"], 2, "the following arguments are required: --state"),
+    (["jobs", "list", "--state", "dead", "--limit", "0"], 2, "--limit: must be a whole number from 1 to 1000"),
+    (["jobs", "list", "--state", "dead", "--limit", "1001"], 2, "--limit: must be a whole number from 1 to 1000"),
+    (["jobs", "list", "--state", "asleep"], 2, "invalid choice: 'asleep'"),
+    (["schedules", "pause", "send:nope"], 1, "POST /schedule/send:nope/pause answered 404"),
+    (["schedules", "delete", "send:nope"], 1, "DELETE /schedule/send:nope answered 404"),
+])
+def test_a_mistake_is_one_line_with_the_apis_message_and_its_exit_code(coordinator_and_worker, args, code, message):
+    url, env, _ = coordinator_and_worker
+    done = run(args, env)
+    assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
+    assert message in done.stderr, done.stderr
+    if code == 1:
+        assert len(nonblank_lines(done.stderr)) == 1 and done.stderr.startswith("redisq: ")
+    assert "Traceback" not in done.stderr
+    assert httpx.get(f"{url}/workers/send").json()["jobs"]["scheduled"] == 0  # nothing was enqueued
+
+
+def test_jobs_cancel_cancels_and_a_finished_job_is_a_conflict(coordinator_and_worker):
+    url, env, _ = coordinator_and_worker
+    for i in (1, 2):
+        assert run(["enqueue", "send", "--id", f"c{i}", "--delay", "3600"], env).returncode == 0
+    done = run(["jobs", "cancel", "send:c1", "send:c2"], env)
+    assert done.returncode == 0, done.stderr
+    assert [line.split()[:2] for line in done.stdout.splitlines()[1:]] == [["send:c1", "cancelled"],
+                                                                          ["send:c2", "cancelled"]]
+    assert httpx.get(f"{url}/job/send:c1").json()["state"] == "cancelled"
+    again = run(["jobs", "cancel", "send:c1"], env)
+    assert again.returncode == 1 and "DELETE /job/send:c1 answered 409" in again.stderr
+
+
+def test_schedules_pause_resume_and_delete(coordinator_and_worker):
+    url, env, _ = coordinator_and_worker
+    assert run(["enqueue", "send", '{"cron": "0 9 * * *"}', "--id", "daily"], env).returncode == 0
+    paused = run(["schedules", "pause", "send:daily"], env)
+    assert paused.returncode == 0, paused.stderr
+    assert paused.stdout.splitlines()[1].split()[:7] == ["send:daily", "0", "9", "*", "*", "*", "UTC"]
+    assert "paused" in paused.stdout and httpx.get(f"{url}/schedule/send:daily").json()["paused"] is True
+    resumed = run(["schedules", "resume", "send:daily", "--json"], env)
+    assert resumed.returncode == 0 and json.loads(resumed.stdout)["paused"] is False
+    listed = run(["schedules"], env)
+    assert listed.returncode == 0 and "send:daily" in listed.stdout and "active" in listed.stdout
+    deleted = run(["schedules", "delete", "send:daily"], env)
+    assert deleted.returncode == 0 and deleted.stdout.strip() == "deleted send:daily (the jobs it created stay)"
+    assert httpx.get(f"{url}/schedule/send:daily").status_code == 404
+    assert json.loads(run(["schedules", "--json"], env).stdout) == []
+
+
+def a_retry_in_the_background(error: str | None = None) -> Answers:
+    progress = {"operation": "op-1", "kind": "retry", "worker": "send", "state": "dead", "total": 1500,
+                "error": None}
+    return {
+        ("GET", "/workers"): [(200, {"workers": [{"name": "send"}]})],
+        ("POST", "/jobs/retry"): [(202, {"retried": 500, "done": False, "operation": "op-1"})],
+        ("GET", "/operations/op-1"): [(200, {**progress, "retried": 1000, "done": False}),
+                                      (200, {**progress, "retried": 1500 if error is None else 1000, "done": True,
+                                             "error": error})],
+    }
+
+
+def run_with_stderr_on_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+    """The command with its stderr on a pseudo-terminal (as an operator runs it): its exit
+    code, stdout, and what the terminal showed."""
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 24 rows, 100 columns
+    try:
+        process = subprocess.Popen([REDISQ, *args], stdout=subprocess.PIPE, stderr=terminal, text=True, env=env)
+    finally:
+        os.close(terminal)
+    shown = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # EIO: the command closed the terminal's last descriptor
+                break
+            if not chunk:
+                break
+            shown += chunk
+        out, _ = process.communicate(timeout=30)
+    finally:
+        os.close(controller)
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+    return process.returncode, out, shown.decode(errors="replace")
+
+
+def test_a_bulk_retry_that_goes_on_in_the_background_shows_a_progress_bar_until_done(clean_env):
+    with ScriptedApi(a_retry_in_the_background()) as api:
+        code, out, terminal = run_with_stderr_on_a_terminal(["jobs", "retry", "--all", "--url", api.url], clean_env)
+        assert code == 0, terminal
+        assert out == "retried 1500 dead jobs of send\n"
+        assert "retried (send, dead)" in terminal and "1500/1500" in terminal and "100%" in terminal, terminal
+        assert [(m, p) for m, p, _ in api.requests] == [
+            ("GET", "/workers"), ("POST", "/jobs/retry"), ("GET", "/operations/op-1"), ("GET", "/operations/op-1")]
+        assert api.requests[1][2] == {"worker": "send", "state": "dead", "all": True}
+
+    with ScriptedApi(a_retry_in_the_background()) as api:  # not a terminal: no bar; --json: the last answer
+        done = run(["jobs", "retry", "--all", "--worker", "send", "--limit", "1500", "--json", "--url", api.url],
+                   clean_env)
+        assert done.returncode == 0 and done.stderr == ""
+        assert json.loads(done.stdout)["retried"] == 1500 and json.loads(done.stdout)["done"] is True
+        assert api.requests[0][2] == {"worker": "send", "state": "dead", "all": True, "limit": 1500}
+
+
+def test_a_bulk_operation_that_stops_with_an_error_says_so_and_exits_1(clean_env):
+    with ScriptedApi(a_retry_in_the_background(error="redis unavailable: refused")) as api:
+        done = run(["jobs", "retry", "--all", "--worker", "send", "--url", api.url], clean_env)
+    assert done.returncode == 1
+    assert done.stderr == "redisq: retry of send's dead jobs stopped after 1000: redis unavailable: refused\n"
+
+
+def enqueue_dead(url: str, worker: StandInWorker, ids_and_keys: list[tuple[str, str | None]]) -> None:
+    """Jobs of `send` that die: the stand-in answers 404 until they are dead."""
+    worker.status = 404
+    jobs = [{"worker": "send", "id": job_id, **({"throttleKey": key} if key else {})} for job_id, key in ids_and_keys]
+    assert httpx.post(f"{url}/jobs", json={"jobs": jobs}).status_code == 201
+    deadline = time.monotonic() + 20
+    while httpx.get(f"{url}/workers/send").json()["jobs"]["dead"] < len(jobs):
+        assert time.monotonic() < deadline, httpx.get(f"{url}/workers/send").json()
+        time.sleep(0.05)
+
+
+def listed_ids(done: subprocess.CompletedProcess[str]) -> list[str]:
+    assert done.returncode == 0, done.stderr
+    return [line.split()[0] for line in done.stdout.splitlines()[1:]]
+
+
+def test_jobs_list_pages_by_cursor_filters_by_key_and_prints_json(coordinator_and_worker):
+    url, env, worker = coordinator_and_worker
+    enqueue_dead(url, worker, [(f"d{i}", "shop-a" if i < 3 else "shop-b") for i in range(5)])
+    first = run(["jobs", "list", "--worker", "send", "--state", "dead", "--limit", "2"], env)
+    assert len(listed_ids(first)) == 2
+    hint = first.stderr.strip()
+    assert hint.startswith("redisq: send has 5 dead jobs; --all lists every one, --cursor "), hint
+    cursor = hint.split("--cursor ")[1].split()[0]
+    second = run(["jobs", "list", "--worker", "send", "--state", "dead", "--limit", "2", "--cursor", cursor], env)
+    assert len(listed_ids(second)) == 2 and not set(listed_ids(first)) & set(listed_ids(second))
+    every = run(["jobs", "list", "--worker", "send", "--state", "dead", "--limit", "2", "--all"], env)
+    assert sorted(listed_ids(every)) == [f"send:d{i}" for i in range(5)] and every.stderr == ""
+
+    by_key = json.loads(run(["jobs", "list", "--worker", "send", "--state", "dead", "--key", "shop-b", "--json"],
+                            env).stdout)
+    assert sorted(j["id"] for j in by_key["jobs"]) == ["send:d3", "send:d4"]
+    assert by_key["next"] is None and by_key["counts"]["dead"] == 5
+    keyed = json.loads(run(["jobs", "list", "--state", "dead", "--limit", "2", "--all", "--json"], env).stdout)
+    assert list(keyed) == ["send"] and len(keyed["send"]["jobs"]) == 5 and keyed["send"]["next"] is None
+    assert run(["jobs", "list", "--state", "succeeded"], env).stdout == "no succeeded jobs\n"
+
+
+def test_jobs_retry_runs_dead_jobs_again_and_says_which_could_not(coordinator_and_worker):
+    url, env, worker = coordinator_and_worker
+    enqueue_dead(url, worker, [("r1", None), ("r2", None)])
+    assert run(["enqueue", "send", "--id", "later", "--delay", "3600"], env).returncode == 0
+    done = run(["jobs", "retry", "send:r1", "send:later", "send:r2", "--args", '{"n": 99}', "--delay", "3600"], env)
+    assert done.returncode == 1
+    (error,) = nonblank_lines(done.stderr)
+    assert error.startswith("redisq: POST /job/send:later/retry answered 409: "), error
+    assert [line.split()[:3] for line in done.stdout.splitlines()[1:]] == [["send:r1", "scheduled", "0/2"],
+                                                                          ["send:r2", "scheduled", "0/2"]]
+    job = httpx.get(f"{url}/job/send:r2").json()
+    assert job["args"] == {"n": 99} and job["state"] == "scheduled" and job["attempts"] == 0
+    worker.status = 200
+    now = run(["jobs", "retry", "send:r1", "--json"], env)  # dead or cancelled only: r1 is scheduled now
+    assert now.returncode == 1 and "answered 409" in now.stderr
+    assert run(["jobs", "cancel", "send:r1"], env).returncode == 0
+    again = run(["jobs", "retry", "send:r1", "--json"], env)  # a cancelled job runs again, now
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["id"] == "send:r1"
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{url}/job/send:r1").json()["state"] != "succeeded":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_jobs_delete_deletes_finished_jobs_by_id_or_all(coordinator_and_worker):
+    url, env, worker = coordinator_and_worker
+    enqueue_dead(url, worker, [("x1", None), ("x2", None), ("x3", None)])
+    assert run(["enqueue", "send", "--id", "later", "--delay", "3600"], env).returncode == 0
+    done = run(["jobs", "delete", "send:x1", "send:later"], env)
+    assert done.returncode == 1
+    assert nonblank_lines(done.stderr) == ["redisq: send:later has not finished (scheduled): `redisq jobs cancel` "
+                                           "it first"]
+    assert listed_ids(subprocess.CompletedProcess([], 0, done.stdout, "")) == ["send:x1"]
+    assert httpx.get(f"{url}/job/send:x1").status_code == 404
+    assert httpx.get(f"{url}/job/send:later").json()["state"] == "scheduled"
+    gone = run(["jobs", "delete", "send:x1"], env)
+    assert gone.returncode == 1 and "GET /job/send:x1 answered 404" in gone.stderr
+    every = run(["jobs", "delete", "--all", "--worker", "send", "--state", "dead", "--json"], env)
+    assert every.returncode == 0, every.stderr
+    assert json.loads(every.stdout)["deleted"] == 2
+    assert httpx.get(f"{url}/workers/send").json()["jobs"]["dead"] == 0
+    assert run(["jobs", "delete", "--all", "--state", "succeeded"], env).stdout == "deleted 0 succeeded jobs of send\n"
+
+
+def test_a_real_bulk_retry_in_the_background_is_followed_to_its_end(real_redis, redis_url, clean_env, monkeypatch):
+    """A coordinator in this process, made to answer every bulk operation 202 at once and to
+    work in slices of 2 jobs: the command follows GET /operations/{op} to the end."""
+    monkeypatch.setattr("redisq.operations.WAIT_S", 0.0)
+    monkeypatch.setattr("redisq.operations.SLICE_JOBS", 2)
+    with (
+        StandInWorker(404) as worker,
+        running_coordinator(redis_url, WorkerConfig(name="send", url=worker.url, max_attempts=1)) as url,
+    ):
+        enqueue_dead(url, worker, [(f"b{i}", None) for i in range(9)])
+        worker.status = 200
+        code, out, terminal = run_with_stderr_on_a_terminal(["jobs", "retry", "--all", "--url", url], clean_env)
+        assert code == 0, terminal
+        assert out == "retried 9 dead jobs of send\n"
+        assert "retried (send, dead)" in terminal and "9/9" in terminal, terminal
+
+
+def test_jobs_show_prints_the_job_and_its_attempts(coordinator_and_worker):
+    url, env, worker = coordinator_and_worker
+    enqueue_dead(url, worker, [("s1", "shop-a")])
+    done = run(["jobs", "show", "send:s1"], env)
+    assert done.returncode == 0, done.stderr
+    fields, attempts = done.stdout.split("\n\n")
+    lines = dict(line.split(":", 1) for line in fields.splitlines())
+    assert [name for name in lines] == ["id", "worker", "state", "attempts", "run at", "created at", "finished at",
+                                        "throttle key", "args", "last error", "result"]
+    assert lines["id"].strip() == "send:s1" and lines["state"].strip() == "dead"
+    assert lines["attempts"].strip() == "2 of 2" and lines["throttle key"].strip() == "shop-a"
+    assert lines["last error"].strip().startswith("HTTP 404")
+    header, *rows = attempts.splitlines()
+    assert header.split()[:2] == ["ATTEMPT", "STARTED"] and header.split()[-1] == "COORDINATOR"
+    assert [row.split()[0] for row in rows] == ["1", "2"]
+    assert all(" failed " in row and " 404 " in row and " ms " in row for row in rows), rows
+    history = json.loads(run(["jobs", "show", "send:s1", "--json"], env).stdout)["history"]
+    assert [(a["attempt"], a["outcome"], a["status"]) for a in history] == [(1, "failed", 404), (2, "failed", 404)]
+
+    assert run(["enqueue", "send", "--id", "later", "--delay", "3600"], env).returncode == 0
+    later = run(["jobs", "show", "send:later"], env)
+    assert later.returncode == 0 and later.stdout.endswith("\n\nno attempts yet\n")
+
+
+def test_ctrl_c_while_following_a_bulk_operation_says_it_goes_on_and_exits_130(clean_env):
+    answers = a_retry_in_the_background()
+    answers[("GET", "/operations/op-1")] = [(200, {"operation": "op-1", "retried": 1000, "total": 1500,
+                                                   "done": False, "error": None})]  # never done
+    with ScriptedApi(answers) as api:
+        process = subprocess.Popen([REDISQ, "jobs", "retry", "--all", "--worker", "send", "--url", api.url],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env)
+        try:
+            deadline = time.monotonic() + 20
+            while sum(path == "/operations/op-1" for _, path, _ in api.requests) < 2:
+                assert process.poll() is None and time.monotonic() < deadline, process.communicate(timeout=5)
+                time.sleep(0.05)
+            process.send_signal(signal.SIGINT)
+            out, err = process.communicate(timeout=10)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate(timeout=5)
+    assert process.returncode == 130, err
+    assert out == ""
+    assert err == "redisq: stopped following; operation op-1 goes on in the coordinator (GET /operations/op-1)\n"

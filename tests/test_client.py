@@ -3,6 +3,7 @@ client against a real coordinator (uvicorn in a thread, a real Redis)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -18,20 +19,25 @@ import uvicorn
 
 from redisq import (
     AsyncClient,
+    AttemptInfo,
     BadRequestError,
     Client,
     ConflictError,
     JobInfo,
     NotFoundError,
+    OperationFailedError,
     RedisqError,
     UnauthorizedError,
     UnavailableError,
     ValidationError,
+    WaitTimeoutError,
 )
 from redisq.api import create_app
 from redisq.client import ScheduleInfo
 from redisq.config import Config, WorkerConfig
 from redisq.coordinator import Coordinator
+
+from stand_ins import StandInWorker
 
 JOB = {"id": "send-email:a1", "worker": "send-email", "state": "scheduled", "args": {"to": "ada@example.com"},
        "runAt": "2030-01-01T09:00:00.000Z", "attempts": 0, "maxAttempts": 5, "lastError": None, "result": None,
@@ -253,14 +259,14 @@ def test_a_coordinator_that_never_answers_times_out_with_may_exist():
     assert "within timeout_s=0.3s" in str(raised.value) and "the job may have been created" in str(raised.value)
 
 
-@pytest.fixture
-def coordinator_url(real_redis: Any, redis_url: str) -> Iterator[str]:
-    """A real coordinator (its own event loop, in a thread) on the test Redis."""
+@contextlib.contextmanager
+def running_coordinator(redis_url: str, *workers: WorkerConfig) -> Iterator[str]:
+    """A real coordinator (its own event loop, in a thread) on this Redis; yields its URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     config = Config(redis_url=redis_url, secret="client-test", public_url=url, shutdown_grace_s=0.2,
-                    workers={"send-email": WorkerConfig(name="send-email", url="http://127.0.0.1:1/")})
+                    workers={w.name: w for w in workers})
     server = uvicorn.Server(uvicorn.Config(create_app(Coordinator(config)), log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -274,6 +280,13 @@ def coordinator_url(real_redis: Any, redis_url: str) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+@pytest.fixture
+def coordinator_url(real_redis: Any, redis_url: str) -> Iterator[str]:
+    """A coordinator whose worker `send-email` refuses connections."""
+    with running_coordinator(redis_url, WorkerConfig(name="send-email", url="http://127.0.0.1:1/")) as url:
+        yield url
 
 
 def test_the_blocking_client_against_a_real_coordinator(coordinator_url):
@@ -313,3 +326,277 @@ def test_a_cron_enqueue_against_a_real_coordinator_answers_the_schedule(coordina
         with pytest.raises(ValidationError) as invalid:
             client.enqueue("send-email", cron="0 9 * * *", delay=5)
         assert invalid.value.field == "delay"
+
+
+# -- operators' methods: listing, retry, delete, wait, schedules ---------------------------------
+
+HISTORY = [{"attempt": 1, "startedAt": "2030-01-01T09:00:00.000Z", "endedAt": "2030-01-01T09:00:00.250Z",
+            "durationMs": 250, "outcome": "failed", "status": 404, "error": "HTTP 404: not found",
+            "coordinator": "c1"},
+           {"attempt": 2, "startedAt": "2030-01-01T09:00:01.000Z", "endedAt": None, "durationMs": None,
+            "outcome": "running", "status": None, "error": None, "coordinator": "c2"}]
+
+
+def routed(answers: dict[tuple[str, str], list[tuple[int, Any]]]) -> tuple[list[httpx.Request], httpx.MockTransport]:
+    """A transport answering each (method, path) with its answers in turn (the last one again)."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        queue = answers[(request.method, request.url.path)]
+        status, body = queue.pop(0) if len(queue) > 1 else queue[0]
+        return httpx.Response(status, json=body)
+
+    return seen, httpx.MockTransport(handler)
+
+
+def job(n: int, **fields: Any) -> dict[str, Any]:
+    return {**JOB, "id": f"send-email:j{n}", **fields}
+
+
+async def test_list_jobs_fetches_every_page_by_cursor_as_it_goes():
+    pages = [(200, {"jobs": [job(1), job(2)], "next": "c2", "counts": {"dead": 5}}),
+             (200, {"jobs": [job(3), job(4)], "next": "c4", "counts": {"dead": 5}}),
+             (200, {"jobs": [job(5)], "next": None, "counts": {"dead": 5}})]
+    seen, transport = routed({("GET", "/jobs"): list(pages)})
+    with Client(transport=transport) as client:
+        listed = client.list_jobs("send-email", "dead", throttle_key="shop-1", page_size=2)
+        assert seen == []  # nothing is fetched before the iteration asks
+        first = next(listed)
+        assert first.id == "send-email:j1" and len(seen) == 1
+        assert [j.id for j in listed] == [f"send-email:j{n}" for n in range(2, 6)]
+    assert [dict(r.url.params) for r in seen] == [
+        {"worker": "send-email", "state": "dead", "limit": "2", "throttleKey": "shop-1"},
+        {"worker": "send-email", "state": "dead", "limit": "2", "throttleKey": "shop-1", "cursor": "c2"},
+        {"worker": "send-email", "state": "dead", "limit": "2", "throttleKey": "shop-1", "cursor": "c4"}]
+
+    seen, transport = routed({("GET", "/jobs"): list(pages)})
+    async with AsyncClient(transport=transport) as aclient:
+        assert [j.id async for j in aclient.list_jobs("send-email", "dead")] == [
+            f"send-email:j{n}" for n in range(1, 6)]
+    assert dict(seen[0].url.params) == {"worker": "send-email", "state": "dead", "limit": "100"}
+
+
+def test_a_listing_refused_by_the_server_raises_when_iterated():
+    _, transport = routed({("GET", "/jobs"): [(422, {"error": "state: must be one of ...", "field": "state"})]})
+    with Client(transport=transport) as client, pytest.raises(ValidationError) as refused:
+        list(client.list_jobs("send-email", "asleep"))
+    assert refused.value.field == "state"
+
+
+async def test_retry_sends_only_what_changes():
+    seen, transport = recording(200, {**JOB, "state": "scheduled", "attempts": 0})
+    with Client(transport=transport) as client:
+        assert client.retry("send-email:a1").state == "scheduled"
+        client.retry("send-email:a1", args={"to": "bob"}, delay=timedelta(minutes=1))
+        client.retry("send-email:a1", args=None, run_at=datetime(2030, 1, 1, 9))
+    assert [(r.method, r.url.path) for r in seen] == [("POST", "/job/send-email:a1/retry")] * 3
+    assert seen[0].content == b""  # no body: the job runs now with its args
+    assert [json.loads(r.content) for r in seen[1:]] == [{"args": {"to": "bob"}, "delay": 60.0},
+                                                         {"args": None, "runAt": "2030-01-01T09:00:00+00:00"}]
+    async with AsyncClient(transport=transport) as aclient:
+        await aclient.retry("send-email:a1", delay=5)
+    assert json.loads(seen[-1].content) == {"delay": 5}
+    with Client(transport=transport) as client, pytest.raises(ValidationError) as refused:
+        client.retry("send-email:a1", delay=float("nan"))
+    assert refused.value.field == "delay" and len(seen) == 4
+
+
+async def test_retry_many_and_delete_many_wait_for_the_operation_to_finish(monkeypatch):
+    monkeypatch.setattr("redisq.client.OPERATION_POLL_S", 0.01)
+    answers: dict[tuple[str, str], list[tuple[int, Any]]] = {
+        ("POST", "/jobs/retry"): [(202, {"retried": 500, "done": False, "operation": "op-1"})],
+        ("GET", "/operations/op-1"): [
+            (200, {"operation": "op-1", "kind": "retry", "retried": 1000, "total": 1500, "done": False, "error": None}),
+            (200, {"operation": "op-1", "kind": "retry", "retried": 1500, "total": 1500, "done": True, "error": None})],
+        ("POST", "/jobs/delete"): [(200, {"deleted": 3, "done": True})],
+    }
+    seen, transport = routed(answers)
+    with Client(transport=transport) as client:
+        assert client.retry_many("send-email", all=True, limit=2000) == 1500
+        assert client.delete_many("send-email", "succeeded", ids=["send-email:a", "send-email:b"]) == 3
+    assert [(r.method, r.url.path) for r in seen] == [
+        ("POST", "/jobs/retry"), ("GET", "/operations/op-1"), ("GET", "/operations/op-1"), ("POST", "/jobs/delete")]
+    assert json.loads(seen[0].content) == {"worker": "send-email", "state": "dead", "all": True, "limit": 2000}
+    assert json.loads(seen[3].content) == {"worker": "send-email", "state": "succeeded",
+                                           "ids": ["send-email:a", "send-email:b"]}
+
+    answers[("POST", "/jobs/retry")] = [(202, {"retried": 0, "done": False, "operation": "op-2"})]
+    answers[("GET", "/operations/op-2")] = [
+        (200, {"operation": "op-2", "retried": 500, "done": True, "error": "redis unavailable: refused"})]
+    async with AsyncClient(transport=transport) as aclient:
+        with pytest.raises(OperationFailedError, match="stopped after 500: redis unavailable") as failed:
+            await aclient.retry_many("send-email", state="cancelled", all=True)
+    assert (failed.value.operation, failed.value.done) == ("op-2", 500)
+
+
+def test_retry_many_sends_new_args_and_times_as_retry_does():
+    seen, transport = recording(200, {"retried": 1, "done": True, "skipped": []})
+    with Client(transport=transport) as client:
+        assert client.retry_many("send-email", ids=["send-email:a"], args=None, delay=timedelta(seconds=5)) == 1
+        client.retry_many("send-email", "cancelled", all=True, run_at=datetime(2030, 1, 1))
+    assert [json.loads(r.content) for r in seen] == [
+        {"worker": "send-email", "state": "dead", "ids": ["send-email:a"], "args": None, "delay": 5.0},
+        {"worker": "send-email", "state": "cancelled", "all": True, "runAt": "2030-01-01T00:00:00+00:00"}]
+
+
+@pytest.mark.parametrize("options", [{}, {"all": True, "ids": ["send-email:a"]}])
+def test_a_bulk_call_takes_ids_or_all_and_says_so_before_sending(options):
+    seen, transport = recording()
+    with Client(transport=transport) as client, pytest.raises(ValidationError, match="ids=.* or all=True"):
+        client.retry_many("send-email", **options)
+    assert seen == []
+
+
+def test_wait_reads_the_job_until_it_has_finished_and_times_out_clearly():
+    running, done = {**JOB, "state": "running", "attempts": 2}, {**JOB, "state": "dead", "history": HISTORY}
+    seen, transport = routed({("GET", "/job/send-email:a1"): [(200, running), (200, running), (200, done)]})
+    with Client(transport=transport) as client:
+        finished = client.wait("send-email:a1", timeout_s=5)
+    assert finished.state == "dead" and len(seen) == 3
+    assert finished.history[0] == AttemptInfo(
+        attempt=1, started_at=datetime(2030, 1, 1, 9, tzinfo=UTC),
+        ended_at=datetime(2030, 1, 1, 9, 0, 0, 250000, tzinfo=UTC), duration_ms=250, outcome="failed", status=404,
+        error="HTTP 404: not found", coordinator="c1")
+    assert (finished.history[1].outcome, finished.history[1].ended_at) == ("running", None)
+
+    _, transport = routed({("GET", "/job/send-email:a1"): [(200, running)]})
+    started = time.monotonic()
+    with Client(transport=transport) as client, pytest.raises(WaitTimeoutError) as late:
+        client.wait("send-email:a1", timeout_s=0.3)
+    assert 0.3 <= time.monotonic() - started < 1.5
+    assert str(late.value) == "job 'send-email:a1' has not finished within 0.3 s (it is running, after 2 attempts)"
+    assert isinstance(late.value, TimeoutError) and isinstance(late.value, RedisqError)
+    assert late.value.job.state == "running"
+
+
+async def test_delete_reads_the_job_then_deletes_it_by_id():
+    finished = {**JOB, "state": "succeeded"}
+    seen, transport = routed({("GET", "/job/send-email:a1"): [(200, finished)],
+                              ("POST", "/jobs/delete"): [(200, {"deleted": 1, "done": True})]})
+    async with AsyncClient(transport=transport) as aclient:
+        assert await aclient.delete("send-email:a1") is None
+    assert json.loads(seen[1].content) == {"worker": "send-email", "state": "succeeded", "ids": ["send-email:a1"]}
+
+    seen, transport = routed({("GET", "/job/send-email:a1"): [(200, JOB)]})  # scheduled: not finished
+    with Client(transport=transport) as client, pytest.raises(ConflictError, match="cancel it first"):
+        client.delete("send-email:a1")
+    assert len(seen) == 1
+
+
+def test_schedule_methods_use_their_routes():
+    seen, transport = recording(200, SCHEDULE)
+    with Client(transport=transport) as client:
+        assert client.get_schedule("send-email:daily").cron == "0 9 * * *"
+        client.pause_schedule("send-email:daily")
+        client.resume_schedule("send-email:daily")
+        assert client.delete_schedule("send-email:daily").id == "send-email:daily"
+    assert [(r.method, r.url.path) for r in seen] == [
+        ("GET", "/schedule/send-email:daily"), ("POST", "/schedule/send-email:daily/pause"),
+        ("POST", "/schedule/send-email:daily/resume"), ("DELETE", "/schedule/send-email:daily")]
+    seen, transport = recording(200, {"schedules": [SCHEDULE]})
+    with Client(transport=transport) as client:
+        assert [s.id for s in client.list_schedules("send-email")] == ["send-email:daily"]
+        client.list_schedules()
+    assert [str(r.url.params) for r in seen] == ["worker=send-email", ""]
+
+
+async def test_schedule_methods_against_a_real_coordinator(coordinator_url):
+    with Client(coordinator_url) as client:
+        client.enqueue("send-email", cron="0 9 * * *", id="daily")
+        client.enqueue("send-email", cron="@hourly", id="hourly")
+        assert [s.id for s in client.list_schedules()] == ["send-email:daily", "send-email:hourly"]
+        assert [s.id for s in client.list_schedules("send-email")] == ["send-email:daily", "send-email:hourly"]
+        paused = client.pause_schedule("send-email:daily")
+        assert (paused.paused, paused.next_run_at) == (True, None)
+        assert client.get_schedule("send-email:daily").paused is True
+        with pytest.raises(ValidationError) as unknown:
+            client.list_schedules("send-sms")
+        assert unknown.value.field == "worker"
+    async with AsyncClient(coordinator_url) as aclient:
+        resumed = await aclient.resume_schedule("send-email:daily")
+        assert resumed.paused is False and resumed.next_run_at is not None
+        assert (await aclient.delete_schedule("send-email:hourly")).id == "send-email:hourly"
+        assert [s.id for s in await aclient.list_schedules()] == ["send-email:daily"]
+        with pytest.raises(NotFoundError):
+            await aclient.get_schedule("send-email:hourly")
+
+
+def test_wait_for_a_job_that_dies_against_a_real_coordinator(coordinator_url):
+    """The fixture's worker URL refuses connections: with max_attempts 1 the job is dead at once."""
+    with Client(coordinator_url) as client:
+        job = client.enqueue("send-email", {"n": 1}, max_attempts=1)
+        finished = client.wait(job.id, timeout_s=10)
+        assert finished.state == "dead" and finished.attempts == 1 and finished.last_error
+        later = client.enqueue("send-email", {"n": 2}, delay=3600)
+        with pytest.raises(WaitTimeoutError, match="it is scheduled"):
+            client.wait(later.id, timeout_s=0.2)
+
+
+@pytest.fixture
+def coordinator_and_worker(real_redis: Any, redis_url: str) -> Iterator[tuple[str, StandInWorker]]:
+    """A coordinator whose worker `send-email` is a stand-in that answers 404 until told
+    otherwise, with 1 attempt per job (so a 404 is dead at once)."""
+    with StandInWorker(404) as worker, running_coordinator(
+            redis_url, WorkerConfig(name="send-email", url=worker.url, max_attempts=1)) as url:
+        yield url, worker
+
+
+def dead_jobs(client: Client, n: int, **options: Any) -> list[str]:
+    ids = [j.id for j in client.enqueue_many([{"worker": "send-email", "id": f"d{i}", **options} for i in range(n)])]
+    for job_id in ids:
+        assert client.wait(job_id, timeout_s=10).state == "dead"
+    return ids
+
+
+def test_list_retry_and_delete_against_a_real_coordinator(coordinator_and_worker):
+    url, worker = coordinator_and_worker
+    with Client(url) as client:
+        ids = dead_jobs(client, 5, throttle_key="shop-1")
+        dead = client.get(ids[0])
+        assert [(a.attempt, a.outcome, a.status) for a in dead.history] == [(1, "failed", 404)]
+        assert dead.history[0].started_at is not None and dead.history[0].coordinator
+        listed = list(client.list_jobs("send-email", "dead", page_size=2))
+        assert sorted(j.id for j in listed) == sorted(ids) and all(j.state == "dead" for j in listed)
+        assert [j.id for j in client.list_jobs("send-email", "dead", throttle_key="shop-2")] == []
+
+        retried = client.retry(ids[0], args={"n": 2}, delay=3600)
+        assert (retried.state, retried.attempts, retried.args) == ("scheduled", 0, {"n": 2})
+        with pytest.raises(ConflictError):
+            client.retry(ids[0])  # scheduled: not dead or cancelled
+        with pytest.raises(NotFoundError):
+            client.retry("send-email:nope")
+
+        worker.status = 200
+        assert client.retry_many("send-email", ids=[ids[1], "send-email:nope"]) == 1
+        assert client.wait(ids[1], timeout_s=10).state == "succeeded"
+        assert client.retry_many("send-email", all=True, limit=2) == 2
+        assert client.retry_many("send-email", all=True) == 1
+        for job_id in ids[2:]:
+            assert client.wait(job_id, timeout_s=10).state == "succeeded"
+
+        client.delete(ids[1])
+        with pytest.raises(NotFoundError):
+            client.get(ids[1])
+        with pytest.raises(NotFoundError):
+            client.delete(ids[1])
+        with pytest.raises(ConflictError, match="has not finished"):
+            client.delete(ids[0])  # scheduled an hour from now
+        assert client.delete_many("send-email", "succeeded", all=True) == 3
+        assert list(client.list_jobs("send-email", "succeeded")) == []
+
+
+async def test_a_bulk_retry_that_goes_on_in_the_background_is_waited_for(coordinator_and_worker, monkeypatch):
+    monkeypatch.setattr("redisq.operations.WAIT_S", 0.0)  # every operation answers 202 at once
+    monkeypatch.setattr("redisq.operations.SLICE_JOBS", 2)
+    url, worker = coordinator_and_worker
+    async with AsyncClient(url) as aclient:
+        ids = [j.id for j in await aclient.enqueue_many([{"worker": "send-email", "id": f"b{i}"} for i in range(7)])]
+        for job_id in ids:
+            assert (await aclient.wait(job_id, timeout_s=10)).state == "dead"
+        assert await aclient.retry_many("send-email", all=True, delay=3600) == 7
+        assert [j.state async for j in aclient.list_jobs("send-email", "scheduled")] == ["scheduled"] * 7
+        assert await aclient.delete_many("send-email", "dead", all=True) == 0  # none left
+        for job_id in ids:
+            await aclient.cancel(job_id)
+        assert await aclient.delete_many("send-email", "cancelled", ids=ids) == 7

@@ -5,11 +5,11 @@ from __future__ import annotations
 import redisq
 
 PUBLIC = [
-    "AsyncClient", "Backoff", "BadRequestError", "Client", "Config", "ConfigError", "ConflictError", "Coordinator",
-    "Engine",
-    "Job", "JobContext", "JobInfo", "JobState", "NotFoundError", "PayloadTooLargeError", "PermanentFailure",
-    "RedisqError", "Retention", "RetryLater", "ScheduleInfo", "Store", "UnauthorizedError", "UnavailableError",
-    "ValidationError", "WorkerConfig", "Workers", "__version__", "load_config",
+    "AsyncClient", "AttemptInfo", "Backoff", "BadRequestError", "Client", "Config", "ConfigError", "ConflictError",
+    "Coordinator", "Engine", "Job", "JobContext", "JobInfo", "JobState", "NotFoundError", "OperationFailedError",
+    "PayloadTooLargeError", "PermanentFailure", "RedisqError", "Retention", "RetryLater", "ScheduleInfo", "Store",
+    "UnauthorizedError", "UnavailableError", "ValidationError", "WaitTimeoutError", "WorkerConfig", "Workers",
+    "__version__", "load_config",
 ]
 
 

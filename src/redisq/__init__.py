@@ -22,14 +22,23 @@ _EXPORTS = {
     "UnavailableError": "errors", "ValidationError": "errors",
     "Job": "model", "JobState": "model",
     "Engine": "engine", "Store": "engine",
-    "AsyncClient": "client", "Client": "client", "JobInfo": "client", "ScheduleInfo": "client",
+    "AsyncClient": "client", "AttemptInfo": "client", "Client": "client", "JobInfo": "client",
+    "OperationFailedError": "client", "ScheduleInfo": "client", "WaitTimeoutError": "client",
     "JobContext": "worker", "PermanentFailure": "worker", "RetryLater": "worker", "Workers": "worker",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from .client import AsyncClient, Client, JobInfo, ScheduleInfo
+    from .client import (
+        AsyncClient,
+        AttemptInfo,
+        Client,
+        JobInfo,
+        OperationFailedError,
+        ScheduleInfo,
+        WaitTimeoutError,
+    )
     from .config import Backoff, Config, ConfigError, Retention, WorkerConfig, load_config
     from .coordinator import Coordinator
     from .engine import Engine, Store

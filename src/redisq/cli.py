@@ -1,4 +1,6 @@
-"""The command line: ``redisq serve``, ``demo``, ``schedules``, ``workers`` and ``package``."""
+"""The command line: ``redisq serve``, ``demo``, ``workers``, ``jobs``, ``enqueue``,
+``schedules`` and ``package``. All but ``serve``, ``demo`` and ``package`` ask a running
+coordinator's HTTP API (``--url``, ``--token``) and print tables, or its JSON with ``--json``."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import json
 import math
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,6 +18,7 @@ from .config import MAX_PORT, ConfigError, check_redis_url, load_config
 from .server import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as `yes | head -1` ends: the reader stopped before the end
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: Ctrl-C while following a bulk operation (which goes on)
 
 
 def _event_loop_name() -> str:
@@ -45,6 +49,10 @@ def demo(args: argparse.Namespace) -> int:
 
 class ApiCallFailed(Exception):
     """The coordinator could not be reached, or answered an error (already printed)."""
+
+
+class StoppedFollowing(Exception):
+    """Ctrl-C while a bulk operation was followed: it goes on in the coordinator (already said)."""
 
 
 def _call_api(args: argparse.Namespace, method: str, path: str, body: Any = None,
@@ -81,21 +89,27 @@ def _api_command(command: Callable[[argparse.Namespace], int]) -> Callable[[argp
             return command(args)
         except ApiCallFailed:
             return EXIT_FAILURE
+        except StoppedFollowing:
+            return EXIT_INTERRUPTED
     return run
 
 
 @_api_command
 def schedules(args: argparse.Namespace) -> int:
-    """List the schedules through a running coordinator's HTTP API (``GET /schedules``)."""
-    listed = _call_api(args, "GET", "/schedules", params={"worker": args.worker} if args.worker else None)["schedules"]
+    """``redisq schedules`` lists (``GET /schedules``); ``delete ID``, ``pause ID``, ``resume ID`` change one."""
+    if args.action == "delete":
+        listed = [_call_api(args, "DELETE", f"/schedule/{args.id}")]
+    elif args.action in ("pause", "resume"):
+        listed = [_call_api(args, "POST", f"/schedule/{args.id}/{args.action}")]
+    else:
+        params = {"worker": args.worker} if args.worker else None
+        listed = _call_api(args, "GET", "/schedules", params=params)["schedules"]
     if args.json:
-        print(json.dumps(listed, indent=2))
-        return EXIT_OK
-    rows = [("ID", "CRON", "TIMEZONE", "STATE", "NEXT RUN", "LAST FIRE")]
-    for s in listed:
-        rows.append((s["id"], s["cron"], s["timezone"], "paused" if s["paused"] else "active",
-                     s["nextRunAt"] or "-", s["lastFireAt"] or "-"))
-    _print_table(rows)
+        _print_json(listed if args.action is None else listed[0])
+    elif args.action == "delete":
+        print(f"deleted {listed[0]['id']} (the jobs it created stay)")
+    else:
+        _print_schedules(listed)
     return EXIT_OK
 
 
@@ -165,6 +179,279 @@ def workers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+JOB_STATES = ("scheduled", "running", "retrying", "succeeded", "dead", "cancelled")
+RETRY_STATES = ("dead", "cancelled")
+FINISHED_STATES = ("succeeded", "dead", "cancelled")
+MAX_PAGE = 1000  # GET /jobs answers at most this many jobs a page
+OPERATION_POLL_S = 0.25  # how often a bulk operation that goes on in the background is read
+SHOWN_ERROR_CHARS = 60  # a table cuts a job's last error to this many characters
+
+
+def _when(text: str | None) -> str:
+    """An API time (ISO 8601 UTC) as a table shows it: ``2026-12-02 09:00:00``."""
+    return "-" if text is None else text.replace("T", " ")[:19]
+
+
+def _cut(text: str | None, chars: int = SHOWN_ERROR_CHARS) -> str:
+    if not text:
+        return "-"
+    text = " ".join(text.split())
+    return text if len(text) <= chars else text[:chars - 3] + "..."
+
+
+def _print_jobs(jobs: Sequence[dict[str, Any]]) -> None:
+    rows = [("ID", "STATE", "ATTEMPTS", "RUN AT (UTC)", "FINISHED AT", "KEY", "LAST ERROR")]
+    for job in jobs:
+        rows.append((job["id"], job["state"], f"{job['attempts']}/{job['maxAttempts']}", _when(job["runAt"]),
+                     _when(job.get("finishedAt")), job.get("throttleKey") or "-", _cut(job.get("lastError"))))
+    _print_table(rows)
+
+
+def _print_schedules(listed: Sequence[dict[str, Any]]) -> None:
+    rows = [("ID", "CRON", "TIMEZONE", "STATE", "NEXT RUN", "LAST FIRE")]
+    for s in listed:
+        rows.append((s["id"], s["cron"], s["timezone"], "paused" if s["paused"] else "active",
+                     s["nextRunAt"] or "-", s["lastFireAt"] or "-"))
+    _print_table(rows)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2))
+
+
+def _worker_names(args: argparse.Namespace) -> list[str]:
+    """``--worker``, or every worker the coordinator has."""
+    if args.worker:
+        return [args.worker]
+    return [w["name"] for w in _call_api(args, "GET", "/workers")["workers"]]
+
+
+def _per_worker(args: argparse.Namespace, answers: dict[str, Any]) -> Any:
+    """What --json prints: one worker's answer with --worker, else the answers keyed by worker."""
+    return answers[args.worker] if args.worker else answers
+
+
+def _list_pages(args: argparse.Namespace, worker: str) -> dict[str, Any]:
+    """GET /jobs for one worker: one page of ``--limit``, or with ``--all`` every page."""
+    params = {"worker": worker, "state": args.state, "limit": str(args.limit)}
+    if args.key is not None:
+        params["throttleKey"] = args.key
+    if args.cursor is not None:
+        params["cursor"] = args.cursor
+    listed = _call_api(args, "GET", "/jobs", params=params)
+    while args.all and listed["next"] is not None:
+        page = _call_api(args, "GET", "/jobs", params={**params, "cursor": listed["next"]})
+        listed = {**page, "jobs": listed["jobs"] + page["jobs"]}
+    return dict(listed)
+
+
+def jobs_list(args: argparse.Namespace) -> int:
+    answers = {worker: _list_pages(args, worker) for worker in _worker_names(args)}
+    if args.json:
+        _print_json(_per_worker(args, answers))
+        return EXIT_OK
+    jobs = [job for listed in answers.values() for job in listed["jobs"]]
+    if jobs:
+        _print_jobs(jobs)
+    else:
+        print(f"no {args.state} jobs")
+    for worker, listed in answers.items():
+        if listed["next"] is not None:
+            print(f"redisq: {worker} has {listed['counts'][args.state]} {args.state} jobs; --all lists every one, "
+                  f"--cursor {listed['next']} the next page", file=sys.stderr)
+    return EXIT_OK
+
+
+def _print_job(job: dict[str, Any]) -> None:
+    fields = [("id", job["id"]), ("worker", job["worker"]), ("state", job["state"]),
+              ("attempts", f"{job['attempts']} of {job['maxAttempts']}"), ("run at", _when(job["runAt"])),
+              ("created at", _when(job.get("createdAt"))), ("finished at", _when(job.get("finishedAt"))),
+              ("throttle key", job.get("throttleKey") or "-"), ("args", json.dumps(job.get("args"))),
+              ("last error", job.get("lastError") or "-"), ("result", json.dumps(job.get("result")))]
+    _print_table([(f"{name}:", str(value)) for name, value in fields])
+    history = job.get("history") or []
+    print()
+    if not history:
+        print("no attempts yet")
+        return
+    rows = [("ATTEMPT", "STARTED (UTC)", "ENDED", "DURATION", "OUTCOME", "STATUS", "ERROR", "COORDINATOR")]
+    for a in history:
+        duration = "-" if a.get("durationMs") is None else f"{a['durationMs']} ms"
+        rows.append((str(a["attempt"]), _when(a.get("startedAt")), _when(a.get("endedAt")), duration,
+                     a.get("outcome") or "-", _number(a.get("status")), _cut(a.get("error")),
+                     a.get("coordinator") or "-"))
+    _print_table(rows)
+
+
+def jobs_show(args: argparse.Namespace) -> int:
+    job = _call_api(args, "GET", f"/job/{args.id}")
+    if args.json:
+        _print_json(job)
+    else:
+        _print_job(job)
+    return EXIT_OK
+
+
+def _each_id(args: argparse.Namespace, call: Callable[[str], dict[str, Any]]) -> int:
+    """``call`` for each of ``args.ids``, on to the next when one fails (its error is printed);
+    the jobs it answers printed together. EXIT_FAILURE when any failed."""
+    done, failed = [], False
+    for job_id in args.ids:
+        try:
+            done.append(call(job_id))
+        except ApiCallFailed:
+            failed = True
+    if args.json:
+        _print_json(done[0] if len(args.ids) == 1 and done else done)
+    elif done:
+        _print_jobs(done)
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _follow(args: argparse.Namespace, kind: str, worker: str, answer: dict[str, Any]) -> dict[str, Any]:
+    """A bulk operation's last answer: when it goes on in the background (202), read GET
+    /operations/{op} until done, with a progress bar on stderr when it is a terminal."""
+    from tqdm import tqdm
+
+    count = "retried" if kind == "retry" else "deleted"
+    if answer["done"]:
+        return answer
+    operation = answer["operation"]
+    try:
+        with tqdm(desc=f"{count} ({worker}, {args.state})", total=answer.get("total"), initial=answer[count],
+                  unit=" jobs", file=sys.stderr, disable=None) as bar:
+            while not answer["done"]:
+                time.sleep(OPERATION_POLL_S)
+                answer = _call_api(args, "GET", f"/operations/{operation}")
+                if answer.get("total") is not None:
+                    bar.total = answer["total"]
+                bar.update(answer[count] - bar.n)
+    except KeyboardInterrupt:
+        print(f"redisq: stopped following; operation {operation} goes on in the coordinator "
+              f"(GET /operations/{operation})", file=sys.stderr)
+        raise StoppedFollowing() from None
+    return answer
+
+
+def _bulk(args: argparse.Namespace, kind: str, fields: dict[str, Any] | None = None) -> int:
+    """POST /jobs/retry or /jobs/delete with ``all`` (and ``fields``) for each worker,
+    followed until done."""
+    count = "retried" if kind == "retry" else "deleted"
+    body: dict[str, Any] = {**(fields or {}), "state": args.state, "all": True}
+    if args.limit is not None:
+        body["limit"] = args.limit
+    answers = {}
+    for worker in _worker_names(args):
+        answers[worker] = answer = _follow(args, kind, worker,
+                                           _call_api(args, "POST", f"/jobs/{kind}", {**body, "worker": worker}))
+        if answer.get("error"):
+            print(f"redisq: {kind} of {worker}'s {args.state} jobs stopped after {answer[count]}: {answer['error']}",
+                  file=sys.stderr)
+            return EXIT_FAILURE
+        if not args.json:
+            print(f"{count} {answer[count]} {args.state} jobs of {worker}")
+    if args.json:
+        _print_json(_per_worker(args, answers))
+    return EXIT_OK
+
+
+def _usage_error(message: str) -> int:
+    print(f"redisq: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _check_ids_or_all(args: argparse.Namespace, command: str) -> str | None:
+    """The usage error of ``jobs retry|delete`` (IDs, or --all; not both), or None."""
+    if args.ids and args.all:
+        return f"jobs {command}: give job ids or --all, not both"
+    if not args.ids and not args.all:
+        return f"jobs {command}: give job ids, or --all (with --worker W --state S)"
+    if args.ids and args.limit is not None:
+        return f"jobs {command}: --limit goes with --all"
+    return None
+
+
+def jobs_retry(args: argparse.Namespace) -> int:
+    mistake = _check_ids_or_all(args, "retry")
+    if mistake is None and args.delay is not None and args.run_at is not None:
+        mistake = "jobs retry: give --delay or --run-at, not both"
+    body: dict[str, Any] = {}
+    if mistake is None and args.args is not None:
+        try:
+            body["args"] = json.loads(args.args)
+        except ValueError as e:
+            mistake = f"jobs retry: --args is not JSON: {e}"
+    if mistake is not None:
+        return _usage_error(mistake)
+    if args.delay is not None:
+        body["delay"] = args.delay
+    if args.run_at is not None:
+        body["runAt"] = args.run_at
+    if args.all:
+        return _bulk(args, "retry", body)
+    return _each_id(args, lambda job_id: dict(_call_api(args, "POST", f"/job/{job_id}/retry", body or None)))
+
+
+def jobs_delete(args: argparse.Namespace) -> int:
+    mistake = _check_ids_or_all(args, "delete")
+    if mistake is None and args.all and args.state is None:
+        mistake = f"jobs delete --all: give --state, one of {', '.join(FINISHED_STATES)}"
+    if mistake is not None:
+        return _usage_error(mistake)
+    if args.all:
+        return _bulk(args, "delete")
+
+    def delete_one(job_id: str) -> dict[str, Any]:
+        job = _call_api(args, "GET", f"/job/{job_id}")
+        if job["state"] not in FINISHED_STATES:
+            print(f"redisq: {job_id} has not finished ({job['state']}): `redisq jobs cancel` it first",
+                  file=sys.stderr)
+            raise ApiCallFailed()
+        answer = _call_api(args, "POST", "/jobs/delete", {"worker": job["worker"], "state": job["state"],
+                                                          "ids": [job_id]})
+        for skipped in answer.get("skipped") or ():
+            print(f"redisq: {job_id} was not deleted: {skipped.get('reason')}", file=sys.stderr)
+            raise ApiCallFailed()
+        return dict(job)
+
+    return _each_id(args, delete_one)
+
+
+def jobs_cancel(args: argparse.Namespace) -> int:
+    return _each_id(args, lambda job_id: dict(_call_api(args, "DELETE", f"/job/{job_id}")))
+
+
+@_api_command
+def jobs(args: argparse.Namespace) -> int:
+    """``redisq jobs list|show|retry|delete|cancel``: operators' view of the jobs."""
+    command: Callable[[argparse.Namespace], int] = args.jobs_func
+    return command(args)
+
+
+@_api_command
+def enqueue(args: argparse.Namespace) -> int:
+    """``redisq enqueue WORKER [FIELDS]``: POST /job with the fields (a JSON object) and the flags."""
+    try:
+        body = json.loads(args.fields) if args.fields is not None else {}
+    except ValueError as e:
+        return _usage_error(f"enqueue: the job's fields are not JSON: {e}")
+    if not isinstance(body, dict):
+        return _usage_error('enqueue: the job\'s fields must be a JSON object, e.g. \'{"args": {"to": "ada"}}\'')
+    if body.get("worker", args.worker) != args.worker:
+        return _usage_error(f"enqueue: the fields name worker {body['worker']!r}, the command {args.worker!r}")
+    for name, value in (("delay", args.delay), ("id", args.id), ("runAt", args.run_at), ("throttleKey", args.key)):
+        if value is not None:
+            body[name] = value
+    answer = _call_api(args, "POST", "/job", {**body, "worker": args.worker})
+    if args.json:
+        _print_json(answer)
+    elif "cron" in answer:
+        _print_schedules([answer])
+    else:
+        _print_jobs([answer])
+    return EXIT_OK
+
+
 def package(args: argparse.Namespace) -> int:
     from .package import DEPLOY_HINTS, PackageError, build
 
@@ -182,6 +469,25 @@ def _port(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= MAX_PORT:
         raise argparse.ArgumentTypeError(f"must be a port number, 1 to {MAX_PORT}, got {text!r}")
     return int(text)
+
+
+def _positive_int(most: int | None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not text.isdigit() or int(text) < 1 or (most is not None and int(text) > most):
+            raise argparse.ArgumentTypeError(f"must be a whole number from 1{f' to {most}' if most else ''}, "
+                                             f"got {text!r}")
+        return int(text)
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -225,10 +531,75 @@ def _run(argv: Sequence[str] | None) -> int:
         p.add_argument("--json", action="store_true", default=default(False),
                        help="print the API's JSON instead of a table")
 
-    p = commands.add_parser("schedules", help="list the cron schedules (asks a running coordinator)")
+    p = commands.add_parser("schedules", help="list the cron schedules, or pause, resume or delete one "
+                                              "(asks a running coordinator)")
     api_options(p)
     p.add_argument("--worker", help="only this worker's schedules")
+    actions = p.add_subparsers(dest="action")
+    for verb, what in (("delete", "delete a schedule (the jobs it created stay)"),
+                       ("pause", "pause a schedule: it does not tick until resumed"),
+                       ("resume", "resume a schedule from its next fire time after now")):
+        a = actions.add_parser(verb, help=what)
+        api_options(a, nested=True)
+        a.add_argument("id", help="the schedule's id, <worker>:<schedule>")
     p.set_defaults(func=schedules)
+
+    p = commands.add_parser("jobs", help="list, show, retry, delete or cancel jobs (asks a running coordinator)",
+                            description="Without --worker, list, retry --all and delete --all do each worker in "
+                                        "turn (--json then prints an object keyed by worker).")
+    api_options(p)
+    actions = p.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("list", help="the jobs of a worker in a state: redisq jobs list --worker W --state dead")
+    api_options(a, nested=True)
+    a.add_argument("--worker", help="the worker (default: every worker)")
+    a.add_argument("--state", required=True, choices=JOB_STATES)
+    a.add_argument("--key", help="only the jobs of this throttle key")
+    a.add_argument("--limit", type=_positive_int(MAX_PAGE), default=100,
+                   help=f"jobs a page, 1 to {MAX_PAGE} (default 100)")
+    a.add_argument("--all", action="store_true", help="every page, not only the first")
+    a.add_argument("--cursor", help="start at this page (the cursor a listing named)")
+    a.set_defaults(jobs_func=jobs_list)
+    a = actions.add_parser("show", help="a job and its attempt history")
+    api_options(a, nested=True)
+    a.add_argument("id")
+    a.set_defaults(jobs_func=jobs_show)
+    a = actions.add_parser("retry", help="run dead or cancelled jobs again: IDs, or --worker W --state dead --all")
+    api_options(a, nested=True)
+    a.add_argument("ids", nargs="*", metavar="ID")
+    a.add_argument("--worker", help="with --all: the worker (default: every worker)")
+    a.add_argument("--state", choices=RETRY_STATES, default="dead", help="with --all (default dead)")
+    a.add_argument("--all", action="store_true", help="every job of the worker in that state")
+    a.add_argument("--limit", type=_positive_int(None), help="with --all: at most this many")
+    a.add_argument("--args", help="new args for the jobs (JSON; default: each keeps its own)")
+    a.add_argument("--delay", type=_seconds, help="run them this many seconds from now (default: now)")
+    a.add_argument("--run-at", help="run them at this time (ISO 8601 or unix seconds)")
+    a.set_defaults(jobs_func=jobs_retry)
+    a = actions.add_parser("delete", help="delete finished jobs now: IDs, or --worker W --state S --all")
+    api_options(a, nested=True)
+    a.add_argument("ids", nargs="*", metavar="ID")
+    a.add_argument("--worker", help="with --all: the worker (default: every worker)")
+    a.add_argument("--state", choices=FINISHED_STATES, help="with --all: which finished jobs")
+    a.add_argument("--all", action="store_true", help="every job of the worker in that state")
+    a.add_argument("--limit", type=_positive_int(None), help="with --all: at most this many")
+    a.set_defaults(jobs_func=jobs_delete)
+    a = actions.add_parser("cancel", help="cancel jobs that have not finished")
+    api_options(a, nested=True)
+    a.add_argument("ids", nargs="+", metavar="ID")
+    a.set_defaults(jobs_func=jobs_cancel)
+    p.set_defaults(func=jobs)
+
+    p = commands.add_parser("enqueue", help="enqueue a job: redisq enqueue WORKER '{\"args\": {...}}' "
+                                            "(asks a running coordinator)")
+    api_options(p)
+    p.add_argument("worker")
+    p.add_argument("fields", nargs="?", metavar="JSON",
+                   help="the job's fields as POST /job takes them: args, maxAttempts, timeout, throttleKey, cost, "
+                        "cron, ... (default {})")
+    p.add_argument("--delay", type=_seconds, help="run it this many seconds from now")
+    p.add_argument("--id", help="its id within the worker: enqueueing the same id again answers the job it made")
+    p.add_argument("--run-at", help="run it at this time (ISO 8601 or unix seconds)")
+    p.add_argument("--key", help="its throttle key")
+    p.set_defaults(func=enqueue)
 
     p = commands.add_parser("workers",
                             help="list workers and their live limits, or change them (asks a running coordinator)",

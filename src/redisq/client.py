@@ -6,7 +6,13 @@
         job = redisq.enqueue("send-email", {"to": "ada@example.com"}, delay=60, id="welcome-ada")
         redisq.get(job.id).state          # "scheduled"
         redisq.cancel(job.id)
+        redisq.wait(job.id, timeout_s=60).state          # "succeeded", "dead" or "cancelled"
         redisq.enqueue("daily-report", cron="0 9 * * *", timezone="Europe/Paris", id="daily")  # a ScheduleInfo
+
+    Operators' calls: ``list_jobs`` (every job of a worker in a state, page by page),
+    ``retry``/``retry_many`` (dead or cancelled jobs run again), ``delete``/``delete_many``
+    (finished jobs), and the schedules' ``get_schedule``, ``list_schedules``,
+    ``pause_schedule``, ``resume_schedule``, ``delete_schedule``.
 
 Errors are those of ``redisq.errors``, chosen by the API's status code and carrying its
 message (and ``field``/``index`` for a 422)::
@@ -21,6 +27,10 @@ message (and ``field``/``index`` for a 422)::
     +-- UnavailableError         503 Redis is down; also: the coordinator cannot be reached, or
                                  gave no answer within ``timeout_s`` (an enqueue may then have
                                  been done: enqueue again with the same ``id`` to make it safe)
+    +-- WaitTimeoutError         ``wait``: the job had not finished within its ``timeout_s``
+                                 (also a ``TimeoutError``; ``job`` is the job as last read)
+    +-- OperationFailedError     ``retry_many``/``delete_many``: the bulk operation stopped with
+                                 an error (``done`` says how many it had done by then)
 
 Bad values that cannot be sent as JSON (``delay=float("nan")``, NaN in ``args``) raise
 ``ValidationError`` naming the field, before anything is sent.
@@ -28,12 +38,14 @@ Bad values that cannot be sent as JSON (``delay=float("nan")``, NaN in ``args``)
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypedDict, overload
+from typing import Any, Literal, TypeAlias, TypedDict, TypeVar, overload
 
 import httpx
 
@@ -50,6 +62,10 @@ from .errors import (
 
 DEFAULT_URL = "http://127.0.0.1:7575"
 DEFAULT_TIMEOUT_S = 10.0
+DEFAULT_PAGE_SIZE = 100  # jobs per GET /jobs page, as the server's default (at most 1000)
+WAIT_FIRST_POLL_S = 0.05  # wait() reads the job again after this, doubling up to WAIT_POLL_MAX_S
+WAIT_POLL_MAX_S = 0.5
+OPERATION_POLL_S = 0.25  # retry_many/delete_many read a bulk operation's progress this often
 
 ERRORS_BY_STATUS: dict[int, type[RedisqError]] = {
     400: BadRequestError, 401: UnauthorizedError, 404: NotFoundError, 409: ConflictError,
@@ -59,6 +75,29 @@ ERRORS_BY_STATUS: dict[int, type[RedisqError]] = {
 
 def _time(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True)
+class AttemptInfo:
+    """One attempt of a job, as ``GET /job/{id}``'s ``history`` has it (oldest first, the
+    last 25 kept). ``outcome`` is "succeeded", "failed", "timed out", "throttled", "unsent"
+    or "running"; ``status`` the worker's HTTP status when it answered one."""
+
+    attempt: int
+    started_at: datetime | None
+    ended_at: datetime | None
+    duration_ms: int | None
+    outcome: str
+    status: int | None
+    error: str | None
+    coordinator: str | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AttemptInfo:
+        return cls(attempt=data.get("attempt", 0), started_at=_time(data.get("startedAt")),
+                   ended_at=_time(data.get("endedAt")), duration_ms=data.get("durationMs"),
+                   outcome=data.get("outcome", ""), status=data.get("status"), error=data.get("error"),
+                   coordinator=data.get("coordinator"))
 
 
 @dataclass(frozen=True)
@@ -79,6 +118,7 @@ class JobInfo:
     finished_at: datetime | None
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
     created: bool | None = None  # enqueue: True when new, False when the id existed; None elsewhere
+    history: tuple[AttemptInfo, ...] = ()  # get() and wait() only: every attempt, oldest first (the last 25)
 
     @property
     def finished(self) -> bool:
@@ -91,6 +131,7 @@ class JobInfo:
             run_at=_time(data.get("runAt")), attempts=data.get("attempts", 0), max_attempts=data.get("maxAttempts", 0),
             last_error=data.get("lastError"), result=data.get("result"), created_at=_time(data.get("createdAt")),
             finished_at=_time(data.get("finishedAt")), raw=dict(data), created=created,
+            history=tuple(AttemptInfo.from_json(a) for a in data.get("history") or ()),
         )
 
 
@@ -130,6 +171,16 @@ def _run_at_text(value: datetime) -> str:
     return value.isoformat()
 
 
+def _time_fields(run_at: datetime | float | str | None, delay: float | timedelta | None) -> dict[str, Any]:
+    """``runAt`` and ``delay`` as a body sends them, those given."""
+    fields: dict[str, Any] = {}
+    if run_at is not None:
+        fields["runAt"] = _run_at_text(run_at) if isinstance(run_at, datetime) else run_at
+    if delay is not None:
+        fields["delay"] = _seconds(delay)
+    return fields
+
+
 def _check_json(body: Mapping[str, Any]) -> None:
     """A ValidationError naming the first field that cannot be sent as JSON (NaN, infinity,
     an object JSON has no form for), before anything is sent."""
@@ -161,10 +212,7 @@ def enqueue_body(worker: str, args: Any = None, *, run_at: datetime | float | st
     body: dict[str, Any] = {"worker": worker}
     if args is not None:
         body["args"] = args
-    if run_at is not None:
-        body["runAt"] = _run_at_text(run_at) if isinstance(run_at, datetime) else run_at
-    if delay is not None:
-        body["delay"] = _seconds(delay)
+    body.update(_time_fields(run_at, delay))
     if timeout is not None:
         body["timeout"] = _seconds(timeout)
     for name, value in (("cron", cron), ("timezone", timezone), ("catchUp", catch_up), ("id", id),
@@ -226,6 +274,131 @@ def _answer(resp: httpx.Response) -> Any:
     return resp.json()
 
 
+class WaitTimeoutError(RedisqError, TimeoutError):
+    """``wait``: the job had not finished within ``timeout_s``; ``job`` is the job as last read."""
+
+    def __init__(self, message: str, job: JobInfo):
+        super().__init__(message)
+        self.job = job
+
+
+class OperationFailedError(RedisqError):
+    """A bulk retry or delete that stopped with an error; ``done`` jobs had been handled by then."""
+
+    def __init__(self, message: str, *, operation: str | None, done: int):
+        super().__init__(message)
+        self.operation = operation
+        self.done = done
+
+
+class _Unchanged:
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+UNCHANGED: Any = _Unchanged()  # retry(args=...) left out: the job keeps its args (None would send null)
+
+
+def _retry_body(args: Any, run_at: datetime | float | str | None, delay: float | timedelta | None
+                ) -> dict[str, Any] | None:
+    """``POST /job/{id}/retry``'s body (None: no body, the job runs now with its args)."""
+    body: dict[str, Any] = {} if args is UNCHANGED else {"args": args}
+    body.update(_time_fields(run_at, delay))
+    _check_json(body)
+    return body or None
+
+
+def _bulk_body(worker: str, state: str, ids: Sequence[str] | None, all: bool, limit: int | None) -> dict[str, Any]:
+    """``POST /jobs/retry`` and ``/jobs/delete``'s body: the jobs named by ``ids``, or ``all``."""
+    if (ids is None) == (not all):
+        raise ValidationError("ids: give either ids=[...] or all=True", field="ids")
+    body: dict[str, Any] = {"worker": worker, "state": state}
+    if ids is not None:
+        body["ids"] = list(ids)
+    else:
+        body["all"] = True
+    if limit is not None:
+        body["limit"] = limit
+    return body
+
+
+def _page_params(worker: str, state: str, throttle_key: str | None, page_size: int,
+                 cursor: str | None) -> dict[str, str]:
+    params = {"worker": worker, "state": state, "limit": str(page_size)}
+    if throttle_key is not None:
+        params["throttleKey"] = throttle_key
+    if cursor is not None:
+        params["cursor"] = cursor
+    return params
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One request of a call that takes several (``wait``, the bulk operations)."""
+
+    method: str
+    path: str
+    json: Any = None
+
+
+@dataclass(frozen=True)
+class _Sleep:
+    seconds: float
+
+
+_T = TypeVar("_T")
+# A call of several requests, written once for both clients: it yields what to do next and is
+# sent each request's answer (None after a sleep); its return value is the call's.
+_Steps: TypeAlias = Generator[_Call | _Sleep, httpx.Response | None, _T]
+
+
+def _answered(resp: httpx.Response | None) -> Any:
+    assert resp is not None, "a _Call is answered with its response"
+    return _answer(resp)
+
+
+def _wait_steps(job_id: str, timeout_s: float) -> _Steps[JobInfo]:
+    deadline = time.monotonic() + timeout_s
+    pause_s = WAIT_FIRST_POLL_S
+    while True:
+        job = JobInfo.from_json(_answered((yield _Call("GET", f"/job/{job_id}"))))
+        if job.finished:
+            return job
+        left_s = deadline - time.monotonic()
+        if left_s <= 0:
+            raise WaitTimeoutError(f"job {job_id!r} has not finished within {timeout_s:g} s "
+                                   f"(it is {job.state}, after {job.attempts} attempts)", job)
+        yield _Sleep(min(pause_s, left_s))
+        pause_s = min(pause_s * 2, WAIT_POLL_MAX_S)
+
+
+def _delete_one_steps(job_id: str) -> _Steps[None]:
+    """Read the job (404 unknown), refuse one that has not finished, then delete it by id."""
+    job = JobInfo.from_json(_answered((yield _Call("GET", f"/job/{job_id}"))))
+    if not job.finished:
+        raise ConflictError(f"job {job_id!r} has not finished ({job.state}): cancel it first")
+    body = {"worker": job.worker, "state": job.state, "ids": [job_id]}
+    answer = _answered((yield _Call("POST", "/jobs/delete", body)))
+    for skipped in answer.get("skipped") or ():
+        reason = skipped.get("reason", "skipped")
+        error = NotFoundError if reason == "not found" else ConflictError
+        raise error(f"job {job_id!r} was not deleted: {reason}")
+
+
+def _bulk_steps(kind: Literal["retry", "delete"], body: dict[str, Any]) -> _Steps[int]:
+    """POST /jobs/{kind}, then (when it goes on in the background) its operation until done."""
+    count = "retried" if kind == "retry" else "deleted"
+    answer = _answered((yield _Call("POST", f"/jobs/{kind}", body)))
+    while not answer.get("done", True):
+        yield _Sleep(OPERATION_POLL_S)
+        answer = _answered((yield _Call("GET", f"/operations/{answer['operation']}")))
+    if answer.get("error"):
+        raise OperationFailedError(f"{kind} of {body['worker']}'s {body['state']} jobs stopped after "
+                                   f"{answer.get(count, 0)}: {answer['error']}",
+                                   operation=answer.get("operation"), done=answer.get(count, 0))
+    return int(answer.get(count, 0))
+
+
 # Errors after which the request may have reached the coordinator (it was sent, or being
 # sent, when the answer failed to come). The others (ConnectError, ConnectTimeout,
 # PoolTimeout, ...) happen before anything is sent.
@@ -282,11 +455,25 @@ class Client:
         self.timeout_s = timeout_s
         self._http = httpx.Client(transport=transport, **_client_settings(base_url, token, timeout_s))
 
-    def _request(self, method: str, path: str, json: Any = None) -> httpx.Response:
+    def _request(self, method: str, path: str, json: Any = None,
+                 params: Mapping[str, str] | None = None) -> httpx.Response:
         try:
-            return self._http.request(method, path, json=json)
+            return self._http.request(method, path, json=json, params=params)
         except httpx.TransportError as e:
             raise _transport_error(self.base_url, self.timeout_s, method, path, json, e) from e
+
+    def _run(self, steps: _Steps[_T]) -> _T:
+        reply: httpx.Response | None = None
+        try:
+            while True:
+                step = steps.send(reply)
+                if isinstance(step, _Sleep):
+                    time.sleep(step.seconds)
+                    reply = None
+                else:
+                    reply = self._request(step.method, step.path, step.json)
+        except StopIteration as finished:
+            return finished.value  # type: ignore[no-any-return]
 
     @overload
     def enqueue(self, worker: str, args: Any = None, *, cron: None = None, **options: Any) -> JobInfo: ...
@@ -310,6 +497,73 @@ class Client:
     def cancel(self, job_id: str) -> JobInfo:
         return JobInfo.from_json(_answer(self._request("DELETE", f"/job/{job_id}")))
 
+    def wait(self, job_id: str, timeout_s: float | timedelta = 60.0) -> JobInfo:
+        """The job once it has finished (succeeded, dead or cancelled), read every 50 ms at
+        first and at most every 0.5 s; ``WaitTimeoutError`` when it has not within ``timeout_s``."""
+        return self._run(_wait_steps(job_id, _seconds(timeout_s)))
+
+    def list_jobs(self, worker: str, state: str, throttle_key: str | None = None,
+                  page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[JobInfo]:
+        """Every job of ``worker`` in ``state`` (only ``throttle_key``'s, when given): newest
+        first for finished states, soonest first for waiting ones, fetched ``page_size`` (1 to
+        1000) at a time as the iteration goes."""
+        cursor: str | None = None
+        while True:
+            params = _page_params(worker, state, throttle_key, page_size, cursor)
+            page = _answer(self._request("GET", "/jobs", params=params))
+            yield from (JobInfo.from_json(job) for job in page["jobs"])
+            cursor = page.get("next")
+            if cursor is None:
+                return
+
+    def retry(self, job_id: str, *, args: Any = UNCHANGED, run_at: datetime | float | str | None = None,
+              delay: float | timedelta | None = None) -> JobInfo:
+        """Run a dead or cancelled job again (now, or at ``run_at`` / after ``delay``), its
+        attempts counted from 0, with new ``args`` when given. ``ConflictError`` for a job
+        that is not dead or cancelled."""
+        body = _retry_body(args, run_at, delay)
+        return JobInfo.from_json(_answer(self._request("POST", f"/job/{job_id}/retry", body)))
+
+    def retry_many(self, worker: str, state: str = "dead", ids: Sequence[str] | None = None, all: bool = False,
+                   limit: int | None = None, *, args: Any = UNCHANGED, run_at: datetime | float | str | None = None,
+                   delay: float | timedelta | None = None) -> int:
+        """Retry the worker's jobs in ``state`` ("dead" or "cancelled") named by ``ids``, or
+        ``all`` of them (at most ``limit``), as ``retry`` does each; waits until the server
+        has done them all and answers how many it retried (ids not found or not in that
+        state are skipped)."""
+        body = {**_bulk_body(worker, state, ids, all, limit), **(_retry_body(args, run_at, delay) or {})}
+        return self._run(_bulk_steps("retry", body))
+
+    def delete(self, job_id: str) -> None:
+        """Delete a finished job now, before its retention ends. ``NotFoundError`` unknown,
+        ``ConflictError`` a job that has not finished (cancel it first)."""
+        self._run(_delete_one_steps(job_id))
+
+    def delete_many(self, worker: str, state: str, ids: Sequence[str] | None = None, all: bool = False,
+                    limit: int | None = None) -> int:
+        """Delete the worker's finished jobs in ``state`` (succeeded, dead or cancelled) named
+        by ``ids``, or ``all`` of them (at most ``limit``); answers how many, once done."""
+        return self._run(_bulk_steps("delete", _bulk_body(worker, state, ids, all, limit)))
+
+    def get_schedule(self, schedule_id: str) -> ScheduleInfo:
+        return ScheduleInfo.from_json(_answer(self._request("GET", f"/schedule/{schedule_id}")))
+
+    def list_schedules(self, worker: str | None = None) -> list[ScheduleInfo]:
+        """Every schedule (of ``worker``, when given)."""
+        params = {"worker": worker} if worker is not None else None
+        data = _answer(self._request("GET", "/schedules", params=params))
+        return [ScheduleInfo.from_json(s) for s in data["schedules"]]
+
+    def pause_schedule(self, schedule_id: str) -> ScheduleInfo:
+        return ScheduleInfo.from_json(_answer(self._request("POST", f"/schedule/{schedule_id}/pause")))
+
+    def resume_schedule(self, schedule_id: str) -> ScheduleInfo:
+        return ScheduleInfo.from_json(_answer(self._request("POST", f"/schedule/{schedule_id}/resume")))
+
+    def delete_schedule(self, schedule_id: str) -> ScheduleInfo:
+        """Delete a schedule (the jobs it created stay); answers it as it was."""
+        return ScheduleInfo.from_json(_answer(self._request("DELETE", f"/schedule/{schedule_id}")))
+
     def health(self) -> dict[str, Any]:
         return dict(_answer(self._request("GET", "/health")))
 
@@ -332,11 +586,25 @@ class AsyncClient:
         self.timeout_s = timeout_s
         self._http = httpx.AsyncClient(transport=transport, **_client_settings(base_url, token, timeout_s))
 
-    async def _request(self, method: str, path: str, json: Any = None) -> httpx.Response:
+    async def _request(self, method: str, path: str, json: Any = None,
+                       params: Mapping[str, str] | None = None) -> httpx.Response:
         try:
-            return await self._http.request(method, path, json=json)
+            return await self._http.request(method, path, json=json, params=params)
         except httpx.TransportError as e:
             raise _transport_error(self.base_url, self.timeout_s, method, path, json, e) from e
+
+    async def _run(self, steps: _Steps[_T]) -> _T:
+        reply: httpx.Response | None = None
+        try:
+            while True:
+                step = steps.send(reply)
+                if isinstance(step, _Sleep):
+                    await asyncio.sleep(step.seconds)
+                    reply = None
+                else:
+                    reply = await self._request(step.method, step.path, step.json)
+        except StopIteration as finished:
+            return finished.value  # type: ignore[no-any-return]
 
     @overload
     async def enqueue(self, worker: str, args: Any = None, *, cron: None = None, **options: Any) -> JobInfo: ...
@@ -356,6 +624,56 @@ class AsyncClient:
 
     async def cancel(self, job_id: str) -> JobInfo:
         return JobInfo.from_json(_answer(await self._request("DELETE", f"/job/{job_id}")))
+
+    async def wait(self, job_id: str, timeout_s: float | timedelta = 60.0) -> JobInfo:
+        return await self._run(_wait_steps(job_id, _seconds(timeout_s)))
+
+    async def list_jobs(self, worker: str, state: str, throttle_key: str | None = None,
+                        page_size: int = DEFAULT_PAGE_SIZE) -> AsyncIterator[JobInfo]:
+        cursor: str | None = None
+        while True:
+            params = _page_params(worker, state, throttle_key, page_size, cursor)
+            page = _answer(await self._request("GET", "/jobs", params=params))
+            for job in page["jobs"]:
+                yield JobInfo.from_json(job)
+            cursor = page.get("next")
+            if cursor is None:
+                return
+
+    async def retry(self, job_id: str, *, args: Any = UNCHANGED, run_at: datetime | float | str | None = None,
+                    delay: float | timedelta | None = None) -> JobInfo:
+        body = _retry_body(args, run_at, delay)
+        return JobInfo.from_json(_answer(await self._request("POST", f"/job/{job_id}/retry", body)))
+
+    async def retry_many(self, worker: str, state: str = "dead", ids: Sequence[str] | None = None,
+                         all: bool = False, limit: int | None = None, *, args: Any = UNCHANGED,
+                         run_at: datetime | float | str | None = None, delay: float | timedelta | None = None) -> int:
+        body = {**_bulk_body(worker, state, ids, all, limit), **(_retry_body(args, run_at, delay) or {})}
+        return await self._run(_bulk_steps("retry", body))
+
+    async def delete(self, job_id: str) -> None:
+        await self._run(_delete_one_steps(job_id))
+
+    async def delete_many(self, worker: str, state: str, ids: Sequence[str] | None = None, all: bool = False,
+                          limit: int | None = None) -> int:
+        return await self._run(_bulk_steps("delete", _bulk_body(worker, state, ids, all, limit)))
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleInfo:
+        return ScheduleInfo.from_json(_answer(await self._request("GET", f"/schedule/{schedule_id}")))
+
+    async def list_schedules(self, worker: str | None = None) -> list[ScheduleInfo]:
+        params = {"worker": worker} if worker is not None else None
+        data = _answer(await self._request("GET", "/schedules", params=params))
+        return [ScheduleInfo.from_json(s) for s in data["schedules"]]
+
+    async def pause_schedule(self, schedule_id: str) -> ScheduleInfo:
+        return ScheduleInfo.from_json(_answer(await self._request("POST", f"/schedule/{schedule_id}/pause")))
+
+    async def resume_schedule(self, schedule_id: str) -> ScheduleInfo:
+        return ScheduleInfo.from_json(_answer(await self._request("POST", f"/schedule/{schedule_id}/resume")))
+
+    async def delete_schedule(self, schedule_id: str) -> ScheduleInfo:
+        return ScheduleInfo.from_json(_answer(await self._request("DELETE", f"/schedule/{schedule_id}")))
 
     async def health(self) -> dict[str, Any]:
         return dict(_answer(await self._request("GET", "/health")))
