@@ -19,6 +19,7 @@ from .dispatch import Dispatcher, Observer
 from .embedded import EMBEDDED_WARNING
 from .engine import REDIS_OUTAGE_ERRORS, Engine, Reaped
 from .errors import RedisqError
+from .events import EventFeed
 from .limits import Limits
 from .operations import Operations
 from .poller import Poller
@@ -80,6 +81,7 @@ class Coordinator:
         self.poller: Poller | None = None
         self.ticker: Ticker | None = None
         self.wakeups = Wakeups(redis)
+        self.events = EventFeed(redis, config.workers)  # GET /events: one reader for every client
 
     async def start(self, dispatch: bool = True) -> None:
         if not self.embedded:
@@ -149,6 +151,7 @@ class Coordinator:
                 raise StartupFailed(f"redis at {url} refused to give the shared secret: {e}") from e
 
     async def stop(self) -> None:
+        await self.events.stop()  # open event streams end first: none holds the stop up
         await self.operations.stop()
         if self.ticker is not None:
             await self.ticker.stop()
