@@ -15,6 +15,7 @@ from redis import exceptions as redis_errors
 from .config import Config
 from .connection import RedisClient, client_for
 from .connection import connect as connect  # noqa: PLC0414 - kept where bench and tests import it
+from .dead_letters import DeadLetters
 from .dispatch import Dispatcher, Observer
 from .embedded import EMBEDDED_WARNING
 from .engine import REDIS_OUTAGE_ERRORS, Engine, Reaped
@@ -80,6 +81,7 @@ class Coordinator:
         self.dispatcher: Dispatcher | None = None
         self.poller: Poller | None = None
         self.ticker: Ticker | None = None
+        self.dead_letters: DeadLetters | None = None
         self.wakeups = Wakeups(redis)
         self.events = EventFeed(redis, config.workers)  # GET /events: one reader for every client
 
@@ -101,6 +103,8 @@ class Coordinator:
         self.ticker = Ticker(self.engine, self.config)
         self.wakeups.subscribe(Event.SCHEDULE_CHANGED, self.ticker.wake)
         await self.ticker.start()
+        self.dead_letters = DeadLetters(self.engine, self.config, self.signing_key, self.signals)
+        await self.dead_letters.start()  # on_dead callbacks: their own tasks and HTTP client
 
     async def announce(self, listen: str) -> None:
         """The start-up summary (``Signals.started``), with each worker's live limits as Redis
@@ -159,6 +163,8 @@ class Coordinator:
             await self.dispatcher.stop(self.config.shutdown_grace_s)
         if self.poller is not None:
             await self.poller.stop()
+        if self.dead_letters is not None:
+            await self.dead_letters.stop()
         await self.redis.aclose()
 
     # -- wake-ups (wakeups.py): what the API and the loops tell the dispatcher and the ticker --
