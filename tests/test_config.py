@@ -66,6 +66,13 @@ def test_defaults_without_a_file():
     assert config == Config() and config.workers == {}
 
 
+def test_on_dead_is_a_worker_s_dead_letter_url_and_absent_by_default():
+    config = parse('[workers.a]\nurl = "http://x/a"\non_dead = "https://ops.example.com/dead"\n'
+                   '[workers.b]\nurl = "http://x/b"\n')
+    assert config.workers["a"].on_dead == "https://ops.example.com/dead"
+    assert config.workers["b"].on_dead is None
+
+
 def test_burst_defaults_to_the_rate_but_at_least_one():
     config = parse('[workers.a]\nurl = "http://x/a"\nrate = 5\n[workers.b]\nurl = "http://x/b"\nrate = 0.5\n')
     assert config.workers["a"].bucket_size == 5.0 and config.workers["b"].bucket_size == 1.0
@@ -108,6 +115,9 @@ def test_cancelled_retention_defaults_to_dead_retention():
      "workers.send-email.permanent_statuses", "from 400 to 599"),
     ('[workers.send-email]\nurl = "http://x"\npermanent_statuses = [true]\n',
      "workers.send-email.permanent_statuses", "from 400 to 599"),
+    ('[workers.send-email]\nurl = "http://x"\non_dead = "ftp://x"\n', "workers.send-email.on_dead",
+     "must be an http:// or https:// URL, got 'ftp://x'"),
+    ('[workers.send-email]\nurl = "http://x"\non_dead = 5\n', "workers.send-email.on_dead", "must be a string"),
     ('workers = 3\n', "workers", "must be a table"),
     ('[workers]\nsend-email = 3\n', "workers.send-email", "must be a table"),
     ('colour = "blue"\n', "colour", "unknown setting"),

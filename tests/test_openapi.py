@@ -317,6 +317,9 @@ async def test_every_answer_of_an_operators_and_a_workers_session_validates_agai
         check("GET", "/operations/{operation}", await c.get(f"/operations/{deleted['operation']}"), 200)
         check("GET", "/operations/{operation}", await c.get(f"/operations/{WORKER}:abc123"), 404)
         check("GET", "/metrics", await c.get("/metrics"), 200)
+        # the event stream's 422s (its 200 never ends: test_openapi_schemathesis.py reads its headers)
+        check("GET", "/events", await c.get("/events", params={"worker": "nobody"}), 422)
+        check("GET", "/events", await c.get("/events", headers={"Last-Event-ID": "nope"}), 422)
     # every route was answered at least once, with a status its entry lists
     assert {(method, path) for method, path, _ in check.seen} == routed_operations(app_module.routes)
 

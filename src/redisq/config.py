@@ -67,6 +67,7 @@ class WorkerConfig:
     backoff: Backoff = field(default_factory=Backoff)
     retention: Retention = field(default_factory=Retention)
     permanent_statuses: frozenset[int] = DEFAULT_PERMANENT_STATUSES  # answers that make the job dead
+    on_dead: str | None = None  # POSTed the job when one of this worker's jobs dies (dead_letters.py)
 
     @property
     def bucket_size(self) -> float | None:
@@ -214,7 +215,8 @@ def parse_worker(source: str, name: str, table: Mapping[str, Any]) -> WorkerConf
     if not isinstance(table, Mapping):
         raise _fail(source, path, "must be a table")
     r = _Reader(source, table, path, {"url", "rate", "burst", "concurrency", "total_rate", "total_burst", "timeout",
-                                          "max_attempts", "backoff", "retention", "permanent_statuses"})
+                                          "max_attempts", "backoff", "retention", "permanent_statuses",
+                                          "on_dead"})
     url = _url(source, f"{path}.url", r.text("url", None))
     if url is None:
         raise _fail(source, f"{path}.url", "is required")
@@ -253,6 +255,7 @@ def parse_worker(source: str, name: str, table: Mapping[str, Any]) -> WorkerConf
         backoff=backoff,
         retention=retention,
         permanent_statuses=r.statuses("permanent_statuses", DEFAULT_PERMANENT_STATUSES),
+        on_dead=_url(source, f"{path}.on_dead", r.text("on_dead", None)),
     )
 
 

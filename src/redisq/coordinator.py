@@ -15,10 +15,12 @@ from redis import exceptions as redis_errors
 from .config import Config
 from .connection import RedisClient, client_for
 from .connection import connect as connect  # noqa: PLC0414 - kept where bench and tests import it
+from .dead_letters import DeadLetters
 from .dispatch import Dispatcher, Observer
 from .embedded import EMBEDDED_WARNING
 from .engine import REDIS_OUTAGE_ERRORS, Engine, Reaped
 from .errors import RedisqError
+from .events import EventFeed
 from .limits import Limits
 from .operations import Operations
 from .poller import Poller
@@ -79,7 +81,9 @@ class Coordinator:
         self.dispatcher: Dispatcher | None = None
         self.poller: Poller | None = None
         self.ticker: Ticker | None = None
+        self.dead_letters: DeadLetters | None = None
         self.wakeups = Wakeups(redis)
+        self.events = EventFeed(redis, config.workers)  # GET /events: one reader for every client
 
     async def start(self, dispatch: bool = True) -> None:
         if not self.embedded:
@@ -99,6 +103,8 @@ class Coordinator:
         self.ticker = Ticker(self.engine, self.config)
         self.wakeups.subscribe(Event.SCHEDULE_CHANGED, self.ticker.wake)
         await self.ticker.start()
+        self.dead_letters = DeadLetters(self.engine, self.config, self.signing_key, self.signals)
+        await self.dead_letters.start()  # on_dead callbacks: their own tasks and HTTP client
 
     async def announce(self, listen: str) -> None:
         """The start-up summary (``Signals.started``), with each worker's live limits as Redis
@@ -149,6 +155,7 @@ class Coordinator:
                 raise StartupFailed(f"redis at {url} refused to give the shared secret: {e}") from e
 
     async def stop(self) -> None:
+        await self.events.stop()  # open event streams end first: none holds the stop up
         await self.operations.stop()
         if self.ticker is not None:
             await self.ticker.stop()
@@ -156,6 +163,8 @@ class Coordinator:
             await self.dispatcher.stop(self.config.shutdown_grace_s)
         if self.poller is not None:
             await self.poller.stop()
+        if self.dead_letters is not None:
+            await self.dead_letters.stop()
         await self.redis.aclose()
 
     # -- wake-ups (wakeups.py): what the API and the loops tell the dispatcher and the ticker --

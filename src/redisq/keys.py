@@ -54,6 +54,9 @@ from dataclasses import dataclass
 PREFIX = "redisq"
 WAKE_CHANNEL = f"{PREFIX}:wake"
 SHARED_SECRET_KEY = f"{PREFIX}:secret"
+# The consumer group on each event stream of a worker with ``on_dead``: its coordinators
+# share the deaths to call back, each entry to one of them (dead_letters.py).
+DEAD_LETTER_GROUP = f"{PREFIX}:on-dead"
 
 WORKER_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
 TICK_MARK = "@"  # between a schedule's suffix and the tick's time, in the suffix of a tick's job

@@ -98,6 +98,7 @@ def _server(config: uvicorn.Config, coordinator: Coordinator, failures: list[str
             await coordinator.announce(f"http://{host}:{settings.port}")
 
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            coordinator.events.close()  # end the open event streams, or uvicorn waits for them
             try:
                 await super().shutdown(sockets)
             finally:

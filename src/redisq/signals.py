@@ -8,6 +8,7 @@ poller, the engine's outage clock and the API report here, and nowhere else.
       outcome, ...)                              a back-pressure pause: INFO or WARNING line),
                                                  "dead" (WARNING line); other words count nothing
     leases_reaped(worker, reaped)              the poller failed attempts whose lease ran out
+    dead_letter_failed(worker, job_id, ...)    an on_dead callback was given up (WARNING)
     redis_lost(), redis_back()                 WARNING, then INFO, once per outage
     limits_changed(worker, before, after, by)  PATCH /workers/NAME, pause, resume (INFO)
     started(...)                               the start-up summary (INFO)
@@ -139,6 +140,12 @@ class Signals:
         self.metrics.of(worker).reaped.inc(len(reaped.ended))
         for ended in reaped.ended:
             self.attempt_ended(worker, ended.job_id, ended.attempt, ended.outcome, error="timed out")
+
+    def dead_letter_failed(self, worker: str, job_id: str, url: str, attempts: int, error: str) -> None:
+        """The ``on_dead`` callback of a dead job was tried ``attempts`` times and given up."""
+        event_line(log, logging.WARNING, "dead_letter_failed",
+                   f"{job_id}: on_dead callback to {url} given up after {attempts} attempts; last error: "
+                   f"{error or 'none given'}", worker=worker, job=job_id, url=url, attempts=attempts, error=error)
 
     # -- Redis -----------------------------------------------------------------------------
     def redis_changed(self, reachable: bool) -> None:

@@ -148,7 +148,10 @@ PATH_PARAMS: dict[str, dict[str, st.SearchStrategy[str]]] = {
     "/job/{id}/retry": {"id": job_ids},
     "/operations/{operation}": {"operation": mostly(st.builds(lambda t: f"{WORKER}:{t}", texts), texts, tenths=5)},
 }
-ROUTES = sorted(routed_operations(routes))  # the static files of /docs are no route of their own
+# GET /events answers a stream that never ends, and httpx's ASGITransport reads an answer
+# whole: it is left out here, and tests/test_events.py covers its parameters over real HTTP.
+STREAMING = {("GET", "/events")}
+ROUTES = sorted(routed_operations(routes) - STREAMING)  # the static files of /docs are no route of their own
 
 
 @dataclass(frozen=True)

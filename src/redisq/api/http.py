@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..coordinator import Coordinator
-from ..errors import BadRequestError, PayloadTooLargeError, RedisqError
+from ..errors import BadRequestError, PayloadTooLargeError, RedisqError, ValidationError, shown
 from ..model import Job
 
 log = logging.getLogger("redisq.api")
@@ -40,6 +41,23 @@ async def read_json(request: Request, limit: int) -> Any:
         raise BadRequestError(f"request body is not valid JSON: {e}") from None
     except RecursionError:
         raise BadRequestError("request body is nested too deeply") from None
+
+
+def query_of(request: Request, known: tuple[str, ...]) -> Mapping[str, str]:
+    """The request's query parameters; 422 naming the first one not in ``known``."""
+    query = request.query_params
+    unknown = [name for name in query if name not in known]
+    if unknown:
+        raise ValidationError(f"{unknown[0]}: unknown parameter (expected {', '.join(known)})", field=unknown[0])
+    return query
+
+
+def known_worker(coordinator: Coordinator, name: str, field: str = "worker") -> str:
+    """``name`` when it is a configured worker; else 422 naming ``field`` and the known ones."""
+    if name not in coordinator.config.workers:
+        known = ", ".join(sorted(coordinator.config.workers)) or "none are configured"
+        raise ValidationError(f"{field}: unknown worker {shown(name)} (known: {known})", field=field)
+    return name
 
 
 def job_response(job: Job, status_code: int = 200) -> Response:

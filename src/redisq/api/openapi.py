@@ -352,15 +352,17 @@ OPERATIONS: tuple[Operation, ...] = (
             "retried": COUNT, "deleted": COUNT, "total": or_null(COUNT), "done": BOOLEAN, "error": or_null(STRING),
             "skipped": SKIPPED}, optional=("retried", "deleted", "skipped"))),
         404: error("No such operation (they are kept for an hour)")}),
-    Operation("GET", "/events", "State changes as server-sent events", {
-        200: Answer("`event: job`, `id: <stream id>`, data {worker, id, state, attempt, at}", STRING,
-                    "text/event-stream")},
-        parameters=(Parameter("worker", "Only this worker's events"),
-                    Parameter("Last-Event-ID", "Resume after this event", where="header"))),
+    Operation("GET", "/events", "Every job's state changes as server-sent events", {
+        200: Answer("A stream that does not end: `id: <worker>/<stream id>`, `event: job`, `data: {worker, id, "
+                    "state, attempt, at}` per state change, a comment line every 15 s", STRING, "text/event-stream"),
+        422: error("An unknown worker or parameter, or an event id this feed did not send")}, parameters=(
+        Parameter("worker", "Only this worker's events", WORKER_NAME),
+        Parameter("Last-Event-ID", "Resume after this event: the id of the last one received", where="header"),
+        Parameter("lastEventId", "The same, for a client that cannot set headers (the header wins)"))),
     Operation("GET", "/metrics", "Prometheus metrics", {
         200: Answer("The Prometheus text format", STRING, "text/plain")}),
 )
-PLANNED: frozenset[tuple[str, str]] = frozenset({("GET", "/events")})
+PLANNED: frozenset[tuple[str, str]] = frozenset()
 
 
 # -- the document ------------------------------------------------------------------------------

@@ -1,0 +1,369 @@
+"""The event feed: every job's state changes, read from the workers' event streams by one
+reader per coordinator and fanned out to each connected client (``GET /events``).
+
+The scripts that change a job's state add ``job``, ``state`` and ``attempt`` to the
+worker's stream (``moved()`` in lua/includes/jobs.lua; ``WorkerKeys.events``, about the
+last 10,000 entries kept). The stream id is Redis's clock: ``<ms>-<seq>``.
+
+One reader (``EventFeed``) holds one XREAD BLOCK over all the workers' streams at a time,
+whatever the number of clients: it starts with the first client and stops with the last
+(or at ``close``). Each client (``Subscription``) has a bounded queue; a client whose
+queue is full is dropped (its stream ends) and reconnects with ``Last-Event-ID``. The
+embedded store (fakeredis) runs XREAD BLOCK as Redis does (it wakes on an XADD made by a
+script), so both stores use the same reader.
+
+**Order and resuming.** Events are sent in *feed order*: by the millisecond of their
+stream id, then by worker name, then by the id's sequence. An event is sent only once its
+millisecond has passed on Redis's clock (TIME, read in the same round trip as the XREAD or
+XRANGE): by then no other event of that millisecond can still be written, so feed order is
+also the order of sending, and every client sees the same order. An event's id is
+``<worker>/<stream id>``, so a client that sends it back (``Last-Event-ID``) gets exactly
+the events after it in that order: its worker's events after that id, and each other
+worker's from that millisecond on (a worker that sorts later) or after it (one that sorts
+before). They are read from the backlog (XRANGE, a page at a time, all streams in one
+MULTI) before live events; a live event the backlog already sent is dropped by its stream
+position. What a client can still miss: the events a stream trimmed before it came back
+(more than about 10,000 events of one worker behind); and the order is only as good as
+Redis's clock (an event whose millisecond is ahead of the clock, after the clock went back,
+is sent at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.typing import KeyT, StreamIdT
+
+from .connection import RedisClient
+from .engine import redis_errors_mapped
+from .errors import RedisqError, UnavailableError, ValidationError
+from .keys import WORKER_NAME_RE, WorkerKeys, job_id
+from .loops import OutageBackoff
+from .model import iso_from_ms
+
+log = logging.getLogger("redisq.events")
+
+READ_COUNT = 500  # entries one XREAD takes of each stream
+READ_BLOCK_MS = 500  # how long one XREAD waits for an entry: below the client's 1 s command timeout
+BACKLOG_PAGE = 1000  # entries one XRANGE of the backlog takes of each stream
+QUEUE_EVENTS = 10_000  # events waiting for one client; one more and the client is dropped
+KEEP_ALIVE_S = 15.0  # a comment line this often on a quiet stream
+RECONNECT_MS = 1000  # the `retry:` an EventSource waits before it reconnects
+STOP_WAIT_S = 2.0  # how long stop() waits for the reader's XREAD to return
+HELD_BACK_S = 0.001  # the wait before reading again the events of a millisecond not yet over
+MAX_SEQ = 2**64 - 1
+STREAM_ID_RE = re.compile(r"^(\d{1,20})-(\d{1,20})\Z")
+
+Position = tuple[int, int]  # a stream id (ms, seq): the feed reads the entries after it
+
+
+def text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One state change of one job, as a stream entry holds it."""
+
+    worker: str
+    ms: int
+    seq: int
+    suffix: str
+    state: str
+    attempt: int
+
+    @classmethod
+    def from_entry(cls, worker: str, entry_id: Any, fields: Mapping[Any, Any]) -> Event:
+        ms, _, seq = text(entry_id).partition("-")
+        values = {text(k): text(v) for k, v in fields.items()}
+        return cls(worker, int(ms), int(seq), values.get("job", ""), values.get("state", ""),
+                   int(values.get("attempt") or 0))
+
+    @property
+    def position(self) -> Position:
+        return self.ms, self.seq
+
+    @property
+    def order(self) -> tuple[int, str, int]:
+        """Its place in feed order: the millisecond, the worker's name, the sequence."""
+        return self.ms, self.worker, self.seq
+
+    @property
+    def event_id(self) -> str:
+        return f"{self.worker}/{self.ms}-{self.seq}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"worker": self.worker, "id": job_id(self.worker, self.suffix), "state": self.state,
+                "attempt": self.attempt, "at": iso_from_ms(self.ms)}
+
+    def sse(self) -> str:
+        """The event as server-sent events write it."""
+        return f"id: {self.event_id}\nevent: job\ndata: {json.dumps(self.to_json(), separators=(',', ':'))}\n\n"
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a client's ``Last-Event-ID`` left off: an event of ``worker`` at stream id (ms, seq)."""
+
+    worker: str
+    ms: int
+    seq: int
+
+    @classmethod
+    def parse(cls, last_event_id: str, field: str) -> ResumePoint:
+        worker, sep, stream_id = last_event_id.strip().rpartition("/")
+        match = STREAM_ID_RE.match(stream_id)
+        if not sep or not WORKER_NAME_RE.match(worker) or match is None:
+            raise ValidationError(f"{field} must be an event id this feed sent (<worker>/<ms>-<seq>), got "
+                                  f"{last_event_id[:80]!r}", field=field)
+        ms, seq = int(match.group(1)), int(match.group(2))
+        if ms > MAX_SEQ or seq > MAX_SEQ:
+            raise ValidationError(f"{field} names a stream id beyond Redis's", field=field)
+        return cls(worker, ms, seq)
+
+    def after_in(self, worker: str) -> Position:
+        """The position in ``worker``'s stream after which feed order goes on: after this
+        id in its own stream; after its millisecond for a worker that sorts before it, and
+        from its millisecond for one that sorts after."""
+        if worker == self.worker:
+            return self.ms, self.seq
+        if worker < self.worker:
+            return self.ms, MAX_SEQ
+        return (self.ms - 1, MAX_SEQ) if self.ms > 0 else (0, 0)
+
+
+def range_start(after: Position) -> str:
+    """XRANGE's start for the entries after ``after`` (exclusive; Redis refuses ``(`` before
+    the largest sequence, so that one is the next ms, inclusive)."""
+    ms, seq = after
+    return f"{ms + 1}-0" if seq == MAX_SEQ else f"({ms}-{seq}"
+
+
+def in_feed_order(batches: Mapping[str, Sequence[Event]], page: int, now_ms: int) -> list[Event]:
+    """The events of several streams' reads that can be sent, in feed order: those of the
+    milliseconds before ``now_ms`` (Redis's clock when they were read: no other event of
+    those can still come), up to where every stream is known to be complete (a stream that
+    filled its ``page`` may hold more before a later event of another). The rest are read
+    again next time."""
+    events = sorted((event for batch in batches.values() for event in batch if event.ms != now_ms),
+                    key=lambda e: e.order)
+    full = [batch[-1].order for batch in batches.values() if len(batch) >= page]
+    if not full:
+        return events
+    horizon = min(full)
+    return [event for event in events if event.order <= horizon]
+
+
+def redis_ms(reply: Any) -> int:
+    """TIME's answer (seconds, microseconds) in ms."""
+    seconds, micros = reply
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def stream_entries(reply: Any) -> Iterable[tuple[Any, Sequence[Any]]]:
+    """(stream key, entries) of an XREAD reply (a list in RESP2, a map in RESP3)."""
+    if not reply:
+        return ()
+    if isinstance(reply, Mapping):
+        return [(key, value[0] if value and isinstance(value[0], list) else value) for key, value in reply.items()]
+    return [(key, entries) for key, entries in reply]
+
+
+class Subscription:
+    """One client's view of the feed: the workers it follows, its bounded queue, and its
+    place in each stream once it resumed (so no live event repeats one of its backlog)."""
+
+    def __init__(self, feed: EventFeed, workers: Sequence[str], resume: ResumePoint | None):
+        self.feed = feed
+        self.workers = frozenset(workers)
+        self.every_worker = self.workers == frozenset(feed.workers)
+        self.resume = resume
+        self.positions: dict[str, Position] = (
+            {worker: resume.after_in(worker) for worker in workers} if resume is not None else {})
+        self._queue: deque[Event] = deque()
+        self._wake = asyncio.Event()
+        self.ended = False
+        self.dropped = False
+
+    def offer(self, events: Sequence[Event]) -> None:
+        """Live events from the reader (in feed order); a client that has fallen
+        ``QUEUE_EVENTS`` behind is dropped."""
+        if self.ended:
+            return
+        mine = events if self.every_worker else [e for e in events if e.worker in self.workers]
+        if not mine:
+            return
+        if len(self._queue) + len(mine) > QUEUE_EVENTS:
+            self.dropped = True
+            log.info("an event stream fell %d events behind and was ended (its client reconnects with "
+                     "Last-Event-ID)", QUEUE_EVENTS)
+            self.feed.unsubscribe(self)
+            return
+        self._queue.extend(mine)
+        self._wake.set()
+
+    def end(self) -> None:
+        self.ended = True
+        self._queue.clear()
+        self._wake.set()
+
+    def _unseen(self, events: Iterable[Event]) -> list[Event]:
+        """The events after this client's place in their streams; moves it on."""
+        fresh = []
+        for event in events:
+            if self.positions and event.position <= self.positions.get(event.worker, (-1, 0)):
+                continue
+            if self.positions:
+                self.positions[event.worker] = event.position
+            fresh.append(event)
+        return fresh
+
+    async def lines(self) -> AsyncIterator[str]:
+        """The response body: the backlog after the resume point, then live events, with a
+        comment line every ``KEEP_ALIVE_S`` while nothing happens."""
+        try:
+            yield f"retry: {RECONNECT_MS}\n\n"
+            if self.resume is not None:
+                async for chunk in self._backlog():
+                    yield chunk
+            while not self.ended:
+                if not self._queue:
+                    self._wake.clear()
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), KEEP_ALIVE_S)
+                    except TimeoutError:
+                        yield ": keep-alive\n\n"
+                    continue
+                events = list(self._queue)
+                self._queue.clear()
+                fresh = self._unseen(events)
+                if fresh:
+                    yield "".join(event.sse() for event in fresh)
+        except RedisqError as e:  # the backlog could not be read: the client comes back later
+            yield f": {e.message}; reconnect with Last-Event-ID\n\n"
+        finally:
+            self.feed.unsubscribe(self)
+
+    async def _backlog(self) -> AsyncIterator[str]:
+        """The events after the resume point that the streams still hold, a page at a time."""
+        while not self.ended:
+            batches, now_ms = await self.feed.read_after(self.positions, BACKLOG_PAGE)
+            events = self._unseen(in_feed_order(batches, BACKLOG_PAGE, now_ms))
+            if events:
+                yield "".join(event.sse() for event in events)
+            if all(len(batch) < BACKLOG_PAGE for batch in batches.values()):
+                return
+
+
+class EventFeed:
+    """This coordinator's one reader of the workers' event streams, and its subscribers."""
+
+    def __init__(self, redis: RedisClient, workers: Iterable[str]):
+        self.redis = redis
+        self.workers = tuple(sorted(workers))
+        self._stream_worker = {WorkerKeys(worker).events: worker for worker in self.workers}
+        self._subscribers: set[Subscription] = set()
+        self._positions: dict[str, str] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._start_lock = asyncio.Lock()
+        self._closed = False
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    @property
+    def reading(self) -> bool:
+        """Whether the reader runs (it does while any client is connected)."""
+        return self._reader is not None and not self._reader.done()
+
+    async def subscribe(self, workers: Sequence[str], resume: ResumePoint | None = None) -> Subscription:
+        """A new client of ``workers``' events; starts the reader when it is the first.
+        ``UnavailableError`` when Redis cannot be read or the coordinator is stopping."""
+        async with self._start_lock:
+            if self._closed:
+                raise UnavailableError("the coordinator is stopping")
+            if not self.reading:
+                self._positions = await self._start_positions()
+                self._reader = asyncio.create_task(self._read(), name="event-feed")
+            subscription = Subscription(self, workers, resume)
+            self._subscribers.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """The client went (or was dropped); the reader stops after its XREAD when it was the last."""
+        subscription.end()
+        self._subscribers.discard(subscription)
+
+    async def _start_positions(self) -> dict[str, str]:
+        """Where the reader starts in every stream: at the millisecond Redis is in (its
+        events are not sendable yet, so no client can have had them from the backlog)."""
+        with redis_errors_mapped():
+            now_ms = redis_ms(await self.redis.time())
+        return {key: f"{now_ms - 1}-{MAX_SEQ}" for key in self._stream_worker}
+
+    async def read_after(self, positions: Mapping[str, Position], page: int) -> tuple[dict[str, list[Event]], int]:
+        """Up to ``page`` entries of each worker's stream after its position, all read at
+        one instant (MULTI), and Redis's clock at that instant (ms)."""
+        workers = list(positions)
+        with redis_errors_mapped():
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for worker in workers:
+                    pipe.xrange(WorkerKeys(worker).events, range_start(positions[worker]), "+", count=page)
+                pipe.time()
+                *replies, now = await pipe.execute()
+        return ({worker: [Event.from_entry(worker, entry_id, fields) for entry_id, fields in entries]
+                 for worker, entries in zip(workers, replies, strict=True)}, redis_ms(now))
+
+    async def _read(self) -> None:
+        """XREAD over every stream while anyone listens, with TIME in the same round trip;
+        what can be sent (``in_feed_order``) to every subscriber. Events of the current
+        millisecond are read again a moment later. An outage backs off (clients get
+        keep-alives meanwhile) and goes on from where it was."""
+        backoff = OutageBackoff("event feed")
+        while self._subscribers and not self._closed:
+            try:
+                streams: dict[KeyT, StreamIdT] = {key: at for key, at in self._positions.items()}
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.xread(streams, count=READ_COUNT, block=READ_BLOCK_MS)
+                    pipe.time()
+                    reply, now = await pipe.execute()
+            except Exception as e:  # any failure backs off, as every loop's does
+                await backoff.failed(e)
+                continue
+            backoff.succeeded()
+            batches: dict[str, list[Event]] = {}
+            for key, entries in stream_entries(reply):
+                worker = self._stream_worker[text(key)]
+                batches[worker] = [Event.from_entry(worker, entry_id, fields) for entry_id, fields in entries]
+            events = in_feed_order(batches, READ_COUNT, redis_ms(now))
+            for event in events:
+                self._positions[WorkerKeys(event.worker).events] = f"{event.ms}-{event.seq}"
+            if events:
+                for subscription in list(self._subscribers):
+                    subscription.offer(events)
+            if len(events) < sum(len(batch) for batch in batches.values()):
+                await asyncio.sleep(HELD_BACK_S)  # the rest are of this millisecond: soon sendable
+
+    def close(self) -> None:
+        """End every open stream and refuse new ones: ``redisq serve`` calls this as its
+        shutdown starts, so no open stream holds it up."""
+        self._closed = True
+        for subscription in list(self._subscribers):
+            self.unsubscribe(subscription)
+
+    async def stop(self) -> None:
+        self.close()
+        reader = self._reader
+        if reader is None or reader.done():
+            return
+        _, pending = await asyncio.wait([reader], timeout=STOP_WAIT_S)
+        if pending:
+            reader.cancel()
