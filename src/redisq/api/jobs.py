@@ -15,7 +15,7 @@ from ..inputs import object_with
 from ..keys import THROTTLE_KEY_MAX_CHARS
 from ..model import COMPACT_JSON, JobState, parse_enqueue
 from ..operations import RERUN_FIELDS, parse_bulk, parse_rerun
-from .http import coordinator_of, job_response, read_json
+from .http import coordinator_of, job_response, known_worker, query_of, read_json
 from .schedules import save_schedule
 
 MAX_BATCH = 1000
@@ -67,15 +67,8 @@ LIST_PARAMS = ("worker", "state", "throttleKey", "limit", "cursor")
 async def list_jobs(request: Request) -> Response:
     """``GET /jobs?worker=W&state=S[&throttleKey=K][&limit=N][&cursor=C]``."""
     coordinator = coordinator_of(request)
-    query = request.query_params
-    unknown = [k for k in query if k not in LIST_PARAMS]
-    if unknown:
-        raise ValidationError(f"{unknown[0]}: unknown parameter (expected {', '.join(LIST_PARAMS)})",
-                              field=unknown[0])
-    worker = query.get("worker") or ""
-    if worker not in coordinator.config.workers:
-        known = ", ".join(sorted(coordinator.config.workers)) or "none are configured"
-        raise ValidationError(f"worker: unknown worker {shown(worker)} (known: {known})", field="worker")
+    query = query_of(request, LIST_PARAMS)
+    worker = known_worker(coordinator, query.get("worker") or "")
     states = [s.value for s in JobState]
     try:
         state = JobState(query.get("state", ""))
