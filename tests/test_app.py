@@ -28,7 +28,7 @@ async def client(engine_redis) -> AsyncIterator[httpx.AsyncClient]:
         await coordinator.stop()
 
 
-@pytest.mark.parametrize("method, path", [("GET", "/nope"), ("POST", "/job/x/y/z"), ("GET", "/")])
+@pytest.mark.parametrize("method, path", [("GET", "/nope"), ("POST", "/job/x/y/z"), ("GET", "/ui/nope")])
 async def test_a_path_no_route_has_answers_404_in_json(client, method, path):
     resp = await client.request(method, path)
     assert resp.status_code == 404

@@ -17,7 +17,7 @@ signature made with any of its keys, within 5 minutes of its own clock either wa
 API tokens: with ``api_tokens`` set, ``ApiTokenMiddleware`` asks every request for
 ``Authorization: Bearer <token>`` except those in ``OPEN_ROUTES`` (health, the
 receipt and heartbeat routes, which check their receipt token themselves, and the OpenAPI
-document with its /docs page). The name of the token a request used (``[api_tokens] ops =
+document with its /docs page, the console at /ui). The name of the token a request used (``[api_tokens] ops =
 "..."``; "" for an unnamed one) is kept in the request's scope under
 ``TOKEN_NAME_SCOPE_KEY`` (``token_name(scope)``), so the log can say who changed a limit.
 """
@@ -148,6 +148,8 @@ OPEN_ROUTES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("POST", re.compile(r"^/job/[^/]+/heartbeat\Z")),  # likewise
     ("GET", re.compile(r"^/openapi\.json\Z")),  # the API's description, no job data
     ("GET", re.compile(r"^/docs(/assets/.*)?\Z")),  # its page: a browser cannot send a token
+    ("GET", re.compile(r"^/\Z")),  # a redirect to the console
+    ("GET", re.compile(r"^/ui(/assets/.*)?\Z")),  # the console: no data; its API calls send the token
 )
 
 

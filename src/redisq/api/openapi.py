@@ -328,6 +328,10 @@ OPERATIONS: tuple[Operation, ...] = (
         200: Answer("The OpenAPI 3.1 document", {"type": "object"})}, uses_redis=False),
     Operation("GET", "/docs", "This document, rendered for a browser (Swagger UI, shipped in the package)", {
         200: Answer("An HTML page", STRING, "text/html")}, uses_redis=False),
+    Operation("GET", "/ui", "The console: workers, limits, jobs, dead jobs (its files ship in the package)", {
+        200: Answer("An HTML page", STRING, "text/html")}, uses_redis=False),
+    Operation("GET", "/", "Redirects to the console", {
+        307: Answer("To `ui`, the console")}, uses_redis=False),
     # -- finding and fixing jobs --
     Operation("GET", "/jobs", "List a worker's jobs in one state, a page at a time", {
         200: Answer("A page of jobs, the cursor of the next (null: the last), and the worker's counts", answer_schema(
