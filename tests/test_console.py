@@ -93,6 +93,9 @@ def test_dead_jobs_show_up_live_and_are_retried_from_the_page(tmp_path, clean_en
         enqueue(url, "send-email", JOBS)
         expect(dead).to_have_text(str(JOBS))  # live: from /events, without a reload
         screenshot(page, "overview")
+        page.emulate_media(color_scheme="dark")
+        screenshot(page, "overview-dark")
+        page.emulate_media(color_scheme="light")
 
         dead.get_by_role("link").click()
         jobs = page.get_by_test_id("jobs")
@@ -100,11 +103,28 @@ def test_dead_jobs_show_up_live_and_are_retried_from_the_page(tmp_path, clean_en
         expect(jobs).to_contain_text("HTTP 404")
         screenshot(page, "dead-jobs")
 
+        page.goto(f"{url}/ui#/jobs/send-email/dead?limit=2")  # pages of 2: the cursor goes on
+        seen: list[str] = []
+        for rows in (2, 2, 1):
+            expect(jobs.locator("tbody tr")).to_have_count(rows)
+            page_ids = jobs.locator("tbody tr").evaluate_all("rows => rows.map(row => row.dataset.job)")
+            assert not set(page_ids) & set(seen), (page_ids, seen)
+            seen += page_ids
+            if len(seen) < JOBS:
+                page.get_by_test_id("next-page").click()
+                expect(jobs.locator(f'tr[data-job="{page_ids[0]}"]')).to_have_count(0)
+        expect(page.get_by_test_id("next-page")).to_have_count(0)  # the last page
+        assert sorted(seen) == sorted(f"send-email:welcome-{i}" for i in range(JOBS))
+        page.goto(f"{url}/ui#/jobs/send-email/dead")
+        expect(jobs.locator("tbody tr")).to_have_count(JOBS)
+
         jobs.get_by_role("link", name="send-email:welcome-0").click()
         expect(page.get_by_test_id("state")).to_have_text("dead")
         expect(page.get_by_test_id("args")).to_contain_text('"n": 0')
         expect(page.get_by_test_id("history").locator("tbody tr")).to_have_count(2)  # 2 attempts, both 404
         expect(page.get_by_test_id("history")).to_contain_text("404")
+        finished = page.get_by_test_id("job").locator("time").nth(2)  # in the browser's zone, UTC on hover
+        assert finished.get_attribute("title").endswith(" UTC")
         screenshot(page, "job")
         page.go_back()
 

@@ -11,6 +11,7 @@ const LIMITS = [  // PATCH /workers/{name}'s fields, in the order shown
   ["totalRate", "jobs/s, all keys"], ["totalBurst", "tokens, all keys"],
 ];
 const REFRESH_DEBOUNCE_MS = 300;
+const PAGE_SIZE = 50;  // jobs per page; #/jobs/NAME/STATE?limit=N for another
 // The API's root: the page is served at <root>ui, perhaps under a proxy's prefix.
 const ROOT = location.pathname.replace(/ui\/?$/, "");
 
@@ -313,9 +314,9 @@ async function workerPage(name) {
 
 // -- jobs of a worker in a state, a page at a time -----------------------------------------
 
-async function jobsPage(name, state, cursors) {
+async function jobsPage(name, state, cursors, pageSize = PAGE_SIZE) {
   const cursor = cursors[cursors.length - 1];
-  const params = `worker=${q(name)}&state=${q(state)}&limit=50${cursor ? `&cursor=${q(cursor)}` : ""}`;
+  const params = `worker=${q(name)}&state=${q(state)}&limit=${pageSize}${cursor ? `&cursor=${q(cursor)}` : ""}`;
   const page = await get(`jobs?${params}`);
   const finished = FINISHED.includes(state);
   const rows = page.jobs.map((job) => h("tr", { "data-job": job.id },
@@ -324,7 +325,7 @@ async function jobsPage(name, state, cursors) {
     h("td", { class: "num" }, `${num(job.attempts, 0)}/${num(job.maxAttempts, 0)}`),
     h("td", {}, job.throttleKey || ""),
     h("td", { class: "error" }, job.lastError || ""),
-    h("td", {}, jobActions(job, () => jobsPage(name, state, cursors).catch(failed)))));
+    h("td", {}, jobActions(job, () => jobsPage(name, state, cursors, pageSize).catch(failed)))));
   const progress = h("p", { role: "status", "data-testid": "operation" });
   const bar = h("div", { class: "bar" });
   if (state === "dead" || state === "cancelled") {
@@ -332,11 +333,11 @@ async function jobsPage(name, state, cursors) {
       onclick: () => retryAll(name, state, progress) }, `Retry all ${num(page.counts[state], 0)} ${state}`));
   }
   if (cursors.length > 1) {
-    bar.append(h("button", { type: "button", onclick: () => jobsPage(name, state, [null]).catch(failed) }, "First page"));
+    bar.append(h("button", { type: "button", onclick: () => jobsPage(name, state, [null], pageSize).catch(failed) }, "First page"));
   }
   if (page.next) {
     bar.append(h("button", { type: "button", "data-testid": "next-page",
-      onclick: () => jobsPage(name, state, [...cursors, page.next]).catch(failed) }, "Next page"));
+      onclick: () => jobsPage(name, state, [...cursors, page.next], pageSize).catch(failed) }, "Next page"));
   }
   show(h("h1", {}, h("a", { href: `#/worker/${q(name)}` }, name), ` · ${state} jobs`),
     h("div", { class: "tabs", "data-testid": "counts" }, STATES.map((s) => h("a", {
@@ -348,7 +349,7 @@ async function jobsPage(name, state, cursors) {
         { "data-testid": "jobs" })
       : h("p", { class: "muted" }, `No ${state} job${cursor ? " on this page" : ""}.`));
   onWorkerChanged.set("jobs", (changed) => {
-    if (changed === name && !progress.textContent) jobsPage(name, state, cursors).catch(failed);
+    if (changed === name && !progress.textContent) jobsPage(name, state, cursors, pageSize).catch(failed);
   });
 }
 
@@ -422,10 +423,12 @@ async function jobPage(id) {
 
 function route() {
   onWorkerChanged.clear();
-  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  const [path, query] = location.hash.replace(/^#\/?/, "").split("?");
+  const parts = path.split("/").map(decodeURIComponent);
+  const limit = Number(new URLSearchParams(query || "").get("limit")) || PAGE_SIZE;
   let page;
   if (parts[0] === "worker" && parts[1]) page = workerPage(parts[1]);
-  else if (parts[0] === "jobs" && parts[1]) page = jobsPage(parts[1], parts[2] || "dead", [null]);
+  else if (parts[0] === "jobs" && parts[1]) page = jobsPage(parts[1], parts[2] || "dead", [null], limit);
   else if (parts[0] === "job" && parts[1]) page = jobPage(parts.slice(1).join("/"));
   else page = overview();
   page.catch(failed);
