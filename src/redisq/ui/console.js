@@ -327,6 +327,7 @@ async function jobsPage(name, state, cursors, pageSize = PAGE_SIZE) {
     h("td", { class: "error" }, job.lastError || ""),
     h("td", {}, jobActions(job, () => jobsPage(name, state, cursors, pageSize).catch(failed)))));
   const progress = h("p", { role: "status", "data-testid": "operation" });
+  if (lastOperation.page === `${name}/${state}`) progress.textContent = lastOperation.text;  // kept over redraws
   const bar = h("div", { class: "bar" });
   if (state === "dead" || state === "cancelled") {
     bar.append(h("button", { type: "button", "data-testid": "retry-all", disabled: !page.counts[state],
@@ -349,7 +350,7 @@ async function jobsPage(name, state, cursors, pageSize = PAGE_SIZE) {
         { "data-testid": "jobs" })
       : h("p", { class: "muted" }, `No ${state} job${cursor ? " on this page" : ""}.`));
   onWorkerChanged.set("jobs", (changed) => {
-    if (changed === name && !progress.textContent) jobsPage(name, state, cursors, pageSize).catch(failed);
+    if (changed === name && !retrying) jobsPage(name, state, cursors, pageSize).catch(failed);
   });
 }
 
@@ -370,8 +371,12 @@ function jobActions(job, after) {
   return buttons;
 }
 
+let retrying = false;  // while a retry-all runs, live events do not redraw the jobs page under it
+let lastOperation = { page: "", text: "" };  // what the last retry-all of a jobs page said
+
 async function retryAll(name, state, progress) {
   progress.textContent = `Retrying every ${state} job…`;
+  retrying = true;
   try {
     let { status, data } = await api("POST", "jobs/retry", { worker: name, state, all: true });
     while (status === 202 || !data.done) {
@@ -381,11 +386,12 @@ async function retryAll(name, state, progress) {
     }
     progress.textContent = data.error ? `Stopped after ${num(data.retried, 0)}: ${data.error}`
       : `Retried ${num(data.retried, 0)} ${state} job${data.retried === 1 ? "" : "s"}.`;
+    lastOperation = { page: `${name}/${state}`, text: progress.textContent };
     await jobsPage(name, state, [null]);
-    const after = $('[data-testid="operation"]');
-    if (after) after.textContent = progress.textContent;
   } catch (error) {
     if (!(error instanceof Unauthorized)) progress.textContent = error.message;
+  } finally {
+    retrying = false;  // the page follows live events again: the retried jobs' ends show as they come
   }
 }
 
