@@ -55,3 +55,21 @@ async def engine_redis(request: pytest.FixtureRequest) -> AsyncIterator[object]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def wheel_files(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+    """The names of the files in the project's wheel, built as pip builds it for an install
+    (once per run: the console's and the docs' tests both look in it)."""
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    out = tmp_path_factory.mktemp("wheel")
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(root), "-w", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (wheel,) = out.glob("redisq-*.whl")
+    return set(zipfile.ZipFile(wheel).namelist())

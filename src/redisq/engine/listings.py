@@ -136,5 +136,6 @@ class Listings(WorkerBase):
 
     async def count_in_state(self, state: JobState) -> int:
         """How many of the worker's jobs are in ``state`` now (its index's size)."""
-        page = await self.list_jobs(state, limit=1)
-        return page.counts[state.value]
+        index = self.keys.running if state is JobState.RUNNING else self.keys.state_index(state.value)
+        count: int = await self.read(lambda: self.redis.zcard(index))
+        return count
