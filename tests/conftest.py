@@ -1,17 +1,21 @@
-"""Shared fixtures: a throwaway real Redis for the session, and the engine's two backends.
+"""Shared fixtures: a throwaway real Redis for the session, and the engine's three backends.
 
 Every test that needs Redis talks to a real ``redis-server`` started here on a free port
 (or to ``$REDISQ_TEST_REDIS_URL``). When neither can be had, those tests fail with a
-message that says how to get one: they are never skipped.
+message that says how to get one: they are never skipped. The engine's tests run on one
+Redis, on the embedded store and on a Redis Cluster of 3 masters (``redis_cluster.py``,
+one for the session), through the client redisq builds for each.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import fakeredis
 import pytest
 import redis.asyncio as aioredis
+from redis_cluster import RedisCluster
 
 from redis_server import RedisServer, redis_url_from_env
 
@@ -42,15 +46,61 @@ async def real_redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
         await client.aclose()
 
 
-@pytest.fixture(params=["redis", "embedded"])
-async def engine_redis(request: pytest.FixtureRequest) -> AsyncIterator[object]:
-    """The engine's tests run twice: on a real Redis and on the embedded store."""
-    if request.param == "redis":
-        url = request.getfixturevalue("redis_url")
-        client = aioredis.Redis.from_url(url)
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A 3-master Redis Cluster for the session (the engine suite's third store)."""
+    try:
+        cluster = RedisCluster(masters=3).start()
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+async def store_client(request: pytest.FixtureRequest, store: str) -> Any:
+    """A flushed client of one of the engine's stores: "redis", "embedded" or "cluster"."""
+    if store == "redis":
+        client: Any = aioredis.Redis.from_url(request.getfixturevalue("redis_url"))
         await client.flushdb()
+    elif store == "cluster":
+        from redisq.connection import connect_cluster
+
+        client = connect_cluster(request.getfixturevalue("redis_cluster").url)
+        await client.flushall(target_nodes=client.PRIMARIES)
     else:
         client = fakeredis.aioredis.FakeRedis(server=fakeredis.FakeServer())
+    return client
+
+
+@pytest.fixture(params=["redis", "embedded", "cluster"])
+async def engine_redis(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """The engine's tests run three times: on a real Redis, on the embedded store, and on a
+    Redis Cluster through the cluster client redisq builds (``connect(url, cluster=True)``)."""
+    client = await store_client(request, request.param)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(params=["redis", "embedded"])
+async def engine_redis_not_cluster(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """``engine_redis`` without the cluster, for a test of what a cluster does not have; the
+    test says why it is not cluster-meaningful."""
+    client = await store_client(request, request.param)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def cluster_redis(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """The session's cluster, flushed, through redisq's cluster client: a test of what only a
+    cluster has."""
+    client = await store_client(request, "cluster")
     try:
         yield client
     finally:

@@ -17,10 +17,9 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import fakeredis
 import httpx
 import pytest
-import redis.asyncio as aioredis
+from stores import sibling_client
 
 from redisq.api import create_app
 from redisq.config import Config, WorkerConfig
@@ -199,13 +198,6 @@ def test_a_schedule_without_an_id_gets_one_from_its_worker_cron_timezone_and_arg
 
 
 # -- the engine: on a real Redis and on the embedded store --------------------------------
-
-def sibling_client(client: Any) -> Any:
-    kwargs = client.connection_pool.connection_kwargs
-    if isinstance(client, fakeredis.aioredis.FakeRedis):
-        return fakeredis.aioredis.FakeRedis(server=kwargs["server"])
-    return aioredis.Redis(host=kwargs["host"], port=kwargs["port"], db=kwargs["db"])
-
 
 def config(**worker: Any) -> Config:
     worker.setdefault("url", "http://127.0.0.1:9/digest")

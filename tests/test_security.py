@@ -3,9 +3,8 @@ secret is one per Redis."""
 
 from __future__ import annotations
 
-import fakeredis
 import pytest
-import redis.asyncio as aioredis
+from stores import sibling_client
 
 from redisq.keys import SHARED_SECRET_KEY
 from redisq.security import ReceiptGrant, bearer_token, receipt_token, shared_secret, verify_receipt_token
@@ -84,11 +83,7 @@ async def test_the_configured_secret_wins(engine_redis):
 
 async def test_coordinators_without_a_secret_share_one_kept_in_redis(engine_redis):
     first = await shared_secret(engine_redis, None)
-    kwargs = engine_redis.connection_pool.connection_kwargs
-    if isinstance(engine_redis, fakeredis.aioredis.FakeRedis):
-        other = fakeredis.aioredis.FakeRedis(server=kwargs["server"])
-    else:
-        other = aioredis.Redis(host=kwargs["host"], port=kwargs["port"], db=kwargs["db"])
+    other = sibling_client(engine_redis)
     try:
         second = await shared_secret(other, None)
     finally:

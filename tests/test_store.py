@@ -13,9 +13,8 @@ import json
 import time
 from typing import Any
 
-import fakeredis
 import pytest
-import redis.asyncio as aioredis
+from stores import sibling_client
 
 from redisq.config import Backoff, Config, Retention, WorkerConfig
 from redisq.engine import Claim, ClaimedJob, Engine, Receipt
@@ -39,14 +38,6 @@ def make_store(client: Any, *workers: WorkerConfig) -> Engine:
 def request(store: Engine, **body: Any):
     body.setdefault("worker", WORKER)
     return parse_enqueue(body, store.config.workers)
-
-
-def sibling_client(client: Any) -> Any:
-    """Another client, on a connection of its own, to the same Redis (or embedded server)."""
-    kwargs = client.connection_pool.connection_kwargs
-    if isinstance(client, fakeredis.aioredis.FakeRedis):
-        return fakeredis.aioredis.FakeRedis(server=kwargs["server"])
-    return aioredis.Redis(host=kwargs["host"], port=kwargs["port"], db=kwargs["db"])
 
 
 async def server_ms(client: Any) -> int:

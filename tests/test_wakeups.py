@@ -1,5 +1,6 @@
 """Wake-ups: named events reach their local listeners, and the cross-process ones reach the
-other coordinators on ``redisq:wake`` as the bare worker name (the earlier versions' format)."""
+other coordinators on ``redisq:wake`` as the bare worker name (the earlier versions' format);
+on a Redis Cluster on each worker's sharded channel, which lives on the worker's master."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import asyncio
 import time
 from typing import Any
 
-from redisq.keys import WAKE_CHANNEL
+from redisq.connection import is_cluster
+from redisq.keys import WAKE_CHANNEL, WorkerKeys
 from redisq.wakeups import CROSS_PROCESS, Event, Wakeups
+
+WORKERS = ("first", "v", "w")
 
 
 class Heard:
@@ -59,10 +63,14 @@ async def test_cross_process_events_reach_the_others_as_the_bare_worker_name(eng
     """Only JOBS_DUE and SLOT_FREED leave the process; the message is the worker's name, and
     a coordinator receiving one wakes its claim loop (JOBS_DUE)."""
     assert {Event.JOBS_DUE, Event.SLOT_FREED} == CROSS_PROCESS
-    here, there = Wakeups(engine_redis), Wakeups(engine_redis)
+    here, there = Wakeups(engine_redis, WORKERS), Wakeups(engine_redis, WORKERS)
     heard_there = listening(there)
     raw = engine_redis.pubsub()
-    await raw.subscribe(WAKE_CHANNEL)
+    sharded = is_cluster(engine_redis)
+    if sharded:  # each worker's own channel, on its master
+        await raw.ssubscribe(*(WorkerKeys(worker).wake_channel for worker in WORKERS))
+    else:
+        await raw.subscribe(WAKE_CHANNEL)
     await there.start()
     try:
         await until_heard(heard_there, lambda: here.publish_and_wait(Event.JOBS_DUE, "first"))
@@ -79,7 +87,10 @@ async def test_cross_process_events_reach_the_others_as_the_bare_worker_name(eng
         seen = []
         deadline = time.monotonic() + 0.5
         while time.monotonic() < deadline:
-            message = await raw.get_message(ignore_subscribe_messages=True, timeout=0.1)
+            if sharded:
+                message = await raw.get_sharded_message(ignore_subscribe_messages=True, timeout=0.1)
+            else:
+                message = await raw.get_message(ignore_subscribe_messages=True, timeout=0.1)
             if message is not None:
                 seen.append(message["data"])
         assert sorted(seen[-2:]) == [b"v", b"w"] and set(seen) <= {b"first", b"v", b"w"}
@@ -89,12 +100,36 @@ async def test_cross_process_events_reach_the_others_as_the_bare_worker_name(eng
     assert all(task.done() for task in there.tasks)
 
 
-async def test_a_message_of_an_earlier_version_wakes_the_claim_loop(engine_redis):
+async def test_a_message_of_an_earlier_version_wakes_the_claim_loop(engine_redis_not_cluster):
+    # Not on a cluster: earlier versions could not reach one, so no message of theirs is there.
+    engine_redis = engine_redis_not_cluster
     there = Wakeups(engine_redis)
     heard = listening(there)
     await there.start()
     try:
         await until_heard(heard, lambda: engine_redis.publish(WAKE_CHANNEL, "w"))
         assert set(heard.calls) == {(Event.JOBS_DUE, ("w",))}
+    finally:
+        await there.stop()
+
+
+async def test_on_a_cluster_a_wake_up_stays_on_its_workers_master(cluster_redis):
+    """SPUBLISH reaches only the subscribers of the worker's master: the wake-up of a worker
+    is not copied to the other masters (PUBLISH on a cluster goes to every node)."""
+    engine_redis = cluster_redis
+    there = Wakeups(engine_redis, WORKERS)
+    heard = listening(there)
+    await there.start()
+    try:
+        await until_heard(heard, lambda: Wakeups(engine_redis).publish_and_wait(Event.JOBS_DUE, "w"))
+        channel = WorkerKeys("w").wake_channel
+        counts = {node.name: (await engine_redis.execute_command("PUBSUB", "SHARDNUMSUB", channel,
+                                                                 target_nodes=node))
+                  for node in engine_redis.get_primaries()}
+        owner = engine_redis.get_node_from_key(channel).name
+        subscribers = {name: dict(zip(reply[::2], reply[1::2], strict=True)).get(channel.encode(), 0)
+                       for name, reply in counts.items()}
+        assert subscribers[owner] >= 1
+        assert all(count == 0 for name, count in subscribers.items() if name != owner)
     finally:
         await there.stop()

@@ -4,7 +4,7 @@ A mistake in the file raises ``ConfigError`` with one line that names the file, 
 and what is wrong: ``redisq.toml: workers.send-email.rate: must be a number > 0``.
 Environment variables win over the file: ``REDISQ_REDIS_URL``, ``REDISQ_SECRET``,
 ``REDISQ_SIGNING_KEYS`` and ``REDISQ_API_TOKENS`` (comma-separated), ``REDISQ_LOG_FORMAT``,
-``REDISQ_LOG_LEVEL``, ``REDISQ_ACCESS_LOG`` and ``REDISQ_METRICS_PUBLIC``, and
+``REDISQ_LOG_LEVEL``, ``REDISQ_ACCESS_LOG``, ``REDISQ_METRICS_PUBLIC`` and ``REDISQ_REDIS_CLUSTER``, and
 ``REDISQ_CONFIG`` names the file.
 """
 
@@ -79,6 +79,8 @@ class WorkerConfig:
 @dataclass(frozen=True)
 class Config:
     redis_url: str | None = None
+    # Whether redis_url is a Redis Cluster: None = ask the node (INFO cluster) at start.
+    redis_cluster: bool | None = None
     public_url: str | None = None  # None: http://<host>:<port> of this process (see base_url)
     secret: str | None = None
     host: str = "127.0.0.1"
@@ -260,7 +262,7 @@ def parse_worker(source: str, name: str, table: Mapping[str, Any]) -> WorkerConf
 
 
 TOP_LEVEL_KEYS = {
-    "redis_url", "public_url", "secret", "host", "port", "max_body_bytes",
+    "redis_url", "redis_cluster", "public_url", "secret", "host", "port", "max_body_bytes",
     "shutdown_grace", "max_in_flight", "claim_batch", "http_client", "send_window", "workers",
     "signing_keys", "api_tokens", "log_format", "log_level", "access_log", "metrics_public",
 }
@@ -341,6 +343,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
         raise _fail(source, "port", f"must be a port number, 1 to {MAX_PORT}, got {port!r}")
     return Config(
         redis_url=check_redis_url(source, "redis_url", r.text("redis_url", None)),
+        redis_cluster=None if data.get("redis_cluster") is None else r.boolean("redis_cluster", False),
         public_url=(_url(source, "public_url", r.text("public_url", None)) or "").rstrip("/") or None,
         secret=r.text("secret", None),
         host=r.text("host", "127.0.0.1") or "127.0.0.1",
@@ -384,6 +387,7 @@ def load_config(path: str | None = None, environ: Mapping[str, str] | None = Non
         config = replace(config, api_token_names={})
     log_format, log_level = env.get("REDISQ_LOG_FORMAT", "").strip(), env.get("REDISQ_LOG_LEVEL", "").strip()
     access_log, metrics_public = env_flag(env, "REDISQ_ACCESS_LOG"), env_flag(env, "REDISQ_METRICS_PUBLIC")
+    redis_cluster = env_flag(env, "REDISQ_REDIS_CLUSTER")
     config = replace(
         config,
         log_format=log_format_of("environment", "REDISQ_LOG_FORMAT", log_format.lower()) if log_format
@@ -391,5 +395,6 @@ def load_config(path: str | None = None, environ: Mapping[str, str] | None = Non
         log_level=log_level_of("environment", "REDISQ_LOG_LEVEL", log_level) if log_level else config.log_level,
         access_log=config.access_log if access_log is None else access_log,
         metrics_public=config.metrics_public if metrics_public is None else metrics_public,
+        redis_cluster=config.redis_cluster if redis_cluster is None else redis_cluster,
     )
     return config.with_overrides(redis_url=redis_url, secret=env.get("REDISQ_SECRET") or None)

@@ -2,6 +2,12 @@
 
 ``redisq serve`` runs one inside the HTTP API's lifespan; tests and the demo build one
 directly, with the embedded store and a ``MockTransport`` where they need to.
+
+At start it asks the node of ``redis_url`` whether it is a Redis Cluster (``INFO cluster``)
+unless ``redis_cluster`` says, and on a cluster rebuilds its engine on the cluster client
+(connection.py). On a cluster the secret must be configured: a shared one kept in Redis
+would live on one master, and a coordinator could not start (nor verify a receipt) while
+that master is down, whatever masters its workers live on.
 """
 
 from __future__ import annotations
@@ -13,7 +19,16 @@ import re
 from redis import exceptions as redis_errors
 
 from .config import Config
-from .connection import RedisClient, client_for
+from .connection import (
+    CLUSTER_REFUSALS,
+    RedisClient,
+    client_for,
+    cluster_enabled,
+    connect_cluster,
+    is_cluster,
+    masters,
+    node_of,
+)
 from .connection import connect as connect  # noqa: PLC0414 - kept where bench and tests import it
 from .dead_letters import DeadLetters
 from .dispatch import Dispatcher, Observer
@@ -21,6 +36,7 @@ from .embedded import EMBEDDED_WARNING
 from .engine import REDIS_OUTAGE_ERRORS, Engine, Reaped
 from .errors import RedisqError
 from .events import EventFeed
+from .keys import WorkerKeys
 from .limits import Limits
 from .operations import Operations
 from .poller import Poller
@@ -32,7 +48,13 @@ from .wakeups import Event, Wakeups
 
 log = logging.getLogger("redisq")
 
-SECRET_WAIT_S = 10.0
+SECRET_WAIT_S = 10.0  # how long start waits for Redis when it must read from it (the secret, whether a cluster)
+# reading a cluster's map
+MAP_ERRORS: tuple[type[BaseException], ...] = (*REDIS_OUTAGE_ERRORS, *CLUSTER_REFUSALS, redis_errors.RedisError)
+CLUSTER_NEEDS_SECRET = (
+    "redis at {url} is a Redis Cluster: set `secret` (or REDISQ_SECRET), the same on every coordinator; on a "
+    "cluster redisq does not keep a shared secret in Redis (it would live on one master, and no coordinator "
+    "could start or verify receipts while that master is down)")
 
 
 class StartupFailed(Exception):
@@ -46,19 +68,36 @@ def redacted_url(url: str | None) -> str:
 
 
 async def warn_about_eviction(redis: RedisClient) -> str | None:
-    """Warn when Redis may evict keys (it would lose jobs); returns the policy seen."""
-    try:
-        policy = (await redis.config_get("maxmemory-policy")).get("maxmemory-policy")
-    except Exception as e:  # CONFIG may be disabled on managed Redis
-        log.debug("could not read maxmemory-policy: %s", e)
-        return None
-    if isinstance(policy, bytes):
-        policy = policy.decode()
-    if policy and policy != "noeviction":
-        log.warning(
-            "redis maxmemory-policy is %r: Redis may evict job keys and lose jobs; set "
-            "maxmemory-policy noeviction (and appendonly yes)", policy)
-    return policy
+    """Warn when Redis may evict keys (it would lose jobs): each master of a cluster; returns
+    the policy seen (the first that is not noeviction, on a cluster)."""
+    nodes = await masters(redis) if is_cluster(redis) else [None]
+    seen = None
+    for node in nodes:
+        where = "" if node is None else f" on master {node.name}"
+        try:
+            if node is None:
+                reply = await redis.config_get("maxmemory-policy")
+            else:
+                reply = await redis.config_get("maxmemory-policy", target_nodes=node)
+            policy = reply.get("maxmemory-policy")
+        except Exception as e:  # CONFIG may be disabled on managed Redis
+            log.debug("could not read maxmemory-policy%s: %s", where, e)
+            continue
+        if isinstance(policy, bytes):
+            policy = policy.decode()
+        if policy and policy != "noeviction":
+            log.warning(
+                "redis maxmemory-policy is %r%s: Redis may evict job keys and lose jobs; set "
+                "maxmemory-policy noeviction (and appendonly yes)", policy, where)
+            return policy
+        seen = seen or policy
+    return seen
+
+
+def unreachable_at_start(url: str, error: BaseException) -> StartupFailed:
+    return StartupFailed(f"cannot reach redis at {url}: {error} (tried for {SECRET_WAIT_S:g} s; without `secret` "
+                         "configured, the shared one is read from Redis at start: start Redis, or set `secret` "
+                         "or REDISQ_SECRET)")
 
 
 class Coordinator:
@@ -66,15 +105,15 @@ class Coordinator:
                  observer: Observer | None = None):
         self.config = config
         self.embedded = redis is None and not config.redis_url
+        # Whether start() asks the node if it is a cluster: only of a client built here from
+        # the URL when the config does not say.
+        self._detect_cluster = redis is None and not self.embedded and config.redis_cluster is None
         if redis is None:
             if self.embedded:
                 log.warning(EMBEDDED_WARNING)
-            redis = client_for(config.redis_url)
-        self.redis = redis
-        self.engine = Engine(redis, config, notify=self)  # its writes tell this coordinator's wake-ups
-        self.operations = Operations(self.engine)  # bulk retries and deletes
+            redis = client_for(config.redis_url, cluster=bool(config.redis_cluster))
         self.signals = Signals(config)  # this process's log lines and metrics
-        self.engine.outages.on_change = self.signals.redis_changed
+        self._bind(redis)
         self.transport = transport
         self.observer = observer
         self.secret: bytes = (config.secret or "").encode()
@@ -82,10 +121,29 @@ class Coordinator:
         self.poller: Poller | None = None
         self.ticker: Ticker | None = None
         self.dead_letters: DeadLetters | None = None
-        self.wakeups = Wakeups(redis)
-        self.events = EventFeed(redis, config.workers)  # GET /events: one reader for every client
+
+    def _bind(self, redis: RedisClient) -> None:
+        """The parts that talk to Redis, on ``redis`` (again at start, once it turned out
+        to be a cluster)."""
+        self.redis = redis
+        self.engine = Engine(redis, self.config, notify=self)  # its writes tell this coordinator's wake-ups
+        self.operations = Operations(self.engine)  # bulk retries and deletes
+        self.engine.outages.on_change = self.signals.redis_changed
+        self.wakeups = Wakeups(redis, self.config.workers)
+        self.events = EventFeed(redis, self.config.workers)  # GET /events: one reader for every client
+
+    @property
+    def cluster(self) -> bool:
+        return is_cluster(self.redis)
 
     async def start(self, dispatch: bool = True) -> None:
+        if self._detect_cluster:
+            self._detect_cluster = False
+            if await self._is_cluster():
+                await self.redis.aclose()
+                self._bind(self._cluster_client())
+        if self.cluster and not self.config.secret:
+            raise StartupFailed(CLUSTER_NEEDS_SECRET.format(url=redacted_url(self.config.redis_url)))
         if not self.embedded:
             await warn_about_eviction(self.redis)
         self.secret = await self._secret()
@@ -106,6 +164,50 @@ class Coordinator:
         self.dead_letters = DeadLetters(self.engine, self.config, self.signing_key, self.signals)
         await self.dead_letters.start()  # on_dead callbacks: their own tasks and HTTP client
 
+    def _cluster_client(self) -> RedisClient:
+        try:
+            return connect_cluster(self.config.redis_url or "")
+        except ValueError as e:
+            raise StartupFailed(str(e)) from e
+
+    async def _is_cluster(self) -> bool:
+        """Whether the node of ``redis_url`` is part of a cluster. Without a secret, start
+        waits up to ``SECRET_WAIT_S`` for Redis (it must read the shared one next); with one
+        configured, an unreachable Redis is taken for a single one (set ``redis_cluster`` to
+        say), as a coordinator with a secret starts without Redis."""
+        deadline = asyncio.get_running_loop().time() + SECRET_WAIT_S
+        url = redacted_url(self.config.redis_url)
+        while True:
+            try:
+                return await cluster_enabled(self.redis)
+            except REDIS_OUTAGE_ERRORS as e:
+                if self.config.secret:
+                    log.warning("cannot reach redis at %s to tell whether it is a Redis Cluster (%s): taking it "
+                                "for a single Redis; set redis_cluster = true (or REDISQ_REDIS_CLUSTER) on a "
+                                "cluster", url, e)
+                    return False
+                if asyncio.get_running_loop().time() > deadline:
+                    raise unreachable_at_start(url, e) from e
+                await asyncio.sleep(0.5)
+            except redis_errors.RedisError as e:  # INFO refused (a managed Redis): say which with redis_cluster
+                log.warning("redis at %s did not say whether it is a Redis Cluster (%s): taking it for a single "
+                            "Redis; set redis_cluster = true|false to say", url, e)
+                return False
+
+    async def workers_by_master(self) -> dict[str, list[str]]:
+        """On a cluster, each master's address -> the workers whose slot it owns (every
+        master listed, with none too); {} on a single Redis or when the map cannot be read."""
+        if not is_cluster(self.redis):
+            return {}
+        try:
+            placed: dict[str, list[str]] = {node.name: [] for node in await masters(self.redis)}
+            for name in sorted(self.config.workers):
+                placed.setdefault((await node_of(self.redis, WorkerKeys(name).tag)).name, []).append(name)
+        except MAP_ERRORS as e:
+            log.debug("could not read the cluster's map: %s", e)
+            return {}
+        return placed
+
     async def announce(self, listen: str) -> None:
         """The start-up summary (``Signals.started``), with each worker's live limits as Redis
         has them, or the file's when Redis cannot be read."""
@@ -119,7 +221,7 @@ class Coordinator:
                 except RedisqError:
                     readable = False
             limits[name] = Limits.from_config(worker)
-        self.signals.started(listen, self.embedded, limits)
+        self.signals.started(listen, self.embedded, limits, await self.workers_by_master())
 
     async def _seed_limits(self) -> None:
         """The config file's limits into Redis (limits.py says when a live change wins)."""
@@ -146,10 +248,7 @@ class Coordinator:
                 return await shared_secret(self.redis, None)
             except REDIS_OUTAGE_ERRORS as e:
                 if asyncio.get_running_loop().time() > deadline:
-                    raise StartupFailed(
-                        f"cannot reach redis at {url}: {e} (tried for {SECRET_WAIT_S:g} s; without `secret` "
-                        "configured, the shared one is read from Redis at start: start Redis, or set "
-                        "`secret` or REDISQ_SECRET)") from e
+                    raise unreachable_at_start(url, e) from e
                 await asyncio.sleep(0.5)
             except redis_errors.RedisError as e:  # an error reply, e.g. READONLY from a replica
                 raise StartupFailed(f"redis at {url} refused to give the shared secret: {e}") from e

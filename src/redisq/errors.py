@@ -9,7 +9,9 @@
     +-- PayloadTooLargeError     (413) request body over the limit
     +-- UnavailableError         (503) Redis cannot be reached
 
-The API turns each into ``{"error": message}`` plus ``field``/``index`` where they apply.
+The API turns each into ``{"error": message}`` plus ``field``/``index`` where they apply,
+and the ``details`` an error carries (a cross-worker batch that failed part way: the ids of
+the jobs it wrote, ``{"enqueued": [...]}``).
 A message and a field name may echo the caller's input: every error escapes what UTF-8
 cannot carry (a lone surrogate such as ``\\ud800`` becomes those six characters), and
 ``shown`` is how a message quotes a value (its repr, cut short).
@@ -37,12 +39,14 @@ def shown(value: Any) -> str:
 class RedisqError(Exception):
     status_code = 500
 
-    def __init__(self, message: str, *, field: str | None = None, index: int | None = None):
+    def __init__(self, message: str, *, field: str | None = None, index: int | None = None,
+                 details: dict[str, Any] | None = None):
         message = escaped(message)
         super().__init__(message)
         self.message = message
         self.field = None if field is None else escaped(field)
         self.index = index
+        self.details = details or {}
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"error": self.message}
@@ -50,7 +54,7 @@ class RedisqError(Exception):
             body["field"] = self.field
         if self.index is not None:
             body["index"] = self.index
-        return body
+        return {**body, **self.details}
 
 
 class BadRequestError(RedisqError):

@@ -26,6 +26,16 @@ position. What a client can still miss: the events a stream trimmed before it ca
 (more than about 10,000 events of one worker behind); and the order is only as good as
 Redis's clock (an event whose millisecond is ahead of the clock, after the clock went back,
 is sent at once).
+
+**On a Redis Cluster** each worker's stream lives on its own master, and one XREAD cannot
+span slots (CROSSSLOT), nor a MULTI. So the reader there reads Redis's clock first, on
+every master that holds a stream (TIME, in parallel), then each stream (XREAD or XRANGE, in
+parallel, each sent to its master): an event is sendable once its millisecond is before the
+*earliest* of those clocks, since each master had written every event of the milliseconds
+before its clock when the streams were read after it. Feed order, ``Last-Event-ID`` and
+what a client can miss stay as above; the order across masters is as good as their clocks
+agree (an event of a master whose clock runs ahead waits until the others catch up). The
+reader does not block there: it reads every ``CLUSTER_POLL_S`` while nothing comes.
 """
 
 from __future__ import annotations
@@ -41,7 +51,7 @@ from typing import Any
 
 from redis.typing import KeyT, StreamIdT
 
-from .connection import RedisClient
+from .connection import RedisClient, is_cluster, node_of, server_time_ms
 from .engine import redis_errors_mapped
 from .errors import RedisqError, UnavailableError, ValidationError
 from .keys import WORKER_NAME_RE, WorkerKeys, job_id
@@ -58,6 +68,7 @@ KEEP_ALIVE_S = 15.0  # a comment line this often on a quiet stream
 RECONNECT_MS = 1000  # the `retry:` an EventSource waits before it reconnects
 STOP_WAIT_S = 2.0  # how long stop() waits for the reader's XREAD to return
 HELD_BACK_S = 0.001  # the wait before reading again the events of a millisecond not yet over
+CLUSTER_POLL_S = 0.02  # on a cluster, the reader's wait between reads that found nothing
 MAX_SEQ = 2**64 - 1
 STREAM_ID_RE = re.compile(r"^(\d{1,20})-(\d{1,20})\Z")
 
@@ -146,13 +157,18 @@ def range_start(after: Position) -> str:
     return f"{ms + 1}-0" if seq == MAX_SEQ else f"({ms}-{seq}"
 
 
-def in_feed_order(batches: Mapping[str, Sequence[Event]], page: int, now_ms: int) -> list[Event]:
+def in_feed_order(batches: Mapping[str, Sequence[Event]], page: int, now_ms: int,
+                  clock_read_first: bool = False) -> list[Event]:
     """The events of several streams' reads that can be sent, in feed order: those of the
     milliseconds before ``now_ms`` (Redis's clock when they were read: no other event of
     those can still come), up to where every stream is known to be complete (a stream that
     filled its ``page`` may hold more before a later event of another). The rest are read
-    again next time."""
-    events = sorted((event for batch in batches.values() for event in batch if event.ms != now_ms),
+    again next time. ``clock_read_first``: ``now_ms`` was read before the streams (a
+    cluster's earliest clock), so an event of a later millisecond waits too."""
+    def sendable(event: Event) -> bool:
+        return event.ms < now_ms if clock_read_first else event.ms != now_ms
+
+    events = sorted((event for batch in batches.values() for event in batch if sendable(event)),
                     key=lambda e: e.order)
     full = [batch[-1].order for batch in batches.values() if len(batch) >= page]
     if not full:
@@ -255,7 +271,7 @@ class Subscription:
         """The events after the resume point that the streams still hold, a page at a time."""
         while not self.ended:
             batches, now_ms = await self.feed.read_after(self.positions, BACKLOG_PAGE)
-            events = self._unseen(in_feed_order(batches, BACKLOG_PAGE, now_ms))
+            events = self._unseen(in_feed_order(batches, BACKLOG_PAGE, now_ms, self.feed.clock_read_first))
             if events:
                 yield "".join(event.sse() for event in events)
             if all(len(batch) < BACKLOG_PAGE for batch in batches.values()):
@@ -274,6 +290,7 @@ class EventFeed:
         self._reader: asyncio.Task[None] | None = None
         self._start_lock = asyncio.Lock()
         self._closed = False
+        self.clock_read_first = is_cluster(redis)  # a cluster's reads (see the module's doc)
 
     @property
     def subscribers(self) -> int:
@@ -306,13 +323,34 @@ class EventFeed:
         """Where the reader starts in every stream: at the millisecond Redis is in (its
         events are not sendable yet, so no client can have had them from the backlog)."""
         with redis_errors_mapped():
-            now_ms = redis_ms(await self.redis.time())
+            now_ms = await self._clock_ms() if self.clock_read_first else redis_ms(await self.redis.time())
         return {key: f"{now_ms - 1}-{MAX_SEQ}" for key in self._stream_worker}
+
+    async def _clock_ms(self) -> int:
+        """On a cluster: the earliest clock of the masters that hold the workers' streams."""
+        clocks = await asyncio.gather(*(server_time_ms(self.redis, key) for key in self._stream_worker))
+        return min(clocks) if clocks else redis_ms(await self.redis.time())
+
+    async def _on_its_master(self, key: str, *command: Any) -> Any:
+        """One stream command sent to the master of the stream (a cluster's client follows a
+        MOVED from there)."""
+        if not is_cluster(self.redis):  # pragma: no cover - only the cluster reads this way
+            return await self.redis.execute_command(*command)
+        return await self.redis.execute_command(*command, target_nodes=await node_of(self.redis, key))
 
     async def read_after(self, positions: Mapping[str, Position], page: int) -> tuple[dict[str, list[Event]], int]:
         """Up to ``page`` entries of each worker's stream after its position, all read at
         one instant (MULTI), and Redis's clock at that instant (ms)."""
         workers = list(positions)
+        if self.clock_read_first:
+            with redis_errors_mapped():
+                now_ms = await self._clock_ms()
+                pages = await asyncio.gather(*(
+                    self._on_its_master(WorkerKeys(worker).events, "XRANGE", WorkerKeys(worker).events,
+                                        range_start(positions[worker]), "+", "COUNT", page)
+                    for worker in workers))
+            return ({worker: [Event.from_entry(worker, entry_id, fields) for entry_id, fields in entries]
+                     for worker, entries in zip(workers, pages, strict=True)}, now_ms)
         with redis_errors_mapped():
             async with self.redis.pipeline(transaction=True) as pipe:
                 for worker in workers:
@@ -330,20 +368,16 @@ class EventFeed:
         backoff = OutageBackoff("event feed")
         while self._subscribers and not self._closed:
             try:
-                streams: dict[KeyT, StreamIdT] = {key: at for key, at in self._positions.items()}
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.xread(streams, count=READ_COUNT, block=READ_BLOCK_MS)
-                    pipe.time()
-                    reply, now = await pipe.execute()
+                read, now_ms = await (self._read_each_master() if self.clock_read_first else self._read_all())
             except Exception as e:  # any failure backs off, as every loop's does
                 await backoff.failed(e)
                 continue
             backoff.succeeded()
             batches: dict[str, list[Event]] = {}
-            for key, entries in stream_entries(reply):
+            for key, entries in read:
                 worker = self._stream_worker[text(key)]
                 batches[worker] = [Event.from_entry(worker, entry_id, fields) for entry_id, fields in entries]
-            events = in_feed_order(batches, READ_COUNT, redis_ms(now))
+            events = in_feed_order(batches, READ_COUNT, now_ms, self.clock_read_first)
             for event in events:
                 self._positions[WorkerKeys(event.worker).events] = f"{event.ms}-{event.seq}"
             if events:
@@ -351,6 +385,27 @@ class EventFeed:
                     subscription.offer(events)
             if len(events) < sum(len(batch) for batch in batches.values()):
                 await asyncio.sleep(HELD_BACK_S)  # the rest are of this millisecond: soon sendable
+
+    async def _read_all(self) -> tuple[Iterable[tuple[Any, Sequence[Any]]], int]:
+        """One XREAD BLOCK over every stream, and TIME after it in the same round trip."""
+        streams: dict[KeyT, StreamIdT] = {key: at for key, at in self._positions.items()}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xread(streams, count=READ_COUNT, block=READ_BLOCK_MS)
+            pipe.time()
+            reply, now = await pipe.execute()
+        return stream_entries(reply), redis_ms(now)
+
+    async def _read_each_master(self) -> tuple[Iterable[tuple[Any, Sequence[Any]]], int]:
+        """A cluster's read: the earliest clock of the masters, then every stream after it
+        (one XREAD each, on its master, in parallel); a pause when nothing came."""
+        now_ms = await self._clock_ms()
+        positions = list(self._positions.items())
+        replies = await asyncio.gather(*(self._on_its_master(key, "XREAD", "COUNT", READ_COUNT, "STREAMS", key, at)
+                                         for key, at in positions))
+        read = [entry for reply in replies for entry in stream_entries(reply)]
+        if not read:
+            await asyncio.sleep(CLUSTER_POLL_S)
+        return read, now_ms
 
     def close(self) -> None:
         """End every open stream and refuse new ones: ``redisq serve`` calls this as its

@@ -30,6 +30,8 @@ single hash slot and the same scripts run on one Redis and on Redis Cluster::
     redisq:{shopify}:schedule-ids     set   every schedule suffix of the worker, paused or not
     redisq:{shopify}:schedule:<suffix>       hash  one cron schedule's spec and state
     redisq:{shopify}:schedule-jobs:<suffix>  list  its latest tick jobs' suffixes, newest first
+    redisq:{shopify}:wake             sharded pub/sub channel of the worker's wake-ups, on a
+                                            Redis Cluster (one Redis: ``redisq:wake``, all workers)
 
 A job without a ``throttleKey`` belongs to the key ``""``: its queue is
 ``redisq:{shopify}:queue:`` and its bucket ``redisq:{shopify}:kbucket:``.
@@ -188,6 +190,11 @@ class WorkerKeys:
 
     def schedule_jobs(self, suffix: str) -> str:
         return f"{self.tag}:schedule-jobs:{suffix}"
+
+    @property
+    def wake_channel(self) -> str:
+        """The worker's sharded channel on a cluster (SPUBLISH): it stays on the worker's master."""
+        return f"{self.tag}:wake"
 
     @property
     def queue_keys(self) -> list[str]:

@@ -11,7 +11,7 @@ import logging
 from redis import exceptions as redis_errors
 
 from .config import Config, WorkerConfig
-from .connection import is_outage
+from .connection import is_outage, is_refusal
 from .errors import RedisqError
 
 # The names these lines have always been logged under (operators may filter on them).
@@ -35,6 +35,9 @@ class OutageBackoff:
             cause = error.__cause__ if isinstance(error, RedisqError) and error.__cause__ is not None else error
             if is_outage(error):
                 backoff_log.warning("%s: redis unreachable (%s); retrying with backoff", self.what, cause)
+            elif is_refusal(error):
+                backoff_log.warning("%s: the redis cluster refused for now (%s: %s); retrying with backoff",
+                                    self.what, type(cause).__name__, cause)
             elif isinstance(cause, redis_errors.RedisError):
                 backoff_log.warning("%s: redis answered %s: %s; retrying with backoff", self.what,
                                     type(cause).__name__, cause)

@@ -192,18 +192,24 @@ class Signals:
                    f"{worker}: live limits changed by {who}{' from ' + client if client else ''}: {said}",
                    worker=worker, changes=changes, by=by, client=client)
 
-    def started(self, listen: str, embedded: bool, limits: Mapping[str, Limits]) -> None:
-        """The start-up summary: where it serves, the store, public_url, each worker's limits."""
+    def started(self, listen: str, embedded: bool, limits: Mapping[str, Limits],
+                masters: Mapping[str, list[str]] | None = None) -> None:
+        """The start-up summary: where it serves, the store (on a cluster: every master, with
+        the workers whose slot it owns), public_url, each worker's limits."""
         from . import __version__
 
         store = "embedded store (jobs kept in memory only)" if embedded else f"redis {self.redis_name}"
+        if masters:
+            placed = "; ".join(f"{name}: {', '.join(workers) or 'no workers'}" for name, workers in masters.items())
+            store = f"redis cluster {self.redis_name}, {len(masters)} masters ({placed})"
         workers = {name: {"url": self.config.workers[name].url, **limits[name].to_json()} for name in limits}
         worker_text = "; ".join(f"{name} ({limits_text(limits[name])})" for name in limits) or "none"
         event_line(log, logging.INFO, "started",
                    f"redisq {__version__} serving on {listen} ({store}; receipts to {self.config.base_url}; "
                    f"{len(limits)} worker{'s' if len(limits) != 1 else ''}: {worker_text})",
                    version=__version__, listen=listen, store="embedded" if embedded else "redis",
-                   redis=None if embedded else self.redis_name, public_url=self.config.base_url, workers=workers)
+                   redis=None if embedded else self.redis_name, public_url=self.config.base_url, workers=workers,
+                   **({"masters": dict(masters)} if masters else {}))
 
 
 def number_or_flag(value: Any) -> str:

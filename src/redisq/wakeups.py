@@ -1,5 +1,7 @@
 """Wake-ups: named events that wake the loops waiting for them, in this process and, for
-some, on every other coordinator (published on ``redisq:wake``, ``keys.WAKE_CHANNEL``).
+some, on every other coordinator (published on ``redisq:wake``, ``keys.WAKE_CHANNEL``; on a
+Redis Cluster on each worker's sharded channel ``redisq:{<worker>}:wake`` with SPUBLISH, so
+a wake-up stays on the worker's master instead of crossing every node's bus).
 
 A write that may let a loop act sooner than it planned ends by publishing an event, so no
 caller sends wake-ups of its own. The events, who publishes them and whom they wake:
@@ -17,6 +19,11 @@ caller sends wake-ups of its own. The events, who publishes them and whom they w
 On the wire a message is the bare worker name, as coordinators of earlier versions send and
 read it: both cross-process events ask the same of a receiver (look at the worker's queue
 again), so a received one is delivered here as ``JOBS_DUE``.
+
+On a cluster the listener holds one SSUBSCRIBE connection per master, for the channels of
+the workers whose slots it owns (redis-py's ``ClusterPubSub`` moves a channel when its slot
+moves); a connection that fails (a master killed) starts them over, on the cluster's new
+map, after a backoff.
 """
 
 from __future__ import annotations
@@ -29,10 +36,13 @@ from collections.abc import Callable, Iterable
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from .keys import WAKE_CHANNEL
+from .connection import is_cluster, node_of
+from .keys import WAKE_CHANNEL, WorkerKeys
 from .loops import MAX_IDLE_S, OutageBackoff
 
 if TYPE_CHECKING:
+    from redis.asyncio.cluster import ClusterPubSub, RedisCluster
+
     from .connection import RedisClient
 
 log = logging.getLogger("redisq.wakeups")
@@ -56,10 +66,13 @@ Listener = Callable[..., None]
 
 class Wakeups:
     """Publish and subscribe of wake-up events: local listeners per event, and the
-    ``redisq:wake`` channel for the events that other coordinators need too."""
+    ``redisq:wake`` channel (the workers' sharded channels on a cluster) for the events
+    that other coordinators need too. ``workers``: whose wake-ups the listener hears on a
+    cluster (on one Redis it hears every worker's)."""
 
-    def __init__(self, redis: RedisClient):
+    def __init__(self, redis: RedisClient, workers: Iterable[str] = ()):
         self.redis = redis
+        self.workers = tuple(sorted(workers))
         self._listeners: dict[Event, list[Listener]] = defaultdict(list)
         self._sending: set[asyncio.Task[None]] = set()
         self.tasks: list[asyncio.Task[None]] = []  # the channel's listener, once started
@@ -91,7 +104,10 @@ class Wakeups:
 
     async def _send(self, worker: str) -> None:
         try:
-            await self.redis.publish(WAKE_CHANNEL, worker)
+            if is_cluster(self.redis):
+                await self.redis.spublish(WorkerKeys(worker).wake_channel, worker)
+            else:
+                await self.redis.publish(WAKE_CHANNEL, worker)
         except Exception as e:  # the others look again within MAX_IDLE_S anyway
             log.debug("could not publish wake-up for %s: %s", worker, e)
 
@@ -99,7 +115,8 @@ class Wakeups:
     async def start(self) -> None:
         """Listen to the other coordinators' wake-ups (until ``stop``)."""
         self._stopping = False
-        self.tasks.append(asyncio.create_task(self._listen(), name="wake-listener"))
+        listen = self._listen_sharded(self.redis) if is_cluster(self.redis) else self._listen()
+        self.tasks.append(asyncio.create_task(listen, name="wake-listener"))
 
     async def stop(self, timeout_s: float = MAX_IDLE_S + 1) -> None:
         self._stopping = True
@@ -127,3 +144,37 @@ class Wakeups:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves PubSub.aclose unannotated
+
+    # -- a cluster's sharded channels ------------------------------------------------------
+    async def _listen_sharded(self, redis: RedisCluster) -> None:
+        backoff = OutageBackoff("wake listener")
+        while not self._stopping:
+            pubsubs: list[ClusterPubSub] = []
+            try:
+                by_master: dict[str, list[str]] = defaultdict(list)
+                for worker in self.workers:
+                    channel = WorkerKeys(worker).wake_channel
+                    by_master[(await node_of(redis, channel)).name].append(channel)
+                for channels in by_master.values():
+                    pubsub = redis.pubsub()
+                    pubsubs.append(pubsub)
+                    await pubsub.ssubscribe(*channels)
+                backoff.succeeded()
+                if not pubsubs:  # no workers: nothing to hear
+                    while not self._stopping:
+                        await asyncio.sleep(WAKE_READ_TIMEOUT_S)
+                    return
+                await asyncio.gather(*(self._read_sharded(pubsub) for pubsub in pubsubs))
+            except Exception as e:
+                await backoff.failed(e)
+            finally:
+                for pubsub in pubsubs:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()
+
+    async def _read_sharded(self, pubsub: ClusterPubSub) -> None:
+        while not self._stopping:
+            message = await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=WAKE_READ_TIMEOUT_S)
+            if message and message.get("type") in ("smessage", b"smessage"):
+                data = message["data"]
+                self.deliver(Event.JOBS_DUE, data.decode() if isinstance(data, bytes) else str(data))

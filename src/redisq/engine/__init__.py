@@ -14,9 +14,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from ..config import Config, WorkerConfig
-from ..connection import RedisClient
+from ..connection import RedisClient, is_cluster, ping_masters
 from ..cron import ScheduleRequest
-from ..errors import ConflictError, NotFoundError, UnavailableError, ValidationError
+from ..errors import ConflictError, NotFoundError, RedisqError, ValidationError
 from ..keys import WorkerKeys, split_job_id
 from ..limits import Limits
 from ..model import EnqueueRequest, Job
@@ -91,13 +91,15 @@ class Engine:
             try:
                 worker_results, worker_wake = await self.worker(name).enqueue([requests[i] for i in indexes],
                                                                               indexes, len(requests))
-            except UnavailableError as e:
-                done = sum(1 for r in results if r is not None)
-                if done:  # one worker's jobs are one script call; a batch across workers is not atomic
-                    raise UnavailableError(
-                        f"{e.message}; {done} of {len(requests)} jobs were enqueued before it failed "
-                        "(retry with ids to make the retry idempotent)") from e
-                raise
+            except RedisqError as e:
+                written = [job.id for result in results if result is not None for job in (result[0],)]
+                if not written or e.status_code < 500:
+                    raise
+                # one worker's jobs are one script call; a batch across workers is not atomic
+                raise type(e)(
+                    f"{e.message}; {len(written)} of {len(requests)} jobs were enqueued before it failed, those of "
+                    f"the workers before {name!r} (their ids are in 'enqueued'; post the batch again with ids to "
+                    "make the retry idempotent)", details={"enqueued": written}) from (e.__cause__ or e)
             for i, result in zip(indexes, worker_results, strict=True):
                 results[i] = result
             if worker_wake:
@@ -128,9 +130,14 @@ class Engine:
         results, _ = await self.enqueue_many([request])
         return results[0]
 
-    async def ping(self) -> None:
+    async def ping(self) -> dict[str, str | None]:
+        """PING the store (UnavailableError when it does not answer). On a cluster, every
+        master: {address: None when it answered, else why not}; {} on a single Redis."""
         with redis_errors_mapped():
+            if is_cluster(self.redis):
+                return await ping_masters(self.redis)
             await self.redis.ping()
+        return {}
 
     # -- by job id -------------------------------------------------------------------
     async def get(self, job_id_text: str) -> Job:

@@ -3,6 +3,7 @@ the registered scripts, and the one way to call them (through ``redis_errors_map
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
@@ -10,14 +11,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 
 from ..config import WorkerConfig
-from ..connection import COMMAND_TIMEOUT_S, REDIS_OUTAGE_ERRORS, RedisClient
+from ..connection import CLUSTER_REFUSALS, COMMAND_TIMEOUT_S, REDIS_OUTAGE_ERRORS, RedisClient, server_time_ms
 from ..keys import WorkerKeys
 from ..script_specs import SPECS
 from ..scripts import Scripts
 from ..types import ScriptArg, ScriptReply
-from .calls import OutageClock, redis_errors_mapped
+from .calls import REFUSAL_RETRY_S, OutageClock, redis_errors_mapped
 
 T = TypeVar("T")
+
+FIRST_REFUSAL_WAIT_S = 0.02  # doubling up to MAX_REFUSAL_WAIT_S between the tries of a refused call
+MAX_REFUSAL_WAIT_S = 0.2
 
 
 class Notifier(Protocol):
@@ -87,7 +91,7 @@ class WorkerBase:
         with redis_errors_mapped():
             try:
                 try:
-                    reply = await call()
+                    reply = await self._refusals_retried(call, started)
                 except REDIS_OUTAGE_ERRORS:
                     # The client never repeats a command (connection.py): a lost answer is
                     # repeated here, once and at once, only when the call allows it (claim
@@ -96,12 +100,27 @@ class WorkerBase:
                     # restarted, not a Redis that does not answer).
                     if not repeatable or time.monotonic() - started >= COMMAND_TIMEOUT_S / 2:
                         raise
-                    reply = await call()
+                    reply = await self._refusals_retried(call, time.monotonic())
             except REDIS_OUTAGE_ERRORS:
                 self.outages.failed()
                 raise
         self.outages.succeeded()
         return reply
+
+    @staticmethod
+    async def _refusals_retried(call: Callable[[], Awaitable[T]], started: float) -> T:
+        """The call, sent again while a cluster refuses it (``connection.CLUSTER_REFUSALS``:
+        a slot migrating or a master failing over; the command did not run) for up to
+        ``REFUSAL_RETRY_S``; the last refusal is raised after that."""
+        wait_s = FIRST_REFUSAL_WAIT_S
+        while True:
+            try:
+                return await call()
+            except CLUSTER_REFUSALS:
+                if time.monotonic() - started + wait_s >= REFUSAL_RETRY_S:
+                    raise
+                await asyncio.sleep(wait_s)
+                wait_s = min(MAX_REFUSAL_WAIT_S, wait_s * 2)
 
     async def ensure_limits(self) -> None:
         """Seed the live limits once per process (``LiveLimits``)."""
@@ -109,6 +128,4 @@ class WorkerBase:
 
     async def now_ms(self) -> int:
         """The Redis clock (the worker's own server's, on a cluster)."""
-        with redis_errors_mapped():
-            seconds, micros = await self.redis.time()
-        return int(seconds) * 1000 + int(micros) // 1000
+        return await self.read(lambda: server_time_ms(self.redis, self.keys.tag))

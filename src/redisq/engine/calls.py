@@ -7,11 +7,18 @@ to redisq's own by one table (as httpx maps the layer below once, at its transpo
     ReadOnlyError                              UnavailableError (503): Redis refuses writes
     ConnectionError, TimeoutError, OSError     UnavailableError (503): Redis is unreachable or does
                                                  not answer within 1 s
-    cluster errors (MOVED, ASK, TRYAGAIN,      UnavailableError (503): the cluster is
-      CLUSTERDOWN, ...)                          reconfiguring; retry
+    cluster refusals (MOVED and ASK after      UnavailableError (503): the cluster is
+      redis-py's redirects, TRYAGAIN,            reconfiguring; retry
+      CLUSTERDOWN, MASTERDOWN, an uncovered
+      slot: ``connection.CLUSTER_REFUSALS``)
+    other cluster client errors                UnavailableError (503)
+    "non local key" (a script met a key        UnavailableError (503): the slot is migrating
+      that left mid-script)
     any other ResponseError or RedisError      RedisqError (500): Redis answered an error
 
 The first row that matches wins. The original exception is the mapped one's ``__cause__``.
+A refusal ran nothing, so ``WorkerBase`` sends any call again after one, for up to
+``REFUSAL_RETRY_S`` (a claim's too: it is not a repeat of a call that may have run).
 """
 
 from __future__ import annotations
@@ -22,15 +29,18 @@ from contextlib import contextmanager
 
 from redis import exceptions as redis_errors
 
-from ..connection import REDIS_OUTAGE_ERRORS, is_outage
+from ..connection import CLUSTER_REFUSALS, REDIS_OUTAGE_ERRORS, is_outage
 from ..errors import RedisqError, UnavailableError
 
-__all__ = ["ERROR_TABLE", "REDIS_OUTAGE_ERRORS", "OutageClock", "is_outage", "mapped_error", "redis_errors_mapped"]
+__all__ = ["CLUSTER_REFUSALS", "ERROR_TABLE", "REDIS_OUTAGE_ERRORS", "REFUSAL_RETRY_S", "OutageClock", "is_outage",
+           "mapped_error", "redis_errors_mapped"]
 
-_CLUSTER_ERRORS: tuple[type[BaseException], ...] = (
-    redis_errors.ClusterError, redis_errors.AskError, redis_errors.TryAgainError, redis_errors.ClusterDownError,
-    redis_errors.MasterDownError, redis_errors.SlotNotCoveredError, redis_errors.RedisClusterException,
-)
+_CLUSTER_ERRORS: tuple[type[BaseException], ...] = (*CLUSTER_REFUSALS, redis_errors.RedisClusterException)
+# How long a call refused by a cluster (a slot migrating, a master failing over) is sent
+# again before the caller gets 503: redis-py has followed its redirects for about 0.5 s by then.
+REFUSAL_RETRY_S = 1.0
+# Redis's reply when a script reads or writes a key that has left a migrating slot mid-script.
+NON_LOCAL_KEY_TEXT = "non local key"
 
 ERROR_TABLE: tuple[tuple[tuple[type[BaseException], ...], type[RedisqError], str], ...] = (
     ((redis_errors.OutOfMemoryError,), UnavailableError,
@@ -44,6 +54,8 @@ ERROR_TABLE: tuple[tuple[tuple[type[BaseException], ...], type[RedisqError], str
 
 def mapped_error(error: BaseException) -> RedisqError | None:
     """The redisq error for a Redis client's exception, by ``ERROR_TABLE``; None for others."""
+    if isinstance(error, redis_errors.ResponseError) and NON_LOCAL_KEY_TEXT in str(error):
+        return UnavailableError(f"redis cluster is migrating the worker's slot: {error}; retry")
     for kinds, mapped, message in ERROR_TABLE:
         if isinstance(error, kinds):
             return mapped(message.format(error=error, kind=type(error).__name__))
