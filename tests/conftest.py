@@ -9,6 +9,7 @@ one for the session), through the client redisq builds for each.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -105,6 +106,19 @@ async def cluster_redis(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Any]]:
+    """What a test started (a ``redisq serve`` with ``kill()``; a redis-server or a cluster
+    with ``stop()``) is ended in its teardown, whatever the test did, last started first."""
+    started: list[Any] = []
+    try:
+        yield started
+    finally:
+        for thing in reversed(started):
+            with contextlib.suppress(Exception):
+                thing.kill() if hasattr(thing, "kill") else thing.stop()
 
 
 @pytest.fixture(scope="session")

@@ -4,10 +4,16 @@ ports, joined by ``redis-cli --cluster create``, each node a ``RedisServer`` of 
 ``RedisCluster(masters=3)`` is three masters sharing the 16,384 slots; ``replicas=1`` gives
 every master a replica (6 nodes), which takes over when its master is killed. ``start()``
 returns once every node agrees the cluster is ``ok`` and knows every slot's owner.
+
+``names_on_distinct_masters(n)`` picks worker names whose slots lie on n different masters;
+``kill_master_of(key)`` kills -9 the master that owns a key's slot (its replica takes over
+within about ``cluster-node-timeout`` = 2 s plus an election; ``start()`` waits until every
+replica has synced, since one that never did refuses to take over).
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 import shutil
 import socket
@@ -76,6 +82,9 @@ class RedisCluster:
                 free_cluster_port(), "--cluster-enabled", "yes",
                 "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", "2000",
+                # a replica syncs at once (Redis 7 waits 5 s for more replicas by default): one
+                # that has never synced refuses to take over from its master
+                "--repl-diskless-sync-delay", "0",
                 *self.extra_args,
             )
             self.nodes.append(node.start())
@@ -89,7 +98,20 @@ class RedisCluster:
             self.stop()
             raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout[-2000:]} {created.stderr[-2000:]}")
         self.wait_until_ok()
+        self.wait_until_replicas_synced()
         return self
+
+    def wait_until_replicas_synced(self, timeout_s: float = CLUSTER_READY_TIMEOUT_S) -> None:
+        """Until every live replica's link to its master is up (it could take over)."""
+        deadline = time.monotonic() + timeout_s
+        for node in self.live_nodes():
+            while True:
+                replication = self.cli(node.port, "INFO", "replication")
+                if "role:master" in replication or "master_link_status:up" in replication:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the replica on port {node.port} did not sync within {timeout_s:.0f} s")
+                time.sleep(0.05)
 
     def cli(self, port: int, *command: str) -> str:
         """One command to one node (``redis-cli -p port ...``), its answer as text."""
@@ -147,6 +169,41 @@ class RedisCluster:
 
     def slot_of(self, key: str) -> int:
         return int(self.cli(self.live_nodes()[0].port, "CLUSTER", "KEYSLOT", key))
+
+    def names_on_distinct_masters(self, count: int, prefix: str = "w") -> list[str]:
+        """``count`` worker names (``<prefix>0``, ``<prefix>1``, ...) whose keys' slots (tag
+        ``{name}``) are owned by ``count`` different masters: their load spreads."""
+        names: list[str] = []
+        owners: set[int] = set()
+        for n in itertools.count():
+            name = f"{prefix}{n}"
+            owner = self.node_for_slot(self.slot_of(f"redisq:{{{name}}}")).port
+            if owner not in owners:
+                owners.add(owner)
+                names.append(name)
+            if len(names) == count:
+                return names
+            if n > 10_000:
+                raise RuntimeError(f"no {count} names on distinct masters (masters: {self.master_ports()})")
+        raise AssertionError("unreachable")
+
+    def kill_master_of(self, key: str) -> RedisServer:
+        """kill -9 the master that owns ``key``'s slot now; the node, for its port."""
+        node = self.node_for_slot(self.slot_of(key))
+        assert node.process is not None
+        node.process.kill()
+        node.process.wait(10)
+        return node
+
+    def wait_until_replaced(self, port: int, timeout_s: float = CLUSTER_READY_TIMEOUT_S) -> None:
+        """Until every live node sees the master on ``port`` failed and another master
+        (its promoted replica) owning its slots, and the cluster ``ok`` again."""
+        deadline = time.monotonic() + timeout_s
+        while any(port in self.master_ports(node.port) for node in self.live_nodes()):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the master on port {port} was not replaced within {timeout_s:.0f} s")
+            time.sleep(0.05)
+        self.wait_until_ok(max(1.0, deadline - time.monotonic()))
 
     def stop(self) -> None:
         for node in self.nodes:

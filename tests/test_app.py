@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from in_process import serving
 
-from redisq.api import create_app
 from redisq.config import Config, WorkerConfig
 from redisq.coordinator import Coordinator
 
@@ -17,15 +17,8 @@ from redisq.coordinator import Coordinator
 @pytest.fixture
 async def client(engine_redis) -> AsyncIterator[httpx.AsyncClient]:
     config = Config(secret="app-test", workers={"send-email": WorkerConfig(name="send-email", url="http://w.test/")})
-    coordinator = Coordinator(config, redis=engine_redis)
-    await coordinator.start(dispatch=False)
-    try:
-        transport = httpx.ASGITransport(app=create_app(coordinator, manage_lifecycle=False),
-                                        raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://redisq.test") as client:
-            yield client
-    finally:
-        await coordinator.stop()
+    async with serving(Coordinator(config, redis=engine_redis)) as client:
+        yield client
 
 
 @pytest.mark.parametrize("method, path", [("GET", "/nope"), ("POST", "/job/x/y/z"), ("GET", "/ui/nope")])

@@ -21,7 +21,6 @@ Every wait is bounded by a deadline, and every process is ended in a ``finally``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import signal
@@ -206,18 +205,6 @@ class Coordinator:
 def client() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=10, trust_env=False) as c:
         yield c
-
-
-@pytest.fixture
-def processes() -> Iterator[list[Any]]:
-    """Everything started here is ended in the teardown, whatever the test did."""
-    started: list[Any] = []
-    try:
-        yield started
-    finally:
-        for thing in reversed(started):
-            with contextlib.suppress(Exception):
-                thing.kill() if isinstance(thing, Coordinator) else thing.stop()
 
 
 def start_redis(processes: list[Any], *extra_args: str) -> RedisServer:

@@ -21,6 +21,8 @@ send a command to one worker's master (``node_of``), or to every master (``maste
 from __future__ import annotations
 
 import asyncio
+import os
+import traceback
 from typing import TYPE_CHECKING, Any, TypedDict, TypeGuard, Union, cast
 
 import redis.asyncio as aioredis
@@ -69,6 +71,8 @@ EMBEDDED_MAX_CONNECTIONS = 1_000_000  # in-process: a connection costs nothing
 # MAX_CONNECTIONS over all masters (``ClusterClient``), and each master may take that many
 # plus what pub/sub and pipelines hold.
 NODE_MAX_CONNECTIONS = 2 * MAX_CONNECTIONS
+# redis-py's connection module, where a connection closed under a call fails it
+REDIS_CONNECTION_MODULE = os.path.join("redis", "asyncio", "connection.py")
 
 
 class HiredisPackedConnection(aioredis.Connection):
@@ -89,13 +93,44 @@ class _PoolOptions(TypedDict, total=False):
 
 
 class ClusterClient(RedisCluster):
-    """redis-py's cluster client whose calls wait for one of ``MAX_CONNECTIONS`` (as the
-    single client's blocking pool makes them wait, up to ``COMMAND_TIMEOUT_S``), where
-    redis-py's own per-node cap fails at once ("Too many connections")."""
+    """redis-py's cluster client with three changes for redisq:
+
+    - its calls wait for one of ``MAX_CONNECTIONS`` (as the single client's blocking pool
+      makes them wait, up to ``COMMAND_TIMEOUT_S``), where redis-py's own per-node cap fails
+      at once ("Too many connections");
+    - after its first start, a refresh of its map (after a connection error, a MOVED, a
+      CLUSTERDOWN) only asks a node for the slots (CLUSTER SLOTS, trying the nodes in turn),
+      as redis-py does, but does not fetch the command table again from the first master,
+      which may be the one that just died: that made every refresh fail, and close every
+      connection of every master, until the failover was over;
+    - a call on a connection that redis-py closed under it (it closes every connection of
+      every master on CLUSTERDOWN, calls in flight included) fails as a ``ConnectionError``,
+      an outage, instead of the ``RuntimeError`` or ``AttributeError`` that redis-py's
+      connection code raises then ("handler is closed", a writer that is None).
+    """
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.calls_at_once = asyncio.Semaphore(MAX_CONNECTIONS)
+        self.started = False  # whether a first initialize() succeeded (the command table is known)
+
+    async def initialize(self, additional_startup_nodes_info: list[tuple[str, int]] | None = None,
+                         last_failed_node_name: str | None = None) -> ClusterClient:
+        if not self.started:
+            await super().initialize(additional_startup_nodes_info, last_failed_node_name)
+            self.started = True
+            return self
+        if self._initialize:
+            if not self._lock:
+                self._lock = asyncio.Lock()
+            async with self._lock:
+                if self._initialize:
+                    await self.nodes_manager.initialize(additional_startup_nodes_info=additional_startup_nodes_info,
+                                                        last_failed_node_name=last_failed_node_name)
+                    self._initialize = False
+                    if last_failed_node_name is not None and self.get_default_node().name == last_failed_node_name:
+                        self.replace_default_node()
+        return self
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -106,8 +141,21 @@ class ClusterClient(RedisCluster):
                 f"({MAX_CONNECTIONS} calls at once)") from None
         try:
             return await super().execute_command(*args, **kwargs)
+        except (RuntimeError, AttributeError) as e:
+            if not closed_under_the_call(e):
+                raise
+            raise redis_errors.ConnectionError(f"connection closed by the cluster client: {e}") from e
         finally:
             self.calls_at_once.release()
+
+
+def closed_under_the_call(error: BaseException) -> bool:
+    """Whether an error other than redis-py's own came from its connection code (or asyncio's
+    transport below it): the connection was closed while the call used it."""
+    if isinstance(error, RuntimeError) and "handler is closed" in str(error):
+        return True
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and frames[-1].filename.endswith(REDIS_CONNECTION_MODULE)
 
 
 def connect(redis_url: str, cluster: bool = False) -> aioredis.Redis | ClusterClient:

@@ -11,7 +11,7 @@ import logging
 from redis import exceptions as redis_errors
 
 from .config import Config, WorkerConfig
-from .connection import is_outage, is_refusal
+from .connection import closed_under_the_call, is_outage, is_refusal
 from .errors import RedisqError
 
 # The names these lines have always been logged under (operators may filter on them).
@@ -33,7 +33,7 @@ class OutageBackoff:
     async def failed(self, error: Exception) -> None:
         if self.delay_s == 0.0:
             cause = error.__cause__ if isinstance(error, RedisqError) and error.__cause__ is not None else error
-            if is_outage(error):
+            if is_outage(error) or closed_under_the_call(error):
                 backoff_log.warning("%s: redis unreachable (%s); retrying with backoff", self.what, cause)
             elif is_refusal(error):
                 backoff_log.warning("%s: the redis cluster refused for now (%s: %s); retrying with backoff",
