@@ -1,6 +1,8 @@
-"""``python -m bench [--quick] [--processes 1,2] [--only ceiling,engine,http,e2e,cron,throttle,shopify,listing]``
+"""``python -m bench [--quick] [--processes 1,2] [--only STEP,...]``
 
-Runs the eight steps in order and prints every figure beside a reference measured in the
+The steps: ceiling, engine, http, e2e, cron, throttle, shopify, listing, cluster.
+
+Runs the nine steps in order and prints every figure beside a reference measured in the
 same run, then all of them again as a summary. See bench/README.md.
 """
 
@@ -18,11 +20,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from . import cron_lag, e2e, engine, http_client, listing, redis_ceiling, shopify_spacing, throttle
+from . import cluster, cron_lag, e2e, engine, http_client, listing, redis_ceiling, shopify_spacing, throttle
 from .procs import RedisProc
 from .report import FIGURES, NOTES, OtherLoad, loop_name
 
-STEPS = ("ceiling", "engine", "http", "e2e", "cron", "throttle", "shopify", "listing")
+STEPS = ("ceiling", "engine", "http", "e2e", "cron", "throttle", "shopify", "listing", "cluster")
 
 
 def cpu_model() -> str:
@@ -110,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         if "listing" in only:
             with OtherLoad() as load:
                 guarded("listing", lambda: listing.measure(args.quick))
+            print(f"  ({load.describe()})", flush=True)
+        if "cluster" in only:
+            with OtherLoad() as load:
+                guarded("cluster", lambda: cluster.measure(args.quick))
             print(f"  ({load.describe()})", flush=True)
 
     print(f"\nsummary ({time.monotonic() - started:.0f} s; {whole.describe()}):")

@@ -1,4 +1,5 @@
-"""Throwaway subprocesses for the benchmarks: a redis-server, the Node sink, coordinators.
+"""Throwaway subprocesses for the benchmarks: a redis-server, a Redis Cluster of them, the
+Node sink, coordinators.
 
 Each one listens on a free port on 127.0.0.1, is waited for with a time limit, and is
 stopped (SIGTERM, then SIGKILL after a grace period) when the benchmark ends, also when it
@@ -116,14 +117,14 @@ class RedisProc(Proc):
 
     name = "redis"
 
-    def __init__(self, port: int | None = None):
+    def __init__(self, port: int | None = None, *extra_args: str):
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not on PATH (apt-get install redis-server)")
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="redisq-bench-redis-")
         self._spawn([binary, "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly", "no",
-                     "--dir", self.dir, "--protected-mode", "yes"])
+                     "--dir", self.dir, "--protected-mode", "yes", *extra_args])
         _wait_for(self._ping, self.proc, f"redis-server on port {self.port}", 10)  # type: ignore[arg-type]
 
     @property
@@ -152,6 +153,86 @@ class RedisProc(Proc):
     def stop(self, grace_s: float = 5.0) -> None:
         super().stop(grace_s)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+CLUSTER_BUS_PORT_OFFSET = 10000  # a cluster node also listens on port + 10000
+SLOT_COUNT = 16384
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster-bus port (+10000) is free and valid too."""
+    for _ in range(1000):
+        port = free_port()
+        if port + CLUSTER_BUS_PORT_OFFSET > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port + CLUSTER_BUS_PORT_OFFSET))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+class ClusterProc:
+    """A Redis Cluster of ``masters`` redis-servers (no replicas), the slots split evenly in
+    order (node 0 owns the lowest), so a key's master is known from its slot alone."""
+
+    def __init__(self, masters: int):
+        self.nodes: list[RedisProc] = []
+        try:
+            for _ in range(masters):
+                self.nodes.append(RedisProc(free_cluster_port(), "--cluster-enabled", "yes",
+                                            "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"))
+            for n, node in enumerate(self.nodes):
+                first, last = self.slot_range(n)
+                self.cli(node.port, "CLUSTER", "ADDSLOTSRANGE", str(first), str(last))
+                if n:
+                    self.cli(node.port, "CLUSTER", "MEET", HOST, str(self.nodes[0].port))
+            deadline = time.monotonic() + 30
+            while not all("cluster_state:ok" in self.cli(node.port, "CLUSTER", "INFO") for node in self.nodes):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the {masters}-master cluster was not ok within 30 s")
+                time.sleep(0.1)
+        except BaseException:
+            self.stop()
+            raise
+
+    def slot_range(self, n: int) -> tuple[int, int]:
+        size = SLOT_COUNT // len(self.nodes)
+        return n * size, SLOT_COUNT - 1 if n == len(self.nodes) - 1 else (n + 1) * size - 1
+
+    def master_of_slot(self, slot: int) -> RedisProc:
+        return next(node for n, node in enumerate(self.nodes) if self.slot_range(n)[0] <= slot <= self.slot_range(n)[1])
+
+    @staticmethod
+    def cli(port: int, *command: str) -> str:
+        binary = shutil.which("redis-cli")
+        if binary is None:
+            raise RuntimeError("redis-cli is not on PATH (it comes with redis-server)")
+        return subprocess.run([binary, "-p", str(port), *command], capture_output=True, text=True,
+                              timeout=30).stdout.strip()
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.nodes[0].port}"
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        self.nodes = []
+
+    def __enter__(self) -> ClusterProc:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def http_json(port: int, method: str, path: str, body: Any = None, timeout_s: float = 5.0,

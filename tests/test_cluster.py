@@ -162,6 +162,23 @@ async def test_a_batch_across_workers_that_fails_part_way_says_which_jobs_it_wro
         assert again.json()["created"] == 1
 
 
+async def test_a_master_short_of_replicas_for_min_replicas_to_write_answers_503(processes):
+    """README, Failover: ``min-replicas-to-write`` makes a master refuse writes while too few
+    replicas are in reach; its worker's enqueues are 503 naming it (NOREPLICAS), not 500."""
+    cluster = start_cluster(processes)
+    (name,) = cluster.names_on_distinct_masters(1)
+    master = cluster.node_for_slot(cluster.slot_of(WorkerKeys(name).tag))
+    async with in_process_api(cluster, [name]) as api:
+        cluster.cli(master.port, "CONFIG", "SET", "min-replicas-to-write", "1")
+        try:
+            answer = await api.post("/job", json={"worker": name, "id": "a"})
+        finally:
+            cluster.cli(master.port, "CONFIG", "SET", "min-replicas-to-write", "0")
+        assert answer.status_code == 503, answer.text
+        assert "min-replicas-to-write" in answer.json()["error"]
+        assert (await api.post("/job", json={"worker": name, "id": "a"})).status_code == 201
+
+
 async def test_an_enqueue_while_its_slot_stays_migrating_is_a_503_naming_the_cause(processes):
     """A slot marked MIGRATING with none of its keys moved yet: a script that declares a key
     missing there (a new job's) is refused with TRYAGAIN until the keys move. The caller gets

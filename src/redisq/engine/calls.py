@@ -14,6 +14,7 @@ to redisq's own by one table (as httpx maps the layer below once, at its transpo
     other cluster client errors                UnavailableError (503)
     "non local key" (a script met a key        UnavailableError (503): the slot is migrating
       that left mid-script)
+    NOREPLICAS (min-replicas-to-write)         UnavailableError (503): the master refuses writes
     any other ResponseError or RedisError      RedisqError (500): Redis answered an error
 
 The first row that matches wins. The original exception is the mapped one's ``__cause__``.
@@ -41,6 +42,8 @@ _CLUSTER_ERRORS: tuple[type[BaseException], ...] = (*CLUSTER_REFUSALS, redis_err
 REFUSAL_RETRY_S = 1.0
 # Redis's reply when a script reads or writes a key that has left a migrating slot mid-script.
 NON_LOCAL_KEY_TEXT = "non local key"
+# A master with min-replicas-to-write refuses writes while too few replicas are in reach.
+NO_REPLICAS_TEXT = "NOREPLICAS"
 
 ERROR_TABLE: tuple[tuple[tuple[type[BaseException], ...], type[RedisqError], str], ...] = (
     ((redis_errors.OutOfMemoryError,), UnavailableError,
@@ -56,6 +59,8 @@ def mapped_error(error: BaseException) -> RedisqError | None:
     """The redisq error for a Redis client's exception, by ``ERROR_TABLE``; None for others."""
     if isinstance(error, redis_errors.ResponseError) and NON_LOCAL_KEY_TEXT in str(error):
         return UnavailableError(f"redis cluster is migrating the worker's slot: {error}; retry")
+    if isinstance(error, redis_errors.ResponseError) and str(error).startswith(NO_REPLICAS_TEXT):
+        return UnavailableError(f"redis refuses writes: fewer replicas than its min-replicas-to-write: {error}")
     for kinds, mapped, message in ERROR_TABLE:
         if isinstance(error, kinds):
             return mapped(message.format(error=error, kind=type(error).__name__))
