@@ -191,6 +191,20 @@ def test_a_bad_redis_url_in_the_environment_is_named():
     assert str(caught.value).startswith("environment: REDISQ_REDIS_URL: must be a redis://")
 
 
+def test_redis_cluster_comes_from_the_file_or_the_environment_and_else_is_asked_at_start(tmp_path):
+    assert parse_config({}).redis_cluster is None  # serve asks the node (INFO cluster)
+    assert parse_config({"redis_cluster": True}).redis_cluster is True
+    assert parse_config({"redis_cluster": False}).redis_cluster is False
+    with pytest.raises(ConfigError, match=r"^redisq\.toml: redis_cluster: must be true or false"):
+        parse_config({"redis_cluster": "yes"}, "redisq.toml")
+    path = tmp_path / "redisq.toml"
+    path.write_text('redis_url = "redis://10.0.0.5:7000"\nredis_cluster = false\n')
+    assert load_config(str(path), environ={"REDISQ_REDIS_CLUSTER": "true"}).redis_cluster is True
+    assert load_config(str(path), environ={"REDISQ_REDIS_CLUSTER": ""}).redis_cluster is False
+    with pytest.raises(ConfigError, match="a Redis Cluster is reached over TCP"):
+        load_config(None, environ={"REDISQ_REDIS_URL": "unix:///run/redis.sock", "REDISQ_REDIS_CLUSTER": "1"})
+
+
 def test_signing_keys_and_api_tokens_come_from_the_file_and_the_environment():
     config = parse_config({"signing_keys": ["new", "old"], "api_tokens": ["t1"]}, "redisq.toml")
     assert config.signing_keys == ("new", "old") and config.api_tokens == ("t1",)

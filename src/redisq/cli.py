@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import __version__
-from .config import MAX_PORT, ConfigError, check_redis_url, load_config
+from .config import MAX_PORT, ConfigError, check_cluster_url, check_redis_url, load_config
 from .server import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as `yes | head -1` ends: the reader stopped before the end
@@ -33,8 +33,9 @@ def serve(args: argparse.Namespace) -> int:
     from .server import serve as serve_until_stopped
 
     try:
-        config = load_config(args.config).with_overrides(
-            redis_url=check_redis_url("command line", "--redis-url", args.redis_url), host=args.host, port=args.port)
+        config = check_cluster_url(load_config(args.config).with_overrides(
+            redis_url=check_redis_url("command line", "--redis-url", args.redis_url), host=args.host, port=args.port),
+            "command line")
     except ConfigError as e:
         print(f"redisq: config error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -204,6 +204,14 @@ def check_redis_url(source: str, key: str, value: str | None) -> str | None:
     return value
 
 
+def check_cluster_url(config: Config, source: str = "config") -> Config:
+    """A Redis Cluster is reached over TCP: ``redis_cluster = true`` with a unix:// URL is refused."""
+    if config.redis_cluster and (config.redis_url or "").startswith("unix://"):
+        raise _fail(source, "redis_url", "a Redis Cluster is reached over TCP (redis_cluster = true): give a node's "
+                    "redis:// or rediss:// URL")
+    return config
+
+
 def _url(source: str, key: str, value: str | None) -> str | None:
     if value is not None and not value.startswith(("http://", "https://")):
         raise _fail(source, key, f"must be an http:// or https:// URL, got {value!r}")
@@ -397,4 +405,5 @@ def load_config(path: str | None = None, environ: Mapping[str, str] | None = Non
         metrics_public=config.metrics_public if metrics_public is None else metrics_public,
         redis_cluster=config.redis_cluster if redis_cluster is None else redis_cluster,
     )
-    return config.with_overrides(redis_url=redis_url, secret=env.get("REDISQ_SECRET") or None)
+    return check_cluster_url(config.with_overrides(redis_url=redis_url, secret=env.get("REDISQ_SECRET") or None),
+                             path or "environment")
