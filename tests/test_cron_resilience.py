@@ -30,7 +30,6 @@ from test_resilience import (  # noqa: F401 (fixtures)
     WorkerSink,
     clean_env,
     client,
-    processes,
     start_coordinator,
     start_redis,
     wait_all_succeeded,

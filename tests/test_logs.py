@@ -28,7 +28,7 @@ from aiohttp import web
 from redisq.config import ConfigError, load_config, parse_config
 
 from redis_server import RedisServer, free_port
-from test_resilience import Coordinator, client, processes, start_coordinator, start_redis  # noqa: F401 (fixtures)
+from test_resilience import Coordinator, client, start_coordinator, start_redis  # noqa: F401 (fixtures)
 
 SECRET = "logs-test-secret"
 WORKER = "sink"

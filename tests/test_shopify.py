@@ -31,7 +31,7 @@ import pytest
 
 from cpu_burner import CpuBurner
 from redis_server import free_port
-from test_resilience import SECRET, clean_env, client, processes, start_coordinator, start_redis  # noqa: F401
+from test_resilience import SECRET, clean_env, client, start_coordinator, start_redis  # noqa: F401
 
 WORKER = "shopify"
 BUCKET = 40

@@ -141,12 +141,33 @@ class ClusterClient(RedisCluster):
                 f"({MAX_CONNECTIONS} calls at once)") from None
         try:
             return await super().execute_command(*args, **kwargs)
+        except redis_errors.RedisClusterException as e:
+            raise unreachable_as_outage(e) from e
         except (RuntimeError, AttributeError) as e:
             if not closed_under_the_call(e):
                 raise
             raise redis_errors.ConnectionError(f"connection closed by the cluster client: {e}") from e
         finally:
             self.calls_at_once.release()
+
+
+def unreachable_as_outage(error: redis_errors.RedisClusterException) -> BaseException:
+    """redis-py's "Redis Cluster cannot be connected" (no node reachable to read the slot map
+    from) as the outage it is, a ``ConnectionError``; any other cluster client error as it is."""
+    if isinstance(error.__cause__, REDIS_OUTAGE_ERRORS):
+        return redis_errors.ConnectionError(f"no node of the redis cluster reachable: {error.__cause__}")
+    return error
+
+
+async def ready(redis: RedisCluster) -> None:
+    """The cluster client's slot map read (again, after an error made it stale)."""
+    try:
+        await redis.initialize()
+    except redis_errors.RedisClusterException as e:
+        mapped = unreachable_as_outage(e)
+        if mapped is e:
+            raise
+        raise mapped from e
 
 
 def closed_under_the_call(error: BaseException) -> bool:
@@ -220,7 +241,7 @@ def is_cluster(redis: RedisClient) -> TypeGuard[RedisCluster]:
 async def node_of(redis: RedisCluster, key: str) -> ClusterNode:
     """The master that owns ``key``'s slot, in the client's map (refreshed first when an
     error made it stale)."""
-    await redis.initialize()
+    await ready(redis)
     node = redis.get_node_from_key(key)
     if node is None:  # pragma: no cover - only asked for a replica
         raise redis_errors.SlotNotCoveredError(f"no master owns the slot of {key!r}")
@@ -229,7 +250,7 @@ async def node_of(redis: RedisCluster, key: str) -> ClusterNode:
 
 async def masters(redis: RedisCluster) -> list[ClusterNode]:
     """Every master of the cluster, by address."""
-    await redis.initialize()
+    await ready(redis)
     return sorted(redis.get_primaries(), key=lambda node: node.name)
 
 

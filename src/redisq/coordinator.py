@@ -50,7 +50,8 @@ log = logging.getLogger("redisq")
 
 SECRET_WAIT_S = 10.0  # how long start waits for Redis when it must read from it (the secret, whether a cluster)
 # reading a cluster's map
-MAP_ERRORS: tuple[type[BaseException], ...] = (*REDIS_OUTAGE_ERRORS, *CLUSTER_REFUSALS, redis_errors.RedisError)
+MAP_ERRORS: tuple[type[BaseException], ...] = (*REDIS_OUTAGE_ERRORS, *CLUSTER_REFUSALS, redis_errors.RedisError,
+                                               redis_errors.RedisClusterException)
 CLUSTER_NEEDS_SECRET = (
     "redis at {url} is a Redis Cluster: set `secret` (or REDISQ_SECRET), the same on every coordinator; on a "
     "cluster redisq does not keep a shared secret in Redis (it would live on one master, and no coordinator "
@@ -70,7 +71,11 @@ def redacted_url(url: str | None) -> str:
 async def warn_about_eviction(redis: RedisClient) -> str | None:
     """Warn when Redis may evict keys (it would lose jobs): each master of a cluster; returns
     the policy seen (the first that is not noeviction, on a cluster)."""
-    nodes = await masters(redis) if is_cluster(redis) else [None]
+    try:
+        nodes = await masters(redis) if is_cluster(redis) else [None]
+    except Exception as e:  # the cluster cannot be reached yet: its loops will say so
+        log.debug("could not list the cluster's masters to read maxmemory-policy: %s", e)
+        return None
     seen = None
     for node in nodes:
         where = "" if node is None else f" on master {node.name}"

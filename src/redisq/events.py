@@ -51,7 +51,7 @@ from typing import Any
 
 from redis.typing import KeyT, StreamIdT
 
-from .connection import RedisClient, is_cluster, node_of, server_time_ms
+from .connection import RedisClient, is_cluster, node_of
 from .engine import redis_errors_mapped
 from .errors import RedisqError, UnavailableError, ValidationError
 from .keys import WORKER_NAME_RE, WorkerKeys, job_id
@@ -327,9 +327,16 @@ class EventFeed:
         return {key: f"{now_ms - 1}-{MAX_SEQ}" for key in self._stream_worker}
 
     async def _clock_ms(self) -> int:
-        """On a cluster: the earliest clock of the masters that hold the workers' streams."""
-        clocks = await asyncio.gather(*(server_time_ms(self.redis, key) for key in self._stream_worker))
-        return min(clocks) if clocks else redis_ms(await self.redis.time())
+        """On a cluster: the earliest clock of the masters that hold the workers' streams
+        (one TIME per master)."""
+        if not is_cluster(self.redis) or not self._stream_worker:
+            return redis_ms(await self.redis.time())
+        nodes = {}
+        for key in self._stream_worker:
+            node = await node_of(self.redis, key)
+            nodes[node.name] = node
+        clocks = await asyncio.gather(*(self.redis.time(target_nodes=node) for node in nodes.values()))
+        return min(redis_ms(clock) for clock in clocks)
 
     async def _on_its_master(self, key: str, *command: Any) -> Any:
         """One stream command sent to the master of the stream (a cluster's client follows a

@@ -33,7 +33,6 @@ from test_resilience import (  # noqa: F401 (fixtures)
     WORKER,
     WorkerSink,
     client,
-    processes,
     start_coordinator,
     start_redis,
     wait_until,

@@ -16,7 +16,6 @@ from test_resilience import (
     client,  # noqa: F401 (fixture)
     enqueue,
     job_states,
-    processes,  # noqa: F401 (fixture)
     start_coordinator,
     start_redis,
     wait_until,
@@ -26,7 +25,7 @@ from test_resilience import (
 JOBS = 3000
 
 
-def test_redis_killed_mid_dispatch_loses_no_accepted_job_and_kills_none(tmp_path, client, processes):  # noqa: F811
+def test_redis_killed_mid_dispatch_loses_no_accepted_job_and_kills_none(tmp_path, client, processes):
     server = start_redis(processes, "--appendonly", "yes", "--appendfsync", "always")
     port = free_port()
     with WorkerSink(lambda: 0.02) as sink:

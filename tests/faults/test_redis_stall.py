@@ -26,7 +26,6 @@ from test_resilience import (
     client,  # noqa: F401 (fixture)
     enqueue,
     job_states,
-    processes,  # noqa: F401 (fixture)
     start_coordinator,
     start_redis,
     wait_until,
@@ -70,7 +69,7 @@ def last_errors(server: RedisServer, ids: list[str]) -> dict[str, int]:
         r.close()
 
 
-def test_a_stall_past_the_timeout_and_the_leases_makes_no_answered_job_dead(tmp_path, client, processes):  # noqa: F811
+def test_a_stall_past_the_timeout_and_the_leases_makes_no_answered_job_dead(tmp_path, client, processes):
     server = start_redis(processes)
     port = free_port()
     with WorkerSink(lambda: 0.05) as sink:
@@ -98,7 +97,7 @@ def test_a_stall_past_the_timeout_and_the_leases_makes_no_answered_job_dead(tmp_
     assert {attempts for _, attempts in states.values()} == {1}
 
 
-def test_while_redis_is_frozen_every_route_answers_503_within_a_second(tmp_path, client, processes):  # noqa: F811
+def test_while_redis_is_frozen_every_route_answers_503_within_a_second(tmp_path, client, processes):
     server = start_redis(processes)
     port = free_port()
     with WorkerSink(lambda: 0.01) as sink:
