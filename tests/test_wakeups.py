@@ -93,7 +93,10 @@ async def test_cross_process_events_reach_the_others_as_the_bare_worker_name(eng
                 message = await raw.get_message(ignore_subscribe_messages=True, timeout=0.1)
             if message is not None:
                 seen.append(message["data"])
-        assert sorted(seen[-2:]) == [b"v", b"w"] and set(seen) <= {b"first", b"v", b"w"}
+        if sharded:  # each master's channel is read on its own connection: no order across them
+            assert {b"v", b"w"} <= set(seen) <= {b"first", b"v", b"w"}
+        else:
+            assert sorted(seen[-2:]) == [b"v", b"w"] and set(seen) <= {b"first", b"v", b"w"}
     finally:
         await there.stop()
         await raw.aclose()

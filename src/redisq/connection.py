@@ -98,6 +98,9 @@ class ClusterClient(RedisCluster):
     - its calls wait for one of ``MAX_CONNECTIONS`` (as the single client's blocking pool
       makes them wait, up to ``COMMAND_TIMEOUT_S``), where redis-py's own per-node cap fails
       at once ("Too many connections");
+    - its first start (the slot map, the command table) is made once, by the first call,
+      while the others wait: redis-py lets every call of a burst start it at once, and a
+      few of them then fail with "Connection closed by server";
     - after its first start, a refresh of its map (after a connection error, a MOVED, a
       CLUSTERDOWN) only asks a node for the slots (CLUSTER SLOTS, trying the nodes in turn),
       as redis-py does, but does not fetch the command table again from the first master,
@@ -113,6 +116,7 @@ class ClusterClient(RedisCluster):
         super().__init__(*args, **kwargs)
         self.calls_at_once = asyncio.Semaphore(MAX_CONNECTIONS)
         self.started = False  # whether a first initialize() succeeded (the command table is known)
+        self._first_start = asyncio.Lock()
 
     async def initialize(self, additional_startup_nodes_info: list[tuple[str, int]] | None = None,
                          last_failed_node_name: str | None = None) -> ClusterClient:
@@ -140,6 +144,9 @@ class ClusterClient(RedisCluster):
                 f"no connection to the cluster free within {COMMAND_TIMEOUT_S:g} s "
                 f"({MAX_CONNECTIONS} calls at once)") from None
         try:
+            if not self.started:
+                async with self._first_start:
+                    await self.initialize()
             return await super().execute_command(*args, **kwargs)
         except redis_errors.RedisClusterException as e:
             raise unreachable_as_outage(e) from e

@@ -93,6 +93,10 @@ def fields_schema(names: Sequence[str], schemas: Mapping[str, Schema], required:
             "required": list(required), "additionalProperties": False, **extra}
 
 
+# On a Redis Cluster: each master's address -> "up", or "down: <why>".
+MASTERS: Schema = {"type": "object", "additionalProperties": {"type": "string"}}
+
+
 def answer_schema(properties: Mapping[str, Schema], optional: Iterable[str] = ()) -> Schema:
     """An object the API answers: every property present unless ``optional``, nothing else."""
     left_out = set(optional)
@@ -321,9 +325,11 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("POST", "/schedule/{id}/pause", "Pause a schedule", {200: SCHEDULE_ANSWER, 404: UNKNOWN_SCHEDULE}),
     Operation("POST", "/schedule/{id}/resume", "Resume a schedule from its next fire time", {
         200: SCHEDULE_ANSWER, 404: UNKNOWN_SCHEDULE}),
-    Operation("GET", "/health", "Whether the store answers", {
-        200: Answer("Up", answer_schema({"redis": {"const": "up"}, "store": {"enum": ["redis", "embedded"]}})),
-        503: Answer("Down", answer_schema({"redis": {"const": "down"}, "error": STRING}))}, uses_redis=False),
+    Operation("GET", "/health", "Whether the store answers (on a Redis Cluster: every master)", {
+        200: Answer("Up", answer_schema({"redis": {"const": "up"}, "store": {"enum": ["redis", "embedded", "cluster"]},
+                                         "masters": MASTERS}, optional=("masters",))),
+        503: Answer("Down", answer_schema({"redis": {"const": "down"}, "error": STRING, "store": {"const": "cluster"},
+                                           "masters": MASTERS}, optional=("store", "masters")))}, uses_redis=False),
     Operation("GET", "/openapi.json", "This document", {
         200: Answer("The OpenAPI 3.1 document", {"type": "object"})}, uses_redis=False),
     Operation("GET", "/docs", "This document, rendered for a browser (Swagger UI, shipped in the package)", {
