@@ -137,6 +137,12 @@ class ClusterClient(RedisCluster):
         return self
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.started:  # before the wait for a free call, which its time must not count
+            try:
+                async with self._first_start:
+                    await self.initialize()
+            except redis_errors.RedisClusterException as e:
+                raise unreachable_as_outage(e) from e
         try:
             await asyncio.wait_for(self.calls_at_once.acquire(), COMMAND_TIMEOUT_S)
         except TimeoutError:
@@ -144,9 +150,6 @@ class ClusterClient(RedisCluster):
                 f"no connection to the cluster free within {COMMAND_TIMEOUT_S:g} s "
                 f"({MAX_CONNECTIONS} calls at once)") from None
         try:
-            if not self.started:
-                async with self._first_start:
-                    await self.initialize()
             return await super().execute_command(*args, **kwargs)
         except redis_errors.RedisClusterException as e:
             raise unreachable_as_outage(e) from e
