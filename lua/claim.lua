@@ -27,6 +27,8 @@
 --!include common
 --!include jobs
 --!include limits
+--!include slot
+local KEYS = keys_past_probes(KEYS)
 local queue = new_queue(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 local running_key, worker_bucket_key, dispatched_key, buckets_key = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local reply_key, answered_reply_key = KEYS[10], KEYS[11]

@@ -30,6 +30,10 @@ single hash slot and the same scripts run on one Redis and on Redis Cluster::
     redisq:{shopify}:schedule-ids     set   every schedule suffix of the worker, paused or not
     redisq:{shopify}:schedule:<suffix>       hash  one cron schedule's spec and state
     redisq:{shopify}:schedule-jobs:<suffix>  list  its latest tick jobs' suffixes, newest first
+    redisq:{shopify}:slot-probe:1, :2        never exist: the first two KEYS of every script
+                                            call, so that Redis Cluster refuses a script
+                                            (TRYAGAIN) while the worker's slot is moving
+                                            (lua/includes/slot.lua)
 
 A job without a ``throttleKey`` belongs to the key ``""``: its queue is
 ``redisq:{shopify}:queue:`` and its bucket ``redisq:{shopify}:kbucket:``.
@@ -188,6 +192,13 @@ class WorkerKeys:
 
     def schedule_jobs(self, suffix: str) -> str:
         return f"{self.tag}:schedule-jobs:{suffix}"
+
+    @property
+    def migration_probes(self) -> list[str]:
+        """Two keys that never exist, named first in every script call of the worker: a
+        call naming a key that is missing from a slot being migrated is refused whole
+        (TRYAGAIN) by either node, so no script runs half while the slot moves."""
+        return [f"{self.tag}:slot-probe:1", f"{self.tag}:slot-probe:2"]
 
     @property
     def queue_keys(self) -> list[str]:
