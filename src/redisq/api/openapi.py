@@ -200,7 +200,7 @@ WORKER = answer_schema({
         "dispatched": {"type": "array", "items": COUNT,
                        "description": "Jobs claimed in each span of bucketSeconds over the last 5 minutes, oldest "
                                       "first; the last ends with the last whole second"}}),
-    "throttled": {**COUNT, "description": "Answers that pushed back (429, 503 with Retry-After, a receipt's "
+    "throttled": {**COUNT, "description": "Answers that pushed back (a 429; a 503 with Retry-After; a receipt's "
                                           "retryAfter) since the worker's first job"}})
 THROTTLE_KEY = answer_schema({
     "key": {**STRING, "description": "The throttle key (\"\": the jobs without one)"},

@@ -102,7 +102,7 @@ class WorkerState:
     total_tokens: float | None  # left in the worker-wide bucket; None = no total_rate
     back_pressure_s: float  # the worker pauses this long after a Retry-After (0 = not paused)
     dispatched_last_minute: int
-    throttled: int  # answers that pushed back (429, 503 with Retry-After, a receipt's retryAfter), ever
+    throttled: int  # answers that pushed back (a 429; a 503 with Retry-After; a receipt's retryAfter), ever
     dispatch_bucket_s: int  # the span of each count in ``dispatched_per_bucket``
     dispatched_per_bucket: tuple[int, ...]  # jobs claimed per span of the last minutes, oldest first
 
