@@ -2,8 +2,9 @@
 -- jobs waiting, read at one moment. Changes nothing.
 -- KEYS: throttle keys zset (key -> ms it can next be served), limits hash
 -- ARGV: queue prefix, key bucket prefix, state prefix, how many keys to look at (those that
---   wait longest first: a key paused by back-pressure or short of tokens is served last)
--- Returns {now_ms, keys waiting, per key looked at: key, ms it can next be served, jobs
+--   wait longest first by the zset: a key short of tokens, or whose head job is due later)
+-- Returns {now_ms, keys waiting, per key looked at: key, ms it can next be served (by the
+--   zset, or when its back-pressure ends, whichever is later), jobs
 --   waiting, jobs running, tokens ('' = no rate), ms it stays paused by back-pressure}
 --!include common
 --!include limits
@@ -21,9 +22,10 @@ for i = 1, #looked_at, 2 do
   if limits.rate then
     tokens = string.format('%.3f', bucket_level(bucket[1], bucket[2], limits.rate, limits.burst, now))
   end
-  local paused_ms = math.max(0, (tonumber(bucket[3]) or 0) - now)
+  local paused_until_ms = tonumber(bucket[3]) or 0
+  local paused_ms = math.max(0, paused_until_ms - now)
   out[#out + 1] = key
-  out[#out + 1] = looked_at[i + 1]
+  out[#out + 1] = math.max(tonumber(looked_at[i + 1]), paused_until_ms)
   out[#out + 1] = redis.call('ZCARD', queue_prefix .. key)
   out[#out + 1] = redis.call('ZCARD', state_prefix .. 'running:' .. key)
   out[#out + 1] = tokens

@@ -384,3 +384,38 @@ def test_the_overview_lists_the_coordinators_alive_and_the_429s(tmp_path, clean_
             screenshot(page, "overview-two-coordinators")
         expect(coordinators).to_have_count(1)  # the second said it stops
         assert len(httpx.get(f"{url}/coordinators", timeout=10).json()["coordinators"]) == 1
+
+
+def test_the_overview_shows_each_workers_state_at_a_glance(tmp_path, clean_env, fresh_redis, page):
+    """Three workers, as an operator meets them: one dispatching at its rate, one whose API
+    answers 429, one that is broken (404). Its screenshot is the README's (docs/)."""
+    with StandInWorker(200) as email, StandInWorker(429) as shopify, StandInWorker(404) as hooks, \
+            serving(tmp_path, clean_env, stand_in_config("send-email", email) + "rate = 10\nburst = 1\n"
+                    + stand_in_config("shopify-sync", shopify) + stand_in_config("webhooks", hooks),
+                    redis_url=fresh_redis) as (url, _):
+        page.goto(f"{url}/ui")
+        for worker, n in (("send-email", 400), ("shopify-sync", 3), ("webhooks", 12)):
+            done = httpx.post(f"{url}/jobs", json={"jobs": [{"worker": worker, "args": {"n": i}} for i in range(n)]},
+                              timeout=30)
+            assert done.status_code == 201, done.text
+        row = {name: page.locator(f'tr[data-worker="{name}"]') for name in ("send-email", "shopify-sync", "webhooks")}
+        expect(row["webhooks"].locator('td[data-state="dead"]')).to_have_text("12")
+        expect(row["shopify-sync"].locator('[data-field="throttled"]')).to_have_text("6")  # 2 attempts each
+        expect(row["shopify-sync"].locator('td[data-state="dead"]')).to_have_text("3")
+        page.wait_for_function(
+            "() => { const f = document.querySelector('tr[data-worker=\"send-email\"] [data-testid=recent-rate]');"
+            " return f && Number(f.dataset.rate) >= 5; }", timeout=90_000)
+        assert float(row["send-email"].get_by_test_id("recent-rate").get_attribute("data-rate") or 0) <= 10.1
+        expect(row["send-email"].get_by_test_id("dispatch-chart").locator("rect")).to_have_count(3, timeout=90_000)
+        expect(row["webhooks"].locator('[data-field="throttled"]')).to_have_text("0")
+        page.set_viewport_size({"width": 1280, "height": 420})  # the page's own height, no blank below
+        screenshot(page, "overview-three-workers")
+        page.set_viewport_size({"width": 390, "height": 844})
+        screenshot(page, "overview-phone")
+
+
+def test_the_readme_shows_a_screenshot_of_the_overview():
+    root = Path(__file__).resolve().parent.parent
+    shot = root / "docs" / "console-overview.png"
+    assert "](docs/console-overview.png)" in (root / "README.md").read_text()
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size < 200_000

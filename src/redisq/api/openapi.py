@@ -357,7 +357,8 @@ OPERATIONS: tuple[Operation, ...] = (
         200: Answer("The OpenAPI 3.1 document", {"type": "object"})}, uses_redis=False),
     Operation("GET", "/docs", "This document, rendered for a browser (Swagger UI, shipped in the package)", {
         200: Answer("An HTML page", STRING, "text/html")}, uses_redis=False),
-    Operation("GET", "/ui", "The console: workers, limits, jobs, dead jobs (its files ship in the package)", {
+    Operation("GET", "/ui", "The console: workers, limits, throttle keys, jobs, dead jobs, schedules, coordinators "
+              "(its files ship in the package)", {
         200: Answer("An HTML page", STRING, "text/html")}, uses_redis=False),
     Operation("GET", "/", "Redirects to the console", {
         307: Answer("To `ui`, the console")}, uses_redis=False),

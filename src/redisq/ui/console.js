@@ -87,10 +87,17 @@ function time(iso) {
     at.toLocaleString());
 }
 
+// A table; on a phone (console.css) each row is a card whose cells are labelled by their
+// column's header (data-label), so that nothing hides off the screen's edge.
 function table(headers, rows, attrs) {
-  return h("div", { class: "scroll" }, h("table", attrs,
+  const labels = headers.map(([label]) => (typeof label === "string" ? label : ""));
+  const body = h("tbody", {}, rows);
+  for (const row of body.rows) {
+    [...row.cells].forEach((cell, i) => { if (labels[i]) cell.dataset.label = labels[i]; });
+  }
+  return h("div", { class: "scroll" }, h("table", { ...attrs, class: "cards" },
     h("thead", {}, h("tr", {}, headers.map(([label, cls]) => h("th", { class: cls, scope: "col" }, label)))),
-    h("tbody", {}, rows)));
+    body));
 }
 
 function show(...nodes) {
@@ -321,15 +328,27 @@ async function overview() {
   const redraw = async (name) => {
     const row = $(`tr[data-worker="${CSS.escape(name)}"]`);
     if (!row) return;
-    try { row.replaceWith(workerRow(await get(`workers/${q(name)}`))); } catch (error) { /* the next event */ }
+    try { row.replaceWith(labelled(row, workerRow(await get(`workers/${q(name)}`)))); } catch (error) { /* the next event */ }
   };
   onWorkerChanged.set("overview", redraw);
   every(OVERVIEW_REFRESH_MS, async () => {  // one call for every row: the charts slide on while no job moves
     const [fresh, alive] = await Promise.all([get("workers"), get("coordinators")]);
-    for (const worker of fresh.workers) $(`tr[data-worker="${CSS.escape(worker.name)}"]`)?.replaceWith(workerRow(worker));
-    coordinatorTable.querySelector("tbody").replaceChildren(...coordinatorRows(alive.coordinators));
+    for (const worker of fresh.workers) {
+      const row = $(`tr[data-worker="${CSS.escape(worker.name)}"]`);
+      row?.replaceWith(labelled(row, workerRow(worker)));
+    }
+    const rows = coordinatorRows(alive.coordinators);
+    const first = coordinatorTable.querySelector("tbody tr");
+    if (first) rows.forEach((row) => labelled(first, row));
+    coordinatorTable.querySelector("tbody").replaceChildren(...rows);
     $('[data-testid="coordinator-count"]').textContent = num(alive.coordinators.length, 0);
   });
+}
+
+// A new row in place of `old`, its cells labelled as old's were (table).
+function labelled(old, row) {
+  [...row.cells].forEach((cell, i) => { if (old.cells[i]?.dataset.label) cell.dataset.label = old.cells[i].dataset.label; });
+  return row;
 }
 
 // A page's timer, stopped when the page changes (route clears them).
