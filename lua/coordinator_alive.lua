@@ -1,12 +1,11 @@
-#!lua flags=allow-oom
 -- coordinator_alive: a coordinator says it is alive (again, every few seconds), or that it
 -- stops. The coordinators zset holds each one's description (a JSON text that does not
 -- change while it runs) scored by the ms (Redis's clock) after which it counts as gone;
 -- entries past theirs are removed here, by whichever coordinator comes next.
 -- KEYS: coordinators zset
 -- ARGV: the coordinator's description, 'alive' or 'gone', ms it counts as alive after this call
--- Allowed at maxmemory: an entry is a few hundred bytes, and a coordinator missing from
--- GET /coordinators while Redis is full would mislead its operators.
+-- It grows memory, so Redis refuses it at maxmemory (as it does enqueue): while Redis is
+-- full, the coordinators' entries run out and GET /coordinators lists fewer of them.
 -- Returns the number of coordinators alive after the call.
 --!include common
 local coordinators_key = KEYS[1]
