@@ -207,9 +207,9 @@ if total_tokens ~= nil and claimed > 0 then
   redis.call('HSET', worker_bucket_key, 'tokens', string.format('%.6f', total_tokens), 'updated_ms', now)
 end
 if claimed > 0 then
-  -- Jobs claimed per second over the last minute: one slot per second, reused a minute later.
+  -- Jobs claimed per second over the last minutes (DISPATCHED_RING_S).
   local second = math.floor(now / 1000)
-  local slot = tostring(second % 60)
+  local slot = tostring(second % DISPATCHED_RING_S)
   local n = claimed
   local previous = redis.call('HGET', dispatched_key, slot)
   if previous then

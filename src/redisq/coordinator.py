@@ -24,6 +24,7 @@ from .events import EventFeed
 from .limits import Limits
 from .operations import Operations
 from .poller import Poller
+from .presence import PresenceLoop
 from .security import shared_secret
 from .signals import Signals
 from .ticker import Ticker
@@ -84,12 +85,14 @@ class Coordinator:
         self.dead_letters: DeadLetters | None = None
         self.wakeups = Wakeups(redis)
         self.events = EventFeed(redis, config.workers)  # GET /events: one reader for every client
+        self.presence = PresenceLoop(self.engine)  # GET /coordinators lists it while it runs
 
     async def start(self, dispatch: bool = True) -> None:
         if not self.embedded:
             await warn_about_eviction(self.redis)
         self.secret = await self._secret()
         await self._seed_limits()
+        await self.presence.start()
         if not dispatch:
             return
         transport = self.transport or make_transport(self.config.http_client, self.config.max_in_flight)
@@ -165,6 +168,7 @@ class Coordinator:
             await self.poller.stop()
         if self.dead_letters is not None:
             await self.dead_letters.stop()
+        await self.presence.stop()
         await self.redis.aclose()
 
     # -- wake-ups (wakeups.py): what the API and the loops tell the dispatcher and the ticker --
