@@ -8,6 +8,8 @@
 --   waiting, jobs running, tokens ('' = no rate), ms it stays paused by back-pressure}
 --!include common
 --!include limits
+--!include slot
+local KEYS = keys_past_probes(KEYS)
 local throttle_keys_key, limits_key = KEYS[1], KEYS[2]
 local queue_prefix, key_bucket_prefix, state_prefix, most = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local now = server_now_ms()
