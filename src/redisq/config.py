@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .keys import WORKER_NAME_RE
+from .transport import HTTP_CLIENTS
 
 # Seconds an attempt may take when neither the job nor its worker says (lua/includes/limits.lua
 # keeps the same in ms, for a worker whose live limits are missing; a test holds them equal).
@@ -87,7 +88,7 @@ class Config:
     shutdown_grace_s: float = 10.0
     max_in_flight: int = 1024
     claim_batch: int = 256
-    http_client: str = "aiohttp"
+    http_client: str = "pyreqwest"
     # The first call of a claim on a full bucket is written at most this long past the
     # bucket's slack, or returned unsent with its tokens (README, Throttling: what is guaranteed).
     send_window_s: float = 0.25
@@ -328,9 +329,9 @@ def env_text_list(env: Mapping[str, str], name: str) -> tuple[str, ...] | None:
 
 def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
     r = _Reader(source, data, "", TOP_LEVEL_KEYS)
-    http_client = r.text("http_client", "aiohttp") or "aiohttp"
-    if http_client not in ("aiohttp", "httpx"):
-        raise _fail(source, "http_client", f"must be 'aiohttp' or 'httpx', got {http_client!r}")
+    http_client = r.text("http_client", "pyreqwest") or "pyreqwest"
+    if http_client not in HTTP_CLIENTS:
+        raise _fail(source, "http_client", f"must be {' or '.join(repr(c) for c in HTTP_CLIENTS)}, got {http_client!r}")
     workers = {name: parse_worker(source, name, table) for name, table in r.table_of("workers").items()}
     send_window_s = r.number("send_window", 0.25) or 0.25
     if send_window_s > MAX_SEND_WINDOW_S:
