@@ -100,6 +100,7 @@ class Config:
     log_level: str = "INFO"
     access_log: bool = False  # uvicorn's line per request
     metrics_public: bool = False  # GET /metrics without an API token
+    processes: int = 1  # coordinator processes `serve` runs on its port ("auto" in the file: one per CPU)
 
     @property
     def base_url(self) -> str:
@@ -112,7 +113,7 @@ class Config:
 
     def with_overrides(self, *, redis_url: str | None = None, host: str | None = None, port: int | None = None,
                        secret: str | None = None, signing_keys: tuple[str, ...] | None = None,
-                       api_tokens: tuple[str, ...] | None = None) -> Config:
+                       api_tokens: tuple[str, ...] | None = None, processes: int | None = None) -> Config:
         """The settings given outside the file (the command line, the environment) in place
         of the file's; None = not given."""
         return replace(
@@ -123,6 +124,7 @@ class Config:
             secret=self.secret if secret is None else secret,
             signing_keys=self.signing_keys if signing_keys is None else signing_keys,
             api_tokens=self.api_tokens if api_tokens is None else api_tokens,
+            processes=self.processes if processes is None else processes,
         )
 
 
@@ -194,6 +196,7 @@ class _Reader:
 
 MAX_SEND_WINDOW_S = 60.0
 MAX_PORT = 65535
+MAX_PROCESSES = 256  # coordinator processes of one `serve`
 REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
@@ -264,6 +267,7 @@ TOP_LEVEL_KEYS = {
     "redis_url", "public_url", "secret", "host", "port", "max_body_bytes",
     "shutdown_grace", "max_in_flight", "claim_batch", "http_client", "send_window", "workers",
     "signing_keys", "api_tokens", "log_format", "log_level", "access_log", "metrics_public",
+    "processes",
 }
 
 
@@ -293,6 +297,15 @@ def parse_api_tokens(source: str, value: Any) -> tuple[tuple[str, ...], dict[str
             raise _fail(source, f"api_tokens.{name}", f"is the same token as api_tokens.{names[token.strip()]}")
         names[token.strip()] = name
     return tuple(names), names
+
+
+def processes_of(source: str, key: str, value: Any) -> int:
+    """A count of processes, or "auto": one per CPU of this machine."""
+    if value == "auto":
+        return os.cpu_count() or 1
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PROCESSES:
+        raise _fail(source, key, f"must be a whole number from 1 to {MAX_PROCESSES} or \"auto\", got {value!r}")
+    return value
 
 
 def log_format_of(source: str, key: str, value: Any) -> str:
@@ -360,6 +373,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
         log_level=log_level_of(source, "log_level", data.get("log_level", "INFO")),
         access_log=r.boolean("access_log", False),
         metrics_public=r.boolean("metrics_public", False),
+        processes=processes_of(source, "processes", data.get("processes", 1)),
     )
 
 
