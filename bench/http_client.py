@@ -22,14 +22,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .procs import BENCH_DIR, Child, Sink
+from .procs import BENCH_DIR, Child, Sink, process_cpu_s
 from .report import figure, loop_name, note, progress, run
 
 BODY = json.dumps({
@@ -103,16 +102,6 @@ def child_main(client: str, url: str, in_flight: int, use_uvloop: bool, max_s: f
 
 
 # -- the parent: counts at the sink -------------------------------------------------------
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system, all threads) the process has used so far; 0 when gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def count_at_sink(sink: Sink, name: str, argv: list[str], seconds: float, warmup_s: float,
                   start_timeout_s: float = 15.0) -> tuple[float, str, float]:
     """requests/s the sink answered for the child ``argv`` over ``seconds`` after a warm-up,
@@ -128,9 +117,9 @@ def count_at_sink(sink: Sink, name: str, argv: list[str], seconds: float, warmup
                 return 0.0, f"{name} sent nothing within {start_timeout_s:g} s", 0.0
             time.sleep(0.02)
         time.sleep(warmup_s)
-        c0, t0, cpu0 = sink.count(), time.perf_counter(), cpu_s(child.proc.pid if child.proc else 0)
+        c0, t0, cpu0 = sink.count(), time.perf_counter(), process_cpu_s(child.proc.pid if child.proc else 0)
         time.sleep(seconds)
-        c1, t1, cpu1 = sink.count(), time.perf_counter(), cpu_s(child.proc.pid if child.proc else 0)
+        c1, t1, cpu1 = sink.count(), time.perf_counter(), process_cpu_s(child.proc.pid if child.proc else 0)
         problem = "" if child.running() else f"{name} exited early: {child.log_tail(3)}"
         if c1 == c0 and not problem:
             problem = f"the sink answered none of its requests in the {t1 - t0:.1f} s window"
