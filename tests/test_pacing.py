@@ -268,14 +268,17 @@ class WorkServer:
             await self._runner.cleanup()
 
 
-async def test_aiohttp_writes_nothing_when_the_window_passes_before_the_write():
+@pytest.mark.parametrize("transport_class", [AiohttpTransport, PyreqwestTransport])
+async def test_nothing_is_written_when_the_window_passes_before_the_write(transport_class):
+    """Looked at when the call starts, and again in aiohttp's hook just before the write
+    (pyreqwest's transport sends a windowed call through it)."""
     received: list[bytes] = []
 
     async def handle(request: web.Request) -> web.Response:
         received.append(await request.read())
         return web.json_response({})
 
-    transport, server = AiohttpTransport(), WorkServer()
+    transport, server = transport_class(), WorkServer()
     try:
         url = await server.start(handle)
         ok = await transport.post(url, b'{"n":1}', {"Content-Type": "application/json"}, 5,
@@ -295,10 +298,9 @@ async def test_aiohttp_writes_nothing_when_the_window_passes_before_the_write():
 
 
 async def test_pyreqwest_writes_nothing_when_the_window_passes_while_the_call_waits_for_a_connection():
-    """pyreqwest has no hook just before the write: its transport looks at the window once
-    the call has its connection slot. With one connection, busy with a slow call, a call
-    whose window passes while it waits is not sent at all; one whose window is still open
-    when the slot frees is written (and says so, once)."""
+    """One cap over both of its clients: with one connection, busy with a slow call (on
+    pyreqwest), a windowed call whose window passes while it waits for the slot is not sent
+    at all; one whose window is still open when the slot frees is written (and says so, once)."""
     received: list[bytes] = []
 
     async def handle(request: web.Request) -> web.Response:

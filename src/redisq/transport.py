@@ -13,13 +13,16 @@ A call may carry a ``SendWindow``: a throttled job must leave within the coordin
 queue with its tokens), and the dispatcher is told when it is written (a late one holds
 its key back). The aiohttp transport looks at the last moment before the request is
 written (a trace hook that aiohttp awaits just before the write, after the connection is
-set up); pyreqwest has no hook there (a body streamed to it is asked for only after the
-request's head has been written, so raising there would not leave the worker untouched):
-its transport looks when the call has its connection slot (the cap is kept on the Python
-side, so a call that waits for a slot is looked at after the wait), just before the request
-is handed to the client's thread, which writes it at once on a kept-alive connection; a new
-connection's connect (and TLS handshake) comes after the look. httpx and the mock look when
-the call starts.
+set up). pyreqwest has no hook there (a body streamed to it is asked for only after the
+request's head has been written, so raising there would not leave the worker untouched),
+and a look taken any earlier misses the connect: under load a throttled burst on new
+connections then reaches the API later than the coordinator thinks, and its key is held
+back too little (with such a look, one full test run on a busy machine saw a call past
+the Shopify stand-in's bucket; two runs beside a CPU burner did not). So
+``PyreqwestTransport`` sends the calls that carry a window (the throttled ones, whose pace
+their limits set and where the moment of the write matters more than speed) through aiohttp and
+its hook, and every other call through pyreqwest, both under one connection cap. httpx
+and the mock look when the call starts.
 
 "Not sent" is only ever said by the window's look: every failure of the client itself
 (connection refused included) is a ``TransportError``, an attempt that may have reached
@@ -191,14 +194,16 @@ async def _before_write(session: aiohttp.ClientSession, context: SimpleNamespace
 
 
 class PyreqwestTransport:
-    """pyreqwest's client: redirects not followed, at most ``max_connections`` calls at once."""
+    """pyreqwest's client (calls with a ``SendWindow``: aiohttp's, for its hook before the
+    write): redirects not followed, at most ``max_connections`` calls at once in all."""
 
     def __init__(self, max_connections: int = 1024):
         import pyreqwest.client  # noqa: F401  (fails here, at construction, when it is missing)
 
         self._client: pyreqwest.client.Client | None = None
         self._max_connections = max_connections
-        self._slots = asyncio.Semaphore(max_connections)  # the cap, waited for before the window is looked at
+        self._slots = asyncio.Semaphore(max_connections)  # the cap over both clients
+        self._paced = AiohttpTransport(max_connections)
 
     def _get_client(self) -> pyreqwest.client.Client:
         if self._client is None:
@@ -214,12 +219,11 @@ class PyreqwestTransport:
                    window: SendWindow | None = None) -> Response:
         from pyreqwest.exceptions import PyreqwestError
 
-        if window is not None:
-            window.check()  # too late already: no slot is taken
+        if window is not None:  # looked at when it has its slot, and just before the write
+            async with self._slots:
+                return await self._paced.post(url, body, headers, timeout_s, window)
         try:
             async with asyncio.timeout(timeout_s), self._slots:
-                if window is not None:
-                    window.written()
                 request = self._get_client().post(url).headers(headers).body_bytes(body).build_streamed()
                 async with request as resp:
                     length = resp.headers.get("content-length")
@@ -238,6 +242,7 @@ class PyreqwestTransport:
         if self._client is not None:
             await self._client.close()
         self._client = None
+        await self._paced.close()
 
 
 async def _chunks(resp: pyreqwest.response.Response) -> AsyncIterator[bytes]:
