@@ -1,6 +1,5 @@
-"""``python -m bench [--quick] [--processes 1,2] [--only STEP,...]``
-
-The steps: ceiling, engine, http, e2e, cron, throttle, shopify, listing, cluster.
+"""``python -m bench [--quick] [--processes 1,2] [--only STEP,...]``: the steps are ceiling,
+engine, http, e2e, cron, throttle, shopify, listing, quirrel and cluster.
 
 Runs the nine steps in order and prints every figure beside a reference measured in the
 same run, then all of them again as a summary. See bench/README.md.
@@ -20,11 +19,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from . import cluster, cron_lag, e2e, engine, http_client, listing, redis_ceiling, shopify_spacing, throttle
+from . import cluster, cron_lag, e2e, engine, http_client, listing, quirrel, redis_ceiling, shopify_spacing, throttle
 from .procs import RedisProc
 from .report import FIGURES, NOTES, OtherLoad, loop_name
 
-STEPS = ("ceiling", "engine", "http", "e2e", "cron", "throttle", "shopify", "listing", "cluster")
+STEPS = ("ceiling", "engine", "http", "e2e", "cron", "throttle", "shopify", "listing", "quirrel", "cluster")
 
 
 def cpu_model() -> str:
@@ -91,12 +90,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  ({load.describe()})", flush=True)
         if "e2e" in only:
             references = []
+            client_cpu_us = 0.0
             if http is not None:
                 references = [(f"{client} @128 (step 3)", http.rps(client, 128, loop))
-                              for client, loop in (("aiohttp", loop_name()), ("node", "node"))
+                              for client, loop in (("pyreqwest", loop_name()), ("aiohttp", loop_name()),
+                                                   ("node", "node"))
                               if http.rps(client, 128, loop)]
+                client_cpu_us = http.cpu_us("pyreqwest", 128, loop_name())
             with OtherLoad() as load:
-                guarded("e2e", lambda: e2e.measure(args.quick, references, processes))
+                guarded("e2e", lambda: e2e.measure(args.quick, references, processes, client_cpu_us=client_cpu_us))
             print(f"  ({load.describe()})", flush=True)
         if "cron" in only:
             with OtherLoad() as load:
@@ -112,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         if "listing" in only:
             with OtherLoad() as load:
                 guarded("listing", lambda: listing.measure(args.quick))
+            print(f"  ({load.describe()})", flush=True)
+        if "quirrel" in only:
+            with OtherLoad() as load:
+                guarded("quirrel", lambda: quirrel.measure(args.quick))
             print(f"  ({load.describe()})", flush=True)
         if "cluster" in only:
             with OtherLoad() as load:

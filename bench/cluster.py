@@ -1,4 +1,4 @@
-"""Step 9: Redis Cluster, 6 workers on 1 master against the same 6 on 3 masters.
+"""Step 10: Redis Cluster, 6 workers on 1 master against the same 6 on 3 masters.
 
 For each layout: a throwaway cluster (``ClusterProc``: 1 master owning every slot, or 3
 masters splitting them), the Node sink, and ``--processes`` coordinators (``redisq serve``

@@ -1,12 +1,16 @@
 """Step 4: end to end, through ``redisq serve``: HTTP API -> Redis -> dispatcher -> worker.
 
-Starts a throwaway redis-server, the Node sink and ``--processes`` coordinators
-(``redisq serve --config PATH``, each on its own port, sharing the Redis), then:
+Starts a throwaway redis-server, the Node sink and one ``redisq serve --config PATH
+--processes N`` for each N of ``--processes`` (1 and 2: N coordinator processes on one
+port, sharing the Redis), then:
 
-* Throughput: POSTs ``--jobs`` (20,000) jobs to ``/jobs`` in batches of 1000 (one poster
-  per coordinator) and counts jobs/s from the first POST until ``ZCARD`` of the worker's
-  ``finished`` zset reaches the total. Printed beside aiohttp's requests/s to the same
-  kind of sink from step 3 (the client is the dispatcher's limit) and the target.
+* Throughput: POSTs ``--jobs`` (20,000) jobs to ``/jobs`` in batches of 1000 (N posters at
+  once, to the one port) and counts jobs/s from the first POST until ``ZCARD`` of the
+  worker's ``finished`` zset reaches the total. Printed beside the client's requests/s to
+  the same kind of sink from step 3 (the client is the dispatcher's limit), the target,
+  and for N > 1 beside one process's figure from the same run. The coordinator's CPU time
+  over that window (all its processes, all threads, from ``/proc``) divided by the jobs is
+  its CPU µs per job.
 * Dispatch only: ``--jobs`` more jobs written straight into Redis with
   ``redisq.engine.Engine``, all due 3 s later; jobs/s from that moment until all are
   finished: the dispatchers without the API's enqueue work competing for the process.
@@ -57,6 +61,7 @@ class E2EResult:
     dispatch_only_jobs_s: float
     lag: dict[str, Any] | None
     timer_lag: dict[str, Any] | None
+    cpu_us_per_job: float = 0.0
 
 
 class CoordinatorUnavailable(RuntimeError):
@@ -104,7 +109,7 @@ async def post_batches(session: Any, base_url: str, batches: list[list[dict[str,
     return created
 
 
-async def throughput(redis_url: str, coordinators: list[Coordinator], jobs: int,
+async def throughput(redis_url: str, coordinator: Coordinator, posters: int, jobs: int,
                      limit_s: float) -> tuple[float, float, list[str]]:
     """(seconds until all finished, seconds until all were enqueued, two job ids to check)."""
     import aiohttp
@@ -114,7 +119,7 @@ async def throughput(redis_url: str, coordinators: list[Coordinator], jobs: int,
     client = aioredis.Redis.from_url(redis_url)
     batches = [[{"worker": WORKER, "args": {"n": i + j}} for j in range(min(BATCH, jobs - i))]
                for i in range(0, jobs, BATCH)]
-    per_coordinator = [batches[k::len(coordinators)] for k in range(len(coordinators))]
+    per_poster = [batches[k::posters] for k in range(posters)]
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
             started = time.perf_counter()
@@ -122,8 +127,7 @@ async def throughput(redis_url: str, coordinators: list[Coordinator], jobs: int,
 
             async def enqueue_all() -> None:
                 nonlocal enqueue_done
-                await asyncio.gather(*(post_batches(session, c.url, part)
-                                       for c, part in zip(coordinators, per_coordinator, strict=True)))
+                await asyncio.gather(*(post_batches(session, coordinator.url, part) for part in per_poster))
                 enqueue_done = time.perf_counter() - started
 
             poster = asyncio.ensure_future(enqueue_all())
@@ -189,7 +193,7 @@ async def dispatch_only(redis_url: str, sink_url: str, jobs: int, lead_s: float,
         await client.aclose()
 
 
-async def delayed(coordinators: list[Coordinator], count: int, spread_s: float) -> None:
+async def delayed(coordinator: Coordinator, posters: int, count: int, spread_s: float) -> None:
     """Enqueue ``count`` jobs due over ``spread_s``, starting 1 s from now."""
     import aiohttp
 
@@ -200,8 +204,7 @@ async def delayed(coordinators: list[Coordinator], count: int, spread_s: float) 
         jobs.append({"worker": WORKER, "runAt": due, "args": {"dueAt": due, "n": i}})
     batches = [jobs[i:i + BATCH] for i in range(0, count, BATCH)]
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        await asyncio.gather(*(post_batches(session, c.url, batches[k::len(coordinators)])
-                               for k, c in enumerate(coordinators)))
+        await asyncio.gather(*(post_batches(session, coordinator.url, batches[k::posters]) for k in range(posters)))
 
 
 async def timer_peer(sink_url: str, count: int, spread_s: float) -> None:
@@ -257,19 +260,19 @@ async def wait_for_lags(sink: Sink, count: int, limit_s: float) -> dict[str, Any
 def run_once(processes: int, jobs: int, lag_jobs: int, lag_spread_s: float, extra_config: dict[str, Any],
              sink_latency_ms: float = 0.0) -> E2EResult:
     with RedisProc() as redis, Sink(latency_ms=sink_latency_ms) as sink:
-        coordinators: list[Coordinator] = []
-        configs: list[str] = []
+        port = free_port()
+        config = write_config(redis.url, sink.url, port, extra_config)
+        coordinator: Coordinator | None = None
         try:
-            for _ in range(processes):
-                port = free_port()
-                configs.append(write_config(redis.url, sink.url, port, extra_config))
-                try:
-                    coordinators.append(Coordinator(configs[-1], port=port))
-                except RuntimeError as e:
-                    raise CoordinatorUnavailable(str(e)) from None
+            try:
+                coordinator = Coordinator(config, port=port, processes=processes)
+            except RuntimeError as e:
+                raise CoordinatorUnavailable(str(e)) from None
+            cpu_before = coordinator.cpu_s()
             seconds, enqueue_s, ids = run(
-                lambda: throughput(redis.url, coordinators, jobs, limit_s=max(60.0, jobs / 500)))
-            states = [http_json(coordinators[0].port, "GET", f"/job/{job_id}")[1].get("state") for job_id in ids]
+                lambda: throughput(redis.url, coordinator, processes, jobs, limit_s=max(60.0, jobs / 500)))
+            cpu_us_per_job = (coordinator.cpu_s() - cpu_before) / jobs * 1e6
+            states = [http_json(port, "GET", f"/job/{job_id}")[1].get("state") for job_id in ids]
             if any(state != "succeeded" for state in states):
                 raise RuntimeError(f"jobs {ids} finished as {states}, expected succeeded")
             dispatch_s = run(lambda: dispatch_only(redis.url, sink.url, jobs, 3.0, max(60.0, jobs / 500)))
@@ -277,23 +280,23 @@ def run_once(processes: int, jobs: int, lag_jobs: int, lag_spread_s: float, extr
             timer: dict[str, Any] | None = None
             if lag_jobs:
                 sink.reset()
-                run(lambda: delayed(coordinators, lag_jobs, lag_spread_s))
+                run(lambda: delayed(coordinator, processes, lag_jobs, lag_spread_s))
                 lag = run(lambda: wait_for_lags(sink, lag_jobs, lag_spread_s + 15))
-                for c in coordinators:  # the peer runs with the coordinators stopped
-                    c.stop()
+                coordinator.stop()  # the peer runs with the coordinator stopped
                 sink.reset()
                 run(lambda: timer_peer(sink.url, lag_jobs, lag_spread_s))
                 timer = run(lambda: wait_for_lags(sink, lag_jobs, 10))
-            return E2EResult(processes, jobs, seconds, enqueue_s, jobs / seconds, dispatch_s, lag, timer)
+            return E2EResult(processes, jobs, seconds, enqueue_s, jobs / seconds, dispatch_s, lag, timer,
+                             cpu_us_per_job)
         finally:
-            for c in coordinators:
-                c.stop()
-            for path in configs:
-                Path(path).unlink(missing_ok=True)
+            if coordinator is not None:
+                coordinator.stop()
+            Path(config).unlink(missing_ok=True)
 
 
 def measure(quick: bool, references: list[tuple[str, float]] | None, processes: list[int], jobs: int | None = None,
-            extra_config: dict[str, Any] | None = None, sink_latency_ms: float = 0.0) -> list[E2EResult]:
+            extra_config: dict[str, Any] | None = None, sink_latency_ms: float = 0.0,
+            client_cpu_us: float = 0.0) -> list[E2EResult]:
     jobs = jobs or (5_000 if quick else 20_000)
     lag_jobs, lag_spread_s = (500, 2.5) if quick else (1_000, 5.0)
     progress(f"[4/6] end to end: redisq serve x{processes} processes, {jobs:,} jobs via POST /jobs, "
@@ -305,9 +308,10 @@ def measure(quick: bool, references: list[tuple[str, float]] | None, processes: 
     if not references:
         from .http_client import count_at_sink, python_child
 
+        client = (extra_config or {}).get("http_client", "pyreqwest")
         with Sink() as sink:
-            rps, _ = count_at_sink(sink, "aiohttp", python_child("aiohttp", sink.url, 128, True), 2.0, 0.5)
-        references = [("aiohttp @128 (measured here)", rps)]
+            rps, _, client_cpu_us = count_at_sink(sink, client, python_child(client, sink.url, 128, True), 2.0, 0.5)
+        references = [(f"{client} @128 (measured here)", rps)]
     results = []
     for n in processes:
         try:
@@ -325,6 +329,13 @@ def measure(quick: bool, references: list[tuple[str, float]] | None, processes: 
                    "" if i else f"POSTs answered after {result.enqueue_seconds:.2f} s of {result.seconds:.2f} s")
         figure("e2e", f"e2e {jobs:,} jobs, {label}", result.jobs_s, "jobs/s", "target", TARGET_JOBS_S,
                "PASS" if result.jobs_s >= TARGET_JOBS_S else "BELOW TARGET")
+        if n > 1 and results[0].processes == 1:
+            figure("e2e", f"e2e {jobs:,} jobs, {label}", result.jobs_s, "jobs/s", "1 process, same run",
+                   results[0].jobs_s)
+        figure("e2e", f"  coordinator CPU per job, {label}", result.cpu_us_per_job, "us",
+               "1 process, same run" if n > 1 and results[0].processes == 1 else "the client's CPU per request",
+               results[0].cpu_us_per_job if n > 1 and results[0].processes == 1 else client_cpu_us,
+               f"all {n + (n > 1)} processes of serve" if n > 1 else "")
         figure("e2e", f"  dispatch only ({jobs:,} due at once), {label}", result.dispatch_only_jobs_s, "jobs/s",
                references[0][0], references[0][1], "no API traffic while it runs")
         if result.lag and result.lag.get("n"):
@@ -352,9 +363,11 @@ def main(argv: list[str] | None = None) -> Any:
     parser.add_argument("--max-in-flight", type=int, help="the coordinators' max_in_flight (default: redisq's)")
     parser.add_argument("--claim-batch", type=int, help="the coordinators' claim_batch (default: redisq's)")
     parser.add_argument("--sink-latency-ms", type=float, default=0.0, help="the sink answers after this long")
+    parser.add_argument("--http-client", help="the coordinators' http_client (default: redisq's)")
     args = parser.parse_args(argv)
     processes = [int(x) for x in (args.processes or ("1" if args.quick else "1,2")).split(",")]
-    extra = {k: v for k, v in (("max_in_flight", args.max_in_flight), ("claim_batch", args.claim_batch)) if v}
+    extra = {k: v for k, v in (("max_in_flight", args.max_in_flight), ("claim_batch", args.claim_batch),
+                               ("http_client", args.http_client)) if v}
     return measure(args.quick, None, processes, args.jobs, extra, args.sink_latency_ms)
 
 

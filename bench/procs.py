@@ -32,6 +32,16 @@ REPO_DIR = BENCH_DIR.parent
 HOST = "127.0.0.1"
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) the process has used so far; 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
@@ -314,17 +324,19 @@ def coordinator_argv() -> list[str]:
 
 
 class Coordinator(Proc):
-    """``redisq serve --config PATH --host 127.0.0.1 --port PORT``, ready when GET /health is 200."""
+    """``redisq serve --config PATH --host 127.0.0.1 --port PORT [--processes N]``, ready when
+    GET /health is 200 (with N > 1: once N processes have logged ``serving on``)."""
 
     name = "coordinator"
 
     def __init__(self, config_path: str, port: int | None = None, ready_timeout_s: float = 20.0,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, processes: int = 1):
         self.port = port or free_port()
+        self.processes = processes
         full_env = dict(os.environ)
         full_env.update(env or {})
-        self._spawn([*coordinator_argv(), "serve", "--config", config_path, "--host", HOST, "--port", str(self.port)],
-                    env=full_env, cwd=REPO_DIR)
+        argv = [*coordinator_argv(), "serve", "--config", config_path, "--host", HOST, "--port", str(self.port)]
+        self._spawn([*argv, "--processes", str(processes)] if processes > 1 else argv, env=full_env, cwd=REPO_DIR)
         try:
             _wait_for(self._answers, self.proc, f"redisq serve on port {self.port}", ready_timeout_s)  # type: ignore[arg-type]
         except RuntimeError as e:
@@ -338,7 +350,28 @@ class Coordinator(Proc):
 
     def _answers(self) -> bool:
         status, _ = http_json(self.port, "GET", "/health", timeout_s=1)
-        return status == 200
+        return status == 200 and (self.processes == 1 or self.log_text().count("serving on") >= self.processes)
+
+    def log_text(self) -> str:
+        try:
+            return Path(self.log_path).read_text(errors="replace") if self.log_path else ""
+        except OSError:
+            return ""
+
+    def pids(self) -> list[int]:
+        """This coordinator's processes: ``serve`` and, with --processes N, its children."""
+        if self.proc is None:
+            return []
+        pid = self.proc.pid
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as listed:
+                return [pid, *(int(child) for child in listed.read().split())]
+        except OSError:
+            return [pid]
+
+    def cpu_s(self) -> float:
+        """CPU seconds its processes have used so far (user + system, all threads)."""
+        return sum(process_cpu_s(pid) for pid in self.pids())
 
 
 async def start_local_worker(handle: Any) -> tuple[str, Any]:

@@ -6,6 +6,8 @@
 -- A receipt that arrives later for a cancelled job is answered and changes nothing.
 --!include common
 --!include jobs
+--!include slot
+local KEYS = keys_past_probes(KEYS)
 local queue = new_queue(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 local running_key, finished_key, job_key = KEYS[6], KEYS[7], KEYS[8]
 local suffix, retention_ms = ARGV[5], tonumber(ARGV[6])

@@ -27,6 +27,8 @@
 --!include common
 --!include jobs
 --!include limits
+--!include slot
+local KEYS = keys_past_probes(KEYS)
 local queue = new_queue(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 local running_key, worker_bucket_key, dispatched_key, buckets_key = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local reply_key, answered_reply_key = KEYS[10], KEYS[11]
@@ -205,9 +207,9 @@ if total_tokens ~= nil and claimed > 0 then
   redis.call('HSET', worker_bucket_key, 'tokens', string.format('%.6f', total_tokens), 'updated_ms', now)
 end
 if claimed > 0 then
-  -- Jobs claimed per second over the last minute: one slot per second, reused a minute later.
+  -- Jobs claimed per second over the last minutes (DISPATCHED_RING_S).
   local second = math.floor(now / 1000)
-  local slot = tostring(second % 60)
+  local slot = tostring(second % DISPATCHED_RING_S)
   local n = claimed
   local previous = redis.call('HGET', dispatched_key, slot)
   if previous then

@@ -11,6 +11,8 @@
 --!include common
 --!include jobs
 --!include limits
+--!include slot
+local KEYS = keys_past_probes(KEYS)
 local queue = new_queue(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 local FIRST_JOB_KEY, ARGS_BEFORE_JOBS, ARGS_PER_JOB = 6, 4, 8
 

@@ -9,6 +9,8 @@
 -- The poller reaps by the running zset's scores, so moving the score keeps the attempt alive.
 --!include common
 --!include limits
+--!include slot
+local KEYS = keys_past_probes(KEYS)
 local running_key, job_key = KEYS[1], KEYS[2]
 local suffix, attempt, seq = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local job = redis.call('HMGET', job_key, 'state', 'attempts', 'lease_timeout_ms', 'seq', 'lease_deadline_ms', 'timeout_ms')

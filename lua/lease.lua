@@ -6,6 +6,8 @@
 -- Returns ms the lease has left (by the running zset's score, the one the poller reaps by),
 -- or 0 when it has ended or the attempt is no longer the running one.
 --!include common
+--!include slot
+local KEYS = keys_past_probes(KEYS)
 local running_key, job_key = KEYS[1], KEYS[2]
 local suffix, attempt, seq = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local job = redis.call('HMGET', job_key, 'state', 'attempts', 'seq')

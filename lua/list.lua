@@ -8,6 +8,8 @@
 --   since), then the job fields to answer
 -- Returns {counts: queued, retrying, succeeded, dead, cancelled, running; more (1 when
 --   further jobs follow), then per job: suffix, score, its fields' values (false = none)}
+--!include slot
+local KEYS = keys_past_probes(KEYS)
 local index_key, stats_key, running_key = KEYS[1], KEYS[2], KEYS[3]
 local job_prefix, order, most = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local cursor_member, cursor_score = ARGV[4], ARGV[5]

@@ -12,6 +12,8 @@
 -- then, so a bucket never reads as full (missing) before it is.
 --!include common
 --!include limits
+--!include slot
+local KEYS = keys_past_probes(KEYS)
 local finished_key, stats_key, buckets_key, limits_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local job_prefix, most, key_bucket_prefix, state_prefix, history_prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3],
   ARGV[4], ARGV[5]

@@ -13,6 +13,8 @@
 --!include common
 --!include jobs
 --!include attempts
+--!include slot
+local KEYS = keys_past_probes(KEYS)
 local queue = new_queue(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 local running_key, finished_key, worker_bucket_key, buckets_key = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local job_prefix, most, not_after_ms = ARGV[5], tonumber(ARGV[13]), tonumber(ARGV[14])

@@ -13,6 +13,8 @@
 --   then 2 per job looked at: suffix, outcome (retried | missing | the state it is in)}
 --!include common
 --!include jobs
+--!include slot
+local KEYS = keys_past_probes(KEYS)
 local queue = new_queue(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 local finished_key, operation_key = KEYS[6], KEYS[7]
 local job_prefix, states_text = ARGV[5], ARGV[6]

@@ -5,6 +5,8 @@
 -- Returns {'missing'}, or {'ok', paused (1|0), next_fire_ms, revision}. Ticks missed while
 -- paused are not fired: a resumed schedule goes on from its next fire time after now.
 -- Pausing a paused schedule or resuming a running one changes nothing.
+--!include slot
+local KEYS = keys_past_probes(KEYS)
 local schedules_key, schedule_key = KEYS[1], KEYS[2]
 local suffix, action = ARGV[1], ARGV[2]
 

@@ -10,6 +10,8 @@
 -- cron or timezone starts from the next fire time of the new one. A paused schedule stays
 -- paused. Every save bumps the revision, so a tick computed from the old spec is refused.
 --!include common
+--!include slot
+local KEYS = keys_past_probes(KEYS)
 local schedules_key, ids_key, schedule_key = KEYS[1], KEYS[2], KEYS[3]
 local suffix, cron, timezone = ARGV[1], ARGV[2], ARGV[3]
 local now = server_now_ms()

@@ -8,6 +8,8 @@
 -- The coordinator computes each one's ticks and next fire time from these and hands them to
 -- tick.lua, which refuses them if the schedule changed meanwhile.
 --!include common
+--!include slot
+local KEYS = keys_past_probes(KEYS)
 local schedules_key, schedule_prefix, most, horizon_ms = KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = server_now_ms()
 

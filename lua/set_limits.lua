@@ -11,6 +11,8 @@
 -- change, the keys that wait are looked at again by the next claim (the soonest
 -- RESCORE_MOST of them: each look costs a claim one step, and it puts the key back).
 --!include common
+--!include slot
+local KEYS = keys_past_probes(KEYS)
 local RESCORE_MOST = 10000
 local limits_key, throttle_keys_key, mode = KEYS[1], KEYS[2], ARGV[1]
 local changed = false

@@ -15,6 +15,8 @@
 -- due before the previous head of the queue, as in enqueue.
 --!include common
 --!include jobs
+--!include slot
+local KEYS = keys_past_probes(KEYS)
 local JOBS_KEPT = 10
 local queue = new_queue(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 local schedules_key = KEYS[6]

@@ -115,6 +115,7 @@ def test_no_command_is_a_usage_error(clean_env):
     ('port = "eighty"\n', "port"),
     ('colour = "red"\n', "colour"),
     ('http_client = "curl"\n', "http_client"),
+    ('processes = 2\n', "processes"),  # without a redis_url: the embedded store lives in one process
     ('port = 70000\n', "port"),
 ])
 def test_serve_with_a_config_error_prints_one_line_naming_file_and_key_and_exits_2(tmp_path, clean_env, toml, key):

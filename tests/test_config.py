@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 
 import pytest
@@ -124,6 +125,8 @@ def test_cancelled_retention_defaults_to_dead_retention():
     ('port = "80"\n', "port", "whole number"),
     ('public_url = "127.0.0.1:7575"\n', "public_url", "http:// or https://"),
     ('http_client = "requests"\n', "http_client", "'aiohttp' or 'httpx'"),
+    ('processes = 0\n', "processes", 'a whole number from 1 to 256 or "auto", got 0'),
+    ('processes = "all"\n', "processes", 'a whole number from 1 to 256 or "auto", got \'all\''),
     ('redis_url = "localhost:6379"\n', "redis_url", "redis://, rediss:// or unix://"),
 ])
 def test_errors_name_the_file_and_the_key(text, key, words):
@@ -250,3 +253,9 @@ def test_bad_api_tokens_are_config_errors(value, message):
     with pytest.raises(ConfigError) as caught:
         parse_config({"api_tokens": value}, "redisq.toml")
     assert str(caught.value).startswith(message)
+
+
+def test_processes_auto_is_one_per_cpu():
+    assert parse('processes = "auto"\n').processes == (os.cpu_count() or 1)
+    assert parse('processes = 3\n').processes == 3
+    assert parse("").processes == 1

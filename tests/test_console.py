@@ -205,3 +205,217 @@ def test_the_wheel_ships_the_console(wheel_files):
     shipped = {f"redisq/ui/{p.relative_to(UI_DIR).as_posix()}" for p in UI_DIR.rglob("*") if p.is_file()}
     assert {"redisq/ui/index.html", "redisq/ui/console.js", "redisq/ui/console.css"} <= shipped <= names, \
         sorted(shipped - names)
+
+
+def recent_rate(page: Page, within: tuple[float, float]) -> float:
+    """Wait until the page's dispatch rate (the latest whole span of its chart) is within
+    ``within`` jobs/s, and return it."""
+    low, high = within
+    page.wait_for_function(
+        "([low, high]) => { const figure = document.querySelector('[data-testid=recent-rate]');"
+        " const rate = figure && Number(figure.dataset.rate); return rate >= low && rate <= high; }",
+        arg=[low, high], timeout=90_000)
+    return float(page.get_by_test_id("recent-rate").first.get_attribute("data-rate") or "nan")
+
+
+def test_a_limit_edited_in_the_page_shows_in_get_workers_and_in_the_dispatch_rate(tmp_path, clean_env,
+                                                                                 fresh_redis, page):
+    """The rate follows the limit: at 20/s the chart's latest 10 s span holds about 20 jobs a
+    second (never more than the bucket lets out), and after the operator lowers it to 3/s, about
+    3. The lower bounds are generous: a busy machine may dispatch slower than the limit."""
+    with StandInWorker(200) as worker, serving(tmp_path, clean_env, stand_in_config("send-email", worker),
+                                               redis_url=fresh_redis) as (url, _):
+        page.goto(f"{url}/ui#/worker/send-email")
+        form = page.get_by_test_id("limits")
+
+        def set_rate(rate: str) -> None:
+            form.locator("input[name=rate]").fill(rate)
+            form.locator("input[name=burst]").fill("1")
+            form.get_by_role("button", name="Save limits").click()
+            expect(page.get_by_test_id("limits-status")).to_have_text("Saved.")
+
+        set_rate("20")
+        assert httpx.get(f"{url}/workers", timeout=10).json()["workers"][0]["limits"]["rate"] == 20
+        for batch in range(2):
+            done = httpx.post(f"{url}/jobs", json={"jobs": [{"worker": "send-email", "id": f"j{batch}-{i}"}
+                                                            for i in range(600)]}, timeout=30)
+            assert done.status_code == 201, done.text
+        fast = recent_rate(page, (8, 20.2))  # a bucket of burst 1 at 20/s lets out at most 201 in 10 s
+        screenshot(page, "worker-dispatching")
+
+        set_rate("3")
+        assert httpx.get(f"{url}/workers/send-email", timeout=10).json()["limits"]["rate"] == 3
+        slow = recent_rate(page, (1.5, 3.2))
+        assert slow < fast / 2
+        served = httpx.get(f"{url}/workers/send-email", timeout=10).json()
+        assert served["recentDispatchRate"] <= 3.2 and served["dispatchHistory"]["bucketSeconds"] == 10
+        assert max(served["dispatchHistory"]["dispatched"]) >= 80  # the 20/s spans are still on the chart
+        heights = page.get_by_test_id("dispatch-chart").locator("rect").evaluate_all(
+            "bars => bars.map(bar => Number(bar.getAttribute('height')))")
+        assert max(heights) > 2 * heights[-1], heights  # the chart drops where the limit did
+        screenshot(page, "worker-slowed")
+
+        page.goto(f"{url}/ui#/")  # the overview's chart and figure show the same
+        row = page.locator('tr[data-worker="send-email"]')
+        expect(row.get_by_test_id("dispatch-chart").locator("rect").first).to_be_visible()
+        recent_rate(page, (1.5, 3.2))
+        screenshot(page, "overview-dispatching")
+
+
+def test_the_schedules_page_pauses_resumes_and_deletes(tmp_path, clean_env, fresh_redis, page):
+    with StandInWorker(200) as worker, serving(tmp_path, clean_env, stand_in_config("send-email", worker),
+                                               redis_url=fresh_redis) as (url, _):
+        for body in ({"id": "digest", "cron": "0 9 * * 1-5", "timezone": "Europe/Berlin", "args": {"list": "daily"}},
+                     {"id": "ping", "cron": "*/2 * * * * *"}):  # every 2 s: it has last runs soon
+            done = httpx.post(f"{url}/job", json={"worker": "send-email", **body}, timeout=10)
+            assert done.status_code == 201, done.text
+
+        page.goto(f"{url}/ui#/schedules")
+        digest = page.locator('tr[data-schedule="send-email:digest"]')
+        ping = page.locator('tr[data-schedule="send-email:ping"]')
+        expect(digest).to_contain_text("0 9 * * 1-5")
+        expect(digest).to_contain_text("Europe/Berlin")
+        expect(digest.locator('[data-field="next"] time')).to_have_count(3)
+        first_next = digest.locator('[data-field="next"] time').first
+        served = httpx.get(f"{url}/schedule/send-email:digest", timeout=10).json()
+        assert first_next.get_attribute("datetime") == served["nextRunTimes"][0]
+        assert first_next.get_attribute("title").endswith(" UTC")
+        page.wait_for_timeout(4500)  # ping fires twice
+        page.reload()
+        expect(ping.get_by_role("link", name="succeeded").first).to_be_visible()
+        screenshot(page, "schedules")
+
+        ping.get_by_role("button", name="Pause").click()
+        expect(ping).to_contain_text("paused")
+        assert httpx.get(f"{url}/schedule/send-email:ping", timeout=10).json()["paused"] is True
+        ping.get_by_role("button", name="Resume").click()
+        expect(ping.get_by_role("button", name="Pause")).to_be_visible()
+        assert httpx.get(f"{url}/schedule/send-email:ping", timeout=10).json()["paused"] is False
+
+        page.once("dialog", lambda dialog: dialog.accept())
+        ping.get_by_role("button", name="Delete").click()
+        expect(ping).to_have_count(0)
+        listed = httpx.get(f"{url}/schedules", params={"worker": "send-email"}, timeout=10).json()["schedules"]
+        assert [s["id"] for s in listed] == ["send-email:digest"]
+
+        page.goto(f"{url}/ui#/worker/send-email")  # the worker's page lists its schedules too
+        expect(page.get_by_test_id("schedules").locator("tbody tr")).to_have_count(1)
+        expect(page.get_by_test_id("schedules")).to_contain_text("send-email:digest")
+
+
+def test_selected_dead_jobs_are_retried_or_deleted_and_jobs_are_found_by_key_and_id(tmp_path, clean_env,
+                                                                                    fresh_redis, page):
+    with StandInWorker(404) as worker, serving(tmp_path, clean_env, stand_in_config("send-email", worker),
+                                               redis_url=fresh_redis) as (url, _):
+        jobs = [{"worker": "send-email", "id": f"order-{i}", "throttleKey": "shop-a" if i < 3 else "shop-b"}
+                for i in range(7)]
+        assert httpx.post(f"{url}/jobs", json={"jobs": jobs}, timeout=10).status_code == 201
+        page.goto(f"{url}/ui#/jobs/send-email/dead")
+        listed = page.get_by_test_id("jobs").locator("tbody tr")
+        expect(listed).to_have_count(7)
+
+        page.get_by_label("Throttle key").fill("shop-a")
+        page.get_by_label("Throttle key").press("Enter")
+        expect(page.get_by_test_id("key-filter")).to_have_text(" of key shop-a")
+        expect(listed).to_have_count(3)
+        shown_ids = listed.evaluate_all("rows => rows.map(row => row.dataset.job)")
+        served = httpx.get(f"{url}/jobs", params={"worker": "send-email", "state": "dead", "throttleKey": "shop-a"},
+                           timeout=10).json()
+        assert sorted(shown_ids) == sorted(job["id"] for job in served["jobs"]) \
+            == [f"send-email:order-{i}" for i in range(3)]
+        screenshot(page, "dead-jobs-of-a-key")
+        page.get_by_role("link", name="Every key").click()
+        expect(listed).to_have_count(7)
+
+        worker.status = 200
+        for i in (0, 4):
+            page.get_by_label(f"Select send-email:order-{i}").check()
+        expect(page.get_by_test_id("selection")).to_contain_text("2 selected")
+        screenshot(page, "dead-jobs-selected")
+        page.get_by_test_id("retry-selected").click()
+        expect(page.get_by_test_id("operation")).to_have_text("Retried 2 dead jobs.")
+        expect(page.get_by_test_id("counts").locator('[data-state="succeeded"]')).to_have_text("succeeded 2")
+        for i in (0, 4):
+            assert httpx.get(f"{url}/job/send-email:order-{i}", timeout=10).json()["state"] == "succeeded"
+
+        expect(listed).to_have_count(5)
+        for i in (1, 5):
+            page.get_by_label(f"Select send-email:order-{i}").check()
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.get_by_test_id("delete-selected").click()
+        expect(page.get_by_test_id("operation")).to_have_text("Deleted 2 dead jobs.")
+        expect(listed).to_have_count(3)
+        for i in (1, 5):
+            assert httpx.get(f"{url}/job/send-email:order-{i}", timeout=10).status_code == 404
+
+        page.get_by_test_id("select-page").check()  # every job on the page
+        expect(page.get_by_test_id("selection")).to_contain_text("3 selected")
+        page.get_by_test_id("select-page").uncheck()
+        expect(page.get_by_test_id("selection")).to_contain_text("Select jobs")
+
+        page.get_by_label("Job id").fill("order-6")  # the worker's prefix is optional
+        page.get_by_label("Job id").press("Enter")
+        expect(page.get_by_test_id("state")).to_have_text("dead")
+        expect(page.locator("h1")).to_have_text("Job send-email:order-6")
+        page.go_back()
+
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.get_by_test_id("delete-all").click()
+        expect(page.get_by_test_id("operation")).to_have_text("Deleted 3 dead jobs.")
+        assert httpx.get(f"{url}/workers/send-email", timeout=10).json()["jobs"]["dead"] == 0
+
+
+def test_the_overview_lists_the_coordinators_alive_and_the_429s(tmp_path, clean_env, fresh_redis, page):
+    with StandInWorker(429) as worker, serving(tmp_path, clean_env, stand_in_config("send-email", worker),
+                                               redis_url=fresh_redis) as (url, _):
+        page.goto(f"{url}/ui")
+        coordinators = page.get_by_test_id("coordinators").locator("tbody tr")
+        expect(coordinators).to_have_count(1)
+        expect(coordinators).to_contain_text("(this one)")
+        enqueue(url, "send-email", 2)  # 2 attempts each, every one answered 429
+        expect(page.locator('tr[data-worker="send-email"] [data-field="throttled"]')).to_have_text("4")
+        (tmp_path / "second").mkdir()
+        with serving(tmp_path / "second", clean_env, stand_in_config("send-email", worker),
+                     redis_url=fresh_redis) as (second_url, _):
+            listed = httpx.get(f"{second_url}/coordinators", timeout=10).json()["coordinators"]
+            assert len(listed) == 2 and [c["answering"] for c in listed].count(True) == 1
+            expect(coordinators).to_have_count(2)  # at the page's next refresh (10 s)
+            expect(page.get_by_test_id("coordinator-count")).to_have_text("2")
+            screenshot(page, "overview-two-coordinators")
+        expect(coordinators).to_have_count(1)  # the second said it stops
+        assert len(httpx.get(f"{url}/coordinators", timeout=10).json()["coordinators"]) == 1
+
+
+def test_the_overview_shows_each_workers_state_at_a_glance(tmp_path, clean_env, fresh_redis, page):
+    """Three workers, as an operator meets them: one dispatching at its rate, one whose API
+    answers 429, one that is broken (404). Its screenshot is the README's (docs/)."""
+    with StandInWorker(200) as email, StandInWorker(429) as shopify, StandInWorker(404) as hooks, \
+            serving(tmp_path, clean_env, stand_in_config("send-email", email) + "rate = 10\nburst = 1\n"
+                    + stand_in_config("shopify-sync", shopify) + stand_in_config("webhooks", hooks),
+                    redis_url=fresh_redis) as (url, _):
+        page.goto(f"{url}/ui")
+        for worker, n in (("send-email", 400), ("shopify-sync", 3), ("webhooks", 12)):
+            done = httpx.post(f"{url}/jobs", json={"jobs": [{"worker": worker, "args": {"n": i}} for i in range(n)]},
+                              timeout=30)
+            assert done.status_code == 201, done.text
+        row = {name: page.locator(f'tr[data-worker="{name}"]') for name in ("send-email", "shopify-sync", "webhooks")}
+        expect(row["webhooks"].locator('td[data-state="dead"]')).to_have_text("12")
+        expect(row["shopify-sync"].locator('[data-field="throttled"]')).to_have_text("6")  # 2 attempts each
+        expect(row["shopify-sync"].locator('td[data-state="dead"]')).to_have_text("3")
+        page.wait_for_function(
+            "() => { const f = document.querySelector('tr[data-worker=\"send-email\"] [data-testid=recent-rate]');"
+            " return f && Number(f.dataset.rate) >= 5; }", timeout=90_000)
+        assert float(row["send-email"].get_by_test_id("recent-rate").get_attribute("data-rate") or 0) <= 10.1
+        expect(row["send-email"].get_by_test_id("dispatch-chart").locator("rect")).to_have_count(3, timeout=90_000)
+        expect(row["webhooks"].locator('[data-field="throttled"]')).to_have_text("0")
+        page.set_viewport_size({"width": 1280, "height": 420})  # the page's own height, no blank below
+        screenshot(page, "overview-three-workers")
+        page.set_viewport_size({"width": 390, "height": 844})
+        screenshot(page, "overview-phone")
+
+
+def test_the_readme_shows_a_screenshot_of_the_overview():
+    root = Path(__file__).resolve().parent.parent
+    shot = root / "docs" / "console-overview.png"
+    assert "](docs/console-overview.png)" in (root / "README.md").read_text()
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size < 200_000

@@ -5,8 +5,10 @@ every call on arrival (``time.time()``, the clock Redis's ``TIME`` also reads on
 machine) and answers as each test tells it. The coordinator's API runs under uvicorn on
 a free port, so a worker that answers 202 can post its receipt to the ``receiptUrl`` it
 was given. Every test runs on a real Redis and on the embedded store, except the one that
-needs two coordinators on one real Redis. Unit checks of the response -> receipt mapping
-use no network at all, and ``MockTransport`` stands in where no real worker is needed.
+needs two coordinators on one real Redis; every test that calls a worker over the network
+runs on each HTTP client the dispatcher can use (the ``http_client`` fixture). Unit checks
+of the response -> receipt mapping use no network at all, and ``MockTransport`` stands in
+where no real worker is needed.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import json
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -45,6 +47,18 @@ NO_JITTER = Backoff(initial_s=0.05, factor=2.0, max_s=60.0, jitter=False)
 CLOCK_SLACK_S = 0.002  # Redis keeps ms (floored); the worker's clock has µs
 
 Behave = Callable[["Call"], Awaitable[web.StreamResponse]]
+HTTP_CLIENTS = ("pyreqwest", "aiohttp")  # the default and its fallback: both must pass
+_client_under_test = [HTTP_CLIENTS[0]]  # what coordinator() builds, set by the http_client fixture
+
+
+@pytest.fixture(params=HTTP_CLIENTS)
+def http_client(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The dispatcher's HTTP client for the test (and for ``coordinator()`` unless it names one)."""
+    _client_under_test[0] = request.param
+    try:
+        yield request.param
+    finally:
+        _client_under_test[0] = HTTP_CLIENTS[0]
 
 
 # -- the worker ----------------------------------------------------------------------------
@@ -211,6 +225,7 @@ async def coordinator(redis: Any, *workers: WorkerConfig, **settings: Any) -> As
     public_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     settings.setdefault("secret", SECRET)
     settings.setdefault("shutdown_grace_s", 0.5)
+    settings.setdefault("http_client", _client_under_test[0])
     config = Config(public_url=public_url, workers={w.name: w for w in workers}, **settings)
     events: list[tuple[str, str, int, str]] = []
     coord = Coordinator(config, redis=redis, observer=lambda *event: events.append(event))
@@ -236,7 +251,7 @@ def worker_config(url: str, name: str = "work", **settings: Any) -> WorkerConfig
 # -- what the worker receives, and what its answers mean -------------------------------------------
 
 
-async def test_the_worker_gets_the_dispatch_body_and_a_small_json_answer_is_the_result(engine_redis):
+async def test_the_worker_gets_the_dispatch_body_and_a_small_json_answer_is_the_result(engine_redis, http_client):
     async def answer(call: Call) -> web.StreamResponse:
         return web.json_response({"messageId": "m-1", "to": call.body["args"]["to"]})
 
@@ -260,7 +275,7 @@ async def test_the_worker_gets_the_dispatch_body_and_a_small_json_answer_is_the_
         assert done["lastError"] is None and done["finishedAt"] is not None
 
 
-async def test_202_then_a_receipt_posted_to_the_receipt_url_finishes_the_job(engine_redis):
+async def test_202_then_a_receipt_posted_to_the_receipt_url_finishes_the_job(engine_redis, http_client):
     worker: Worker
 
     async def accept(call: Call) -> web.StreamResponse:
@@ -276,7 +291,7 @@ async def test_202_then_a_receipt_posted_to_the_receipt_url_finishes_the_job(eng
         assert any(e[0] == "accepted" for e in run.events)
 
 
-async def test_500_is_retried_and_then_succeeds(engine_redis):
+async def test_500_is_retried_and_then_succeeds(engine_redis, http_client):
     async def fail_once(call: Call) -> web.StreamResponse:
         if call.attempt == 1:
             return web.Response(status=500, text="database is down")
@@ -290,7 +305,7 @@ async def test_500_is_retried_and_then_succeeds(engine_redis):
         assert done["lastError"] == "HTTP 500: database is down"  # the failed attempt's error is kept
 
 
-async def test_429_with_retry_after_is_retried_that_long_later_and_not_earlier(engine_redis):
+async def test_429_with_retry_after_is_retried_that_long_later_and_not_earlier(engine_redis, http_client):
     async def slow_down(call: Call) -> web.StreamResponse:
         if call.attempt == 1:
             return web.Response(status=429, text="slow down", headers={"Retry-After": "1"})
@@ -306,7 +321,7 @@ async def test_429_with_retry_after_is_retried_that_long_later_and_not_earlier(e
         assert done["lastError"].startswith("HTTP 429")
 
 
-async def test_400_is_dead_after_one_attempt(engine_redis):
+async def test_400_is_dead_after_one_attempt(engine_redis, http_client):
     async def refuse(call: Call) -> web.StreamResponse:
         return web.Response(status=400, text="no such template")
 
@@ -319,7 +334,7 @@ async def test_400_is_dead_after_one_attempt(engine_redis):
         assert len(worker.calls) == 1
 
 
-async def test_connection_refused_is_retried(engine_redis):
+async def test_connection_refused_is_retried(engine_redis, http_client):
     url = f"http://127.0.0.1:{closed_port()}/work"
     async with coordinator(engine_redis, worker_config(url, max_attempts=3)) as run:
         job = await run.enqueue(worker="work", id="nobody-home")
@@ -329,7 +344,7 @@ async def test_connection_refused_is_retried(engine_redis):
         assert [e[2] for e in run.events if e[0] == "dispatched"] == [1, 2, 3]
 
 
-async def test_no_answer_within_the_timeout_is_timed_out_and_retried(engine_redis):
+async def test_no_answer_within_the_timeout_is_timed_out_and_retried(engine_redis, http_client):
     async def hang_once(call: Call) -> web.StreamResponse:
         if call.attempt == 1:
             await asyncio.sleep(2.0)
@@ -345,7 +360,7 @@ async def test_no_answer_within_the_timeout_is_timed_out_and_retried(engine_redi
         assert 0.3 + 0.05 - 0.02 <= second - first <= 0.3 + 0.05 + 0.15, second - first
 
 
-async def test_202_and_no_receipt_is_reaped_as_timed_out_after_the_timeout(engine_redis):
+async def test_202_and_no_receipt_is_reaped_as_timed_out_after_the_timeout(engine_redis, http_client):
     async def accept_and_forget(call: Call) -> web.StreamResponse:
         return web.Response(status=202)
 
@@ -365,7 +380,7 @@ async def test_202_and_no_receipt_is_reaped_as_timed_out_after_the_timeout(engin
         assert 0.3 - CLOCK_SLACK_S - 0.02 <= finished_at - second <= 0.3 + 0.15, finished_at - second
 
 
-async def test_backoff_between_attempts_and_dead_after_max_attempts_with_the_last_error(engine_redis):
+async def test_backoff_between_attempts_and_dead_after_max_attempts_with_the_last_error(engine_redis, http_client):
     async def always_fail(call: Call) -> web.StreamResponse:
         return web.Response(status=500, text=f"failure {call.attempt}")
 
@@ -387,7 +402,7 @@ async def test_backoff_between_attempts_and_dead_after_max_attempts_with_the_las
         assert len(worker.calls) == 4
 
 
-async def test_a_delayed_job_is_never_dispatched_early_and_arrives_soon_after_its_time(engine_redis):
+async def test_a_delayed_job_is_never_dispatched_early_and_arrives_soon_after_its_time(engine_redis, http_client):
     async with Worker() as worker, coordinator(engine_redis, worker_config(worker.url)) as run:
         by_delay = await run.enqueue(worker="work", id="by-delay", delay=0.5)
         by_run_at = await run.enqueue(worker="work", id="by-run-at", runAt=round(time.time() + 0.7, 3))
@@ -405,7 +420,7 @@ async def test_a_delayed_job_is_never_dispatched_early_and_arrives_soon_after_it
 # -- throttling --------------------------------------------------------------------------------
 
 
-async def test_rate_and_burst_the_first_burst_at_once_then_the_rate_in_enqueue_order(engine_redis):
+async def test_rate_and_burst_the_first_burst_at_once_then_the_rate_in_enqueue_order(engine_redis, http_client):
     rate, burst, count = 2.0, 5, 15
     async with Worker() as worker, coordinator(engine_redis, worker_config(worker.url, rate=rate, burst=burst)) as run:
         jobs = await run.enqueue_batch([{"worker": "work", "id": f"t{n}", "args": {"n": n}} for n in range(count)])
@@ -429,7 +444,7 @@ async def test_rate_and_burst_the_first_burst_at_once_then_the_rate_in_enqueue_o
             assert i + 1 <= burst + rate * (offset + 0.03), (i, offsets)
 
 
-async def test_concurrency_cap_is_never_exceeded_at_the_worker(engine_redis):
+async def test_concurrency_cap_is_never_exceeded_at_the_worker(engine_redis, http_client):
     async def slow(call: Call) -> web.StreamResponse:
         await asyncio.sleep(0.3)
         return web.json_response({"ok": True})
@@ -444,7 +459,7 @@ async def test_concurrency_cap_is_never_exceeded_at_the_worker(engine_redis):
         assert time.monotonic() - started < 0.9 + 0.5  # 3 rounds of 2, not 6 rounds of 1
 
 
-async def test_two_coordinators_on_one_redis_together_keep_rate_and_burst(redis_url, real_redis):
+async def test_two_coordinators_on_one_redis_together_keep_rate_and_burst(redis_url, real_redis, http_client):
     rate, burst, count = 5.0, 5, 25
     async with Worker() as worker:
         w = worker_config(worker.url, rate=rate, burst=burst)
@@ -597,7 +612,7 @@ async def test_a_coordinator_stops_promptly_whenever_it_is_stopped(backend, redi
 # -- what a review found: loops survive Redis errors, no lost wake-ups, bounded inputs ---------------
 
 
-async def test_the_dispatcher_survives_a_redis_error_reply_and_carries_on(real_redis, redis_url):
+async def test_the_dispatcher_survives_a_redis_error_reply_and_carries_on(real_redis, redis_url, http_client):
     """READONLY (a primary demoted to replica, as in a failover) is an error reply, not an
     outage: the claim loop backs off and resumes once Redis accepts writes again."""
     async with Worker() as worker, coordinator(aioredis.Redis.from_url(redis_url), worker_config(worker.url)) as run:
@@ -648,7 +663,7 @@ async def test_max_in_flight_holds_across_workers(engine_redis):
         await stop_within(coord)
 
 
-async def test_a_redirect_is_not_followed_and_counts_as_a_failure(engine_redis):
+async def test_a_redirect_is_not_followed_and_counts_as_a_failure(engine_redis, http_client):
     async def redirect(call: Call) -> web.StreamResponse:
         if call.attempt == 1:
             raise web.HTTPFound("/elsewhere")

@@ -319,6 +319,13 @@ async def test_every_answer_of_an_operators_and_a_workers_session_validates_agai
         check("GET", "/operations/{operation}", await c.get(f"/operations/{deleted['operation']}"), 200)
         check("GET", "/operations/{operation}", await c.get(f"/operations/{WORKER}:abc123"), 404)
         check("GET", "/metrics", await c.get("/metrics"), 200)
+        await c.post("/job", json={"worker": WORKER, "id": "keyed", "throttleKey": "shop-1", "delay": 60})
+        keys = check("GET", "/workers/{name}/keys", await c.get(f"/workers/{WORKER}/keys", params={"limit": 5}), 200)
+        assert "shop-1" in [k["key"] for k in keys["keys"]]
+        check("GET", "/workers/{name}/keys", await c.get("/workers/nobody/keys"), 404)
+        check("GET", "/workers/{name}/keys", await c.get(f"/workers/{WORKER}/keys", params={"limit": 0}), 422)
+        alive = check("GET", "/coordinators", await c.get("/coordinators"), 200)
+        assert [entry["answering"] for entry in alive["coordinators"]] == [True]
         # the event stream's 422s (its 200 never ends: test_openapi_schemathesis.py reads its headers)
         check("GET", "/events", await c.get("/events", params={"worker": "nobody"}), 422)
         check("GET", "/events", await c.get("/events", headers={"Last-Event-ID": "nope"}), 422)

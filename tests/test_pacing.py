@@ -26,7 +26,7 @@ from redisq.config import Backoff, Config, WorkerConfig
 from redisq.coordinator import Coordinator
 from redisq.engine import Engine, HoldBack, Receipt
 from redisq.model import JobState, parse_enqueue
-from redisq.transport import AiohttpTransport, NotSentError, Response, SendWindow
+from redisq.transport import AiohttpTransport, NotSentError, PyreqwestTransport, Response, SendWindow
 
 SECRET = "pacing-test-secret"
 
@@ -249,23 +249,38 @@ async def test_a_call_with_slack_to_spare_is_written_however_late_and_holds_noth
     assert transport.late_unsent == 0
 
 
-async def test_aiohttp_writes_nothing_when_the_window_passes_before_the_write():
+class WorkServer:
+    """An aiohttp server of ``POST /work`` on a free port: ``url = await start(handle)``, ``await stop()``."""
+
+    def __init__(self) -> None:
+        self._runner: web.AppRunner | None = None
+
+    async def start(self, handle: Any) -> str:
+        app = web.Application()
+        app.router.add_post("/work", handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        return f"http://127.0.0.1:{self._runner.addresses[0][1]}/work"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+@pytest.mark.parametrize("transport_class", [AiohttpTransport, PyreqwestTransport])
+async def test_nothing_is_written_when_the_window_passes_before_the_write(transport_class):
+    """Looked at when the call starts, and again in aiohttp's hook just before the write
+    (pyreqwest's transport sends a windowed call through it)."""
     received: list[bytes] = []
 
     async def handle(request: web.Request) -> web.Response:
         received.append(await request.read())
         return web.json_response({})
 
-    app = web.Application()
-    app.router.add_post("/work", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    transport = AiohttpTransport()
+    transport, server = transport_class(), WorkServer()
     try:
-        url = f"http://127.0.0.1:{port}/work"
+        url = await server.start(handle)
         ok = await transport.post(url, b'{"n":1}', {"Content-Type": "application/json"}, 5,
                                   SendWindow(time.monotonic() + 60))
         assert ok.status == 200
@@ -279,4 +294,39 @@ async def test_aiohttp_writes_nothing_when_the_window_passes_before_the_write():
         assert received == [b'{"n":1}']
     finally:
         await transport.close()
-        await runner.cleanup()
+        await server.stop()
+
+
+async def test_pyreqwest_writes_nothing_when_the_window_passes_while_the_call_waits_for_a_connection():
+    """One cap over both of its clients: with one connection, busy with a slow call (on
+    pyreqwest), a windowed call whose window passes while it waits for the slot is not sent
+    at all; one whose window is still open when the slot frees is written (and says so, once)."""
+    received: list[bytes] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        received.append(body)
+        if body == b'{"n":1}':
+            await asyncio.sleep(0.3)
+        return web.json_response({})
+
+    transport, server = PyreqwestTransport(max_connections=1), WorkServer()
+    try:
+        url = await server.start(handle)
+        written: list[float] = []
+        slow = asyncio.create_task(transport.post(url, b'{"n":1}', {}, 5))
+        await asyncio.sleep(0.05)  # the slow call holds the one connection
+        late = transport.post(url, b'{"n":2}', {}, 5, SendWindow(time.monotonic() + 0.1))
+        in_time = transport.post(url, b'{"n":3}', {}, 5, SendWindow(time.monotonic() + 5, written.append))
+        outcomes = await asyncio.gather(late, in_time, return_exceptions=True)
+        assert (await slow).status == 200
+        assert isinstance(outcomes[0], NotSentError), outcomes[0]
+        assert isinstance(outcomes[1], Response) and outcomes[1].status == 200
+        assert len(written) == 1
+        with pytest.raises(NotSentError):  # too late already when it starts
+            await transport.post(url, b'{"n":4}', {}, 5, SendWindow(time.monotonic() - 1))
+        await asyncio.sleep(0.2)
+        assert received == [b'{"n":1}', b'{"n":3}']
+    finally:
+        await transport.close()
+        await server.stop()

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from redisq.keys import WorkerKeys
+from redisq.keys import GLOBAL_KEYS, WorkerKeys
 from redisq.script_specs import SPECS, ScriptCallError
-from redisq.scripts import SCHEDULE_SCRIPT_NAMES, SCRIPT_NAMES
+from redisq.scripts import SCHEDULE_SCRIPT_NAMES, SCRIPT_NAMES, load_script
 
 LUA = Path(__file__).resolve().parents[1] / "lua"
 
@@ -39,7 +39,7 @@ def test_the_script_reads_exactly_the_fixed_keys_and_args_of_its_spec(name):
 def test_the_spec_names_keys_the_key_layout_has(name):
     keys = WorkerKeys("w")
     for key in SPECS[name].keys + SPECS[name].item_keys:
-        assert hasattr(keys, key), f"{name}: WorkerKeys has no {key!r}"
+        assert hasattr(keys, key) or key in GLOBAL_KEYS, f"{name}: neither WorkerKeys nor GLOBAL_KEYS has {key!r}"
 
 
 def test_a_call_that_does_not_fit_its_spec_is_refused():
@@ -54,3 +54,14 @@ def test_a_call_that_does_not_fit_its_spec_is_refused():
         SPECS["claim"].check(4, 4)
     with pytest.raises(ScriptCallError, match="1 KEYS more than it takes"):
         SPECS["claim"].check(len(SPECS["claim"].keys) + 1, len(SPECS["claim"].args))
+
+
+def test_every_script_of_a_worker_takes_the_slot_probes_first():
+    """``WorkerBase.run`` names the two probes (``WorkerKeys.migration_probes``) before a
+    script's own KEYS, so every script of a worker drops them first (lua/includes/slot.lua);
+    only the scripts on global keys (``GLOBAL_KEYS``), called without probes, do not."""
+    for spec in SPECS.values():
+        source = load_script(spec.name).source
+        takes_probes = "local KEYS = keys_past_probes(KEYS)" in source
+        on_global_keys = any(key in GLOBAL_KEYS for key in spec.keys)
+        assert takes_probes != on_global_keys, f"lua/{spec.name}.lua: probes {takes_probes}, global {on_global_keys}"

@@ -116,13 +116,18 @@ async def test_enqueue_fields_throttle_key_and_cost(engine_redis):
         assert (await api.client.get(f"/job/{WORKER}:ok")).status_code == 404
 
 
+async def pushed_back(api: Any, throttle_key: str, error: str) -> dict[str, Any]:
+    """A job of the key whose first attempt is answered by a receipt with ``retryAfter: 30``."""
+    job = await api.enqueue(throttleKey=throttle_key)
+    call = await api.call_for(job["id"])
+    resp = await api.receipt(job["id"], {"status": "failure", "error": error, "retryAfter": 30}, call["receiptToken"])
+    assert resp.status_code == 200 and resp.json()["state"] == "retrying"
+    return job
+
+
 async def test_a_receipt_with_retry_after_is_back_pressure(engine_redis):
     async with running_api(engine_redis, worker=worker_config(max_attempts=1)) as api:
-        job = await api.enqueue(throttleKey="shop-a")
-        call = await api.call_for(job["id"])
-        resp = await api.receipt(job["id"], {"status": "failure", "error": "Shopify said 429", "retryAfter": 30},
-                                 call["receiptToken"])
-        assert resp.status_code == 200 and resp.json()["state"] == "retrying"
+        job = await pushed_back(api, "shop-a", "Shopify said 429")
         done = await api.get(job["id"])
         # maxAttempts is 1, yet the job is not dead: back-pressure does not use up an attempt.
         assert done["state"] == "retrying" and done["lastError"] == "Shopify said 429"
@@ -138,3 +143,39 @@ async def test_a_receipt_with_retry_after_is_back_pressure(engine_redis):
             token = receipt_token(api.coordinator.secret, job["id"], 1, 1)
             resp = await api.receipt(job["id"], body, token)
             assert resp.status_code == 422 and message in resp.json()["error"]
+
+
+async def test_a_workers_keys_show_the_paused_first_then_the_busiest(engine_redis):
+    async with running_api(engine_redis, worker=worker_config(max_attempts=1)) as api:
+        await pushed_back(api, "shop-a", "429")
+        await api.client.post(f"/workers/{WORKER}/pause")  # nothing leaves now: the counts stay
+        for key in ("shop-b", "shop-b", "shop-b", "shop-c"):
+            await api.enqueue(throttleKey=key)
+        resp = await api.client.get(f"/workers/{WORKER}/keys")
+        assert resp.status_code == 200, resp.text
+        found = resp.json()
+        assert found["keysWaiting"] == 3
+        assert [(k["key"], k["waiting"], k["running"]) for k in found["keys"]] == [
+            ("shop-a", 1, 0), ("shop-b", 3, 0), ("shop-c", 1, 0)]
+        assert 25 < found["keys"][0]["pausedFor"] <= 30 and found["keys"][1]["pausedFor"] == 0
+        assert iso_ms(found["keys"][0]["readyAt"]) >= iso_ms(found["keys"][1]["readyAt"]) + 25_000
+        limited = (await api.client.get(f"/workers/{WORKER}/keys", params={"limit": 2})).json()
+        assert [k["key"] for k in limited["keys"]] == ["shop-a", "shop-b"] and limited["keysWaiting"] == 3
+        assert (await worker_body(api))["throttled"] == 1  # the answer that pushed back
+        for params in ({"limit": 0}, {"limit": "x"}, {"limit": 1001}, {"most": 1}):
+            resp = await api.client.get(f"/workers/{WORKER}/keys", params=params)
+            assert resp.status_code == 422, params
+
+
+async def test_the_dispatch_history_counts_the_jobs_claimed_per_10_s(engine_redis):
+    async with running_api(engine_redis) as api:
+        jobs = [await api.enqueue() for _ in range(3)]
+        for job in jobs:
+            await api.call_for(job["id"])
+        await asyncio.sleep(1.1)  # the history ends with the last whole second
+        w = await worker_body(api)
+        history = w["dispatchHistory"]
+        assert history["bucketSeconds"] == 10 and len(history["dispatched"]) == 30
+        assert sum(history["dispatched"]) == w["dispatchedLastMinute"] == 3
+        assert sum(history["dispatched"][-2:]) == 3  # within the last 20 s
+        assert w["recentDispatchRate"] == history["dispatched"][-1] / 10

@@ -107,11 +107,15 @@ end
 -- far), unsent (attempts returned unsent so far), throttle_key}
 -- The attempt goes into the job's history (record_attempt: job carries started_ms and
 -- sent_by too) as `failure` ('failed', 'timed out'), or 'throttled' when it is
--- back-pressure; status is the HTTP status (0 = none).
+-- back-pressure; status is the HTTP status (0 = none). An answer that pushed back (a 429, or
+-- back-pressure) is counted in the stats hash's `throttled` (GET /workers' throttled).
 local function fail_attempt(worker, job_key, suffix, job, error_text, permanent, retry_after_ms, now, failure, status)
   redis.call('HSET', job_key, 'last_error', error_text)
   local throttle_key = job.throttle_key or ''
   local throttled = tonumber(job.throttled) or 0
+  if status == 429 or (not permanent and retry_after_ms >= 0) then
+    redis.call('HINCRBY', worker.queue.stats, 'throttled', 1)
+  end
   if not permanent and retry_after_ms >= 0 and throttled < MAX_BACK_PRESSURE_RETRIES then
     record_attempt(worker.queue, suffix, job, 'throttled', status, error_text, now)
     redis.call('HSET', job_key, 'throttled', throttled + 1)

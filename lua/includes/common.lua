@@ -5,6 +5,11 @@ local function server_now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- The dispatched hash (claim.lua writes it, worker_state.lua reads it) keeps the jobs
+-- claimed in each second of the last DISPATCHED_RING_S: field second % DISPATCHED_RING_S,
+-- value '<unix second>:<jobs claimed>', a field reused once its second is that old.
+local DISPATCHED_RING_S = 300
+
 -- A member of a queue zset: the 12-hex-digit enqueue sequence, then the job suffix,
 -- so that jobs due at the same millisecond leave in the order they were enqueued.
 local QUEUE_SEQ_DIGITS = 12

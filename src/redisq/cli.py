@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import __version__
-from .config import MAX_PORT, ConfigError, check_cluster_url, check_redis_url, load_config
+from .config import MAX_PORT, ConfigError, check_cluster_url, check_redis_url, load_config, processes_of
 from .server import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as `yes | head -1` ends: the reader stopped before the end
@@ -34,8 +34,13 @@ def serve(args: argparse.Namespace) -> int:
 
     try:
         config = check_cluster_url(load_config(args.config).with_overrides(
-            redis_url=check_redis_url("command line", "--redis-url", args.redis_url), host=args.host, port=args.port),
+            redis_url=check_redis_url("command line", "--redis-url", args.redis_url), host=args.host, port=args.port,
+            processes=None if args.processes is None else processes_of("command line", "--processes", args.processes)),
             "command line")
+        if config.processes > 1 and not config.redis_url:
+            source = args.config or os.environ.get("REDISQ_CONFIG") or "command line"
+            raise ConfigError(f"{source}: processes: {config.processes} coordinator processes need a redis_url to "
+                              "share (the embedded store lives inside one process)")
     except ConfigError as e:
         print(f"redisq: config error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -472,6 +477,14 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _processes(text: str) -> int | str:
+    if text == "auto":
+        return text
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"must be a whole number or auto, got {text!r}")
+    return int(text)
+
+
 def _positive_int(most: int | None) -> Callable[[str], int]:
     def parse(text: str) -> int:
         if not text.isdigit() or int(text) < 1 or (most is not None and int(text) > most):
@@ -516,6 +529,9 @@ def _run(argv: Sequence[str] | None) -> int:
                    help="Redis URL (default: $REDISQ_REDIS_URL, else the config's redis_url, else embedded)")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=_port, help="port to listen on (default 7575)")
+    p.add_argument("--processes", type=_processes, metavar="N|auto",
+                   help="coordinator processes on the port, sharing its Redis (default: the config's processes, "
+                        "else 1; auto = one per CPU)")
     p.set_defaults(func=serve)
 
     p = commands.add_parser("demo", help="a self-contained tour on the embedded store")

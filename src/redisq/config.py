@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .keys import WORKER_NAME_RE
+from .transport import HTTP_CLIENTS
 
 # Seconds an attempt may take when neither the job nor its worker says (lua/includes/limits.lua
 # keeps the same in ms, for a worker whose live limits are missing; a test holds them equal).
@@ -89,7 +90,7 @@ class Config:
     shutdown_grace_s: float = 10.0
     max_in_flight: int = 1024
     claim_batch: int = 256
-    http_client: str = "aiohttp"
+    http_client: str = "pyreqwest"
     # The first call of a claim on a full bucket is written at most this long past the
     # bucket's slack, or returned unsent with its tokens (README, Throttling: what is guaranteed).
     send_window_s: float = 0.25
@@ -101,6 +102,7 @@ class Config:
     log_level: str = "INFO"
     access_log: bool = False  # uvicorn's line per request
     metrics_public: bool = False  # GET /metrics without an API token
+    processes: int = 1  # coordinator processes `serve` runs on its port ("auto" in the file: one per CPU)
 
     @property
     def base_url(self) -> str:
@@ -113,7 +115,7 @@ class Config:
 
     def with_overrides(self, *, redis_url: str | None = None, host: str | None = None, port: int | None = None,
                        secret: str | None = None, signing_keys: tuple[str, ...] | None = None,
-                       api_tokens: tuple[str, ...] | None = None) -> Config:
+                       api_tokens: tuple[str, ...] | None = None, processes: int | None = None) -> Config:
         """The settings given outside the file (the command line, the environment) in place
         of the file's; None = not given."""
         return replace(
@@ -124,6 +126,7 @@ class Config:
             secret=self.secret if secret is None else secret,
             signing_keys=self.signing_keys if signing_keys is None else signing_keys,
             api_tokens=self.api_tokens if api_tokens is None else api_tokens,
+            processes=self.processes if processes is None else processes,
         )
 
 
@@ -195,6 +198,7 @@ class _Reader:
 
 MAX_SEND_WINDOW_S = 60.0
 MAX_PORT = 65535
+MAX_PROCESSES = 256  # coordinator processes of one `serve`
 REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
@@ -273,6 +277,7 @@ TOP_LEVEL_KEYS = {
     "redis_url", "redis_cluster", "public_url", "secret", "host", "port", "max_body_bytes",
     "shutdown_grace", "max_in_flight", "claim_batch", "http_client", "send_window", "workers",
     "signing_keys", "api_tokens", "log_format", "log_level", "access_log", "metrics_public",
+    "processes",
 }
 
 
@@ -302,6 +307,15 @@ def parse_api_tokens(source: str, value: Any) -> tuple[tuple[str, ...], dict[str
             raise _fail(source, f"api_tokens.{name}", f"is the same token as api_tokens.{names[token.strip()]}")
         names[token.strip()] = name
     return tuple(names), names
+
+
+def processes_of(source: str, key: str, value: Any) -> int:
+    """A count of processes, or "auto": one per CPU of this machine."""
+    if value == "auto":
+        return os.cpu_count() or 1
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PROCESSES:
+        raise _fail(source, key, f"must be a whole number from 1 to {MAX_PROCESSES} or \"auto\", got {value!r}")
+    return value
 
 
 def log_format_of(source: str, key: str, value: Any) -> str:
@@ -338,9 +352,9 @@ def env_text_list(env: Mapping[str, str], name: str) -> tuple[str, ...] | None:
 
 def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
     r = _Reader(source, data, "", TOP_LEVEL_KEYS)
-    http_client = r.text("http_client", "aiohttp") or "aiohttp"
-    if http_client not in ("aiohttp", "httpx"):
-        raise _fail(source, "http_client", f"must be 'aiohttp' or 'httpx', got {http_client!r}")
+    http_client = r.text("http_client", "pyreqwest") or "pyreqwest"
+    if http_client not in HTTP_CLIENTS:
+        raise _fail(source, "http_client", f"must be {' or '.join(repr(c) for c in HTTP_CLIENTS)}, got {http_client!r}")
     workers = {name: parse_worker(source, name, table) for name, table in r.table_of("workers").items()}
     send_window_s = r.number("send_window", 0.25) or 0.25
     if send_window_s > MAX_SEND_WINDOW_S:
@@ -370,6 +384,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
         log_level=log_level_of(source, "log_level", data.get("log_level", "INFO")),
         access_log=r.boolean("access_log", False),
         metrics_public=r.boolean("metrics_public", False),
+        processes=processes_of(source, "processes", data.get("processes", 1)),
     )
 
 

@@ -40,6 +40,7 @@ from .keys import WorkerKeys
 from .limits import Limits
 from .operations import Operations
 from .poller import Poller
+from .presence import PresenceLoop
 from .security import shared_secret
 from .signals import Signals
 from .ticker import Ticker
@@ -136,6 +137,7 @@ class Coordinator:
         self.engine.outages.on_change = self.signals.redis_changed
         self.wakeups = Wakeups(redis, self.config.workers)
         self.events = EventFeed(redis, self.config.workers)  # GET /events: one reader for every client
+        self.presence = PresenceLoop(self.engine)  # GET /coordinators lists it while it runs
 
     @property
     def cluster(self) -> bool:
@@ -153,6 +155,7 @@ class Coordinator:
             await warn_about_eviction(self.redis)
         self.secret = await self._secret()
         await self._seed_limits()
+        await self.presence.start()
         if not dispatch:
             return
         transport = self.transport or make_transport(self.config.http_client, self.config.max_in_flight)
@@ -269,6 +272,7 @@ class Coordinator:
             await self.poller.stop()
         if self.dead_letters is not None:
             await self.dead_letters.stop()
+        await self.presence.stop()
         await self.redis.aclose()
 
     # -- wake-ups (wakeups.py): what the API and the loops tell the dispatcher and the ticker --

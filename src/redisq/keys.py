@@ -11,8 +11,10 @@ single hash slot and the same scripts run on one Redis and on Redis Cluster::
     redisq:{shopify}:buckets          zset  throttle key -> ms its bucket is full (purge deletes it then)
     redisq:{shopify}:bucket           hash  tokens, updated_ms, paused_until_ms (worker-wide)
     redisq:{shopify}:limits           hash  the live limits (rate, burst, ...; see limits.py)
-    redisq:{shopify}:stats            hash  counters: scheduled, retrying, succeeded, dead, cancelled
-    redisq:{shopify}:dispatched       hash  second % 60 -> "<unix second>:<jobs claimed>"
+    redisq:{shopify}:stats            hash  counters: scheduled, retrying, succeeded, dead, cancelled,
+                                            throttled (answers that pushed back: 429, ...)
+    redisq:{shopify}:dispatched       hash  second % 300 -> "<unix second>:<jobs claimed>"
+                                            (the last 5 minutes, DISPATCHED_RING_S in common.lua)
     redisq:{shopify}:seq              int   enqueue counter (orders jobs due at the same ms)
     redisq:{shopify}:reply:<tag>      str   a claim's answer, kept until the loop's next claim
                                             (60 s at most) so that a repeat of the claim returns it
@@ -32,6 +34,16 @@ single hash slot and the same scripts run on one Redis and on Redis Cluster::
     redisq:{shopify}:schedule-jobs:<suffix>  list  its latest tick jobs' suffixes, newest first
     redisq:{shopify}:wake             sharded pub/sub channel of the worker's wake-ups, on a
                                             Redis Cluster (one Redis: ``redisq:wake``, all workers)
+    redisq:{shopify}:slot-probe:1, :2        never exist: the first two KEYS of every script
+                                            call, so that Redis Cluster refuses a script
+                                            (TRYAGAIN) while the worker's slot is moving
+                                            (lua/includes/slot.lua)
+
+Not of one worker (a key of its own, in no script with a worker's keys)::
+
+    redisq:coordinators               zset  a coordinator's description (JSON: id, host, pid,
+                                            startedAt, version) -> ms (Redis's clock) after
+                                            which it counts as gone unless it says so again
 
 A job without a ``throttleKey`` belongs to the key ``""``: its queue is
 ``redisq:{shopify}:queue:`` and its bucket ``redisq:{shopify}:kbucket:``.
@@ -59,6 +71,9 @@ SHARED_SECRET_KEY = f"{PREFIX}:secret"
 # The consumer group on each event stream of a worker with ``on_dead``: its coordinators
 # share the deaths to call back, each entry to one of them (dead_letters.py).
 DEAD_LETTER_GROUP = f"{PREFIX}:on-dead"
+COORDINATORS_KEY = f"{PREFIX}:coordinators"
+# Keys of no worker, as the scripts' specs name them (script_specs.py).
+GLOBAL_KEYS = {"coordinators": COORDINATORS_KEY}
 
 WORKER_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
 TICK_MARK = "@"  # between a schedule's suffix and the tick's time, in the suffix of a tick's job
@@ -195,6 +210,13 @@ class WorkerKeys:
     def wake_channel(self) -> str:
         """The worker's sharded channel on a cluster (SPUBLISH): it stays on the worker's master."""
         return f"{self.tag}:wake"
+
+    @property
+    def migration_probes(self) -> list[str]:
+        """Two keys that never exist, named first in every script call of the worker: a
+        call naming a key that is missing from a slot being migrated is refused whole
+        (TRYAGAIN) by either node, so no script runs half while the slot moves."""
+        return [f"{self.tag}:slot-probe:1", f"{self.tag}:slot-probe:2"]
 
     @property
     def queue_keys(self) -> list[str]:

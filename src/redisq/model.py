@@ -23,6 +23,7 @@ from typing import Any
 from .config import WorkerConfig
 from .errors import ValidationError, shown
 from .inputs import MAX_AMOUNT, TIMEOUT_S, NumberRule
+from .json_text import compact_json
 from .keys import CALLER_SUFFIX_RE, THROTTLE_KEY_MAX_CHARS, job_id
 from .types import RedisHash
 
@@ -59,7 +60,8 @@ def json_number(value: float) -> int | float:
 
 
 def _number_json(value: float) -> str:
-    return json.dumps(json_number(value))
+    number = json_number(value)
+    return str(number) if isinstance(number, int) else json.dumps(number)
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,9 @@ class Job:
         )
 
     def history_json_text(self) -> str:
-        return json.dumps([a.to_json() for a in self.history or ()], separators=(",", ":"))
+        if not self.history:
+            return "[]"
+        return json.dumps([a.to_json() for a in self.history], separators=(",", ":"))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -219,7 +223,6 @@ AM_PM_FORMATS = ("%Y-%m-%d %I:%M:%S %p", "%Y-%m-%d %I:%M %p", "%Y/%m/%d %I:%M:%S
 
 
 # built once: json.dumps with options builds one per call
-COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
 def new_job_suffix() -> str:
@@ -329,7 +332,7 @@ def parse_enqueue(body: Any, workers: Mapping[str, WorkerConfig], index: int | N
 
     args = body.get("args", {})
     try:
-        args_json = COMPACT_JSON.encode(args)
+        args_json = compact_json(args)
     except ValueError:
         raise invalid("args", "must be JSON (no NaN or Infinity)") from None
     return EnqueueRequest(

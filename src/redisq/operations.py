@@ -23,8 +23,9 @@ from .config import WorkerConfig
 from .engine import Engine, WorkerEngine, redis_errors_mapped
 from .errors import NotFoundError, RedisqError, ValidationError, shown
 from .inputs import MAX_AMOUNT, NumberRule, object_with
+from .json_text import COMPACT_JSON
 from .keys import WORKER_NAME_RE, split_job_id
-from .model import COMPACT_JSON, DELAY_S, JobState, parse_run_at
+from .model import DELAY_S, JobState, parse_run_at
 
 log = logging.getLogger("redisq.operations")
 

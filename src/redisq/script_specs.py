@@ -5,7 +5,7 @@ engine builds them in the same order (``engine/``). The spec is the one place wh
 order is written down for both sides: every call through the engine's choke point
 (``WorkerBase.run``) is checked against it, and ``tests/test_script_specs.py`` checks each
 spec against the positions its script reads. Key names are ``WorkerKeys`` attributes
-(``job``, ``schedule``, ... take the call's suffix); the keys a script finds by prefix
+(``job``, ``schedule``, ... take the call's suffix), or ``keys.GLOBAL_KEYS``; the keys a script finds by prefix
 (a job hash, a throttle key's queue and bucket) are not in KEYS but built from the
 ``*_prefix`` ARGV.
 """
@@ -115,7 +115,13 @@ SPECS: dict[str, ScriptSpec] = {spec.name: spec for spec in (
                answers="the limits hash after the change"),
     ScriptSpec("worker_state", (*QUEUE_KEYS, "running", "bucket", "key_bucket", "dispatched"), QUEUE_ARGS,
                answers="{now_ms, limits, stats, running, keys waiting, tokens, total tokens, back-pressure ms, "
-                       "dispatched last minute}"),
+                       "dispatched last minute, bucket_s, dispatched per bucket_s (oldest first)}"),
+    ScriptSpec("throttle_keys", ("throttle_keys", "limits"),
+               ("queue_prefix", "key_bucket_prefix", "state_prefix", "most"),
+               answers="{now_ms, keys waiting, per key: key, ready_ms, waiting, running, tokens, paused_ms}"),
+    ScriptSpec("coordinator_alive", ("coordinators",), ("description", "alive_or_gone", "alive_ms"),
+               answers="coordinators alive"),
+    ScriptSpec("coordinators", ("coordinators",), (), answers="{now_ms, per coordinator: description, until_ms}"),
     ScriptSpec("schedule_save", ("schedules", "schedule_ids", "schedule"),
                ("suffix", "cron", "timezone", "args", "max_attempts", "timeout_ms", "catch_up", "next_fire_ms",
                 "throttle_key", "cost"), answers="{created}"),

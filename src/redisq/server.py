@@ -1,5 +1,7 @@
 """``redisq serve``'s process: the listening socket bound first, then the coordinator
 started, then uvicorn serving the API on that socket; the coordinator stops after it.
+With ``processes`` > 1, the socket is bound here and ``supervisor.py`` forks that many
+coordinators onto it.
 
 Every start-up failure is one line on stderr and an exit code (README, Command line): a
 port that cannot be bound or Redis that cannot be reached is ``EXIT_FAILURE``; the
@@ -16,7 +18,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -72,7 +74,8 @@ def public_url_port_warning(config: Config) -> str | None:
             f"forwards port {named} to this one those jobs time out; set public_url (or --port) to match")
 
 
-def _server(config: uvicorn.Config, coordinator: Coordinator, failures: list[str]) -> uvicorn.Server:
+def _server(config: uvicorn.Config, coordinator: Coordinator, failures: list[str],
+            exit_signals: Sequence[signal.Signals]) -> uvicorn.Server:
     """uvicorn's server, starting ``coordinator`` before it serves and stopping it after. A
     coordinator that cannot start adds its one line to ``failures`` and nothing is served;
     after a graceful shutdown on SIGTERM/SIGINT the process exits 0 instead of raising the
@@ -109,7 +112,7 @@ def _server(config: uvicorn.Config, coordinator: Coordinator, failures: list[str
             if threading.current_thread() is not threading.main_thread():
                 yield
                 return
-            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in exit_signals}
             try:
                 yield
             finally:
@@ -119,13 +122,12 @@ def _server(config: uvicorn.Config, coordinator: Coordinator, failures: list[str
     return CoordinatorServer(config)
 
 
+EXIT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def serve(config: Config, loop: str) -> int:
-    """Run the coordinator and its API until SIGTERM/SIGINT; the process's exit code."""
-    import uvicorn
-
-    from .api import create_app
-    from .coordinator import Coordinator
-
+    """Run the coordinator (or ``config.processes`` of them) and the API until SIGTERM/SIGINT;
+    the process's exit code."""
     configure_logging(config)
     try:
         sock = bind(config.host, config.port)
@@ -137,16 +139,30 @@ def serve(config: Config, loop: str) -> int:
     warning = public_url_port_warning(config)
     if warning:
         log.warning(warning)
+    try:
+        if config.processes > 1:
+            from .supervisor import supervise
+
+            return supervise(config, loop, sock, serve_on)
+        return serve_on(config, loop, sock, EXIT_SIGNALS)
+    finally:
+        sock.close()
+
+
+def serve_on(config: Config, loop: str, sock: socket.socket, exit_signals: Sequence[signal.Signals]) -> int:
+    """One coordinator and its API on the bound ``sock`` until one of ``exit_signals``."""
+    import uvicorn
+
+    from .api import create_app
+    from .coordinator import Coordinator
+
     coordinator = Coordinator(config)
     failures: list[str] = []
     server = _server(uvicorn.Config(
         create_app(coordinator, manage_lifecycle=False), loop=loop, lifespan="off", log_config=None, log_level=None,
         access_log=config.access_log, timeout_graceful_shutdown=max(1, int(config.shutdown_grace_s) + 1)),
-        coordinator, failures)
-    try:
-        server.run(sockets=[sock])
-    finally:
-        sock.close()
+        coordinator, failures, exit_signals)
+    server.run(sockets=[sock])
     if failures:
         print(f"redisq: {failures[0]}", file=sys.stderr)
         return EXIT_FAILURE

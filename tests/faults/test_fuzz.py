@@ -143,6 +143,7 @@ PATH_PARAMS: dict[str, dict[str, st.SearchStrategy[str]]] = {
     "/workers/{name}": {"name": mostly(st.just(WORKER), texts)},
     "/workers/{name}/pause": {"name": mostly(st.just(WORKER), texts)},
     "/workers/{name}/resume": {"name": mostly(st.just(WORKER), texts)},
+    "/workers/{name}/keys": {"name": mostly(st.just(WORKER), texts)},
     "/schedule/{id}": {"id": schedule_ids}, "/schedule/{id}/pause": {"id": schedule_ids},
     "/schedule/{id}/resume": {"id": schedule_ids},
     "/job/{id}/retry": {"id": job_ids},
@@ -189,6 +190,8 @@ def calls(draw: st.DrawFn) -> Call:
             content = raw_body_text(draw(strategy)).encode()
     params = {"worker": draw(st.one_of(worker_names.map(str), texts))} if route == "/schedules" and draw(
         st.booleans()) else {}
+    if route == "/workers/{name}/keys" and draw(st.booleans()):
+        params = {"limit": draw(mostly(st.integers(-5, 2000).map(str), texts))}
     if route == "/jobs" and method == "GET":
         drawn = draw(optional({"worker": worker_names.map(str), "state": states, "throttleKey": texts,
                                "limit": mostly(st.integers(-5, 2000).map(str), texts), "cursor": texts}))

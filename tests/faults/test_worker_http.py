@@ -2,7 +2,8 @@
 answer comes in pieces, is cut short or trickles past the timeout; which statuses kill a
 job and which are retried; the SDK's PermanentFailure; and heartbeats that keep a
 synchronous call alive. The workers are a raw socket (``raw_worker.py``), so each test
-chooses how the answer is written, and the SDK's ASGI app under uvicorn."""
+chooses how the answer is written, and the SDK's ASGI app under uvicorn. Every test runs on each HTTP
+client the dispatcher can use."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from redisq.config import Config, WorkerConfig
-from redisq.dispatch import Caller
+from redisq.dispatch import ERROR_BODY_CHARS, Caller
 from redisq.engine import ClaimedJob
 from redisq.errors import UnavailableError
 from redisq.transport import MockTransport, Response
@@ -23,13 +24,13 @@ from redisq.worker import JobContext, PermanentFailure, Workers
 
 from .raw_worker import CLOSE, RawWorker, head, split, whole
 from cpu_burner import CpuBurner
-from test_dispatch import SECRET, coordinator, worker_config
+from test_dispatch import HTTP_CLIENTS, SECRET, coordinator, http_client, worker_config  # noqa: F401  (a fixture)
 from test_sdk_e2e import serving_at
 
 # -- the body is read whole, and a cut or late body is a failed attempt --------------------------
 
 
-@pytest.mark.parametrize("http_client", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("http_client", [*HTTP_CLIENTS, "httpx"])
 async def test_a_json_result_split_across_writes_is_kept_whole(real_redis, http_client):
     def answer(call: dict[str, Any]) -> list[Any]:
         result = {"job": call["jobId"], "rows": [{"n": n, "text": "x" * 40} for n in range(60)]}
@@ -44,7 +45,7 @@ async def test_a_json_result_split_across_writes_is_kept_whole(real_redis, http_
         {"job": job["id"], "rows": [{"n": n, "text": "x" * 40} for n in range(60)]} for job in jobs]
 
 
-@pytest.mark.parametrize("http_client", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("http_client", [*HTTP_CLIENTS, "httpx"])
 async def test_a_body_cut_short_is_a_failed_attempt_and_the_job_is_retried(real_redis, http_client):
     def answer(call: dict[str, Any]) -> list[Any]:
         if call["attempt"] == 1:  # Content-Length 1000, 7 bytes, then the connection closes
@@ -60,7 +61,7 @@ async def test_a_body_cut_short_is_a_failed_attempt_and_the_job_is_retried(real_
     assert done["lastError"], "the cut attempt failed with an error saying so"
 
 
-@pytest.mark.parametrize("http_client", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("http_client", [*HTTP_CLIENTS, "httpx"])
 async def test_a_body_trickling_past_the_timeout_is_a_failed_attempt_and_the_job_is_retried(real_redis, http_client):
     def answer(call: dict[str, Any]) -> list[Any]:
         if call["attempt"] == 1:  # 40 bytes, one every 0.1 s: the last would come after 4 s
@@ -76,6 +77,26 @@ async def test_a_body_trickling_past_the_timeout_is_a_failed_attempt_and_the_job
     assert done["lastError"].startswith("timed out"), done["lastError"]
 
 
+@pytest.mark.parametrize("http_client", [*HTTP_CLIENTS, "httpx"])
+async def test_an_answer_far_past_the_read_cap_is_cut_there_and_the_job_goes_on(real_redis, http_client):
+    # 4 MB (64 times MAX_RESPONSE_BYTES): a success whose body is too big to be a result,
+    # then a failure whose error keeps the body's start.
+    big = b'{"blob": "' + b"b" * (4 * 1024 * 1024) + b'"}'
+
+    def answer(call: dict[str, Any]) -> list[Any]:
+        if call["jobId"].endswith("fails") and call["attempt"] == 1:
+            return whole(500, b"oops " + big)
+        return whole(200, big)
+
+    async with RawWorker(answer) as worker, coordinator(real_redis, worker_config(worker.url),
+                                                        http_client=http_client) as run:
+        big_result = await run.finished((await run.enqueue(worker="work", id="big"))["id"])
+        fails = await run.finished((await run.enqueue(worker="work", id="fails"))["id"])
+    assert (big_result["state"], big_result["attempts"], big_result["result"]) == ("succeeded", 1, None)
+    assert (fails["state"], fails["attempts"]) == ("succeeded", 2)
+    assert fails["lastError"] == "HTTP 500: oops " + '{"blob": "' + "b" * (ERROR_BODY_CHARS - 15)
+
+
 # -- which statuses are permanent ----------------------------------------------------------------
 
 
@@ -88,7 +109,7 @@ def failing_twice(status: int, **headers: str) -> Any:
 
 
 @pytest.mark.parametrize("status", [404, 403, 408, 409, 500])
-async def test_statuses_that_may_recover_are_retried_until_the_worker_does(engine_redis, status):
+async def test_statuses_that_may_recover_are_retried_until_the_worker_does(engine_redis, status, http_client):
     async with RawWorker(failing_twice(status)) as worker, coordinator(
             engine_redis, worker_config(worker.url, max_attempts=5)) as run:
         job = await run.enqueue(worker="work", id=f"recovers-{status}")
@@ -98,7 +119,7 @@ async def test_statuses_that_may_recover_are_retried_until_the_worker_does(engin
 
 
 @pytest.mark.parametrize("status", [400, 410, 422])
-async def test_statuses_that_mean_the_payload_can_never_succeed_are_dead_by_default(engine_redis, status):
+async def test_statuses_that_mean_the_payload_can_never_succeed_are_dead_by_default(engine_redis, status, http_client):
     async with RawWorker(failing_twice(status)) as worker, coordinator(
             engine_redis, worker_config(worker.url, max_attempts=5)) as run:
         job = await run.enqueue(worker="work", id=f"never-{status}")
@@ -108,7 +129,7 @@ async def test_statuses_that_mean_the_payload_can_never_succeed_are_dead_by_defa
     assert worker.attempts(job["id"]) == [1]
 
 
-async def test_a_workers_permanent_statuses_replace_the_default_list(engine_redis):
+async def test_a_workers_permanent_statuses_replace_the_default_list(engine_redis, http_client):
     def answer(call: dict[str, Any]) -> list[Any]:
         status = 404 if call["jobId"].endswith("gone") else 422
         return whole(status, b"refused") if call["attempt"] == 1 else whole(200, b"{}")
@@ -122,7 +143,7 @@ async def test_a_workers_permanent_statuses_replace_the_default_list(engine_redi
 
 
 @pytest.mark.parametrize("status", [500, 503, 404])
-async def test_an_answer_marked_permanent_is_dead_whatever_its_status(engine_redis, status):
+async def test_an_answer_marked_permanent_is_dead_whatever_its_status(engine_redis, status, http_client):
     answer = failing_twice(status, X_Redisq_Permanent="true", Retry_After="1")
     async with RawWorker(answer) as worker, coordinator(engine_redis, worker_config(worker.url, max_attempts=5)) as run:
         job = await run.enqueue(worker="work", id=f"marked-{status}")
@@ -152,7 +173,7 @@ def sdk_workers() -> Workers:
     return workers
 
 
-async def test_the_sdks_permanent_failure_is_dead_even_where_no_status_is_permanent(engine_redis):
+async def test_the_sdks_permanent_failure_is_dead_even_where_no_status_is_permanent(engine_redis, http_client):
     async with serving_at(sdk_workers()) as sdk_url, coordinator(
             engine_redis, worker_config(sdk_url + "/", name="invalid", max_attempts=5,
                                         permanent_statuses=frozenset())) as run:
@@ -162,7 +183,7 @@ async def test_the_sdks_permanent_failure_is_dead_even_where_no_status_is_perman
     assert done["lastError"] == "HTTP 422: PermanentFailure: 'nobody' is not an address"
 
 
-async def test_heartbeats_keep_a_synchronous_call_alive_past_its_timeout(engine_redis):
+async def test_heartbeats_keep_a_synchronous_call_alive_past_its_timeout(engine_redis, http_client):
     """A 3 s job that answers in the request, heartbeats every 0.5 s, timeout 1 s: one attempt,
     succeeded, also on a busy machine; without heartbeats the same call is cut at 1 s."""
     with CpuBurner(processes=1, limit_s=60):
@@ -234,7 +255,7 @@ async def test_a_lease_that_cannot_be_read_is_not_taken_as_ended():
 
 
 @pytest.mark.parametrize("result_bytes, kept", [(10_000, True), (60_000, False)])
-async def test_a_receipts_result_is_capped_like_an_http_answers(engine_redis, result_bytes, kept):
+async def test_a_receipts_result_is_capped_like_an_http_answers(engine_redis, result_bytes, kept, http_client):
     async with RawWorker(lambda call: whole(202)) as worker, coordinator(engine_redis,
                                                                          worker_config(worker.url)) as run:
         job = await run.enqueue(worker="work", id="big")

@@ -15,11 +15,11 @@ from starlette.routing import BaseRoute, Match, Route
 from ..coordinator import Coordinator
 from ..errors import RedisqError
 from ..security import ApiTokenMiddleware
-from . import docs, events, health, jobs, metrics, openapi, receipts, schedules, ui, workers
+from . import coordinators, docs, events, health, jobs, metrics, openapi, receipts, schedules, ui, workers
 from .http import on_redisq_error, on_unexpected
 
 routes: list[BaseRoute] = [*jobs.routes, *receipts.routes, *workers.routes, *health.routes, *schedules.routes,
-                           *metrics.routes, *events.routes, *openapi.routes, *docs.routes,
+                           *metrics.routes, *events.routes, *coordinators.routes, *openapi.routes, *docs.routes,
                            *ui.routes]
 
 

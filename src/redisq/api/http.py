@@ -3,7 +3,6 @@ body within the limit, job and error responses, and the handlers that turn error
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -13,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 from ..coordinator import Coordinator
 from ..errors import BadRequestError, PayloadTooLargeError, RedisqError, ValidationError, shown
+from ..json_text import read_json_text
 from ..model import Job
 
 log = logging.getLogger("redisq.api")
@@ -36,7 +36,7 @@ async def read_json(request: Request, limit: int) -> Any:
     if not body:
         raise BadRequestError("request body is empty; expected a JSON object")
     try:
-        return json.loads(body)
+        return read_json_text(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise BadRequestError(f"request body is not valid JSON: {e}") from None
     except RecursionError:

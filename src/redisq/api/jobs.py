@@ -12,8 +12,9 @@ from ..cron import is_schedule_body, reject_cron_in_batch
 from ..engine.listings import MAX_PAGE
 from ..errors import ValidationError, shown
 from ..inputs import object_with
+from ..json_text import COMPACT_JSON
 from ..keys import THROTTLE_KEY_MAX_CHARS
-from ..model import COMPACT_JSON, JobState, parse_enqueue
+from ..model import JobState, parse_enqueue
 from ..operations import RERUN_FIELDS, parse_bulk, parse_rerun
 from .http import coordinator_of, job_response, known_worker, query_of, read_json
 from .schedules import save_schedule

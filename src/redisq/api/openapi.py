@@ -196,7 +196,26 @@ WORKER = answer_schema({
     "name": STRING, "url": STRING, "limits": ref("Limits"), "jobs": ref("Counts"),
     "throttleKeysWaiting": COUNT, "tokens": or_null({"type": "number"}), "totalTokens": or_null({"type": "number"}),
     "backPressureFor": {"type": "number", "minimum": 0}, "dispatchedLastMinute": COUNT,
-    "dispatchRate": {"type": "number", "minimum": 0}})
+    "dispatchRate": {"type": "number", "minimum": 0, "description": "Jobs per second over the last minute"},
+    "recentDispatchRate": {"type": "number", "minimum": 0,
+                           "description": "Jobs per second over the last whole span of dispatchHistory"},
+    "dispatchHistory": answer_schema({
+        "bucketSeconds": {"type": "integer", "minimum": 1},
+        "dispatched": {"type": "array", "items": COUNT,
+                       "description": "Jobs claimed in each span of bucketSeconds over the last 5 minutes, oldest "
+                                      "first; the last ends with the last whole second"}}),
+    "throttled": {**COUNT, "description": "Answers that pushed back (a 429; a 503 with Retry-After; a receipt's "
+                                          "retryAfter) since the worker's first job"}})
+THROTTLE_KEY = answer_schema({
+    "key": {**STRING, "description": "The throttle key (\"\": the jobs without one)"},
+    "waiting": COUNT, "running": COUNT,
+    "tokens": or_null({"type": "number", "description": "Left in the key's bucket (null: the worker has no rate)"}),
+    "pausedFor": {"type": "number", "minimum": 0, "description": "Seconds it stays paused after a Retry-After"},
+    "readyAt": {**TIME, "description": "When its next job can leave (tokens, back-pressure)"}})
+COORDINATOR = answer_schema({
+    "id": STRING, "host": STRING, "pid": {"type": "integer"}, "startedAt": TIME, "version": STRING,
+    "aliveUntil": {**TIME, "description": "It counts as gone after this unless it says it is alive again"},
+    "answering": {**BOOLEAN, "description": "This is the coordinator that answered"}})
 SCHEDULE = answer_schema({
     "id": STRING, "worker": STRING, "cron": STRING, "timezone": STRING, "args": ANY, "catchUp": BOOLEAN,
     "maxAttempts": {"type": "integer", "minimum": 1}, "timeout": or_null({"type": "number"}),
@@ -313,6 +332,16 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("PATCH", "/workers/{name}", "Change a worker's live limits (null removes one)", {
         200: Answer("The worker with its new limits", ref("Worker")), 404: UNKNOWN_WORKER, 422: INVALID},
         body=ref("LimitsPatch")),
+    Operation("GET", "/workers/{name}/keys", "A worker's throttle keys with jobs waiting: those paused by "
+              "back-pressure first, then the busiest", {
+                  200: Answer("How many keys have jobs waiting, and the keys (of the 1,000 that wait longest, when "
+                              "more do)", answer_schema({"keysWaiting": COUNT,
+                                                         "keys": {"type": "array", "items": THROTTLE_KEY}})),
+                  404: UNKNOWN_WORKER, 422: error("Bad limit or parameter")}, parameters=(
+        Parameter("limit", "Keys to answer", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 20}),)),
+    Operation("GET", "/coordinators", "The coordinators alive against this Redis", {
+        200: Answer("The coordinators, each as it said of itself",
+                    answer_schema({"coordinators": {"type": "array", "items": COORDINATOR}}))}),
     Operation("POST", "/workers/{name}/pause", "Hold a worker's dispatch", {200: WORKER_ANSWER, 404: UNKNOWN_WORKER}),
     Operation("POST", "/workers/{name}/resume", "Release a worker's dispatch", {200: WORKER_ANSWER,
                                                                                  404: UNKNOWN_WORKER}),
@@ -334,7 +363,8 @@ OPERATIONS: tuple[Operation, ...] = (
         200: Answer("The OpenAPI 3.1 document", {"type": "object"})}, uses_redis=False),
     Operation("GET", "/docs", "This document, rendered for a browser (Swagger UI, shipped in the package)", {
         200: Answer("An HTML page", STRING, "text/html")}, uses_redis=False),
-    Operation("GET", "/ui", "The console: workers, limits, jobs, dead jobs (its files ship in the package)", {
+    Operation("GET", "/ui", "The console: workers, limits, throttle keys, jobs, dead jobs, schedules, coordinators "
+              "(its files ship in the package)", {
         200: Answer("An HTML page", STRING, "text/html")}, uses_redis=False),
     Operation("GET", "/", "Redirects to the console", {
         307: Answer("To `ui`, the console")}, uses_redis=False),

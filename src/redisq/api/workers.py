@@ -1,5 +1,6 @@
 """Workers, for operators: each worker's state and its live limits, changed by PATCH or by
-pausing and resuming it (each change logged with the API token that made it)."""
+pausing and resuming it (each change logged with the API token that made it), and its
+throttle keys that are paused or busiest."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ..engine import WorkerState
+from ..engine import ThrottleKeys, WorkerState
+from ..errors import ValidationError, shown
 from ..limits import Limits, parse_limits_patch, patched_fields
+from ..model import iso_from_ms
 from ..security import token_name
-from .http import coordinator_of, read_json
+from .http import coordinator_of, query_of, read_json
+
+MAX_KEYS = 1000  # GET /workers/{name}/keys?limit=N
 
 
 def worker_json(state: WorkerState) -> dict[str, Any]:
@@ -25,6 +30,19 @@ def worker_json(state: WorkerState) -> dict[str, Any]:
         "backPressureFor": state.back_pressure_s,
         "dispatchedLastMinute": state.dispatched_last_minute,
         "dispatchRate": round(state.dispatched_last_minute / 60, 3),
+        "recentDispatchRate": round(state.dispatched_per_bucket[-1] / state.dispatch_bucket_s, 3)
+        if state.dispatched_per_bucket else 0.0,
+        "dispatchHistory": {"bucketSeconds": state.dispatch_bucket_s, "dispatched": list(state.dispatched_per_bucket)},
+        "throttled": state.throttled,
+    }
+
+
+def throttle_keys_json(found: ThrottleKeys) -> dict[str, Any]:
+    return {
+        "keysWaiting": found.waiting_keys,
+        "keys": [{"key": state.key, "waiting": state.waiting, "running": state.running, "tokens": state.tokens,
+                  "pausedFor": state.paused_s, "readyAt": iso_from_ms(max(state.ready_ms, found.now_ms))}
+                 for state in found.keys],
     }
 
 
@@ -37,6 +55,17 @@ async def list_workers(request: Request) -> JSONResponse:
 async def get_worker(request: Request) -> JSONResponse:
     engine = coordinator_of(request).engine.worker(request.path_params["name"])
     return JSONResponse(worker_json(await engine.state()))
+
+
+async def worker_keys(request: Request) -> JSONResponse:
+    """``GET /workers/{name}/keys[?limit=N]``: its throttle keys with jobs waiting, those
+    paused by back-pressure first, then the busiest."""
+    engine = coordinator_of(request).engine.worker(request.path_params["name"])
+    limit_text = query_of(request, ("limit",)).get("limit", "20")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_KEYS:
+        raise ValidationError(f"limit: must be a whole number from 1 to {MAX_KEYS}, got {shown(limit_text)}",
+                              field="limit")
+    return JSONResponse(throttle_keys_json(await engine.throttle_keys(int(limit_text))))
 
 
 async def patch_worker(request: Request) -> JSONResponse:
@@ -78,6 +107,7 @@ routes = [
     Route("/workers", list_workers, methods=["GET"]),
     Route("/workers/{name}", get_worker, methods=["GET"]),
     Route("/workers/{name}", patch_worker, methods=["PATCH"]),
+    Route("/workers/{name}/keys", worker_keys, methods=["GET"]),
     Route("/workers/{name}/pause", pause_worker, methods=["POST"]),
     Route("/workers/{name}/resume", resume_worker, methods=["POST"]),
 ]

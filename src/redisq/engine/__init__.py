@@ -23,6 +23,7 @@ from ..model import EnqueueRequest, Job
 from ..scripts import Scripts
 from .base import NoOneToTell, Notifier, default_coordinator_id
 from .calls import REDIS_OUTAGE_ERRORS, OutageClock, is_outage, mapped_error, redis_errors_mapped
+from .presence import CoordinatorAlive, Presence
 from .records import (
     ACCEPTED,
     BulkSlice,
@@ -35,6 +36,8 @@ from .records import (
     ReapedAttempt,
     Receipt,
     Schedule,
+    ThrottleKeys,
+    ThrottleKeyState,
     TickPlan,
     TickRound,
     WorkerState,
@@ -42,9 +45,10 @@ from .records import (
 from .worker import WorkerEngine
 
 __all__ = [
-    "ACCEPTED", "BulkSlice", "Claim", "ClaimedJob", "Engine", "HoldBack", "JobPage", "LastJob", "Reaped",
-    "ReapedAttempt", "NoOneToTell", "Notifier",
-    "REDIS_OUTAGE_ERRORS", "Receipt", "Schedule", "ScheduleBook", "Store", "TickPlan", "TickRound", "WorkerEngine",
+    "ACCEPTED", "BulkSlice", "Claim", "ClaimedJob", "CoordinatorAlive", "Engine", "HoldBack", "JobPage", "LastJob",
+    "Reaped", "ReapedAttempt", "NoOneToTell", "Notifier", "Presence",
+    "REDIS_OUTAGE_ERRORS", "Receipt", "Schedule", "ScheduleBook", "Store", "ThrottleKeyState", "ThrottleKeys",
+    "TickPlan", "TickRound", "WorkerEngine",
     "WorkerState", "is_outage", "mapped_error", "redis_errors_mapped",
 ]
 
@@ -59,6 +63,7 @@ class Engine:
         self.workers = {name: WorkerEngine(redis, worker, self.scripts, notify, self.outages, self.coordinator_id)
                         for name, worker in config.workers.items()}
         self.schedules = ScheduleBook(self)
+        self.presence = Presence(redis, self.scripts)  # the coordinators alive
 
     def worker(self, name: str) -> WorkerEngine:
         engine = self.workers.get(name)

@@ -79,7 +79,8 @@ class WorkerBase:
         spec = SPECS[script]
         spec.check(len(keys), len(args))
         call = self.scripts.registered[script]
-        return await self._call(lambda: call(keys=list(keys), args=list(args)), spec.repeatable)
+        call_keys = [*self.keys.migration_probes, *keys]  # see lua/includes/slot.lua
+        return await self._call(lambda: call(keys=call_keys, args=list(args)), spec.repeatable)
 
     async def read(self, call: Callable[[], Awaitable[T]]) -> T:
         """A plain read (``lambda: self.redis.hgetall(key)``), errors mapped, and repeated

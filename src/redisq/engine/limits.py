@@ -6,7 +6,9 @@ from __future__ import annotations
 from ..limits import Limits
 from .base import WorkerBase
 from .calls import redis_errors_mapped
-from .records import WorkerState, fields_of, integer, replies, text
+from .records import ThrottleKeys, ThrottleKeyState, WorkerState, fields_of, integer, replies, text
+
+THROTTLE_KEYS_LOOKED_AT = 1000  # GET /workers/{name}/keys looks at the keys that wait longest, this many
 
 
 class LiveLimits(WorkerBase):
@@ -57,4 +59,22 @@ class LiveLimits(WorkerBase):
             tokens=float(text(out[5])) if text(out[5]) else None,
             total_tokens=float(text(out[6])) if text(out[6]) else None,
             back_pressure_s=integer(out[7]) / 1000, dispatched_last_minute=integer(out[8]),
+            throttled=stats.get("throttled", 0),
+            dispatch_bucket_s=integer(out[9]), dispatched_per_bucket=tuple(integer(n) for n in replies(out[10])),
         )
+
+    async def throttle_keys(self, most: int) -> ThrottleKeys:
+        """The worker's throttle keys with jobs waiting that are paused by back-pressure
+        (longest first), then the busiest (most jobs waiting), ``most`` of them; among the
+        ``THROTTLE_KEYS_LOOKED_AT`` that wait longest, when more keys have jobs waiting."""
+        k = self.keys
+        out = replies(await self.run("throttle_keys", [k.throttle_keys, k.limits],
+                                     [k.queue_prefix, k.key_bucket_prefix, k.state_prefix,
+                                      THROTTLE_KEYS_LOOKED_AT]))
+        keys = [ThrottleKeyState(key=text(out[i]), ready_ms=int(float(text(out[i + 1]))), waiting=integer(out[i + 2]),
+                                 running=integer(out[i + 3]),
+                                 tokens=float(text(out[i + 4])) if text(out[i + 4]) else None,
+                                 paused_s=integer(out[i + 5]) / 1000)
+                for i in range(2, len(out), 6)]
+        keys.sort(key=lambda state: (-state.paused_s, -state.waiting, -state.running, state.key))
+        return ThrottleKeys(integer(out[0]), integer(out[1]), keys[:most])

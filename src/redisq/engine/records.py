@@ -102,6 +102,28 @@ class WorkerState:
     total_tokens: float | None  # left in the worker-wide bucket; None = no total_rate
     back_pressure_s: float  # the worker pauses this long after a Retry-After (0 = not paused)
     dispatched_last_minute: int
+    throttled: int  # answers that pushed back (a 429; a 503 with Retry-After; a receipt's retryAfter), ever
+    dispatch_bucket_s: int  # the span of each count in ``dispatched_per_bucket``
+    dispatched_per_bucket: tuple[int, ...]  # jobs claimed per span of the last minutes, oldest first
+
+
+@dataclass(frozen=True)
+class ThrottleKeyState:
+    """One throttle key with jobs waiting, as ``GET /workers/{name}/keys`` shows it."""
+
+    key: str  # "" for the jobs without a throttle key
+    ready_ms: int  # when it can next be served (Redis's clock)
+    waiting: int
+    running: int
+    tokens: float | None  # None = the worker has no rate
+    paused_s: float  # it stays paused this long after a Retry-After (0 = not paused)
+
+
+@dataclass(frozen=True)
+class ThrottleKeys:
+    now_ms: int
+    waiting_keys: int  # every key with jobs waiting
+    keys: list[ThrottleKeyState]  # those looked at: paused first (longest first), then the busiest
 
 
 @dataclass(frozen=True)

@@ -60,12 +60,15 @@ class Schedules(WorkerBase):
         return Schedule.from_fields(self.config, suffix, fields, last_jobs)
 
     async def list_schedules(self) -> list[Schedule]:
+        """Every schedule of the worker, each with its last jobs (as ``get_schedule``)."""
         out = []
         with redis_errors_mapped():
-            for suffix in sorted(text(s) for s in await self.redis.smembers(self.keys.schedule_ids)):
-                fields = await self.redis.hgetall(self.keys.schedule(suffix))
-                if fields:
-                    out.append(Schedule.from_fields(self.config, suffix, fields))
+            suffixes = sorted(text(s) for s in await self.redis.smembers(self.keys.schedule_ids))
+        for suffix in suffixes:
+            try:
+                out.append(await self.get_schedule(suffix))
+            except NotFoundError:  # deleted since
+                continue
         return out
 
     async def delete_schedule(self, suffix: str) -> Schedule:
