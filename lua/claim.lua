@@ -6,10 +6,15 @@
 -- key cannot hold back the others.
 -- KEYS: the queue's keys (WorkerKeys.queue_keys), then running zset, worker bucket hash,
 --   dispatched hash, buckets zset (throttle key -> when its bucket is full), this call's
---   reply key, the reply key of the loop's previous call (answered: deleted here)
+--   reply key, the reply key of the loop's previous call (answered: deleted here), then per
+--   shared limit the worker names its keys (LimitKeys.claim_keys)
 -- ARGV: the queue's args (WorkerKeys.queue_args), then job key prefix, most jobs to claim,
 --   how long to keep this call's answer (ms; 0 = not at all: the caller never repeats it),
---   the claiming coordinator's id (kept in the job as who sent the attempt)
+--   the claiming coordinator's id (kept in the job as who sent the attempt), the worker's
+--   name, then per shared limit its args (LimitKeys.claim_args)
+-- A job goes only when the worker's own limits and every shared limit it names allow it,
+-- all checked and taken here: with a throttle key, each shared limit's bucket of that key
+-- (which every worker naming the limit draws on, in turn: lua/includes/shared.lua).
 -- A claim that took jobs keeps its answer under its reply key: a repeat of the call (its
 -- answer was lost) returns the same jobs, so a lost answer never costs an attempt.
 -- Returns {wait_ms, capped, rated, total_slack_ms, then 9 per claimed job: suffix, attempt,
@@ -27,12 +32,17 @@
 --!include common
 --!include jobs
 --!include limits
+--!include shared
 --!include slot
 local KEYS = keys_past_probes(KEYS)
 local queue = new_queue(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 local running_key, worker_bucket_key, dispatched_key, buckets_key = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local reply_key, answered_reply_key = KEYS[10], KEYS[11]
 local job_prefix, most, reply_ttl_ms, claimer = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
+local worker_name = ARGV[9]
+local shared = read_shared_limits(KEYS, 12, ARGV, 10, (#KEYS - 11) / SHARED_KEYS)
+-- A key an operator paused in a shared limit is looked at again this late (a resume looks sooner).
+local PAUSED_KEY_LOOK_MS = 3600000
 if reply_ttl_ms > 0 then
   local first = first_answer(reply_key)
   if first then
@@ -59,8 +69,15 @@ local limits = read_limits(queue.limits)
 local capped, rated = 0, 0
 if limits.concurrency then capped = 1 end
 if limits.rate or limits.total_rate then rated = 1 end
+for _, limit in ipairs(shared) do
+  if limit.concurrency then capped = 1 end
+  if limit.rate or limit.total_rate then rated = 1 end
+end
 local now = server_now_ms()
 if limits.paused then return {-3, capped, rated, ''} end
+for _, limit in ipairs(shared) do
+  if limit.paused then return {-3, capped, rated, ''} end
+end
 
 -- A worker that answered 429 or 503 with Retry-After for a job without a throttle key.
 local worker_bucket = redis.call('HMGET', worker_bucket_key, 'tokens', 'updated_ms', 'paused_until_ms')
@@ -74,6 +91,19 @@ if limits.concurrency then
   if free_slots <= 0 then return {-2, capped, rated, ''} end
   allowed = math.min(allowed, free_slots)
 end
+for _, limit in ipairs(shared) do
+  if limit.concurrency then
+    local free = limit.concurrency - shared_in_flight(limit)
+    if free <= 0 then return {-2, capped, rated, ''} end
+    allowed = math.min(allowed, free)
+    free_slots = math.min(free_slots or free, free)
+  end
+  if limit.total_rate then
+    local b = redis.call('HMGET', limit.bucket_key, 'tokens', 'updated_ms')
+    limit.total_tokens = bucket_level(b[1], b[2], limit.total_rate, limit.total_burst, now)
+  end
+end
+local shared_total_wait_ms = nil  -- how long a shared limit's bucket over all keys lacks tokens
 local total_tokens = nil
 if limits.total_rate then
   total_tokens = bucket_level(worker_bucket[1], worker_bucket[2], limits.total_rate, limits.total_burst, now)
@@ -124,6 +154,19 @@ local function serve(throttle_key, share)
     if redis.call('ZCARD', queue_key) == 0 then return nil end
     return paused_until
   end
+  for _, limit in ipairs(shared) do
+    if redis.call('HEXISTS', limit.paused_keys_key, throttle_key) == 1 then
+      if redis.call('ZCARD', queue_key) == 0 then return nil end
+      return now + PAUSED_KEY_LOOK_MS
+    end
+  end
+  for _, limit in ipairs(shared) do
+    limit.tokens = nil
+    if limit.rate then
+      local b = redis.call('HMGET', limit.key_bucket_prefix .. throttle_key, 'tokens', 'updated_ms')
+      limit.tokens = bucket_level(b[1], b[2], limit.rate, limit.burst, now)
+    end
+  end
   local tokens = nil
   if limits.rate then tokens = bucket_level(bucket[1], bucket[2], limits.rate, limits.burst, now) end
   local key_slack_ms = ''
@@ -150,8 +193,41 @@ local function serve(throttle_key, share)
         stopped = true
         break
       end
+      local shared_wait = nil  -- when the shared limits' buckets of the key have its tokens
+      for _, limit in ipairs(shared) do
+        local shared_cost = limit.tokens ~= nil and math.min(cost, limit.burst)
+        if shared_cost and limit.tokens + 1e-9 < shared_cost then
+          shared_wait = math.max(shared_wait or 0, now + math.ceil((shared_cost - limit.tokens) * 1000 / limit.rate))
+          join_line(limit, throttle_key, worker_name, now)
+        end
+      end
+      if shared_wait then next_ms = shared_wait stopped = true break end
       -- It could go now: but the key has had its share of this claim, or the claim is full.
       if taken >= share or claimed >= allowed then next_ms = now stopped = true break end
+      if taken == 0 then  -- whose turn it is for the key's tokens, among the workers sharing them
+        local turn_wait = nil
+        for _, limit in ipairs(shared) do
+          if limit.rate then
+            local turn = my_turn(limit, throttle_key, worker_name, now)
+            if turn ~= true then turn_wait = math.max(turn_wait or 0, turn) end
+          end
+        end
+        if turn_wait then next_ms = turn_wait stopped = true break end
+      end
+      local shared_total_lacks = false
+      for _, limit in ipairs(shared) do
+        if limit.total_tokens ~= nil and limit.total_tokens + 1e-9 < math.min(cost, limit.total_burst) then
+          local wait_ms = math.ceil((math.min(cost, limit.total_burst) - limit.total_tokens) * 1000 / limit.total_rate)
+          shared_total_wait_ms = math.max(shared_total_wait_ms or 0, wait_ms)
+          shared_total_lacks = true
+        end
+      end
+      if shared_total_lacks then
+        next_ms = false
+        if taken > 0 then next_ms = now end
+        stopped = true
+        break
+      end
       local total_cost = nil
       if total_tokens ~= nil then
         total_cost = math.min(cost, limits.total_burst)
@@ -169,6 +245,11 @@ local function serve(throttle_key, share)
       taken = taken + 1
       if tokens ~= nil then tokens = tokens - cost end
       if total_cost ~= nil then total_tokens = total_tokens - total_cost end
+      for _, limit in ipairs(shared) do
+        if limit.tokens ~= nil then limit.tokens = limit.tokens - math.min(cost, limit.burst) end
+        if limit.total_tokens ~= nil then limit.total_tokens = limit.total_tokens - math.min(cost, limit.total_burst) end
+        if limit.concurrency then redis.call('ZADD', limit.running_key, (tonumber(job[6]) or 0) + 1, job_key) end
+      end
     end
   end
   call_in_slices('ZREM', queue_key, done, 1)
@@ -178,6 +259,22 @@ local function serve(throttle_key, share)
     if head[1] then
       next_ms = math.max(tonumber(head[2]), now)
       if tokens ~= nil and tokens + 1e-9 < 1 then next_ms = math.max(next_ms, now + math.ceil((1 - tokens) * 1000 / limits.rate)) end
+      for _, limit in ipairs(shared) do
+        if limit.tokens ~= nil and limit.tokens + 1e-9 < 1 then
+          next_ms = math.max(next_ms, now + math.ceil((1 - limit.tokens) * 1000 / limit.rate))
+        end
+      end
+    end
+  end
+  if taken > 0 then
+    for _, limit in ipairs(shared) do
+      if limit.tokens ~= nil then
+        local shared_bucket_key = limit.key_bucket_prefix .. throttle_key
+        redis.call('HSET', shared_bucket_key, 'tokens', string.format('%.6f', limit.tokens), 'updated_ms', now)
+        -- Untouched, it is full again by then: it may go (a missing bucket is full).
+        redis.call('PEXPIRE', shared_bucket_key, math.ceil((limit.burst - limit.tokens) * 1000 / limit.rate) + 1000)
+        turn_taken(limit, throttle_key, worker_name)
+      end
     end
   end
   if tokens ~= nil and taken > 0 then
@@ -192,10 +289,13 @@ end
 local ready = redis.call('ZRANGEBYSCORE', queue.throttle_keys, '-inf', now, 'LIMIT', 0, allowed)
 local share = math.max(1, math.ceil(allowed / math.max(1, #ready)))
 for _, throttle_key in ipairs(ready) do
-  if claimed >= allowed or total_needed then break end
+  if claimed >= allowed or total_needed or shared_total_wait_ms then break end
   local next_ms = serve(throttle_key, share)
   if next_ms == nil then
     redis.call('ZREM', queue.throttle_keys, throttle_key)
+    for _, limit in ipairs(shared) do
+      if limit.rate then turn_left(limit, throttle_key, worker_name) end
+    end
   elseif next_ms then
     redis.call('ZADD', queue.throttle_keys, next_ms, throttle_key)
   end
@@ -205,6 +305,13 @@ call_in_slices('ZADD', running_key, leases, 2)
 write_counts(queue)
 if total_tokens ~= nil and claimed > 0 then
   redis.call('HSET', worker_bucket_key, 'tokens', string.format('%.6f', total_tokens), 'updated_ms', now)
+end
+for _, limit in ipairs(shared) do
+  if limit.total_tokens ~= nil and claimed > 0 then
+    redis.call('HSET', limit.bucket_key, 'tokens', string.format('%.6f', limit.total_tokens), 'updated_ms', now)
+    redis.call('PEXPIRE', limit.bucket_key,
+      math.ceil((limit.total_burst - limit.total_tokens) * 1000 / limit.total_rate) + 1000)
+  end
 end
 if claimed > 0 then
   -- Jobs claimed per second over the last minutes (DISPATCHED_RING_S).
@@ -232,6 +339,7 @@ if claimed < most then
       if total_needed then
         wait_ms = math.max(wait_ms, math.ceil(total_needed * 1000 / limits.total_rate))
       end
+      if shared_total_wait_ms then wait_ms = math.max(wait_ms, shared_total_wait_ms) end
       out[1] = wait_ms
     end
   end

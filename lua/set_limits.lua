@@ -33,7 +33,7 @@ for i = 2, #ARGV, 2 do
     end
   end
 end
-if changed then
+if changed or mode == 'rescore' then
   local now = server_now_ms()
   local waiting = redis.call('ZRANGEBYSCORE', throttle_keys_key, '(' .. now, '+inf', 'LIMIT', 0, RESCORE_MOST)
   for _, throttle_key in ipairs(waiting) do redis.call('ZADD', throttle_keys_key, now, throttle_key) end

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from redisq.keys import GLOBAL_KEYS, WorkerKeys
+from redisq.keys import GLOBAL_KEYS, LimitKeys, WorkerKeys
 from redisq.script_specs import SPECS, ScriptCallError
 from redisq.scripts import SCHEDULE_SCRIPT_NAMES, SCRIPT_NAMES, load_script
 
@@ -37,9 +37,10 @@ def test_the_script_reads_exactly_the_fixed_keys_and_args_of_its_spec(name):
 
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_the_spec_names_keys_the_key_layout_has(name):
-    keys = WorkerKeys("w")
+    keys, limit_keys = WorkerKeys("w"), LimitKeys("l", "s")
     for key in SPECS[name].keys + SPECS[name].item_keys:
-        assert hasattr(keys, key) or key in GLOBAL_KEYS, f"{name}: neither WorkerKeys nor GLOBAL_KEYS has {key!r}"
+        assert hasattr(keys, key) or hasattr(limit_keys, key) or key in GLOBAL_KEYS, \
+            f"{name}: neither WorkerKeys, LimitKeys nor GLOBAL_KEYS has {key!r}"
 
 
 def test_a_call_that_does_not_fit_its_spec_is_refused():
@@ -53,6 +54,8 @@ def test_a_call_that_does_not_fit_its_spec_is_refused():
     with pytest.raises(ScriptCallError, match="fewer than its"):
         SPECS["claim"].check(4, 4)
     with pytest.raises(ScriptCallError, match="1 KEYS more than it takes"):
+        SPECS["lease"].check(len(SPECS["lease"].keys) + 1, len(SPECS["lease"].args))
+    with pytest.raises(ScriptCallError, match="not a whole number of items of 4"):  # per shared limit
         SPECS["claim"].check(len(SPECS["claim"].keys) + 1, len(SPECS["claim"].args))
 
 

@@ -55,6 +55,25 @@ class Retention:
 
 
 @dataclass(frozen=True)
+class LimitConfig:
+    """A limit that several workers share (``[limits.shopify]``): the same fields as a
+    worker's own, drawn on by the jobs of every worker that names it, per throttle key.
+    Its keys, and those of every worker naming it, share the hash tag ``{slot}``."""
+
+    name: str
+    rate: float | None = None
+    burst: float | None = None
+    concurrency: int | None = None
+    total_rate: float | None = None
+    total_burst: float | None = None
+    slot: str = ""  # '' = its own name
+
+    @property
+    def slot_tag(self) -> str:
+        return self.slot or self.name
+
+
+@dataclass(frozen=True)
 class WorkerConfig:
     name: str
     url: str
@@ -69,6 +88,9 @@ class WorkerConfig:
     retention: Retention = field(default_factory=Retention)
     permanent_statuses: frozenset[int] = DEFAULT_PERMANENT_STATUSES  # answers that make the job dead
     on_dead: str | None = None  # POSTed the job when one of this worker's jobs dies (dead_letters.py)
+    limits: tuple[str, ...] = ()  # the named limits it obeys ([limits.NAME]), besides its own
+    slot: str | None = None  # the hash tag its keys share: its limits' slot; None = its own name
+    shared_limits: tuple[LimitConfig, ...] = ()  # the limits it names, as configured
 
     @property
     def bucket_size(self) -> float | None:
@@ -95,6 +117,7 @@ class Config:
     # bucket's slack, or returned unsent with its tokens (README, Throttling: what is guaranteed).
     send_window_s: float = 0.25
     workers: Mapping[str, WorkerConfig] = field(default_factory=dict)
+    limits: Mapping[str, LimitConfig] = field(default_factory=dict)  # [limits.NAME]
     signing_keys: tuple[str, ...] = ()  # the first signs dispatches, all verify; () = sign with secret
     api_tokens: tuple[str, ...] = ()  # () = the API is open
     api_token_names: Mapping[str, str] = field(default_factory=dict)  # token -> its name ([api_tokens] table)
@@ -222,18 +245,8 @@ def _url(source: str, key: str, value: str | None) -> str | None:
     return value
 
 
-def parse_worker(source: str, name: str, table: Mapping[str, Any]) -> WorkerConfig:
-    path = f"workers.{name}"
-    if not WORKER_NAME_RE.match(name):
-        raise _fail(source, path, "worker names are [a-z0-9][a-z0-9_-]{0,63}")
-    if not isinstance(table, Mapping):
-        raise _fail(source, path, "must be a table")
-    r = _Reader(source, table, path, {"url", "rate", "burst", "concurrency", "total_rate", "total_burst", "timeout",
-                                          "max_attempts", "backoff", "retention", "permanent_statuses",
-                                          "on_dead"})
-    url = _url(source, f"{path}.url", r.text("url", None))
-    if url is None:
-        raise _fail(source, f"{path}.url", "is required")
+def _buckets(source: str, path: str, r: _Reader) -> tuple[float | None, float | None, float | None, float | None]:
+    """rate, burst, total_rate, total_burst of a worker's or a shared limit's table."""
     rate = r.number("rate", None)
     burst = r.number("burst", None, minimum=1.0, strict=False)
     if burst is not None and rate is None:
@@ -242,6 +255,22 @@ def parse_worker(source: str, name: str, table: Mapping[str, Any]) -> WorkerConf
     total_burst = r.number("total_burst", None, minimum=1.0, strict=False)
     if total_burst is not None and total_rate is None:
         raise _fail(source, f"{path}.total_burst", "needs a total_rate")
+    return rate, burst, total_rate, total_burst
+
+
+def parse_worker(source: str, name: str, table: Mapping[str, Any]) -> WorkerConfig:
+    path = f"workers.{name}"
+    if not WORKER_NAME_RE.match(name):
+        raise _fail(source, path, "worker names are [a-z0-9][a-z0-9_-]{0,63}")
+    if not isinstance(table, Mapping):
+        raise _fail(source, path, "must be a table")
+    r = _Reader(source, table, path, {"url", "rate", "burst", "concurrency", "total_rate", "total_burst", "timeout",
+                                          "max_attempts", "backoff", "retention", "permanent_statuses",
+                                          "on_dead", "limits"})
+    url = _url(source, f"{path}.url", r.text("url", None))
+    if url is None:
+        raise _fail(source, f"{path}.url", "is required")
+    rate, burst, total_rate, total_burst = _buckets(source, path, r)
     b = _Reader(source, r.table_of("backoff"), f"{path}.backoff", {"initial", "factor", "max", "jitter"})
     backoff = Backoff(
         initial_s=b.number("initial", 1.0, minimum=0.0, strict=False) or 0.0,
@@ -270,12 +299,67 @@ def parse_worker(source: str, name: str, table: Mapping[str, Any]) -> WorkerConf
         retention=retention,
         permanent_statuses=r.statuses("permanent_statuses", DEFAULT_PERMANENT_STATUSES),
         on_dead=_url(source, f"{path}.on_dead", r.text("on_dead", None)),
+        limits=_names(source, f"{path}.limits", table.get("limits")),
     )
+
+
+def _names(source: str, key: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _fail(source, key, f'must be a list of limit names (e.g. ["shopify"]), got {value!r}')
+    if len(set(value)) != len(value):
+        raise _fail(source, key, f"names a limit twice: {value!r}")
+    return tuple(value)
+
+
+def parse_limit(source: str, name: str, table: Mapping[str, Any]) -> LimitConfig:
+    path = f"limits.{name}"
+    if not WORKER_NAME_RE.match(name):
+        raise _fail(source, path, "limit names are [a-z0-9][a-z0-9_-]{0,63}")
+    if not isinstance(table, Mapping):
+        raise _fail(source, path, "must be a table")
+    r = _Reader(source, table, path, {"rate", "burst", "concurrency", "total_rate", "total_burst", "slot"})
+    rate, burst, total_rate, total_burst = _buckets(source, path, r)
+    concurrency = r.integer("concurrency", None)
+    if rate is None and total_rate is None and concurrency is None:
+        raise _fail(source, path, "limits nothing: give it a rate, a total_rate or a concurrency")
+    slot = r.text("slot", None) or ""
+    if slot and not WORKER_NAME_RE.match(slot):
+        raise _fail(source, f"{path}.slot", "slot names are [a-z0-9][a-z0-9_-]{0,63}")
+    return LimitConfig(name=name, rate=rate, burst=burst, concurrency=concurrency, total_rate=total_rate,
+                       total_burst=total_burst, slot=slot)
+
+
+def place_workers(source: str, workers: Mapping[str, WorkerConfig],
+                  limits: Mapping[str, LimitConfig]) -> dict[str, WorkerConfig]:
+    """Each worker in the hash slot of the limits it names. One claim script checks and takes
+    all of a job's limits at once, so a worker's limits must share one slot: a worker naming
+    limits of two slots cannot be claimed atomically (on Redis Cluster, its keys could not
+    sit beside both), and is refused."""
+    placed = {}
+    for name, worker in workers.items():
+        slots: dict[str, str] = {}
+        for limit in worker.limits:
+            if limit not in limits:
+                defined = ", ".join(sorted(limits)) or "none"
+                raise _fail(source, f"workers.{name}.limits",
+                            f"unknown limit {limit!r} (defined in [limits.NAME]: {defined})")
+            slots.setdefault(limits[limit].slot_tag, limit)
+        if len(slots) > 1:
+            (first_slot, first), (second_slot, second) = list(slots.items())[:2]
+            raise _fail(source, f"workers.{name}.limits",
+                        f"{first!r} and {second!r} live in different hash slots ({{{first_slot}}} and "
+                        f"{{{second_slot}}}), so no one script can take both atomically; put them in one "
+                        f'(slot = "{first_slot}" under [limits.{second}])')
+        placed[name] = replace(worker, slot=next(iter(slots), None),
+                               shared_limits=tuple(limits[limit] for limit in worker.limits))
+    return placed
 
 
 TOP_LEVEL_KEYS = {
     "redis_url", "redis_cluster", "public_url", "secret", "host", "port", "max_body_bytes",
-    "shutdown_grace", "max_in_flight", "claim_batch", "http_client", "send_window", "workers",
+    "shutdown_grace", "max_in_flight", "claim_batch", "http_client", "send_window", "workers", "limits",
     "signing_keys", "api_tokens", "log_format", "log_level", "access_log", "metrics_public",
     "processes",
 }
@@ -355,7 +439,9 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
     http_client = r.text("http_client", "pyreqwest") or "pyreqwest"
     if http_client not in HTTP_CLIENTS:
         raise _fail(source, "http_client", f"must be {' or '.join(repr(c) for c in HTTP_CLIENTS)}, got {http_client!r}")
-    workers = {name: parse_worker(source, name, table) for name, table in r.table_of("workers").items()}
+    limits = {name: parse_limit(source, name, table) for name, table in r.table_of("limits").items()}
+    workers = place_workers(source, {name: parse_worker(source, name, table)
+                                     for name, table in r.table_of("workers").items()}, limits)
     send_window_s = r.number("send_window", 0.25) or 0.25
     if send_window_s > MAX_SEND_WINDOW_S:
         raise _fail(source, "send_window", f"must be at most {MAX_SEND_WINDOW_S:g} seconds, got {send_window_s!r}")
@@ -377,6 +463,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
         http_client=http_client,
         send_window_s=send_window_s,
         workers=workers,
+        limits=limits,
         signing_keys=parse_text_list(source, "signing_keys", data.get("signing_keys")),
         api_tokens=api_tokens,
         api_token_names=api_token_names,

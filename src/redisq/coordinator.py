@@ -136,7 +136,8 @@ class Coordinator:
         self.operations = Operations(self.engine)  # bulk retries and deletes
         self.engine.outages.on_change = self.signals.redis_changed
         self.wakeups = Wakeups(redis, self.config.workers)
-        self.events = EventFeed(redis, self.config.workers)  # GET /events: one reader for every client
+        # GET /events: one reader for every client
+        self.events = EventFeed(redis, self.config.workers, {name: w.slot for name, w in self.config.workers.items()})
         self.presence = PresenceLoop(self.engine)  # GET /coordinators lists it while it runs
 
     @property
@@ -209,8 +210,8 @@ class Coordinator:
             return {}
         try:
             placed: dict[str, list[str]] = {node.name: [] for node in await masters(self.redis)}
-            for name in sorted(self.config.workers):
-                placed.setdefault((await node_of(self.redis, WorkerKeys(name).tag)).name, []).append(name)
+            for name, worker in sorted(self.config.workers.items()):
+                placed.setdefault((await node_of(self.redis, WorkerKeys(name, worker.slot).tag)).name, []).append(name)
         except MAP_ERRORS as e:
             log.debug("could not read the cluster's map: %s", e)
             return {}

@@ -103,12 +103,12 @@ class DeadLetters:
             for task in pending:
                 task.cancel()
         for worker in self.workers:
-            await self._leave(WorkerKeys(worker.name).events)
+            await self._leave(WorkerKeys(worker.name, worker.slot).events)
         if self.transport is not None and self.workers:
             await self.transport.close()
 
     async def _loop(self, worker: WorkerConfig) -> None:
-        stream = WorkerKeys(worker.name).events
+        stream = WorkerKeys(worker.name, worker.slot).events
         backoff = OutageBackoff(f"on_dead callbacks of {worker.name}")
         joined = False
         loop_time = asyncio.get_running_loop().time

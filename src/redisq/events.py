@@ -281,10 +281,11 @@ class Subscription:
 class EventFeed:
     """This coordinator's one reader of the workers' event streams, and its subscribers."""
 
-    def __init__(self, redis: RedisClient, workers: Iterable[str]):
+    def __init__(self, redis: RedisClient, workers: Iterable[str], slots: Mapping[str, str | None] | None = None):
         self.redis = redis
         self.workers = tuple(sorted(workers))
-        self._stream_worker = {WorkerKeys(worker).events: worker for worker in self.workers}
+        self._streams = {worker: WorkerKeys(worker, (slots or {}).get(worker)).events for worker in self.workers}
+        self._stream_worker = {stream: worker for worker, stream in self._streams.items()}
         self._subscribers: set[Subscription] = set()
         self._positions: dict[str, str] = {}
         self._reader: asyncio.Task[None] | None = None
@@ -353,7 +354,7 @@ class EventFeed:
             with redis_errors_mapped():
                 now_ms = await self._clock_ms()
                 pages = await asyncio.gather(*(
-                    self._on_its_master(WorkerKeys(worker).events, "XRANGE", WorkerKeys(worker).events,
+                    self._on_its_master(self._streams[worker], "XRANGE", self._streams[worker],
                                         range_start(positions[worker]), "+", "COUNT", page)
                     for worker in workers))
             return ({worker: [Event.from_entry(worker, entry_id, fields) for entry_id, fields in entries]
@@ -361,7 +362,7 @@ class EventFeed:
         with redis_errors_mapped():
             async with self.redis.pipeline(transaction=True) as pipe:
                 for worker in workers:
-                    pipe.xrange(WorkerKeys(worker).events, range_start(positions[worker]), "+", count=page)
+                    pipe.xrange(self._streams[worker], range_start(positions[worker]), "+", count=page)
                 pipe.time()
                 *replies, now = await pipe.execute()
         return ({worker: [Event.from_entry(worker, entry_id, fields) for entry_id, fields in entries]
@@ -386,7 +387,7 @@ class EventFeed:
                 batches[worker] = [Event.from_entry(worker, entry_id, fields) for entry_id, fields in entries]
             events = in_feed_order(batches, READ_COUNT, now_ms, self.clock_read_first)
             for event in events:
-                self._positions[WorkerKeys(event.worker).events] = f"{event.ms}-{event.seq}"
+                self._positions[self._streams[event.worker]] = f"{event.ms}-{event.seq}"
             if events:
                 for subscription in list(self._subscribers):
                     subscription.offer(events)

@@ -39,6 +39,21 @@ single hash slot and the same scripts run on one Redis and on Redis Cluster::
                                             (TRYAGAIN) while the worker's slot is moving
                                             (lua/includes/slot.lua)
 
+A worker that names shared limits (``limits = ["shopify"]``) lives in its limits' slot
+instead: its keys are ``redisq:{shopify}/worker/<worker>:...`` (``/`` is in no name, so no
+worker's key can be another's), beside the limit's own keys::
+
+    redisq:{shopify}/limit/shopify:limits          hash  the limit's live fields (rate, burst,
+                                                   concurrency, total_rate, total_burst, paused)
+    redisq:{shopify}/limit/shopify:kbucket:<key>   hash  tokens, updated_ms (one key's bucket,
+                                                   expiring once it would be full again)
+    redisq:{shopify}/limit/shopify:bucket          hash  tokens, updated_ms (over all keys)
+    redisq:{shopify}/limit/shopify:running         zset  job key -> attempt, the attempts in flight
+                                                   under it (claim drops those that ended)
+    redisq:{shopify}/limit/shopify:paused-keys     hash  throttle key -> 1 (paused by an operator)
+    redisq:{shopify}/limit/shopify:turns:<key>     zset  worker -> ms it last took a token of the
+                                                   key (or began to wait): whose turn it is
+
 Not of one worker (a key of its own, in no script with a worker's keys)::
 
     redisq:coordinators               zset  a coordinator's description (JSON: id, host, pid,
@@ -88,10 +103,13 @@ class WorkerKeys:
     """All keys of one worker."""
 
     worker: str
+    slot: str | None = None  # the hash tag of the limits it names; None = its own name
 
     @property
     def tag(self) -> str:
-        return f"{PREFIX}:{{{self.worker}}}"
+        if self.slot is None:
+            return f"{PREFIX}:{{{self.worker}}}"
+        return f"{PREFIX}:{{{self.slot}}}/worker/{self.worker}"
 
     @property
     def throttle_keys(self) -> str:
@@ -230,6 +248,54 @@ class WorkerKeys:
         return [self.queue_prefix, self.key_bucket_prefix, self.state_prefix, self.history_prefix]
 
 
+@dataclass(frozen=True)
+class LimitKeys:
+    """All keys of one shared limit (``[limits.NAME]``), in the slot ``{slot}``."""
+
+    name: str
+    slot: str
+
+    @property
+    def tag(self) -> str:
+        return f"{PREFIX}:{{{self.slot}}}/limit/{self.name}"
+
+    @property
+    def limits(self) -> str:
+        return f"{self.tag}:limits"
+
+    @property
+    def key_bucket_prefix(self) -> str:
+        return f"{self.tag}:kbucket:"
+
+    def key_bucket(self, throttle_key: str = "") -> str:
+        return self.key_bucket_prefix + throttle_key
+
+    @property
+    def bucket(self) -> str:
+        return f"{self.tag}:bucket"
+
+    @property
+    def running(self) -> str:
+        return f"{self.tag}:running"
+
+    @property
+    def paused_keys(self) -> str:
+        return f"{self.tag}:paused-keys"
+
+    @property
+    def turns_prefix(self) -> str:
+        return f"{self.tag}:turns:"
+
+    @property
+    def claim_keys(self) -> list[str]:
+        """What claim is given per limit, in order (``read_shared_limits``, lua/includes/shared.lua)."""
+        return [self.limits, self.bucket, self.running, self.paused_keys]
+
+    @property
+    def claim_args(self) -> list[str]:
+        return [self.name, self.key_bucket_prefix, self.turns_prefix]
+
+
 def job_id(worker: str, suffix: str) -> str:
     return f"{worker}:{suffix}"
 
@@ -242,11 +308,12 @@ def split_job_id(job_id_text: str) -> tuple[str, str] | None:
     return worker, suffix
 
 
-def job_key(job_id_text: str) -> str | None:
+def job_key(job_id_text: str, slot: str | None = None) -> str | None:
+    """The job's hash key; ``slot``: its worker's (``WorkerConfig.slot``)."""
     parts = split_job_id(job_id_text)
     if parts is None:
         return None
-    return WorkerKeys(parts[0]).job(parts[1])
+    return WorkerKeys(parts[0], slot).job(parts[1])
 
 
 def tick_job_suffix(schedule_suffix: str, fire_ms: int) -> str:

@@ -9,6 +9,11 @@ a field takes the file's value only when the file's value differs from the one i
 last time. So a live change survives restarts until someone edits that field in the file;
 then the file wins.
 
+A limit that several workers share (``[limits.shopify]``, ``limits = ["shopify"]`` on each)
+has the same fields but ``timeout``, in ``redisq:{shopify}/limit/shopify:limits``, seeded
+and changed the same way (``PATCH /limits/{name}``): its per-key buckets are drawn on by the
+jobs of every worker naming it, on top of each worker's own limits.
+
 Fields: ``rate`` (tokens per second per throttle key; jobs without a key share the key
 ``""``), ``burst`` (bucket size, default ``max(1, rate)``), ``concurrency`` (jobs of the
 worker in flight at once), ``total_rate``/``total_burst`` (a worker-wide bucket over all
@@ -21,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypedDict
 
-from .config import DEFAULT_TIMEOUT_S, WorkerConfig
+from .config import DEFAULT_TIMEOUT_S, LimitConfig, WorkerConfig
 from .errors import ValidationError
 from .inputs import MAX_AMOUNT, TIMEOUT_S, NumberRule
 from .types import RedisHash
@@ -57,6 +62,20 @@ class Limits:
     def from_config(cls, worker: WorkerConfig) -> Limits:
         return cls(rate=worker.rate, burst=worker.burst, concurrency=worker.concurrency,
                    total_rate=worker.total_rate, total_burst=worker.total_burst, timeout_s=worker.timeout_s)
+
+    @classmethod
+    def from_limit_config(cls, limit: LimitConfig) -> Limits:
+        return cls(rate=limit.rate, burst=limit.burst, concurrency=limit.concurrency,
+                   total_rate=limit.total_rate, total_burst=limit.total_burst)
+
+    def shared_pairs(self) -> list[str]:
+        """``redis_pairs`` of a shared limit: no timeout (a job's lease is its worker's)."""
+        pairs = self.redis_pairs()
+        return [x for i in range(0, len(pairs), 2) if pairs[i] != "timeout_ms" for x in pairs[i:i + 2]]
+
+    def shared_json(self) -> dict[str, Any]:
+        """``to_json`` of a shared limit (GET /limits): no timeout."""
+        return {k: v for k, v in self.to_json().items() if k != "timeout"}
 
     @classmethod
     def from_fields(cls, fields: RedisHash) -> Limits:

@@ -5,7 +5,8 @@ engine builds them in the same order (``engine/``). The spec is the one place wh
 order is written down for both sides: every call through the engine's choke point
 (``WorkerBase.run``) is checked against it, and ``tests/test_script_specs.py`` checks each
 spec against the positions its script reads. Key names are ``WorkerKeys`` attributes
-(``job``, ``schedule``, ... take the call's suffix), or ``keys.GLOBAL_KEYS``; the keys a script finds by prefix
+(``job``, ``schedule``, ... take the call's suffix), ``LimitKeys`` attributes (a shared
+limit's), or ``keys.GLOBAL_KEYS``; the keys a script finds by prefix
 (a job hash, a throttle key's queue and bucket) are not in KEYS but built from the
 ``*_prefix`` ARGV.
 """
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 QUEUE_KEYS = ("throttle_keys", "seq", "stats", "limits", "events")  # WorkerKeys.queue_keys
 QUEUE_ARGS = ("queue_prefix", "key_bucket_prefix", "state_prefix", "history_prefix")  # WorkerKeys.queue_args
 ATTEMPT_KEYS = (*QUEUE_KEYS, "running", "finished", "bucket", "buckets")
+SHARED_LIMIT_KEYS = ("limits", "bucket", "running", "paused_keys")  # LimitKeys.claim_keys
+SHARED_LIMIT_ARGS = ("limit", "key_bucket_prefix", "turns_prefix")  # LimitKeys.claim_args
 RETRY_POLICY_ARGS = (*QUEUE_ARGS, "job_prefix", "backoff_initial_ms", "backoff_factor", "backoff_max_ms",
                      "jitter", "random_seed", "succeeded_retention_ms", "dead_retention_ms")
 
@@ -74,7 +77,8 @@ SPECS: dict[str, ScriptSpec] = {spec.name: spec for spec in (
                        "or {'cost', item, bucket, size} when a cost is above a burst"),
     ScriptSpec("claim",  # reply: this call's; then the loop's previous call's (answered: deleted)
                (*QUEUE_KEYS, "running", "bucket", "dispatched", "buckets", "reply", "reply"),
-               (*QUEUE_ARGS, "job_prefix", "most", "reply_ttl_ms", "claimer"),
+               (*QUEUE_ARGS, "job_prefix", "most", "reply_ttl_ms", "claimer", "worker"),
+               item_keys=SHARED_LIMIT_KEYS, item_args=SHARED_LIMIT_ARGS,  # per shared limit the worker names
                answers="{wait_ms, capped, rated, total_slack_ms, per job: suffix, attempt, timeout_ms, args, seq, "
                        "throttle_key, cost, key_slack_ms, run_at_ms}"),
     ScriptSpec("settle", ATTEMPT_KEYS, RETRY_POLICY_ARGS, item_keys=("job",),
@@ -113,6 +117,10 @@ SPECS: dict[str, ScriptSpec] = {spec.name: spec for spec in (
                answers="ms the running attempt's lease has left; 0 = ended, or not that attempt"),
     ScriptSpec("set_limits", ("limits", "throttle_keys"), ("mode",), item_args=("field", "value"),
                answers="the limits hash after the change"),
+    ScriptSpec("limit_state", ("limits", "bucket", "running", "paused_keys", "key_bucket"), ("most",),
+               answers="{now_ms, limits, key tokens, total tokens, in flight, paused keys}"),
+    ScriptSpec("pause_limit_key", ("paused_keys",), ("throttle_key", "mode"), item_keys=("throttle_keys",),
+               answers="1 when it changed anything"),
     ScriptSpec("worker_state", (*QUEUE_KEYS, "running", "bucket", "key_bucket", "dispatched"), QUEUE_ARGS,
                answers="{now_ms, limits, stats, running, keys waiting, tokens, total tokens, back-pressure ms, "
                        "dispatched last minute, bucket_s, dispatched per bucket_s (oldest first)}"),

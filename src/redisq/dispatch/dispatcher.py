@@ -41,6 +41,11 @@ class Dispatcher:
         if on_lease is not None:  # (worker, shortest timeout_ms) after a claim, for the poller
             self.wakeups.subscribe(Event.LEASE_STARTED, on_lease)
         self._calls: set[asyncio.Task[None]] = set()
+        # Per worker, the others that share a concurrency cap with it ([limits.NAME]): an
+        # attempt of one that ends frees a slot for them all.
+        self._cap_sharers = {name: sorted({other for limit in w.shared_limits if limit.concurrency is not None
+                                           for other, o in config.workers.items() if limit.name in o.limits} - {name})
+                             for name, w in config.workers.items()}
 
     @property
     def in_flight(self) -> int:
@@ -112,5 +117,7 @@ class Dispatcher:
         a returned job may be due sooner than the claim loop planned (RETRY_DUE: here)."""
         if self.claimer.capped(worker_name):
             self.wakeups.publish(Event.SLOT_FREED, worker_name)
+            for other in self._cap_sharers.get(worker_name, ()):
+                self.wakeups.publish(Event.SLOT_FREED, other)
         elif retries_due:
             self.wakeups.publish(Event.RETRY_DUE, worker_name)

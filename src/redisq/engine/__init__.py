@@ -42,11 +42,12 @@ from .records import (
     TickRound,
     WorkerState,
 )
+from .shared import SharedLimit, SharedLimitState
 from .worker import WorkerEngine
 
 __all__ = [
     "ACCEPTED", "BulkSlice", "Claim", "ClaimedJob", "CoordinatorAlive", "Engine", "HoldBack", "JobPage", "LastJob",
-    "Reaped", "ReapedAttempt", "NoOneToTell", "Notifier", "Presence",
+    "Reaped", "ReapedAttempt", "NoOneToTell", "SharedLimit", "SharedLimitState", "Notifier", "Presence",
     "REDIS_OUTAGE_ERRORS", "Receipt", "Schedule", "ScheduleBook", "Store", "ThrottleKeyState", "ThrottleKeys",
     "TickPlan", "TickRound", "WorkerEngine",
     "WorkerState", "is_outage", "mapped_error", "redis_errors_mapped",
@@ -62,6 +63,9 @@ class Engine:
         self.coordinator_id = coordinator_id or default_coordinator_id()
         self.workers = {name: WorkerEngine(redis, worker, self.scripts, notify, self.outages, self.coordinator_id)
                         for name, worker in config.workers.items()}
+        self.limits = {name: SharedLimit(limit, [self.workers[w] for w, worker in config.workers.items()
+                                                 if name in worker.limits])
+                       for name, limit in config.limits.items()}  # [limits.NAME]
         self.schedules = ScheduleBook(self)
         self.presence = Presence(redis, self.scripts)  # the coordinators alive
 
@@ -70,6 +74,12 @@ class Engine:
         if engine is None:
             raise NotFoundError(f"unknown worker {name!r}")
         return engine
+
+    def limit(self, name: str) -> SharedLimit:
+        limit = self.limits.get(name)
+        if limit is None:
+            raise NotFoundError(f"unknown limit {name!r}")
+        return limit
 
     def keys(self, name: str) -> WorkerKeys:
         return self.worker(name).keys

@@ -12,7 +12,7 @@ from typing import Protocol, TypeVar
 
 from ..config import WorkerConfig
 from ..connection import CLUSTER_REFUSALS, COMMAND_TIMEOUT_S, REDIS_OUTAGE_ERRORS, RedisClient, server_time_ms
-from ..keys import WorkerKeys
+from ..keys import LimitKeys, WorkerKeys
 from ..script_specs import SPECS
 from ..scripts import Scripts
 from ..types import ScriptArg, ScriptReply
@@ -68,7 +68,9 @@ class WorkerBase:
         self.redis = redis
         self.config = worker
         self.name = worker.name
-        self.keys = WorkerKeys(worker.name)
+        self.keys = WorkerKeys(worker.name, worker.slot)
+        # The shared limits it names ([limits.NAME]), all in its slot (config.place_workers).
+        self.shared_keys = [LimitKeys(limit.name, limit.slot_tag) for limit in worker.shared_limits]
         self.scripts = scripts
         self._seeded = False  # whether this process has seeded the worker's live limits
 

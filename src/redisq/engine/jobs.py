@@ -120,10 +120,12 @@ class Jobs(WorkerBase):
         await self.ensure_limits()
         reply = k.reply(tag or "")
         answered = reply if answered_tag is None else k.reply(answered_tag)
+        shared_keys = [key for limit in self.shared_keys for key in limit.claim_keys]
+        shared_args = [arg for limit in self.shared_keys for arg in limit.claim_args]
         out = replies(await self.run("claim", [*k.queue_keys, k.running, k.bucket, k.dispatched, k.buckets,
-                                               reply, answered],
+                                               reply, answered, *shared_keys],
                                      [*k.queue_args, k.job_prefix, most, CLAIM_REPLY_TTL_MS if tag else 0,
-                                      self.coordinator_id]))
+                                      self.coordinator_id, self.name, *shared_args]))
         jobs = [
             ClaimedJob(self.name, text(out[i]), integer(out[i + 1]), integer(out[i + 2]), text(out[i + 3]),
                        integer(out[i + 4]), throttle_key=text(out[i + 5]), cost=float(text(out[i + 6])),

@@ -21,6 +21,9 @@ class LiveLimits(WorkerBase):
         them since it last did (see limits.py: a live change wins until then)."""
         out = await self.run("set_limits", [self.keys.limits, self.keys.throttle_keys],
                              ["seed", *Limits.from_config(self.config).redis_pairs()])
+        for limit, keys in zip(self.config.shared_limits, self.shared_keys, strict=True):
+            await self.run("set_limits", [keys.limits, self.keys.throttle_keys],
+                           ["seed", *Limits.from_limit_config(limit).shared_pairs()])
         self._seeded = True
         return Limits.from_fields(fields_of(out))
 
