@@ -733,3 +733,25 @@ def test_ctrl_c_while_following_a_bulk_operation_says_it_goes_on_and_exits_130(c
     assert process.returncode == 130, err
     assert out == ""
     assert err == "redisq: stopped following; operation op-1 goes on in the coordinator (GET /operations/op-1)\n"
+
+
+def test_limits_lists_sets_and_pauses_a_shared_limit_or_one_key(tmp_path, clean_env):
+    shared = ('[limits.shopify]\nrate = 2\nburst = 39\n\n'
+              '[workers.sync-orders]\nurl = "http://127.0.0.1:9/x"\nlimits = ["shopify"]\n')
+    with serving(tmp_path, clean_env, shared) as (url, env):
+        listed = run(["limits"], env)
+        assert listed.returncode == 0, listed.stderr
+        header, row = listed.stdout.splitlines()
+        assert header.split()[:3] == ["NAME", "RATE", "BURST"]
+        assert row.split() == ["shopify", "2", "39", "-", "-", "active", "0", "0", "sync-orders"]
+        changed = run(["limits", "set", "shopify", "rate=4", "--json"], env)
+        assert changed.returncode == 0 and '"rate": 4.0' in changed.stdout, changed.stderr
+        assert httpx.get(f"{url}/workers/sync-orders").json()["sharedLimits"][0]["rate"] == 4.0
+        assert run(["limits", "pause", "shopify", "--key", "gone.myshopify.com"], env).returncode == 0
+        assert httpx.get(f"{url}/limits/shopify").json()["pausedKeys"] == ["gone.myshopify.com"]
+        paused = run(["limits", "pause", "shopify"], env)
+        assert paused.returncode == 0 and "paused" in paused.stdout
+        refused = run(["limits", "set", "shopify", "timeout=3"], env)
+        assert refused.returncode == 2 and "give NAME=VALUE of rate" in refused.stderr
+        missing = run(["limits", "resume", "nobody"], env)
+        assert missing.returncode == 1 and "answered 404: unknown limit 'nobody'" in missing.stderr

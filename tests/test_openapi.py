@@ -23,6 +23,7 @@ from openapi_spec_validator import validate
 from redisq.api import app as app_module
 from redisq.api.docs import STATIC_DIR
 from redisq.api.openapi import COMPONENTS, OPERATIONS, PLANNED, fields_schema, routed_operations
+from redisq.config import LimitConfig
 from redisq.cron import SCHEDULE_FIELDS
 from redisq.inputs import TIMEOUT_S, NumberRule
 from redisq.limits import BURST, CONCURRENCY, PATCH_FIELDS, PATCH_RULES, RATE
@@ -231,7 +232,10 @@ class Checker:
 
 
 async def test_every_answer_of_an_operators_and_a_workers_session_validates_against_the_document(engine_redis):
-    async with running_api(engine_redis, worker=worker_config(rate=5, burst=10)) as api:
+    shopify = LimitConfig("shopify", rate=2, burst=39)  # the worker names a shared limit too
+    async with running_api(engine_redis, worker=worker_config(rate=5, burst=10, limits=("shopify",), slot="shopify",
+                                                              shared_limits=(shopify,)),
+                           limits={"shopify": shopify}) as api:
         check = Checker(await document_of(api))
         c = api.client
         job = check("POST", "/job", await c.post("/job", json={"worker": WORKER, "id": "one", "args": {"n": 1}}), 201)
@@ -293,6 +297,21 @@ async def test_every_answer_of_an_operators_and_a_workers_session_validates_agai
         for action in ("pause", "resume"):
             check("POST", f"/workers/{{name}}/{action}", await c.post(f"/workers/{WORKER}/{action}"), 200)
             check("POST", f"/workers/{{name}}/{action}", await c.post(f"/workers/nobody/{action}"), 404)
+        check("GET", "/limits", await c.get("/limits"), 200)
+        check("GET", "/limits/{name}", await c.get("/limits/shopify", params={"key": "shop-1"}), 200)
+        check("GET", "/limits/{name}", await c.get("/limits/nobody"), 404)
+        check("GET", "/limits/{name}", await c.get("/limits/shopify", params={"key": ""}), 422)
+        check("PATCH", "/limits/{name}", await c.patch("/limits/shopify", json={"rate": 4}), 200)
+        check("PATCH", "/limits/{name}", await c.patch("/limits/shopify", json={"timeout": 4}), 422)
+        check("PATCH", "/limits/{name}", await c.patch("/limits/shopify", content=b"nope"), 400)
+        check("PATCH", "/limits/{name}", await c.patch("/limits/nobody", json={"rate": 1}), 404)
+        for action in ("pause", "resume"):
+            check("POST", f"/limits/{{name}}/{action}", await c.post(f"/limits/shopify/{action}"), 200)
+            check("POST", f"/limits/{{name}}/{action}", await c.post(f"/limits/shopify/{action}",
+                                                                     json={"key": "shop-1"}), 200)
+            check("POST", f"/limits/{{name}}/{action}", await c.post(f"/limits/shopify/{action}",
+                                                                     json={"shop": "x"}), 422)
+            check("POST", f"/limits/{{name}}/{action}", await c.post(f"/limits/nobody/{action}"), 404)
         check("GET", "/health", await c.get("/health"), 200)
         check("GET", "/openapi.json", await c.get("/openapi.json"), 200)
         check("GET", "/docs", await c.get("/docs"), 200)

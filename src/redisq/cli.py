@@ -161,28 +161,58 @@ def _parse_settings(pairs: Sequence[str]) -> dict[str, float | None]:
     return body
 
 
-@_api_command
-def workers(args: argparse.Namespace) -> int:
-    """``redisq workers`` lists; ``set NAME k=v ...``, ``pause NAME``, ``resume NAME`` change."""
+def _live_command(args: argparse.Namespace, resource: str, printer: Callable[[list[dict[str, Any]]], None],
+                  refusal: Callable[[dict[str, float | None]], str | None], pause_body: Any = None) -> int:
+    """``redisq workers|limits``: list the resource, or ``set NAME k=v ...`` (refused when
+    ``refusal`` says why), ``pause NAME``, ``resume NAME`` one of them."""
     if args.action == "set":
         try:
             body = _parse_settings(args.settings)
         except ValueError as e:
             print(f"redisq: {e}", file=sys.stderr)
             return EXIT_USAGE
-        if not body:
-            print("redisq: workers set: give at least one NAME=VALUE, e.g. rate=10", file=sys.stderr)
+        refused = refusal(body)
+        if refused:
+            print(f"redisq: {resource} set: {refused}", file=sys.stderr)
             return EXIT_USAGE
-        listed = [_call_api(args, "PATCH", f"/workers/{args.name}", body)]
+        listed = [_call_api(args, "PATCH", f"/{resource}/{args.name}", body)]
     elif args.action in ("pause", "resume"):
-        listed = [_call_api(args, "POST", f"/workers/{args.name}/{args.action}")]
+        listed = [_call_api(args, "POST", f"/{resource}/{args.name}/{args.action}", pause_body)]
     else:
-        listed = _call_api(args, "GET", "/workers")["workers"]
+        listed = _call_api(args, "GET", f"/{resource}")[resource]
     if args.json:
         print(json.dumps(listed if args.action is None else listed[0], indent=2))
     else:
-        _print_workers(listed)
+        printer(listed)
     return EXIT_OK
+
+
+@_api_command
+def workers(args: argparse.Namespace) -> int:
+    """``redisq workers`` lists; ``set NAME k=v ...``, ``pause NAME``, ``resume NAME`` change."""
+    return _live_command(args, "workers", _print_workers,
+                         lambda body: None if body else "give at least one NAME=VALUE, e.g. rate=10")
+
+
+def _print_limits(listed: list[dict[str, Any]]) -> None:
+    rows = [("NAME", "RATE", "BURST", "CONCURRENCY", "TOTAL RATE", "STATE", "RUNNING", "PAUSED KEYS", "WORKERS")]
+    for limit in listed:
+        live = limit["limits"]
+        rows.append((limit["name"], _number(live["rate"]), _number(live["burst"]), _number(live["concurrency"]),
+                     _number(live["totalRate"]), "paused" if live["paused"] else "active", str(limit["running"]),
+                     str(len(limit["pausedKeys"])), ",".join(limit["workers"]) or "-"))
+    _print_table(rows)
+
+
+@_api_command
+def limits(args: argparse.Namespace) -> int:
+    """``redisq limits`` lists the shared limits; ``set NAME k=v ...``, ``pause NAME [--key K]``,
+    ``resume NAME [--key K]`` change one (or one of its throttle keys)."""
+    return _live_command(
+        args, "limits", _print_limits,
+        lambda body: None if body and "timeout" not in body else
+        "give NAME=VALUE of rate, burst, concurrency, total_rate or total_burst",
+        {"key": args.key} if getattr(args, "key", None) is not None else None)
 
 
 JOB_STATES = ("scheduled", "running", "retrying", "succeeded", "dead", "cancelled")
@@ -618,23 +648,40 @@ def _run(argv: Sequence[str] | None) -> int:
     p.add_argument("--key", help="its throttle key")
     p.set_defaults(func=enqueue)
 
+    def live_actions(p: argparse.ArgumentParser, set_help: str, pause_help: str, key_help: str = "") -> None:
+        """``set NAME k=v ...``, ``pause NAME``, ``resume NAME`` (with ``--key`` given ``key_help``)."""
+        api_options(p)
+        actions = p.add_subparsers(dest="action")
+        a = actions.add_parser("set", help=set_help)
+        api_options(a, nested=True)
+        a.add_argument("name")
+        a.add_argument("settings", nargs="*", metavar="NAME=VALUE")
+        for verb in ("pause", "resume"):
+            a = actions.add_parser(verb, help=pause_help.format(verb=verb))
+            api_options(a, nested=True)
+            a.add_argument("name")
+            if key_help:
+                a.add_argument("--key", help=key_help)
+
     p = commands.add_parser("workers",
                             help="list workers and their live limits, or change them (asks a running coordinator)",
                             description="Without an action: list the workers. `set NAME rate=10 burst=40` changes "
                                         "live limits (rate, burst, concurrency, timeout, total_rate, total_burst; "
                                         "`none` removes one); `pause NAME` and `resume NAME` hold and release "
                                         "dispatch.")
-    api_options(p)
-    actions = p.add_subparsers(dest="action")
-    a = actions.add_parser("set", help="change live limits: redisq workers set NAME rate=10 burst=40")
-    api_options(a, nested=True)
-    a.add_argument("name")
-    a.add_argument("settings", nargs="*", metavar="NAME=VALUE")
-    for verb in ("pause", "resume"):
-        a = actions.add_parser(verb, help=f"{verb} a worker's dispatch")
-        api_options(a, nested=True)
-        a.add_argument("name")
+    live_actions(p, "change live limits: redisq workers set NAME rate=10 burst=40", "{verb} a worker's dispatch")
     p.set_defaults(func=workers)
+
+    p = commands.add_parser("limits", help="list the limits workers share, or change, pause or resume one "
+                                           "(asks a running coordinator)",
+                            description="Without an action: list the shared limits ([limits.NAME]). `set NAME "
+                                        "rate=4 burst=39` changes live fields (rate, burst, concurrency, total_rate, "
+                                        "total_burst; `none` removes one); `pause NAME` and `resume NAME` hold and "
+                                        "release every job under it, `--key K` only those of one throttle key.")
+    live_actions(p, "change a shared limit: redisq limits set NAME rate=4",
+                 "{verb} a shared limit, or one of its throttle keys (--key)",
+                 key_help="only this throttle key (a shop that uninstalled the app)")
+    p.set_defaults(func=limits)
 
     p = commands.add_parser("package", help="build a deployable bundle of a workers module")
     p.add_argument("module", help="the workers module: path/to/workers.py, a package directory or a module name; "

@@ -144,6 +144,7 @@ CONCURRENCY = NumberRule(1, MAX_AMOUNT, whole=True, nullable=True)
 PATCH_RULES = {"rate": RATE, "burst": BURST, "concurrency": CONCURRENCY, "timeout": TIMEOUT_S,
                "totalRate": RATE, "totalBurst": BURST}
 PATCH_FIELDS = tuple(PATCH_RULES)
+SHARED_PATCH_FIELDS = tuple(name for name in PATCH_FIELDS if name != "timeout")  # PATCH /limits/{name}
 
 PATCH_REDIS_FIELDS = {"rate": "rate", "burst": "burst", "concurrency": "concurrency", "timeout": "timeout_ms",
                       "totalRate": "total_rate", "totalBurst": "total_burst"}

@@ -15,12 +15,12 @@ from starlette.routing import BaseRoute, Match, Route
 from ..coordinator import Coordinator
 from ..errors import RedisqError
 from ..security import ApiTokenMiddleware
-from . import coordinators, docs, events, health, jobs, metrics, openapi, receipts, schedules, ui, workers
+from . import coordinators, docs, events, health, jobs, limits, metrics, openapi, receipts, schedules, ui, workers
 from .http import on_redisq_error, on_unexpected
 
-routes: list[BaseRoute] = [*jobs.routes, *receipts.routes, *workers.routes, *health.routes, *schedules.routes,
-                           *metrics.routes, *events.routes, *coordinators.routes, *openapi.routes, *docs.routes,
-                           *ui.routes]
+routes: list[BaseRoute] = [*jobs.routes, *receipts.routes, *workers.routes, *limits.routes, *health.routes,
+                           *schedules.routes, *metrics.routes, *events.routes, *coordinators.routes, *openapi.routes,
+                           *docs.routes, *ui.routes]
 
 
 ROUTING_ERRORS = {404: "not found", 405: "method not allowed"}

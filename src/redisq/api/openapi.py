@@ -35,7 +35,7 @@ from .. import __version__
 from ..cron import CRON_FORMS, DEFAULT_TIMEZONE, MAX_SCHEDULE_SUFFIX, SCHEDULE_FIELDS
 from ..inputs import TIMEOUT_S
 from ..keys import CALLER_SUFFIX_RE, THROTTLE_KEY_MAX_CHARS, WORKER_NAME_RE
-from ..limits import PATCH_FIELDS, PATCH_RULES
+from ..limits import PATCH_FIELDS, PATCH_RULES, SHARED_PATCH_FIELDS
 from ..model import COST, DELAY_S, ENQUEUE_FIELDS, MAX_ATTEMPTS, MAX_UNIX_S, JobState
 from ..security import is_open_route
 from .http import coordinator_of
@@ -188,6 +188,22 @@ ATTEMPT = answer_schema({
     "durationMs": or_null(COUNT),
     "outcome": {"enum": ["succeeded", "failed", "timed out", "throttled", "unsent", "running"]},
     "status": or_null({"type": "integer"}), "error": or_null(STRING), "coordinator": STRING})
+SHARED_LIMITS_PROPERTIES: dict[str, Schema] = {
+    "rate": or_null({"type": "number"}), "burst": or_null({"type": "number"}),
+    "concurrency": or_null({"type": "integer"}), "totalRate": or_null({"type": "number"}),
+    "totalBurst": or_null({"type": "number"}), "paused": BOOLEAN}
+SHARED_LIMIT = answer_schema({
+    "name": STRING, "slot": {**STRING, "description": "The hash tag its keys and its workers' keys share"},
+    "workers": {"type": "array", "items": STRING, "description": "The workers that name it"},
+    "limits": answer_schema(SHARED_LIMITS_PROPERTIES),
+    "running": {**COUNT, "description": "Attempts in flight under it (counted when it has a concurrency)"},
+    "totalTokens": or_null({"type": "number", "description": "Left in its bucket over all keys (null: no totalRate)"}),
+    "pausedKeys": {"type": "array", "items": STRING, "description": "Throttle keys paused by an operator"},
+    "key": answer_schema({"key": STRING, "tokens": or_null({"type": "number"}), "paused": BOOLEAN})},
+    optional=("key",))
+SHARED_LIMITS_PATCH = fields_schema(SHARED_PATCH_FIELDS, {name: PATCH_RULES[name].json_schema()
+                                                          for name in SHARED_PATCH_FIELDS}, minProperties=1)
+PAUSE_KEY = fields_schema(["key"], {"key": {**STRING, "minLength": 1, "maxLength": 200}}, required=["key"])
 LIMITS = answer_schema({
     "rate": or_null({"type": "number"}), "burst": or_null({"type": "number"}),
     "concurrency": or_null({"type": "integer"}), "totalRate": or_null({"type": "number"}),
@@ -205,7 +221,9 @@ WORKER = answer_schema({
                        "description": "Jobs claimed in each span of bucketSeconds over the last 5 minutes, oldest "
                                       "first; the last ends with the last whole second"}}),
     "throttled": {**COUNT, "description": "Answers that pushed back (a 429; a 503 with Retry-After; a receipt's "
-                                          "retryAfter) since the worker's first job"}})
+                                          "retryAfter) since the worker's first job"},
+    "sharedLimits": {"type": "array", "description": "The shared limits it names ([limits.NAME]), live",
+                     "items": answer_schema({"name": STRING, **SHARED_LIMITS_PROPERTIES})}})
 THROTTLE_KEY = answer_schema({
     "key": {**STRING, "description": "The throttle key (\"\": the jobs without one)"},
     "waiting": COUNT, "running": COUNT,
@@ -239,7 +257,7 @@ COMPONENTS: dict[str, Schema] = {
     "Job": answer_schema({**JOB_PROPERTIES, "history": {"type": "array", "items": ATTEMPT}}, optional=("history",)),
     "Counts": counts_schema(STATES), "Limits": LIMITS, "Worker": WORKER, "Schedule": SCHEDULE,
     "EnqueueRequest": ENQUEUE_REQUEST, "ScheduleRequest": SCHEDULE_REQUEST, "LimitsPatch": LIMITS_PATCH,
-    "Receipt": RECEIPT_REQUEST,
+    "Receipt": RECEIPT_REQUEST, "SharedLimit": SHARED_LIMIT, "SharedLimitsPatch": SHARED_LIMITS_PATCH,
 }
 
 
@@ -284,10 +302,12 @@ SCHEDULE_ANSWER = Answer("The schedule", ref("Schedule"))
 UNKNOWN_JOB = error("No such job")
 UNKNOWN_WORKER = error("No such worker")
 UNKNOWN_SCHEDULE = error("No such schedule")
+UNKNOWN_LIMIT = error("No such shared limit")
+LIMIT_ANSWER = Answer("The shared limit", ref("SharedLimit"))
 INVALID = error("A field is wrong: `field` names it (and `index`, in a batch); nothing is written")
 PATH_PARAMETERS = {
     "id": "A job's id (`<worker>:<id>`); of a schedule, for /schedule",
-    "name": "A worker's name",
+    "name": "A worker's name; for /limits, a shared limit's",
     "operation": "An operation's id, from the answer of a bulk retry or delete",
 }
 JOB_OR_SCHEDULE = {"oneOf": [ref("Job"), ref("Schedule")]}
@@ -339,6 +359,18 @@ OPERATIONS: tuple[Operation, ...] = (
                                                          "keys": {"type": "array", "items": THROTTLE_KEY}})),
                   404: UNKNOWN_WORKER, 422: error("Bad limit or parameter")}, parameters=(
         Parameter("limit", "Keys to answer", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 20}),)),
+    Operation("GET", "/limits", "Every shared limit ([limits.NAME]): live fields, workers, paused keys", {
+        200: Answer("The shared limits", answer_schema({"limits": {"type": "array", "items": ref("SharedLimit")}}))}),
+    Operation("GET", "/limits/{name}", "One shared limit (with key=K, that throttle key's bucket too)", {
+        200: LIMIT_ANSWER, 404: UNKNOWN_LIMIT, 422: error("Bad key or parameter")}, parameters=(
+        Parameter("key", "A throttle key whose bucket to show"),)),
+    Operation("PATCH", "/limits/{name}", "Change a shared limit's live fields (null removes one) for all its workers",
+              {200: LIMIT_ANSWER, 404: UNKNOWN_LIMIT, 422: INVALID}, body=ref("SharedLimitsPatch")),
+    Operation("POST", "/limits/{name}/pause", "Hold the jobs of every worker naming the limit, or (a body with key) "
+              "those of one throttle key", {200: LIMIT_ANSWER, 404: UNKNOWN_LIMIT, 422: INVALID},
+              body=PAUSE_KEY, body_required=False),
+    Operation("POST", "/limits/{name}/resume", "Release a paused limit, or (a body with key) one throttle key",
+              {200: LIMIT_ANSWER, 404: UNKNOWN_LIMIT, 422: INVALID}, body=PAUSE_KEY, body_required=False),
     Operation("GET", "/coordinators", "The coordinators alive against this Redis", {
         200: Answer("The coordinators, each as it said of itself",
                     answer_schema({"coordinators": {"type": "array", "items": COORDINATOR}}))}),
@@ -453,7 +485,8 @@ def operation_json(op: Operation, api_tokens: bool) -> Schema:
 
 
 TAGS = (("receipts", re.compile(r"/(receipt|heartbeat)$")), ("jobs", re.compile(r"^/(jobs?|operations)\b")),
-        ("workers", re.compile(r"^/workers\b")), ("schedules", re.compile(r"^/schedules?\b")))
+        ("workers", re.compile(r"^/workers\b")),
+        ("limits", re.compile(r"^/limits\b")), ("schedules", re.compile(r"^/schedules?\b")))
 
 
 def tag_of(path: str) -> str:

@@ -4,13 +4,14 @@ throttle keys that are paused or busiest."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ..engine import ThrottleKeys, WorkerState
+from ..engine import Engine, SharedLimitState, ThrottleKeys, WorkerEngine, WorkerState
 from ..errors import ValidationError, shown
 from ..limits import Limits, parse_limits_patch, patched_fields
 from ..model import iso_from_ms
@@ -20,8 +21,8 @@ from .http import coordinator_of, query_of, read_json
 MAX_KEYS = 1000  # GET /workers/{name}/keys?limit=N
 
 
-def worker_json(state: WorkerState) -> dict[str, Any]:
-    """A worker's state as ``GET /workers`` answers it."""
+def worker_json(state: WorkerState, shared: Sequence[SharedLimitState] = ()) -> dict[str, Any]:
+    """A worker's state as ``GET /workers`` answers it, with the shared limits it names."""
     return {
         "name": state.name, "url": state.url, "limits": state.limits.to_json(),
         "jobs": {"scheduled": state.scheduled, "retrying": state.retrying, "running": state.running,
@@ -34,7 +35,14 @@ def worker_json(state: WorkerState) -> dict[str, Any]:
         if state.dispatched_per_bucket else 0.0,
         "dispatchHistory": {"bucketSeconds": state.dispatch_bucket_s, "dispatched": list(state.dispatched_per_bucket)},
         "throttled": state.throttled,
+        "sharedLimits": [{"name": limit.name, **limit.limits.shared_json()} for limit in shared],
     }
+
+
+async def answer(engine: Engine, worker: WorkerEngine) -> dict[str, Any]:
+    """One worker's ``worker_json``, its shared limits read live."""
+    shared = [await engine.limit(name).state() for name in worker.config.limits]
+    return worker_json(await worker.state(), shared)
 
 
 def throttle_keys_json(found: ThrottleKeys) -> dict[str, Any]:
@@ -47,14 +55,15 @@ def throttle_keys_json(found: ThrottleKeys) -> dict[str, Any]:
 
 
 async def list_workers(request: Request) -> JSONResponse:
-    coordinator = coordinator_of(request)
-    states = [await engine.state() for engine in coordinator.engine.workers.values()]
-    return JSONResponse({"workers": [worker_json(state) for state in states]})
+    engine = coordinator_of(request).engine
+    shared = {name: await limit.state() for name, limit in engine.limits.items()}
+    return JSONResponse({"workers": [worker_json(await worker.state(), [shared[n] for n in worker.config.limits])
+                                     for worker in engine.workers.values()]})
 
 
 async def get_worker(request: Request) -> JSONResponse:
-    engine = coordinator_of(request).engine.worker(request.path_params["name"])
-    return JSONResponse(worker_json(await engine.state()))
+    engine = coordinator_of(request).engine
+    return JSONResponse(await answer(engine, engine.worker(request.path_params["name"])))
 
 
 async def worker_keys(request: Request) -> JSONResponse:
@@ -76,7 +85,7 @@ async def patch_worker(request: Request) -> JSONResponse:
     current = await engine.limits()
     changed = await engine.set_limits(parse_limits_patch(body, current), fields=patched_fields(body))
     limits_changed(request, name, current, changed)
-    return JSONResponse(worker_json(await engine.state()))
+    return JSONResponse(await answer(coordinator.engine, engine))
 
 
 async def set_paused(request: Request, paused: bool) -> JSONResponse:
@@ -86,7 +95,7 @@ async def set_paused(request: Request, paused: bool) -> JSONResponse:
     current = await engine.limits()
     changed = await engine.set_limits(Limits(paused=paused), fields={"paused"})  # only the flag is written
     limits_changed(request, name, current, changed)
-    return JSONResponse(worker_json(await engine.state()))
+    return JSONResponse(await answer(coordinator.engine, engine))
 
 
 def limits_changed(request: Request, worker: str, before: Limits, after: Limits) -> None:
