@@ -163,8 +163,9 @@ local function serve(throttle_key, share)
   for _, limit in ipairs(shared) do
     limit.tokens = nil
     if limit.rate then
-      local b = redis.call('HMGET', limit.key_bucket_prefix .. throttle_key, 'tokens', 'updated_ms')
+      local b = redis.call('HMGET', limit.key_bucket_prefix .. throttle_key, 'tokens', 'updated_ms', 'taken')
       limit.tokens = bucket_level(b[1], b[2], limit.rate, limit.burst, now)
+      limit.taken = tonumber(b[3]) or 0  -- tokens taken from it so far (see report_cost.lua)
     end
   end
   local tokens = nil
@@ -246,7 +247,11 @@ local function serve(throttle_key, share)
       if tokens ~= nil then tokens = tokens - cost end
       if total_cost ~= nil then total_tokens = total_tokens - total_cost end
       for _, limit in ipairs(shared) do
-        if limit.tokens ~= nil then limit.tokens = limit.tokens - math.min(cost, limit.burst) end
+        if limit.tokens ~= nil then
+          limit.tokens = limit.tokens - math.min(cost, limit.burst)
+          limit.taken = limit.taken + math.min(cost, limit.burst)
+          redis.call('HSET', job_key, 'taken:' .. limit.name, string.format('%.6f', limit.taken))
+        end
         if limit.total_tokens ~= nil then limit.total_tokens = limit.total_tokens - math.min(cost, limit.total_burst) end
         if limit.concurrency then redis.call('ZADD', limit.running_key, (tonumber(job[6]) or 0) + 1, job_key) end
       end
@@ -270,7 +275,8 @@ local function serve(throttle_key, share)
     for _, limit in ipairs(shared) do
       if limit.tokens ~= nil then
         local shared_bucket_key = limit.key_bucket_prefix .. throttle_key
-        redis.call('HSET', shared_bucket_key, 'tokens', string.format('%.6f', limit.tokens), 'updated_ms', now)
+        redis.call('HSET', shared_bucket_key, 'tokens', string.format('%.6f', limit.tokens), 'updated_ms', now,
+          'taken', string.format('%.6f', limit.taken))
         -- Untouched, it is full again by then: it may go (a missing bucket is full).
         redis.call('PEXPIRE', shared_bucket_key, math.ceil((limit.burst - limit.tokens) * 1000 / limit.rate) + 1000)
         turn_taken(limit, throttle_key, worker_name)

@@ -94,3 +94,14 @@ async def test_pause_and_resume_a_limit_or_one_key(engine_redis):
         assert resumed.json()["pausedKeys"] == []
         bad = await api.post("/limits/shopify/pause", json={"key": ""})
         assert bad.status_code == 422 and bad.json()["field"] == "key"
+
+
+def test_a_receipt_may_report_what_the_downstream_said():
+    from redisq.api.receipts import parse_receipt
+    from redisq.errors import ValidationError
+
+    receipt = parse_receipt({"status": "success", "cost": 37.5, "available": 8, "bucketSize": 40}, "w:j", 1)
+    assert (receipt.actual_cost, receipt.available, receipt.bucket_size) == (37.5, 8.0, 40.0)
+    assert parse_receipt({"status": "failure"}, "w:j", 1).actual_cost is None
+    with pytest.raises(ValidationError, match="cost: must be a number >= 0"):
+        parse_receipt({"status": "success", "cost": -1}, "w:j", 1)

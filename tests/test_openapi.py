@@ -103,7 +103,8 @@ async def test_each_request_schema_has_exactly_its_validators_fields(engine_redi
     assert list(component(document, "EnqueueRequest")["properties"]) == list(ENQUEUE_FIELDS)
     assert list(component(document, "ScheduleRequest")["properties"]) == list(SCHEDULE_FIELDS)
     assert list(component(document, "LimitsPatch")["properties"]) == list(PATCH_FIELDS)
-    assert list(component(document, "Receipt")["properties"]) == ["status", "error", "result", "retry", "retryAfter"]
+    assert list(component(document, "Receipt")["properties"]) == ["status", "error", "result", "retry", "retryAfter",
+                                                                   "cost", "available", "bucketSize"]
     for name, rule in PATCH_RULES.items():
         assert component(document, "LimitsPatch")["properties"][name] == rule.json_schema()
     jobs = body_schema(document, "POST", "/jobs")["properties"]["jobs"]

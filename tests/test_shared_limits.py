@@ -6,6 +6,7 @@ and refuses what cannot be atomic. On a real Redis and on the embedded store."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -183,3 +184,54 @@ def test_a_layout_that_cannot_be_atomic_or_a_limit_of_nothing_is_refused(limits,
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("{", r"\{")
                        .replace("}", r"\}").replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
         config(limits, workers)
+
+
+# -- buckets that follow the downstream (lua/report_cost.lua) ---------------------------------
+
+async def claimed_one(store: Engine, worker: str, key: str, **body: Any) -> Any:
+    await enqueue(store, worker, key, 1, **body)
+    (job,) = (await store.worker(worker).claim(10)).jobs
+    return job
+
+
+async def key_tokens(store: Engine, key: str) -> float:
+    tokens = (await store.limit("shopify").state(key)).key_tokens
+    assert tokens is not None
+    return tokens
+
+
+async def test_a_reported_actual_cost_gives_back_or_takes_the_difference(engine_redis):
+    store = shopify_store(engine_redis, workers=1, rate=0.001, burst=1000)  # refills too slowly to matter
+    job = await claimed_one(store, "job-0", "shop", cost=100)
+    assert 899 < await key_tokens(store, "shop") < 901
+    assert await store.worker("job-0").settle([replace(success(job), actual_cost=30)]) == ["succeeded"]
+    assert 969 < await key_tokens(store, "shop") < 971  # 70 given back
+    job = await claimed_one(store, "job-0", "shop", cost=100)
+    await store.worker("job-0").settle([replace(success(job), actual_cost=250)])
+    assert 719 < await key_tokens(store, "shop") < 721  # 150 more taken
+
+
+async def test_the_downstreams_level_is_taken_when_lower_less_what_was_sent_since(engine_redis):
+    store = shopify_store(engine_redis, workers=2, rate=0.001, burst=40)
+    first = await claimed_one(store, "job-0", "shop")
+    await claimed_one(store, "job-1", "shop")  # sent after the first: the downstream had not counted it
+    assert 37.9 < await key_tokens(store, "shop") < 38.1
+    await store.worker("job-0").settle([replace(success(first), available=20)])
+    assert 18.9 < await key_tokens(store, "shop") < 19.1
+    second = await claimed_one(store, "job-0", "shop")
+    await store.worker("job-0").settle([replace(success(second), available=35)])  # higher: redisq's own stays
+    assert 17.9 < await key_tokens(store, "shop") < 18.1
+    third = await claimed_one(store, "job-0", "shop")
+    await store.worker("job-0").settle([replace(success(third), available=10, bucket_size=42)])  # 2 below 42 kept
+    assert 7.9 < await key_tokens(store, "shop") < 8.1
+
+
+async def test_a_report_counts_once_per_attempt(engine_redis):
+    store = shopify_store(engine_redis, workers=1, rate=0.001, burst=1000)
+    job = await claimed_one(store, "job-0", "shop", cost=100)
+    engine = store.worker("job-0")
+    assert await engine.report_cost(replace(success(job), actual_cost=0)) == "applied"
+    assert await engine.report_cost(replace(success(job), actual_cost=0)) == "duplicate"
+    assert await engine.report_cost(replace(success(job), attempt=2, actual_cost=0)) == "stale"
+    await engine.settle([replace(success(job), actual_cost=0)])
+    assert 999 < await key_tokens(store, "shop") <= 1000

@@ -380,6 +380,39 @@ async def test_later_without_work_answers_202_and_leaves_the_receipt_to_the_call
     assert sink.receipts() == [{"status": "success", "result": {"done": True}}]
 
 
+async def test_report_cost_goes_with_the_answer_whatever_it_is_and_with_a_later_receipt(sink):
+    """``ctx.report_cost`` in one line: the coordinator reads the call's actual cost and the
+    downstream's level off the answer (a success, a 429 alike), or off the posted receipt."""
+    workers = Workers(secret=KEY)
+
+    @workers.job("graphql")
+    async def graphql(args: Any, ctx: JobContext) -> Any:
+        ctx.report_cost(actual=args["actual"], available=args["available"])
+        if args.get("throttled"):
+            raise RetryLater("THROTTLED", after_s=2)
+        return {"ok": True}
+
+    @workers.job("rest-later")
+    async def rest_later(args: Any, ctx: JobContext) -> Any:
+        ctx.report_cost(available=8, bucket_size=40)  # X-Shopify-Shop-Api-Call-Limit: 32/40
+        return ctx.later(lambda: {"ok": True})
+
+    for throttled, status in ((False, 200), (True, 429)):
+        body = dispatch_body("graphql", {"actual": 37.5, "available": 912, "throttled": throttled})
+        resp = await post(workers, body, signed(body, KEY))
+        assert resp.status_code == status
+        assert (resp.headers["x-redisq-cost"], resp.headers["x-redisq-available"]) == ("37.5", "912.0")
+        receipt = as_receipt(resp)
+        assert (receipt.actual_cost, receipt.available, receipt.bucket_size) == (37.5, 912.0, None)
+    body = dispatch_body("rest-later", receipt_url=sink.url("{id}"))
+    resp = await post(workers, body, signed(body, KEY))
+    assert resp.status_code == 202 and "x-redisq-available" not in resp.headers
+    await asyncio.wait_for(sink.arrived.wait(), 5)
+    assert sink.receipts() == [{"status": "success", "result": {"ok": True}, "available": 8.0, "bucketSize": 40.0}]
+    with pytest.raises(ValueError, match="cost must be a number >= 0"):
+        JobContext(job_id="w:j", attempt=1, receipt_url="", receipt_token="").report_cost(actual=-1)
+
+
 # -- AWS Lambda and Google Cloud Functions -------------------------------------------------------------
 
 

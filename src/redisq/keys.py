@@ -51,8 +51,10 @@ worker's key can be another's), beside the limit's own keys::
     redisq:{shopify}/limit/shopify:running         zset  job key -> attempt, the attempts in flight
                                                    under it (claim drops those that ended)
     redisq:{shopify}/limit/shopify:paused-keys     hash  throttle key -> 1 (paused by an operator)
-    redisq:{shopify}/limit/shopify:turns:<key>     zset  worker -> ms it last took a token of the
-                                                   key (or began to wait): whose turn it is
+    redisq:{shopify}/limit/shopify:turns:<key>     zset  worker -> ms it began to wait for the key's
+                                                   tokens: whose turn it is
+    redisq:{shopify}/limit/shopify:kbucket:<key>:reported  zset  '<mark>:<cost>' -> mark, the key's
+                                                   latest reported calls (lua/report_cost.lua)
 
 Not of one worker (a key of its own, in no script with a worker's keys)::
 

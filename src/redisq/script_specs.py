@@ -117,6 +117,10 @@ SPECS: dict[str, ScriptSpec] = {spec.name: spec for spec in (
                answers="ms the running attempt's lease has left; 0 = ended, or not that attempt"),
     ScriptSpec("set_limits", ("limits", "throttle_keys"), ("mode",), item_args=("field", "value"),
                answers="the limits hash after the change"),
+    ScriptSpec("report_cost", ("job", "limits", "bucket", "buckets"),
+               ("attempt", "actual_cost", "available", "bucket_size", "key_bucket_prefix"),
+               item_keys=SHARED_LIMIT_KEYS, item_args=SHARED_LIMIT_ARGS,  # per shared limit the worker names
+               answers="'applied' | 'duplicate' | 'stale'"),
     ScriptSpec("limit_state", ("limits", "bucket", "running", "paused_keys", "key_bucket"), ("most",),
                answers="{now_ms, limits, key tokens, total tokens, in flight, paused keys}"),
     ScriptSpec("pause_limit_key", ("paused_keys",), ("throttle_key", "mode"), item_keys=("throttle_keys",),

@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
 SCRIPT_NAMES = ("enqueue", "claim", "settle", "reap", "cancel", "purge", "set_limits", "worker_state",
                 "heartbeat", "hold_back", "lease", "retry", "delete", "list", "throttle_keys",
-                "coordinator_alive", "coordinators", "limit_state", "pause_limit_key")
+                "coordinator_alive", "coordinators", "limit_state", "pause_limit_key",
+                "report_cost")
 SCHEDULE_SCRIPT_NAMES = ("schedule_save", "schedule_pause", "schedule_delete", "schedules_due", "tick")
 INCLUDE_DIRECTIVE = "--!include"
 INCLUDE_RE = re.compile(r"^--!include (\w+)$")

@@ -54,7 +54,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .security import SIGNATURE_TOLERANCE_S, SignatureError, verify_dispatch
@@ -79,6 +79,12 @@ JSON = "application/json"
 # An answer with this header set to "true" fails the job for good, whatever its status
 # (the coordinator's dispatch.receipt_from_response): the SDK marks its PermanentFailure so.
 PERMANENT_HEADER = "X-Redisq-Permanent"
+# What the downstream API told the job about its call (``ctx.report_cost``): its actual cost
+# and the downstream's own level of the key's bucket, as numbers (README, Buckets that follow
+# the downstream); a posted receipt carries them as ``cost`` and ``available``.
+COST_HEADER = "X-Redisq-Cost"
+AVAILABLE_HEADER = "X-Redisq-Available"
+BUCKET_SIZE_HEADER = "X-Redisq-Bucket-Size"
 
 
 class PermanentFailure(Exception):
@@ -182,6 +188,7 @@ class JobContext:
         self.receipt_token = receipt_token
         self.timeout_s = timeout_s
         self.answered = False  # True once the function's 202 has gone out (work after ctx.later)
+        self.reported: dict[str, float] = {}  # ctx.report_cost: "cost", "available"
 
     def __repr__(self) -> str:
         return f"JobContext(job_id={self.job_id!r}, attempt={self.attempt})"
@@ -211,6 +218,25 @@ class JobContext:
         """``heartbeat_sync`` for async code (the call runs in a thread)."""
         return await asyncio.to_thread(self.heartbeat_sync)
 
+    # -- what the downstream said --------------------------------------------------------------
+    def report_cost(self, actual: float | None = None, available: float | None = None,
+                    bucket_size: float | None = None) -> None:
+        """Tell redisq what the downstream API said of this call, so its buckets follow it:
+        ``actual`` the call's real cost (Shopify GraphQL's ``extensions.cost.actualQueryCost``;
+        redisq gives back or takes the difference from the cost it took at dispatch) and
+        ``available`` the downstream's own level of the key's bucket (GraphQL's
+        ``throttleStatus.currentlyAvailable``, or 40 - 32 of ``X-Shopify-Shop-Api-Call-Limit:
+        32/40``), taken when lower than redisq's; ``bucket_size`` the size of the bucket it is
+        of (40), so that redisq keeps its headroom below it (a burst of 39 keeps one call).
+        Sent with the answer, whatever it is (or with the receipt of a job answered with
+        ``ctx.later``)."""
+        for name, value in (("cost", actual), ("available", available), ("bucketSize", bucket_size)):
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                        or value < 0:
+                    raise ValueError(f"report_cost: {name} must be a number >= 0, got {value!r}")
+                self.reported[name] = float(value)
+
     # -- answering later ----------------------------------------------------------------------
     def later(self, work: LaterWork | None = None) -> Later:
         """Return this from the job function to answer 202 at once. ``work`` (an awaitable, or
@@ -222,13 +248,14 @@ class JobContext:
 
     def succeed_sync(self, result: Any = None) -> Any:
         """Post a success receipt (for a job answered with ``ctx.later()``)."""
-        return _post_json(self.receipt_url, self.receipt_token, {"status": "success", "result": result}, self.timeout_s)
+        return _post_json(self.receipt_url, self.receipt_token,
+                          {"status": "success", "result": result, **self.reported}, self.timeout_s)
 
     def fail_sync(self, error: str | BaseException, retry: bool = True) -> Any:
         """Post a failure receipt; ``retry=False`` makes the job dead at once."""
         text = error_text(error) if isinstance(error, BaseException) else str(error)
         return _post_json(self.receipt_url, self.receipt_token,
-                          {"status": "failure", "error": text, "retry": retry}, self.timeout_s)
+                          {"status": "failure", "error": text, "retry": retry, **self.reported}, self.timeout_s)
 
     async def succeed(self, result: Any = None) -> Any:
         return await asyncio.to_thread(self.succeed_sync, result)
@@ -348,6 +375,15 @@ class Workers:
         return await self._run(fn, self._takes_ctx[worker], call.get("args"), ctx, can_run_later)
 
     async def _run(self, fn: JobFunction, takes_ctx: bool, args: Any, ctx: JobContext, can_run_later: bool) -> Answer:
+        answer = await self._answer(fn, takes_ctx, args, ctx, can_run_later)
+        if not ctx.reported or answer.later is not None:  # a 202's report comes with its receipt
+            return answer
+        headers = (("cost", COST_HEADER), ("available", AVAILABLE_HEADER), ("bucketSize", BUCKET_SIZE_HEADER))
+        reported = {header: repr(ctx.reported[name]) for name, header in headers if name in ctx.reported}
+        return replace(answer, headers={**answer.headers, **reported})
+
+    async def _answer(self, fn: JobFunction, takes_ctx: bool, args: Any, ctx: JobContext,
+                      can_run_later: bool) -> Answer:
         call_args = (args, ctx) if takes_ctx else (args,)
         try:
             if inspect.iscoroutinefunction(fn):

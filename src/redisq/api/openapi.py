@@ -40,7 +40,7 @@ from ..model import COST, DELAY_S, ENQUEUE_FIELDS, MAX_ATTEMPTS, MAX_UNIX_S, Job
 from ..security import is_open_route
 from .http import coordinator_of
 from .jobs import MAX_BATCH
-from .receipts import RECEIPT_FIELDS, RETRY_AFTER_S
+from .receipts import RECEIPT_FIELDS, REPORTED, RETRY_AFTER_S
 
 Schema = dict[str, Any]
 
@@ -161,6 +161,9 @@ RECEIPT_REQUEST = fields_schema(RECEIPT_FIELDS, {
     "result": {**ANY, "description": "Kept as the job's result when its JSON is at most 16 KiB"},
     "retry": {**BOOLEAN, "description": "false: a failure is permanent (default true)"},
     "retryAfter": or_null(noted(RETRY_AFTER_S.json_schema(), ": only with a failure that is retried")),
+    "cost": or_null(noted(REPORTED.json_schema(), ": the call's actual cost, as the downstream said")),
+    "available": or_null(noted(REPORTED.json_schema(), ": the downstream's own level of the key's bucket")),
+    "bucketSize": or_null(noted(REPORTED.json_schema(), ": the size of the downstream's bucket that is of")),
 }, required=["status"])
 
 RETRY_REQUEST = fields_schema(["args", "runAt", "delay"], {

@@ -16,14 +16,15 @@ from ..coordinator import Coordinator
 from ..dispatch import MAX_RETRY_AFTER_S, RESULT_MAX_BYTES
 from ..engine import ACCEPTED, Receipt
 from ..errors import RedisqError, UnauthorizedError, ValidationError, escaped
-from ..inputs import NumberRule, object_with
+from ..inputs import MAX_AMOUNT, NumberRule, object_with
 from ..keys import split_job_id
 from ..model import iso_from_ms
 from ..security import ReceiptGrant, bearer_token, verify_receipt_token
 from .http import coordinator_of, read_json
 
-RECEIPT_FIELDS = ("status", "error", "result", "retry", "retryAfter")
+RECEIPT_FIELDS = ("status", "error", "result", "retry", "retryAfter", "cost", "available", "bucketSize")
 RETRY_AFTER_S = NumberRule(0, MAX_RETRY_AFTER_S, unit="seconds")
+REPORTED = NumberRule(0, MAX_AMOUNT)  # cost, available: what the downstream said (tokens)
 
 
 def receipt_grant(request: Request) -> ReceiptGrant:
@@ -109,8 +110,11 @@ def parse_receipt(body: Any, job_id: str, attempt: int, seq: int = 0) -> Receipt
     parts = split_job_id(job_id)
     suffix = parts[1] if parts else job_id
     outcome = "success" if status == "success" else ("failure" if retry else "permanent")
+    cost, available, bucket_size = (None if body.get(name) is None else REPORTED.read(body[name], name)
+                                    for name in ("cost", "available", "bucketSize"))
     return Receipt(suffix, attempt, outcome, error=error_text, result_json=result_json,
-                   retry_after_ms=retry_after_ms, seq=seq)
+                   retry_after_ms=retry_after_ms, seq=seq, actual_cost=cost, available=available,
+                   bucket_size=bucket_size)
 
 
 routes = [

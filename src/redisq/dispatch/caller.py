@@ -17,7 +17,7 @@ from ..engine import ClaimedJob, Receipt
 from ..security import receipt_token, signed_headers
 from ..signals import CallFacts, Signals
 from ..transport import NotSentError, Response, SendWindow, Transport, TransportError
-from ..worker import PERMANENT_HEADER
+from ..worker import AVAILABLE_HEADER, BUCKET_SIZE_HEADER, COST_HEADER, PERMANENT_HEADER
 from .deadline import AnswerDeadline
 
 log = logging.getLogger("redisq.dispatch")
@@ -65,6 +65,9 @@ def receipt_from_response(job: ClaimedJob, resp: Response,
                           permanent_statuses: frozenset[int] = DEFAULT_PERMANENT_STATUSES) -> Receipt | None:
     """The worker's HTTP response as a receipt; None for 202 (the receipt comes later).
 
+    Any answer may carry ``X-Redisq-Cost``, ``X-Redisq-Available`` and ``X-Redisq-Bucket-Size``: what the downstream
+    said of the call (``lua/report_cost.lua``).
+
     2xx = success (a small JSON body is kept as the result); an answer marked
     ``X-Redisq-Permanent: true`` (the SDK's PermanentFailure) = permanent failure, whatever
     its status; a status in the worker's ``permanent_statuses`` (by default 400, 410, 422:
@@ -75,7 +78,10 @@ def receipt_from_response(job: ClaimedJob, resp: Response,
     if status == 202:
         return None
 
-    receipt = partial(Receipt, job.suffix, job.attempt, seq=job.seq)  # then the outcome and its fields
+    receipt = partial(Receipt, job.suffix, job.attempt, seq=job.seq,  # then the outcome and its fields
+                      actual_cost=reported_number(resp.headers.get(COST_HEADER.lower())),
+                      available=reported_number(resp.headers.get(AVAILABLE_HEADER.lower())),
+                      bucket_size=reported_number(resp.headers.get(BUCKET_SIZE_HEADER.lower())))
 
     if 200 <= status < 300:
         return receipt("success", result_json=result_json(resp.body) if not resp.truncated else "")
@@ -85,6 +91,15 @@ def receipt_from_response(job: ClaimedJob, resp: Response,
         return receipt("failure", error=_error_text(resp),
                        retry_after_ms=retry_after_ms(resp.headers.get("retry-after")))
     return receipt("failure", error=_error_text(resp))
+
+
+def reported_number(value: str | None) -> float | None:
+    """A report header (``X-Redisq-Cost``, ...): a number >= 0; None when absent or not one."""
+    try:
+        number = float(value) if value else None
+    except ValueError:
+        return None
+    return number if number is not None and math.isfinite(number) and number >= 0 else None
 
 
 def result_json(body: bytes) -> str:

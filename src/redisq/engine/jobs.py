@@ -135,13 +135,31 @@ class Jobs(WorkerBase):
         return Claim(jobs, integer(out[0]), bool(integer(out[1])), bool(integer(out[2])), _number(out[3]))
 
     async def settle(self, receipts: Sequence[Receipt]) -> list[str]:
-        """End attempts; one word per receipt (see ``lua/settle.lua``)."""
+        """End attempts; one word per receipt (see ``lua/settle.lua``). What a receipt reports
+        of the downstream (its cost, its level) is applied to the buckets first."""
+        for r in receipts:
+            if r.actual_cost is not None or r.available is not None:  # (a bucket_size alone says nothing)
+                await self.report_cost(r)
         args = self._policy_args()
         for r in receipts:
             args += [r.suffix, r.attempt, r.outcome, r.error, r.result_json, r.retry_after_ms, r.digest, r.seq,
                      r.status]
         out = await self.run("settle", [*self._attempt_keys(), *(self.keys.job(r.suffix) for r in receipts)], args)
         return [text(word) for word in replies(out)]
+
+    async def report_cost(self, receipt: Receipt) -> str:
+        """Apply what the downstream told the worker of one attempt's call (``lua/report_cost.lua``)."""
+        k = self.keys
+
+        def opt(value: float | None) -> str:
+            return "" if value is None else number_text(value)
+
+        out = await self.run("report_cost", [k.job(receipt.suffix), k.limits, k.bucket, k.buckets,
+                                             *(key for limit in self.shared_keys for key in limit.claim_keys)],
+                             [receipt.attempt, opt(receipt.actual_cost), opt(receipt.available),
+                              opt(receipt.bucket_size), k.key_bucket_prefix,
+                              *(arg for limit in self.shared_keys for arg in limit.claim_args)])
+        return text(out)
 
     async def hold_back(self, reports: Sequence[HoldBack]) -> int:
         """Hold throttle keys back for jobs written late after their claim (``lua/hold_back.lua``);

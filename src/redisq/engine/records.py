@@ -138,6 +138,12 @@ class Receipt:
     retry_after_ms: int = -1
     seq: int = 0  # of the job it answers; 0 = not checked
     status: int = 0  # the worker's HTTP status, for the job's history; 0 = none (no answer, a posted receipt)
+    # What the downstream told the worker (lua/report_cost.lua): the call's actual cost, and
+    # the downstream's own level of the key's bucket; None = not reported. Not in the digest:
+    # applied once per attempt whatever the receipt.
+    actual_cost: float | None = None
+    available: float | None = None
+    bucket_size: float | None = None  # the downstream bucket's, which ``available`` is of
 
     @property
     def digest(self) -> str:
