@@ -1,7 +1,7 @@
 """``python -m bench [--quick] [--processes 1,2] [--only STEP,...]``: the steps are ceiling,
-engine, http, e2e, cron, throttle, shopify, listing, quirrel and cluster.
+engine, http, e2e, cron, throttle, shopify, listing, quirrel, cluster and shared.
 
-Runs the nine steps in order and prints every figure beside a reference measured in the
+Runs the eleven steps in order and prints every figure beside a reference measured in the
 same run, then all of them again as a summary. See bench/README.md.
 """
 
@@ -19,11 +19,23 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from . import cluster, cron_lag, e2e, engine, http_client, listing, quirrel, redis_ceiling, shopify_spacing, throttle
+from . import (
+    cluster,
+    cron_lag,
+    e2e,
+    engine,
+    http_client,
+    listing,
+    quirrel,
+    redis_ceiling,
+    shared_limits,
+    shopify_spacing,
+    throttle,
+)
 from .procs import RedisProc
 from .report import FIGURES, NOTES, OtherLoad, loop_name
 
-STEPS = ("ceiling", "engine", "http", "e2e", "cron", "throttle", "shopify", "listing", "quirrel", "cluster")
+STEPS = ("ceiling", "engine", "http", "e2e", "cron", "throttle", "shopify", "listing", "quirrel", "cluster", "shared")
 
 
 def cpu_model() -> str:
@@ -122,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         if "cluster" in only:
             with OtherLoad() as load:
                 guarded("cluster", lambda: cluster.measure(args.quick))
+            print(f"  ({load.describe()})", flush=True)
+        if "shared" in only:
+            with OtherLoad() as load:
+                guarded("shared", lambda: shared_limits.measure(args.quick))
             print(f"  ({load.describe()})", flush=True)
 
     print(f"\nsummary ({time.monotonic() - started:.0f} s; {whole.describe()}):")

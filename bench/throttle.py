@@ -81,12 +81,18 @@ async def claim_cost(url: str, throttled_jobs: int, ready: int, per_key: int = 1
                 raise RuntimeError(f"claimed {claimed} of {ready} ready jobs")
             claims += 1
             claimed += got
-        wall_s = time.perf_counter() - started
-        calls, usec = await _script_usec(client)
-        await client.flushdb()
-        return usec / calls, wall_s * 1e6 / claims
+        return await per_claim(client, started, claims)
     finally:
         await client.aclose()
+
+
+async def per_claim(client: Any, started: float, claims: int) -> tuple[float, float]:
+    """(Redis µs, wall µs) per claim of ``claims`` made since ``started`` (``perf_counter``)
+    and since ``INFO commandstats`` was reset; the database is emptied after."""
+    wall_s = time.perf_counter() - started
+    calls, usec = await _script_usec(client)
+    await client.flushdb()
+    return usec / calls, wall_s * 1e6 / claims
 
 
 async def fairness_lag(url: str, busy_jobs: int, samples: int) -> tuple[dict[str, float], dict[str, float]]:
