@@ -13,6 +13,7 @@ import pytest
 
 from redisq.config import ConfigError, parse_config
 from redisq.engine import Engine
+from redisq.errors import ValidationError
 from redisq.keys import LimitKeys, WorkerKeys
 
 from test_store import request, success
@@ -235,3 +236,15 @@ async def test_a_report_counts_once_per_attempt(engine_redis):
     assert await engine.report_cost(replace(success(job), attempt=2, actual_cost=0)) == "stale"
     await engine.settle([replace(success(job), actual_cost=0)])
     assert 999 < await key_tokens(store, "shop") <= 1000
+
+
+async def test_a_cost_above_a_shared_limits_burst_is_refused_and_nothing_is_written(engine_redis):
+    store = shopify_store(engine_redis, workers=1, rate=50, burst=100)
+    await store.worker("job-0").ensure_limits()
+    with pytest.raises(ValidationError, match="cost: is 150, above the burst of 100 tokens of limit 'shopify'"):
+        await enqueue(store, "job-0", "shop", 1, cost=150)
+    with pytest.raises(ValidationError, match=r"jobs\[1\]\.cost: is 101, above the burst"):
+        await store.enqueue_many([request(store, worker="job-0", throttleKey="shop"),
+                                  request(store, worker="job-0", throttleKey="shop", cost=101)])
+    assert (await store.worker("job-0").state()).scheduled == 0
+    assert len(await enqueue(store, "job-0", "shop", 1, cost=100)) == 1

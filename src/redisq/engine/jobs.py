@@ -7,11 +7,12 @@ from __future__ import annotations
 import random
 import secrets
 from collections.abc import Sequence
+from functools import partial
 
 from ..connection import is_outage
 from ..errors import ConflictError, NotFoundError, UnavailableError, ValidationError
 from ..keys import job_id
-from ..limits import cost_refusal_text, number_text
+from ..limits import Limits, cost_refusal_text, number_text
 from ..model import EnqueueRequest, Job, JobState
 from ..types import ScriptArg, ScriptReply
 from .base import WorkerBase
@@ -59,6 +60,7 @@ class Jobs(WorkerBase):
         in the caller's batch of ``batch_size``, for error messages."""
         positions = list(range(len(requests))) if positions is None else positions
         batch_size = len(requests) if batch_size is None else batch_size
+        await self._refuse_costs_above_shared_bursts(requests, positions, batch_size)
         results: list[tuple[Job, bool]] = []
         wake = False
         for start in range(0, len(requests), ENQUEUE_CHUNK):
@@ -70,6 +72,23 @@ class Jobs(WorkerBase):
         if wake:
             await self.notify.enqueued({self.name})
         return results, wake
+
+    async def _refuse_costs_above_shared_bursts(self, requests: Sequence[EnqueueRequest], positions: Sequence[int],
+                                                batch_size: int) -> None:
+        """A job whose cost is above the burst of a shared limit its worker names could never
+        run: refused before anything is written (the live limits read just before; the claim
+        takes at most a burst's tokens of a job whose limit was lowered since)."""
+        costly = [(i, r) for i, r in zip(positions, requests, strict=True) if r.cost > 1]
+        if not costly or not self.shared_keys:
+            return
+        for keys in self.shared_keys:
+            limits = Limits.from_fields(await self.read(partial(self.redis.hgetall, keys.limits)))
+            for i, r in costly:
+                refusal = limits.cost_refusal(r.cost)
+                if refusal is not None:
+                    where = f"jobs[{i}]." if batch_size > 1 else ""
+                    raise ValidationError(f"{where}cost: {refusal} of limit {keys.name!r}, so it could never run",
+                                          field="cost", index=i if batch_size > 1 else None)
 
     async def _enqueue_chunk(self, chunk: Sequence[EnqueueRequest], positions: Sequence[int],
                              batch_size: int) -> tuple[list[tuple[Job, bool]], bool]:
