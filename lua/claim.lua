@@ -163,7 +163,13 @@ local function serve(throttle_key, share)
   for _, limit in ipairs(shared) do
     limit.tokens = nil
     if limit.rate then
-      local b = redis.call('HMGET', limit.key_bucket_prefix .. throttle_key, 'tokens', 'updated_ms', 'taken')
+      local b = redis.call('HMGET', limit.key_bucket_prefix .. throttle_key, 'tokens', 'updated_ms', 'taken',
+        'paused_until_ms')
+      -- Back-pressure that another worker's call met (report_cost.lua): the key waits for all.
+      if tonumber(b[4]) and tonumber(b[4]) > now then
+        if redis.call('ZCARD', queue_key) == 0 then return nil end
+        return tonumber(b[4])
+      end
       limit.tokens = bucket_level(b[1], b[2], limit.rate, limit.burst, now)
       limit.taken = tonumber(b[3]) or 0  -- tokens taken from it so far (see report_cost.lua)
     end

@@ -13,12 +13,17 @@
 --     headroom the burst keeps below the size (39 of Shopify's 40) is kept below it too.
 --     It applies to the key's buckets of the shared limits the worker names, or to the
 --     worker's own key bucket when it names none.
+-- Also what the call's answer means for the shared limits the worker names: back-pressure
+-- (a 429 or 503 with Retry-After) pauses the key's bucket of each until then, for every
+-- worker naming it, as settle pauses the worker's own; a call returned unsent cost the
+-- downstream nothing (scope 'shared': settle gives the worker's own buckets back).
 -- Once per attempt: a repeated report changes nothing.
 -- KEYS: the job, the worker's limits hash, worker bucket, buckets zset (throttle key -> when
 --   its bucket is full), then per shared limit the worker names LimitKeys.claim_keys
 -- ARGV: the attempt, the actual cost ('' = not reported), the downstream's level ('' = not
---   reported), the downstream bucket's size ('' = not reported), the worker's key bucket
---   prefix, then per shared limit LimitKeys.claim_args
+--   reported), the downstream bucket's size ('' = not reported), retry_after_ms (-1 = no
+--   back-pressure), scope ('all' | 'shared': the shared limits' buckets only), the worker's
+--   key bucket prefix, then per shared limit LimitKeys.claim_args
 -- Returns 'applied' | 'duplicate' | 'stale' (another attempt runs, or the job is gone).
 --!include common
 --!include shared
@@ -26,8 +31,8 @@
 local KEYS = keys_past_probes(KEYS)
 local job_key, limits_key, worker_bucket_key, buckets_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local attempt, actual, available = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local bucket_size, key_bucket_prefix = tonumber(ARGV[4]), ARGV[5]
-local shared = read_shared_limits(KEYS, 5, ARGV, 6, (#KEYS - 4) / SHARED_KEYS)
+local bucket_size, retry_after_ms, scope, key_bucket_prefix = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local shared = read_shared_limits(KEYS, 5, ARGV, 8, (#KEYS - 4) / SHARED_KEYS)
 
 local job = redis.call('HMGET', job_key, 'attempts', 'cost', 'throttle_key', 'cost_reported')
 if not job[1] or tonumber(job[1]) ~= attempt then return 'stale' end
@@ -73,17 +78,23 @@ local function adjusted(bucket_key, rate, burst, level_applies, taken_mark_field
   return tokens
 end
 
-if limits.rate then
+if limits.rate and scope == 'all' then
   local tokens = adjusted(key_bucket_prefix .. throttle_key, limits.rate, limits.burst, not downstream_is_shared, nil)
   redis.call('PERSIST', key_bucket_prefix .. throttle_key)
   redis.call('ZADD', buckets_key, now + math.ceil((limits.burst - tokens) * 1000 / limits.rate), throttle_key)
 end
-if limits.total_rate and actual then adjusted(worker_bucket_key, limits.total_rate, limits.total_burst, false, nil) end
+if limits.total_rate and actual and scope == 'all' then adjusted(worker_bucket_key, limits.total_rate, limits.total_burst, false, nil) end
 for _, limit in ipairs(shared) do
   if limit.rate then
     local bucket_key = limit.key_bucket_prefix .. throttle_key
     local tokens = adjusted(bucket_key, limit.rate, limit.burst, true, 'taken:' .. limit.name)
     local ttl_ms = math.ceil((limit.burst - tokens) * 1000 / limit.rate) + 1000
+    if retry_after_ms >= 0 then
+      local until_ms = now + retry_after_ms
+      local previous = tonumber(redis.call('HGET', bucket_key, 'paused_until_ms'))
+      if previous == nil or previous < until_ms then redis.call('HSET', bucket_key, 'paused_until_ms', until_ms) end
+      ttl_ms = math.max(ttl_ms, until_ms - now + 1000)
+    end
     redis.call('PEXPIRE', bucket_key, ttl_ms)
     redis.call('PEXPIRE', bucket_key .. REPORTED_SUFFIX, ttl_ms)
   end

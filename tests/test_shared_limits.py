@@ -248,3 +248,24 @@ async def test_a_cost_above_a_shared_limits_burst_is_refused_and_nothing_is_writ
                                   request(store, worker="job-0", throttleKey="shop", cost=101)])
     assert (await store.worker("job-0").state()).scheduled == 0
     assert len(await enqueue(store, "job-0", "shop", 1, cost=100)) == 1
+
+
+async def test_back_pressure_one_worker_met_holds_the_key_for_every_worker_naming_the_limit(engine_redis):
+    store = shopify_store(engine_redis, workers=2, rate=100, burst=100)
+    job = await claimed_one(store, "job-0", "shop")
+    await enqueue(store, "job-1", "shop", 1)
+    (other,) = await enqueue(store, "job-1", "other-shop", 1)
+    throttled = replace(success(job), outcome="failure", error="HTTP 429", retry_after_ms=300, status=429)
+    assert await store.worker("job-0").settle([throttled]) == ["retrying"]
+    assert await claim(store, "job-1") == [other]  # the shop waits, whichever worker's; others go on
+    await asyncio.sleep(0.35)
+    assert len(await claim(store, "job-1")) == 1
+
+
+async def test_a_job_returned_unsent_gives_the_shared_tokens_back(engine_redis):
+    store = shopify_store(engine_redis, workers=1, rate=0.001, burst=10)
+    job = await claimed_one(store, "job-0", "shop", cost=4)
+    assert 5.9 < await key_tokens(store, "shop") < 6.1
+    unsent = replace(success(job), outcome="unsent", error="not sent: its send window passed")
+    assert await store.worker("job-0").settle([unsent]) == ["returned"]
+    assert 9.9 < await key_tokens(store, "shop") <= 10

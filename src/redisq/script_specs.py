@@ -118,7 +118,8 @@ SPECS: dict[str, ScriptSpec] = {spec.name: spec for spec in (
     ScriptSpec("set_limits", ("limits", "throttle_keys"), ("mode",), item_args=("field", "value"),
                answers="the limits hash after the change"),
     ScriptSpec("report_cost", ("job", "limits", "bucket", "buckets"),
-               ("attempt", "actual_cost", "available", "bucket_size", "key_bucket_prefix"),
+               ("attempt", "actual_cost", "available", "bucket_size", "retry_after_ms", "scope",
+                "key_bucket_prefix"),
                item_keys=SHARED_LIMIT_KEYS, item_args=SHARED_LIMIT_ARGS,  # per shared limit the worker names
                answers="'applied' | 'duplicate' | 'stale'"),
     ScriptSpec("limit_state", ("limits", "bucket", "running", "paused_keys", "key_bucket"), ("most",),

@@ -4,6 +4,7 @@ trip, correct with any number of coordinators on the same Redis."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import secrets
 from collections.abc import Sequence
@@ -159,6 +160,10 @@ class Jobs(WorkerBase):
         for r in receipts:
             if r.actual_cost is not None or r.available is not None:  # (a bucket_size alone says nothing)
                 await self.report_cost(r)
+            elif self.shared_keys and r.outcome == "unsent":  # it cost the downstream nothing
+                await self.report_cost(dataclasses.replace(r, actual_cost=0), scope="shared")
+            elif self.shared_keys and r.retry_after_ms >= 0:  # back-pressure: the shared key pauses too
+                await self.report_cost(r)
         args = self._policy_args()
         for r in receipts:
             args += [r.suffix, r.attempt, r.outcome, r.error, r.result_json, r.retry_after_ms, r.digest, r.seq,
@@ -166,8 +171,10 @@ class Jobs(WorkerBase):
         out = await self.run("settle", [*self._attempt_keys(), *(self.keys.job(r.suffix) for r in receipts)], args)
         return [text(word) for word in replies(out)]
 
-    async def report_cost(self, receipt: Receipt) -> str:
-        """Apply what the downstream told the worker of one attempt's call (``lua/report_cost.lua``)."""
+    async def report_cost(self, receipt: Receipt, scope: str = "all") -> str:
+        """Apply what the downstream told the worker of one attempt's call, and its
+        back-pressure to the shared limits (``lua/report_cost.lua``); ``scope`` "shared": to
+        the shared limits' buckets only."""
         k = self.keys
 
         def opt(value: float | None) -> str:
@@ -176,7 +183,7 @@ class Jobs(WorkerBase):
         out = await self.run("report_cost", [k.job(receipt.suffix), k.limits, k.bucket, k.buckets,
                                              *(key for limit in self.shared_keys for key in limit.claim_keys)],
                              [receipt.attempt, opt(receipt.actual_cost), opt(receipt.available),
-                              opt(receipt.bucket_size), k.key_bucket_prefix,
+                              opt(receipt.bucket_size), receipt.retry_after_ms, scope, k.key_bucket_prefix,
                               *(arg for limit in self.shared_keys for arg in limit.claim_args)])
         return text(out)
 
