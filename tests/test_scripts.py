@@ -210,8 +210,10 @@ def test_the_scripts_that_move_jobs_on_or_free_memory_run_at_maxmemory_and_no_ot
     # refused at their first write (tests/faults/test_maxmemory.py shows both)
     flagged = {name for name in (*SCRIPT_NAMES, *SCHEDULE_SCRIPT_NAMES)
                if load_script(name).source.startswith(f"{FLAGS_LINE} flags=allow-oom\n")}
+    # report_cost goes before the settle it belongs to (a refused one would hold the settle
+    # back); pause_limit_key is an operator's pause of a shared limit's key, as set_limits
     assert flagged == {"claim", "settle", "reap", "purge", "cancel", "heartbeat", "hold_back", "set_limits",
-                       "schedule_pause", "schedule_delete", "retry", "delete"}
+                       "schedule_pause", "schedule_delete", "retry", "delete", "report_cost", "pause_limit_key"}
 
 
 def test_the_embedded_store_gets_the_flags_line_as_a_comment_with_the_line_numbers_kept():

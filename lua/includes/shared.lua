@@ -5,7 +5,8 @@
 --!include limits
 
 -- Per limit, claim is given these KEYS and ARGV after its own (LimitKeys.claim_keys, claim_args).
-local SHARED_KEYS, SHARED_ARGS = 4, 3
+local SHARED_KEYS = 4
+local SHARED_ARGS = 3
 
 -- How long the worker whose turn it is for a key may leave the key's tokens untaken before
 -- the turn passes on (its coordinators are gone, or its jobs wait for something else).

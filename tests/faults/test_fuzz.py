@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 
 from redisq.api.app import routes
 from redisq.api.openapi import routed_operations
+from redisq.config import LimitConfig
 from redisq.security import receipt_token
 
 from test_api import WORKER, Api, running_api, worker_config
@@ -41,6 +42,8 @@ REPORT = os.environ.get("REDISQ_FUZZ_REPORT") == "1"
 SECRET = "fuzz-secret"
 KNOWN_JOB = f"{WORKER}:known"
 KNOWN_SCHEDULE = f"{WORKER}:known-schedule"
+LIMIT = "shopify"  # the worker names this shared limit too
+SHOPIFY = LimitConfig(LIMIT, rate=2, burst=39)
 # Values that JSON text carries but a Python value cannot be dumped as: spliced in as text.
 RAW_NUMBERS = {"__1e400__": "1e400", "__-1e400__": "-1e400", "__NaN__": "NaN", "__2e1024__": str(2**1024),
                "__huge__": "9" * 4000}
@@ -105,7 +108,9 @@ schedule_body = st.builds(lambda w, c, rest: {"worker": w, "cron": c, **rest}, w
 patch_body = optional({name: st.one_of(numeric_field, st.none()) for name in
                        ("rate", "burst", "concurrency", "timeout", "totalRate", "totalBurst")})
 receipt_body = optional({"status": mostly(st.sampled_from(["success", "failure"]), scalars),
-                         "error": json_values, "result": json_values, "retry": scalars, "retryAfter": numeric_field})
+                         "error": json_values, "result": json_values, "retry": scalars, "retryAfter": numeric_field,
+                         "cost": numeric_field, "available": numeric_field, "bucketSize": numeric_field})
+pause_key_body = optional({"key": st.one_of(st.sampled_from(["shop-a", "", "x" * 201]), texts, scalars)})
 junk_body = st.one_of(json_values, st.just(None))
 states = mostly(st.sampled_from(["scheduled", "running", "retrying", "succeeded", "dead", "cancelled"]), texts,
                 tenths=8)
@@ -126,6 +131,9 @@ bodies = {
                                                                                             junk_body), max_size=4)),
                                  optional({"jobs": json_values}), junk_body),
     ("PATCH", "/workers/{name}"): mostly(patch_body, junk_body, tenths=9),
+    ("PATCH", "/limits/{name}"): mostly(patch_body, junk_body, tenths=9),
+    ("POST", "/limits/{name}/pause"): mostly(pause_key_body, junk_body, tenths=8),
+    ("POST", "/limits/{name}/resume"): mostly(pause_key_body, junk_body, tenths=8),
     ("POST", "/job/{id}/receipt"): mostly(receipt_body, junk_body, tenths=9),
     ("POST", "/job/{id}/retry"): mostly(optional({"args": json_values, "runAt": scalars, "delay": numeric_field}),
                                         junk_body, tenths=8),
@@ -144,6 +152,8 @@ PATH_PARAMS: dict[str, dict[str, st.SearchStrategy[str]]] = {
     "/workers/{name}/pause": {"name": mostly(st.just(WORKER), texts)},
     "/workers/{name}/resume": {"name": mostly(st.just(WORKER), texts)},
     "/workers/{name}/keys": {"name": mostly(st.just(WORKER), texts)},
+    **{route: {"name": mostly(st.just(LIMIT), texts)}
+       for route in ("/limits/{name}", "/limits/{name}/pause", "/limits/{name}/resume")},
     "/schedule/{id}": {"id": schedule_ids}, "/schedule/{id}/pause": {"id": schedule_ids},
     "/schedule/{id}/resume": {"id": schedule_ids},
     "/job/{id}/retry": {"id": job_ids},
@@ -268,7 +278,9 @@ def test_no_route_answers_5xx_and_every_route_still_answers(store, request):
         else:
             import fakeredis
             redis = fakeredis.aioredis.FakeRedis(server=fakeredis.FakeServer())
-        context = running_api(redis, dispatch=False, worker=worker_config(rate=2.0, burst=10), secret=SECRET)
+        context = running_api(redis, dispatch=False, worker=worker_config(rate=2.0, burst=10, limits=(LIMIT,),
+                                                                          slot=LIMIT, shared_limits=(SHOPIFY,)),
+                              secret=SECRET, limits={LIMIT: SHOPIFY})
         api = runner.run(context.__aenter__())
         try:
             runner.run(prepare(api))
