@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from test_resilience import client, processes, start_redis  # noqa: F401
+from test_resilience import client, start_redis  # noqa: F401
 from test_shared_shopify import JOB_TYPES, start_coordinators
 from test_shopify import SHOPS, ShopifyWorker
 

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from redis_server import free_port
-from test_resilience import SECRET, clean_env, client, processes, start_coordinator, start_redis  # noqa: F401
+from test_resilience import SECRET, client, start_coordinator, start_redis  # noqa: F401
 from test_shopify import BUCKET, SHOPS, ShopifyWorker, check_every_shop_at_two_per_second, wait_served
 
 JOB_TYPES = ["sync-orders", "sync-products", "push-inventory"]
