@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from redis_cluster import RedisCluster
 
 from redisq.config import Config, WorkerConfig
+from redisq.connection import ClusterClient, connect
 from redisq.engine import Engine, Receipt
 from redisq.errors import UnavailableError
 from redisq.keys import WorkerKeys
@@ -46,8 +47,9 @@ def make_engine(client: Any, **limits: Any) -> Engine:
 
 
 @pytest.fixture
-async def cluster_client(cluster: RedisCluster) -> AsyncIterator[aioredis.RedisCluster]:
-    client = aioredis.RedisCluster.from_url(cluster.url)
+async def cluster_client(cluster: RedisCluster) -> AsyncIterator[ClusterClient]:
+    client = connect(cluster.url, cluster=True)  # the client `serve` runs on a cluster
+    assert isinstance(client, ClusterClient)
     await client.initialize()
     await client.flushall(target_nodes=aioredis.RedisCluster.PRIMARIES)
     try:
@@ -127,7 +129,7 @@ async def slot_contents(cluster: RedisCluster, slot: int) -> dict[str, bytes]:
 
 
 async def test_no_script_runs_while_the_slot_is_held_mid_move_and_all_run_after(
-        cluster_client: aioredis.RedisCluster, cluster: RedisCluster) -> None:
+        cluster_client: ClusterClient, cluster: RedisCluster) -> None:
     """The case that lost jobs: every key a claim names exists (a job is running, the
     buckets are written, the claim's reply key is there), the slot is marked MIGRATING with
     no key moved yet, and a claim empties the queue. It used to set the jobs running, then
@@ -171,7 +173,7 @@ async def test_no_script_runs_while_the_slot_is_held_mid_move_and_all_run_after(
     assert await engine.redis.zcard(KEYS.running) == 0
 
 
-async def test_a_live_reshard_while_jobs_flow_loses_nothing(cluster_client: aioredis.RedisCluster,
+async def test_a_live_reshard_while_jobs_flow_loses_nothing(cluster_client: ClusterClient,
                                                            cluster: RedisCluster) -> None:
     """Jobs are enqueued in batches and claimed and settled by two loops while the worker's
     slot moves to another master and back. Afterwards every job has succeeded at its first
