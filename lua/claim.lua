@@ -17,8 +17,9 @@
 -- (which every worker naming the limit draws on, in turn: lua/includes/shared.lua).
 -- A claim that took jobs keeps its answer under its reply key: a repeat of the call (its
 -- answer was lost) returns the same jobs, so a lost answer never costs an attempt.
--- Returns {wait_ms, capped, rated, total_slack_ms, then 9 per claimed job: suffix, attempt,
---   timeout_ms, args, seq, throttle_key, cost, key_slack_ms, run_at_ms}
+-- Returns {wait_ms, capped, rated, total_slack_ms, shared_total_slacks, then 10 per claimed
+--   job: suffix, attempt, timeout_ms, args, seq, throttle_key, cost, key_slack_ms, run_at_ms,
+--   shared_key_slacks}
 --   wait_ms  0: more jobs may be due now;  > 0: the next job or token is due in that many ms;
 --           -1: nothing is scheduled;      -2: every concurrency slot is taken (look again after a settle);
 --           -3: the worker is paused by an operator (look again after a resume).
@@ -29,6 +30,9 @@
 --   total_slack_ms, key_slack_ms  how long the worker-wide bucket and the job's key's bucket
 --            would have taken to fill up when this claim drew on them ('' = no such bucket):
 --            a job written later than that after the claim holds them back (hold_back.lua).
+--   shared_total_slacks, shared_key_slacks  the same for each shared limit's bucket over all
+--            keys and its bucket of the job's key, comma-separated in the order of the
+--            shared limits given ('' for a limit without that bucket).
 --!include common
 --!include jobs
 --!include limits
@@ -50,15 +54,15 @@ if reply_ttl_ms > 0 then
     -- that start again now (its answer came late); the others (cancelled or reaped since)
     -- are left out.
     local now = server_now_ms()
-    local out, leases = {first[1], first[2], first[3], first[4]}, {}
-    for i = 5, #first, 9 do
+    local out, leases = {first[1], first[2], first[3], first[4], first[5]}, {}
+    for i = 6, #first, 10 do
       local suffix, attempt, timeout_ms = first[i], tonumber(first[i + 1]), tonumber(first[i + 2])
       local job = redis.call('HMGET', job_prefix .. suffix, 'state', 'attempts')
       if job[1] == 'running' and tonumber(job[2]) == attempt then
         redis.call('HSET', job_prefix .. suffix, 'lease_deadline_ms', now + timeout_ms)
         leases[#leases + 1] = now + timeout_ms
         leases[#leases + 1] = suffix
-        for j = i, i + 8 do out[#out + 1] = first[j] end
+        for j = i, i + 9 do out[#out + 1] = first[j] end
       end
     end
     call_in_slices('ZADD', running_key, leases, 2)
@@ -74,9 +78,9 @@ for _, limit in ipairs(shared) do
   if limit.rate or limit.total_rate then rated = 1 end
 end
 local now = server_now_ms()
-if limits.paused then return {-3, capped, rated, ''} end
+if limits.paused then return {-3, capped, rated, '', ''} end
 for _, limit in ipairs(shared) do
-  if limit.paused then return {-3, capped, rated, ''} end
+  if limit.paused then return {-3, capped, rated, '', ''} end
 end
 
 -- A worker that answered 429 or 503 with Retry-After for a job without a throttle key.
@@ -88,13 +92,13 @@ local allowed = most
 local free_slots = nil
 if limits.concurrency then
   free_slots = limits.concurrency - redis.call('ZCARD', running_key)
-  if free_slots <= 0 then return {-2, capped, rated, ''} end
+  if free_slots <= 0 then return {-2, capped, rated, '', ''} end
   allowed = math.min(allowed, free_slots)
 end
 for _, limit in ipairs(shared) do
   if limit.concurrency then
     local free = limit.concurrency - shared_in_flight(limit)
-    if free <= 0 then return {-2, capped, rated, ''} end
+    if free <= 0 then return {-2, capped, rated, '', ''} end
     allowed = math.min(allowed, free)
     free_slots = math.min(free_slots or free, free)
   end
@@ -115,13 +119,21 @@ local function slack_ms(tokens, rate, burst)
   return string.format('%.3f', math.max(0, burst - tokens) * 1000 / rate)
 end
 
-local out = {0, capped, rated, ''}
+local out = {0, capped, rated, '', ''}
 if total_tokens ~= nil then out[4] = slack_ms(total_tokens, limits.total_rate, limits.total_burst) end
+local shared_total_slacks = {}
+for n, limit in ipairs(shared) do
+  shared_total_slacks[n] = ''
+  if limit.total_tokens ~= nil then
+    shared_total_slacks[n] = slack_ms(limit.total_tokens, limit.total_rate, limit.total_burst)
+  end
+end
+out[5] = table.concat(shared_total_slacks, ',')
 local claimed = 0
 
 local leases = {}  -- ZADD arguments for the running zset: lease deadline, suffix, ...
 
-local function take(job_key, suffix, job, timeout_ms, throttle_key, cost, key_slack_ms, run_at)
+local function take(job_key, suffix, job, timeout_ms, throttle_key, cost, key_slack_ms, run_at, shared_key_slacks)
   local attempt = (tonumber(job[6]) or 0) + 1
   local lease_deadline_ms = now + timeout_ms
   redis.call('HSET', job_key, 'state', 'running', 'attempts', attempt, 'lease_deadline_ms', lease_deadline_ms,
@@ -140,6 +152,7 @@ local function take(job_key, suffix, job, timeout_ms, throttle_key, cost, key_sl
   out[#out + 1] = cost
   out[#out + 1] = key_slack_ms
   out[#out + 1] = run_at  -- when it was due: the dispatch's lag behind it is measured from here
+  out[#out + 1] = shared_key_slacks
   claimed = claimed + 1
 end
 
@@ -178,6 +191,12 @@ local function serve(throttle_key, share)
   if limits.rate then tokens = bucket_level(bucket[1], bucket[2], limits.rate, limits.burst, now) end
   local key_slack_ms = ''
   if tokens ~= nil then key_slack_ms = slack_ms(tokens, limits.rate, limits.burst) end
+  local shared_key_slacks = {}
+  for n, limit in ipairs(shared) do
+    shared_key_slacks[n] = ''
+    if limit.tokens ~= nil then shared_key_slacks[n] = slack_ms(limit.tokens, limit.rate, limit.burst) end
+  end
+  shared_key_slacks = table.concat(shared_key_slacks, ',')
   -- The first share + 1 jobs of the key, in order: what it may take, and the one after.
   local entries = redis.call('ZRANGE', queue_key, 0, share, 'WITHSCORES')
   local done = {}  -- members leaving the queue: taken, or with no hash left
@@ -248,7 +267,7 @@ local function serve(throttle_key, share)
       end
       done[#done + 1] = member
       take(job_key, suffix, job, tonumber(job[3]) or limits.timeout_ms or DEFAULT_TIMEOUT_MS, throttle_key,
-        tostring(cost), key_slack_ms, run_at)
+        tostring(cost), key_slack_ms, run_at, shared_key_slacks)
       taken = taken + 1
       if tokens ~= nil then tokens = tokens - cost end
       if total_cost ~= nil then total_tokens = total_tokens - total_cost end

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from redisq.config import Backoff, Config, WorkerConfig
+from redisq.config import Backoff, Config, WorkerConfig, parse_config
 from redisq.coordinator import Coordinator
 from redisq.engine import Engine, HoldBack, Receipt
 from redisq.model import JobState, parse_enqueue
@@ -73,10 +73,20 @@ def burst_int(burst: float) -> int:
     return max(1, int(burst))
 
 
+def paced(worker: WorkerConfig, send_window_s: float) -> Config:
+    return Config(secret=SECRET, shutdown_grace_s=0.5, send_window_s=send_window_s, workers={worker.name: worker})
+
+
+def sharing(limit: dict[str, Any], workers: list[str], send_window_s: float) -> Config:
+    """Workers that name one shared limit, ``[limits.shopify]``, and have no limits of their own."""
+    return parse_config({"secret": SECRET, "shutdown_grace": 0.5, "send_window": send_window_s,
+                         "limits": {"shopify": limit},
+                         "workers": {name: {"url": "http://shopify.test/", "limits": ["shopify"], "timeout": 5}
+                                     for name in workers}})
+
+
 @contextlib.asynccontextmanager
-async def running(redis: Any, transport: SlowWriter, worker: WorkerConfig,
-                  send_window_s: float) -> AsyncIterator[Coordinator]:
-    config = Config(secret=SECRET, shutdown_grace_s=0.5, send_window_s=send_window_s, workers={worker.name: worker})
+async def running(redis: Any, transport: SlowWriter, config: Config) -> AsyncIterator[Coordinator]:
     coordinator = Coordinator(config, redis=redis, transport=transport)
     await coordinator.start()
     try:
@@ -85,16 +95,17 @@ async def running(redis: Any, transport: SlowWriter, worker: WorkerConfig,
         await coordinator.stop()
 
 
-async def run_jobs(redis: Any, transport: SlowWriter, worker: WorkerConfig, count: int, send_window_s: float,
+async def run_jobs(redis: Any, transport: SlowWriter, config: Config, count: int,
                    throttle_key: str = "shop-a") -> list[dict[str, Any]]:
-    async with running(redis, transport, worker, send_window_s) as coordinator:
-        requests = [parse_enqueue({"worker": worker.name, "throttleKey": throttle_key, "args": {"n": n}},
-                                  {worker.name: worker}) for n in range(count)]
+    """``count`` jobs of ``throttle_key`` for each worker of ``config``, run to their end."""
+    async with running(redis, transport, config) as coordinator:
+        requests = [parse_enqueue({"worker": name, "throttleKey": throttle_key, "args": {"n": n}}, config.workers)
+                    for n in range(count) for name in config.workers]
         results, wake = await coordinator.engine.enqueue_many(requests)
         await coordinator.enqueued(wake)
         deadline = time.monotonic() + 30
-        while len(transport.written) < count:
-            assert time.monotonic() < deadline, f"{len(transport.written)} of {count} written within 30 s"
+        while len(transport.written) < len(requests):
+            assert time.monotonic() < deadline, f"{len(transport.written)} of {len(requests)} written within 30 s"
             await asyncio.sleep(0.02)
         return [(await coordinator.engine.get(job.id)).to_json() for job, _ in results]
 
@@ -105,13 +116,27 @@ async def test_calls_written_late_or_not_at_all_still_keep_to_the_bucket(engine_
     rate, burst, count = 20.0, 1, 40
     worker = WorkerConfig(name="shopify", url="http://shopify.test/", rate=rate, burst=burst, timeout_s=5)
     transport = SlowWriter(max_delay_s=0.08)
-    jobs = await run_jobs(engine_redis, transport, worker, count, send_window_s=0.05)
+    jobs = await run_jobs(engine_redis, transport, paced(worker, send_window_s=0.05), count)
     assert transport.unsent > 0, "some calls should have missed the 50 ms window"
     times = [t for t, _, _ in transport.written]
     # The writes keep to the bucket within the send window: the window is what a call may
     # be late by without holding its key back by as much.
     assert overflow(times, rate, burst, slack_s=0.05) == []
     # Every job ran once; a call that was not sent was not counted as a failed attempt.
+    assert sorted(job_id for _, job_id, _ in transport.written) == sorted(job["id"] for job in jobs)
+    assert all(job["state"] == "succeeded" for job in jobs), [job["state"] for job in jobs]
+
+
+async def test_calls_of_workers_sharing_a_limit_written_late_still_keep_to_its_bucket(engine_redis):
+    # As above, for two workers that have no limits of their own and draw on one shared
+    # bucket per key: a late write holds back the shared bucket, which both draw on.
+    rate, burst, count = 20.0, 1, 20
+    transport = SlowWriter(max_delay_s=0.08)
+    jobs = await run_jobs(engine_redis, transport, sharing({"rate": rate, "burst": burst}, ["orders", "products"],
+                                                           send_window_s=0.05), count)
+    assert transport.unsent > 0, "some calls should have missed the 50 ms window"
+    times = [t for t, _, _ in transport.written]
+    assert overflow(times, rate, burst, slack_s=0.05) == []
     assert sorted(job_id for _, job_id, _ in transport.written) == sorted(job["id"] for job in jobs)
     assert all(job["state"] == "succeeded" for job in jobs), [job["state"] for job in jobs]
 
@@ -130,7 +155,7 @@ async def test_a_late_burst_holds_the_keys_next_calls_back_by_its_lateness(engin
             return await super().post(url, body, headers, timeout_s, window)
 
     transport = Late(max_delay_s=0.0)
-    await run_jobs(engine_redis, transport, worker, count, send_window_s=0.2)
+    await run_jobs(engine_redis, transport, paced(worker, send_window_s=0.2), count)
     assert transport.unsent == 0
     times = sorted(t for t, _, _ in transport.written)
     assert overflow(times, rate, burst, slack_s=0.005) == [], [round(t - times[0], 3) for t in times]
@@ -208,6 +233,31 @@ async def test_a_late_burst_from_a_full_bucket_takes_back_the_refill_of_its_late
     assert await store.hold_back(w, [HoldBack("key", "shop-a", 5000.0, 1.0, 400)]) == 0
 
 
+async def test_a_late_burst_from_a_full_shared_bucket_holds_back_every_worker_naming_it(engine_redis):
+    config = sharing({"rate": 2, "burst": 10}, ["orders", "products"], send_window_s=0.05)
+    store = Engine(engine_redis, config)
+    await store.enqueue_many([parse_enqueue({"worker": name, "throttleKey": "shop-a", "args": {"n": n}},
+                                            config.workers) for name, n in [("orders", n) for n in range(10)]
+                              + [("products", 0), ("products", 1)]])
+    claimed_at = time.monotonic()
+    claim = await store.worker("orders").claim(100)
+    assert len(claim.jobs) == 10 and claim.rated
+    # The worker has no bucket of its own; the shared bucket of shop-a was full.
+    assert claim.jobs[0].key_slack_ms is None and claim.jobs[0].shared_key_slack_ms == (("shopify", 0.0),)
+    # Written 400 ms late: the other worker's next call for shop-a waits 900 ms after the claim, not 500.
+    held = await store.worker("orders").hold_back([HoldBack("limit-key", "shop-a", 0.0, 10.0, 400, "shopify")])
+    assert held == 1
+    after = await store.worker("products").claim(100)
+    since_claim_ms = (time.monotonic() - claimed_at) * 1000
+    assert after.jobs == [] and after.wait_ms + since_claim_ms >= 890, (after.wait_ms, since_claim_ms)
+    await asyncio.sleep(after.wait_ms / 1000 + 0.02)
+    assert len((await store.worker("products").claim(100)).jobs) == 1
+    # A report for a shared bucket that had slack to spare takes nothing; nor one of a limit
+    # the worker does not name.
+    slack = HoldBack("limit-key", "shop-a", 5000.0, 1.0, 400, "shopify")
+    assert await store.worker("orders").hold_back([slack, HoldBack("limit-key", "shop-a", 0.0, 1.0, 400, "other")]) == 0
+
+
 # -- the transport: too late means nothing is written -----------------------------------------------
 
 
@@ -245,7 +295,7 @@ async def test_a_call_with_slack_to_spare_is_written_however_late_and_holds_noth
                 self.late_unsent += self.unsent - unsent
 
     transport = LateAfterTheBurst(max_delay_s=0.0)
-    await run_jobs(engine_redis, transport, worker, 14, send_window_s=0.05)
+    await run_jobs(engine_redis, transport, paced(worker, send_window_s=0.05), 14)
     assert transport.late_unsent == 0
 
 

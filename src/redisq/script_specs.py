@@ -79,8 +79,8 @@ SPECS: dict[str, ScriptSpec] = {spec.name: spec for spec in (
                (*QUEUE_KEYS, "running", "bucket", "dispatched", "buckets", "reply", "reply"),
                (*QUEUE_ARGS, "job_prefix", "most", "reply_ttl_ms", "claimer", "worker"),
                item_keys=SHARED_LIMIT_KEYS, item_args=SHARED_LIMIT_ARGS,  # per shared limit the worker names
-               answers="{wait_ms, capped, rated, total_slack_ms, per job: suffix, attempt, timeout_ms, args, seq, "
-                       "throttle_key, cost, key_slack_ms, run_at_ms}"),
+               answers="{wait_ms, capped, rated, total_slack_ms, shared_total_slacks, per job: suffix, attempt, "
+                       "timeout_ms, args, seq, throttle_key, cost, key_slack_ms, run_at_ms, shared_key_slacks}"),
     ScriptSpec("settle", ATTEMPT_KEYS, RETRY_POLICY_ARGS, item_keys=("job",),
                item_args=("suffix", "attempt", "outcome", "error", "result", "retry_after_ms", "digest", "seq",
                           "status"),
@@ -88,8 +88,8 @@ SPECS: dict[str, ScriptSpec] = {spec.name: spec for spec in (
                        "cancelled | missing"),
     ScriptSpec("reap", ATTEMPT_KEYS, (*RETRY_POLICY_ARGS, "most", "not_after_ms"),
                answers="{reaped, wait_ms, per attempt ended: suffix, attempt, retrying | dead}"),
-    ScriptSpec("hold_back", (*QUEUE_KEYS, "bucket"), QUEUE_ARGS,
-               item_args=("bucket_kind", "throttle_key", "slack_ms", "cost", "late_ms"),
+    ScriptSpec("hold_back", (*QUEUE_KEYS, "bucket"), (*QUEUE_ARGS, "reports"),
+               item_keys=SHARED_LIMIT_KEYS, item_args=SHARED_LIMIT_ARGS,  # per shared limit the worker names
                answers="buckets held back"),
     ScriptSpec("cancel", (*QUEUE_KEYS, "running", "finished", "job"), (*QUEUE_ARGS, "suffix", "cancelled_retention_ms"),
                repeatable=False,  # a repeat would answer 'finished' (409) for the job it cancelled

@@ -31,6 +31,7 @@ HOLD_BACK_MIN_MS = 1  # a throttled job written at least this late after its cla
 
 StartCall = Callable[[WorkerConfig, ClaimedJob, SendWindow | None], None]  # its slot is reserved
 HoldBackReports = Callable[[str, list[HoldBack]], None]  # (worker, reports): to be sent to Redis
+BucketId = tuple[str, str, str]  # (HoldBack.bucket, its limit, its throttle key)
 
 
 class ClaimLateness:
@@ -47,36 +48,44 @@ class ClaimLateness:
     - a first write whose lateness past the slack would exceed ``send_window`` is refused
       (the job goes back unsent with its tokens), which bounds what a hold-back that reaches
       Redis after the key's next claim can miss. Once a bucket's first call is written, the
-      claim's other calls on it go whenever they can."""
+      claim's other calls on it go whenever they can.
+    The buckets are the worker's own (its key's, its worker-wide one) and those of every
+    shared limit it names (the limit's bucket of the key, its bucket over all keys): a late
+    write holds back the bucket that every worker naming the limit draws on."""
 
     def __init__(self, claim: Claim, started: float, send_window_s: float):
+        self.claim = claim
         self.started = started
         self.send_window_ms = send_window_s * 1000
-        self.total_slack_ms = claim.total_slack_ms
-        self.key_slack_ms: dict[str, float] = {}
-        self.key_costs: dict[str, float] = defaultdict(float)
+        # Per bucket (kind, limit, throttle key): its slack at the claim, and what the claim drew from it.
+        self.slack_ms: dict[BucketId, float] = {}
+        self.costs: dict[BucketId, float] = defaultdict(float)
         for job in claim.jobs:
-            if job.key_slack_ms is not None:
-                self.key_slack_ms[job.throttle_key] = job.key_slack_ms
-                self.key_costs[job.throttle_key] += job.cost
-        self.total_cost = sum(job.cost for job in claim.jobs)
-        self.first_written: set[tuple[str, str]] = set()  # (bucket, throttle key)
+            for bucket, slack_ms in self._slacks(claim, job):
+                self.slack_ms[bucket] = slack_ms
+                self.costs[bucket] += job.cost
+        self.first_written: set[BucketId] = set()
 
-    def _buckets(self, job: ClaimedJob) -> list[tuple[str, str, float, float]]:
-        """(bucket, throttle key, slack ms, cost drawn) of each bucket the job drew on."""
-        buckets = []
-        if job.throttle_key in self.key_slack_ms:
-            buckets.append(("key", job.throttle_key, self.key_slack_ms[job.throttle_key],
-                            self.key_costs[job.throttle_key]))
-        if self.total_slack_ms is not None:
-            buckets.append(("worker", "", self.total_slack_ms, self.total_cost))
-        return buckets
+    @staticmethod
+    def _slacks(claim: Claim, job: ClaimedJob) -> list[tuple[BucketId, float]]:
+        """Each bucket the job drew on, with its slack at the claim."""
+        slacks = []
+        if job.key_slack_ms is not None:
+            slacks.append((("key", "", job.throttle_key), job.key_slack_ms))
+        if claim.total_slack_ms is not None:
+            slacks.append((("worker", "", ""), claim.total_slack_ms))
+        slacks += [(("limit-key", limit, job.throttle_key), slack_ms) for limit, slack_ms in job.shared_key_slack_ms]
+        slacks += [(("limit", limit, ""), slack_ms) for limit, slack_ms in claim.shared_total_slack_ms]
+        return slacks
+
+    def _buckets(self, job: ClaimedJob) -> list[BucketId]:
+        return [bucket for bucket, _ in self._slacks(self.claim, job)]
 
     def refusal(self, job: ClaimedJob, at: float) -> str | None:
         """Why the job may not be written now; None when it may."""
         late_ms = (at - self.started) * 1000
-        for bucket, throttle_key, slack_ms, _ in self._buckets(job):
-            if (bucket, throttle_key) not in self.first_written and late_ms - slack_ms > self.send_window_ms:
+        for bucket in self._buckets(job):
+            if bucket not in self.first_written and late_ms - self.slack_ms[bucket] > self.send_window_ms:
                 return (f"not sent: written {late_ms:.0f} ms after its claim, past its bucket's slack and "
                         f"send_window ({self.send_window_ms:.0f} ms)")
         return None
@@ -84,12 +93,14 @@ class ClaimLateness:
     def written(self, job: ClaimedJob, at: float) -> list[HoldBack]:
         late_ms = math.ceil((at - self.started) * 1000)
         reports = []
-        for bucket, throttle_key, slack_ms, cost in self._buckets(job):
-            if (bucket, throttle_key) in self.first_written:
+        for bucket in self._buckets(job):
+            if bucket in self.first_written:
                 continue
-            self.first_written.add((bucket, throttle_key))
+            self.first_written.add(bucket)
+            slack_ms = self.slack_ms[bucket]
             if late_ms >= slack_ms + HOLD_BACK_MIN_MS:
-                reports.append(HoldBack(bucket, throttle_key, slack_ms, cost, late_ms))
+                kind, limit, throttle_key = bucket
+                reports.append(HoldBack(kind, throttle_key, slack_ms, self.costs[bucket], late_ms, limit))
         return reports
 
 

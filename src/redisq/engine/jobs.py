@@ -5,6 +5,7 @@ trip, correct with any number of coordinators on the same Redis."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 import secrets
 from collections.abc import Sequence
@@ -34,6 +35,12 @@ def call_tag() -> str:
 def _number(value: ScriptReply) -> float | None:
     value_text = text(value)
     return float(value_text) if value_text else None
+
+
+def _per_limit(names: Sequence[str], value: ScriptReply) -> tuple[tuple[str, float], ...]:
+    """A comma-separated list of numbers, one per shared limit in ``names`` ('' = none), as
+    (limit, number) of the limits that have one."""
+    return tuple((name, float(part)) for name, part in zip(names, text(value).split(","), strict=False) if part)
 
 
 class Jobs(WorkerBase):
@@ -146,13 +153,16 @@ class Jobs(WorkerBase):
                                                reply, answered, *shared_keys],
                                      [*k.queue_args, k.job_prefix, most, CLAIM_REPLY_TTL_MS if tag else 0,
                                       self.coordinator_id, self.name, *shared_args]))
+        names = [limit.name for limit in self.shared_keys]
         jobs = [
             ClaimedJob(self.name, text(out[i]), integer(out[i + 1]), integer(out[i + 2]), text(out[i + 3]),
                        integer(out[i + 4]), throttle_key=text(out[i + 5]), cost=float(text(out[i + 6])),
-                       key_slack_ms=_number(out[i + 7]), run_at_ms=integer(out[i + 8]))
-            for i in range(4, len(out), 9)
+                       key_slack_ms=_number(out[i + 7]), run_at_ms=integer(out[i + 8]),
+                       shared_key_slack_ms=_per_limit(names, out[i + 9]))
+            for i in range(5, len(out), 10)
         ]
-        return Claim(jobs, integer(out[0]), bool(integer(out[1])), bool(integer(out[2])), _number(out[3]))
+        return Claim(jobs, integer(out[0]), bool(integer(out[1])), bool(integer(out[2])), _number(out[3]),
+                     _per_limit(names, out[4]))
 
     async def settle(self, receipts: Sequence[Receipt]) -> list[str]:
         """End attempts; one word per receipt (see ``lua/settle.lua``). What a receipt reports
@@ -190,10 +200,11 @@ class Jobs(WorkerBase):
     async def hold_back(self, reports: Sequence[HoldBack]) -> int:
         """Hold throttle keys back for jobs written late after their claim (``lua/hold_back.lua``);
         returns how many buckets changed."""
-        args: list[ScriptArg] = list(self.keys.queue_args)
-        for r in reports:
-            args += [r.bucket, r.throttle_key, number_text(r.slack_ms), number_text(r.cost), r.late_ms]
-        return integer(await self.run("hold_back", [*self.keys.queue_keys, self.keys.bucket], args))
+        reports_json = json.dumps([[r.bucket, r.limit, r.throttle_key, r.slack_ms, r.cost, r.late_ms] for r in reports])
+        return integer(await self.run(
+            "hold_back", [*self.keys.queue_keys, self.keys.bucket,
+                          *(key for limit in self.shared_keys for key in limit.claim_keys)],
+            [*self.keys.queue_args, reports_json, *(arg for limit in self.shared_keys for arg in limit.claim_args)]))
 
     async def reap(self, most: int = 500, not_after_ms: int | None = None) -> Reaped:
         """Fail expired leases; returns (reaped, ms until the next lease ends or -1, the

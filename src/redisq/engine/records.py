@@ -57,6 +57,8 @@ class ClaimedJob:
     cost: float = 1.0
     key_slack_ms: float | None = None  # how long its key's bucket would have taken to fill at the claim; None = no rate
     run_at_ms: int = 0  # when it was due (unix ms, Redis's clock); 0 = not known
+    # The same for each shared limit's bucket of its key: (limit, slack ms), limits with a rate only.
+    shared_key_slack_ms: tuple[tuple[str, float], ...] = ()
 
     @property
     def id(self) -> str:
@@ -70,18 +72,23 @@ class Claim:
     capped: bool = False  # the worker has a concurrency cap: a settle frees a slot
     rated: bool = False  # the worker has a rate: its jobs must leave within send_window or be returned unsent
     total_slack_ms: float | None = None  # the same for the worker-wide bucket; None = no total_rate
+    # The same for each shared limit's bucket over all keys: (limit, slack ms), limits with a total_rate only.
+    shared_total_slack_ms: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
 class HoldBack:
     """One claim's jobs of a bucket were written ``late_ms`` after it (``lua/hold_back.lua``):
-    ``bucket`` is "key" (``throttle_key``'s) or "worker" (the worker-wide one)."""
+    ``bucket`` is "key" (the worker's bucket of ``throttle_key``), "worker" (the worker-wide
+    one), "limit-key" (the shared limit ``limit``'s bucket of ``throttle_key``) or "limit"
+    (that limit's bucket over all keys)."""
 
     bucket: str
     throttle_key: str
     slack_ms: float  # how long the bucket would have taken to fill up at the claim
     cost: float  # what the claim drew from it
     late_ms: int  # of the claim's first write on the bucket
+    limit: str = ""  # the shared limit of a "limit-key" or "limit" bucket
 
 
 @dataclass(frozen=True)
