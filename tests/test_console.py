@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -260,6 +261,39 @@ def test_a_limit_edited_in_the_page_shows_in_get_workers_and_in_the_dispatch_rat
         expect(row.get_by_test_id("dispatch-chart").locator("rect").first).to_be_visible()
         recent_rate(page, (1.5, 3.2))
         screenshot(page, "overview-dispatching")
+
+
+def test_a_workers_keys_show_the_shared_limits_it_names(tmp_path, clean_env, fresh_redis, page):
+    """A worker throttled only by [limits.shopify]: its keys table shows each key's tokens in
+    the shared limit (not an empty tokens column, as if it were unthrottled), and a key an
+    operator paused in the limit as paused until resumed."""
+    shopify = "[limits.shopify]\nrate = 0.01\nburst = 2\n"  # 2 jobs a shop, then one per 100 s
+    with StandInWorker(200) as worker, serving(tmp_path, clean_env, stand_in_config("sync-orders", worker)
+                                               + 'limits = ["shopify"]\n' + shopify,
+                                               redis_url=fresh_redis) as (url, _):
+        assert httpx.post(f"{url}/limits/shopify/pause", json={"key": "shop-b"}, timeout=10).status_code == 200
+        jobs = [{"worker": "sync-orders", "throttleKey": key} for key in ["shop-a"] * 5 + ["shop-b"] * 2]
+        assert httpx.post(f"{url}/jobs", json={"jobs": jobs}, timeout=10).status_code == 201
+        for _ in range(100):  # shop-a's 2 tokens are taken, its 3 others wait
+            if httpx.get(f"{url}/workers/sync-orders", timeout=10).json()["jobs"]["succeeded"] == 2:
+                break
+            page.wait_for_timeout(100)
+        page.goto(f"{url}/ui#/worker/sync-orders")
+        keys = page.get_by_test_id("keys")
+        shop_a, shop_b = keys.locator('tr[data-key="shop-a"]'), keys.locator('tr[data-key="shop-b"]')
+        expect(shop_a.locator("td").first).to_have_text("3")  # waiting
+        headers = keys.locator("thead th").all_inner_texts()
+        assert "shopify tokens" in headers and "tokens" not in headers, headers
+        served = {k["key"]: k for k in httpx.get(f"{url}/workers/sync-orders/keys", timeout=10).json()["keys"]}
+        assert served["shop-a"]["limits"]["shopify"]["tokens"] < 1
+        expect(shop_a.locator('[data-limit="shopify"]')).to_have_text(re.compile(r"^0(\.\d+)?$"))  # of 2, refilling
+        expect(shop_b.locator('[data-limit="shopify"]')).to_contain_text("paused")
+        expect(shop_b).to_contain_text("when resumed")
+        expect(keys.locator("tbody tr").first).to_have_attribute("data-key", "shop-b")  # the paused first
+        expect(page.get_by_test_id("activity")).to_contain_text("throttled by shopify")
+        screenshot(page, "worker-shared-limit")
+        page.goto(f"{url}/ui#/")  # no rate of its own: the overview names its limit, not ∞
+        expect(page.locator('tr[data-worker="sync-orders"] [data-field="rate"]')).to_have_text("shopify")
 
 
 def test_the_schedules_page_pauses_resumes_and_deletes(tmp_path, clean_env, fresh_redis, page):

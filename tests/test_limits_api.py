@@ -17,11 +17,20 @@ from redisq.config import parse_config
 from redisq.coordinator import Coordinator
 from redisq.transport import MockTransport
 
-from test_api import stop_within
+from test_api import iso_ms, server_ms, stop_within
+from test_store import failure
 
 
 @contextlib.asynccontextmanager
 async def shopify_api(redis: Any, **shopify: Any) -> AsyncIterator[httpx.AsyncClient]:
+    async with shopify_coordinator(redis, **shopify) as (client, _):
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def shopify_coordinator(redis: Any, **shopify: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Coordinator]]:
+    """The API of a coordinator that dispatches nothing (a test claims and settles itself):
+    sync-orders and sync-products share [limits.shopify]; send-email names no limit."""
     config = parse_config({"secret": "s", "limits": {"shopify": shopify or {"rate": 2, "burst": 39}},
                            "workers": {"sync-orders": {"url": "http://w.test/o", "limits": ["shopify"]},
                                        "sync-products": {"url": "http://w.test/p", "limits": ["shopify"]},
@@ -33,7 +42,7 @@ async def shopify_api(redis: Any, **shopify: Any) -> AsyncIterator[httpx.AsyncCl
         app = create_app(coordinator, manage_lifecycle=False)
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://redisq.test") as client:
-            yield client
+            yield client, coordinator
     finally:
         await stop_within(coordinator)
 
@@ -94,6 +103,59 @@ async def test_pause_and_resume_a_limit_or_one_key(engine_redis):
         assert resumed.json()["pausedKeys"] == []
         bad = await api.post("/limits/shopify/pause", json={"key": ""})
         assert bad.status_code == 422 and bad.json()["field"] == "key"
+
+
+async def keys_of(api: httpx.AsyncClient, worker: str) -> dict[str, dict[str, Any]]:
+    resp = await api.get(f"/workers/{worker}/keys")
+    assert resp.status_code == 200, resp.text
+    return {k["key"]: k for k in resp.json()["keys"]}
+
+
+async def test_a_workers_keys_show_each_shared_limits_bucket_another_worker_drew(engine_redis):
+    """sync-orders takes 5 of shop-a's 39 shared tokens: sync-products, with no rate of its
+    own, sees shop-a's shared bucket lowered (and its costly job wait for the tokens), then
+    the back-pressure sync-orders met and a key an operator paused in the limit."""
+    async with shopify_coordinator(engine_redis, rate=0.1, burst=39) as (api, coordinator):  # refills 1 per 10 s
+        async def enqueue(worker: str, key: str, **body: Any) -> None:
+            resp = await api.post("/job", json={"worker": worker, "throttleKey": key, **body})
+            assert resp.status_code == 201, resp.text
+
+        for _ in range(5):
+            await enqueue("sync-orders", "shop-a")
+        orders = coordinator.engine.worker("sync-orders")
+        claimed = (await orders.claim(10)).jobs
+        assert len(claimed) == 5
+        await enqueue("sync-products", "shop-a", cost=38)  # 34 tokens left: it waits for 4 more (40 s)
+        await enqueue("sync-products", "shop-b")
+        before_ms = await server_ms(engine_redis)
+        keys = await keys_of(api, "sync-products")
+        shop_a, shop_b = keys["shop-a"], keys["shop-b"]
+        assert shop_a["tokens"] is None  # no rate of its own: its limit's bucket says how it is throttled
+        assert shop_a["limits"].keys() == {"shopify"}
+        assert 34 <= shop_a["limits"]["shopify"]["tokens"] < 35
+        assert shop_a["limits"]["shopify"]["paused"] is False and shop_a["limits"]["shopify"]["pausedFor"] == 0
+        assert iso_ms(shop_a["readyAt"]) - before_ms >= 30_000  # when the shared bucket has its 38
+        assert shop_b["limits"] == {"shopify": {"tokens": 39.0, "paused": False, "pausedFor": 0}}
+        assert iso_ms(shop_b["readyAt"]) - before_ms < 5_000
+        assert (await keys_of(api, "sync-orders")) == {}  # its jobs all left
+        await enqueue("send-email", "shop-a")
+        assert (await keys_of(api, "send-email"))["shop-a"]["limits"] == {}  # it names no limit
+
+        assert await orders.settle([failure(claimed[0], "HTTP 429", retry_after_ms=60_000)]) == ["retrying"]
+        shop_a = (await keys_of(api, "sync-products"))["shop-a"]
+        assert 50 < shop_a["limits"]["shopify"]["pausedFor"] <= 60  # the back-pressure sync-orders met
+        assert shop_a["pausedFor"] == 0  # its own bucket is not paused
+        assert iso_ms(shop_a["readyAt"]) - before_ms >= 50_000
+
+        assert (await api.post("/limits/shopify/pause", json={"key": "shop-b"})).status_code == 200
+        resp = await api.get("/workers/sync-products/keys")
+        listed = resp.json()["keys"]
+        assert [k["key"] for k in listed] == ["shop-b", "shop-a"]  # paused in a limit comes first
+        assert listed[0]["limits"]["shopify"]["paused"] is True and listed[0]["readyAt"] is None
+        assert listed[1]["limits"]["shopify"]["paused"] is False
+        await api.post("/limits/shopify/resume", json={"key": "shop-b"})
+        shop_b = (await keys_of(api, "sync-products"))["shop-b"]
+        assert shop_b["limits"]["shopify"]["paused"] is False and shop_b["readyAt"] is not None
 
 
 def test_a_receipt_may_report_what_the_downstream_said():

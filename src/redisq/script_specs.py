@@ -130,8 +130,10 @@ SPECS: dict[str, ScriptSpec] = {spec.name: spec for spec in (
                answers="{now_ms, limits, stats, running, keys waiting, tokens, total tokens, back-pressure ms, "
                        "dispatched last minute, bucket_s, dispatched per bucket_s (oldest first)}"),
     ScriptSpec("throttle_keys", ("throttle_keys", "limits"),
-               ("queue_prefix", "key_bucket_prefix", "state_prefix", "most"),
-               answers="{now_ms, keys waiting, per key: key, ready_ms, waiting, running, tokens, paused_ms}"),
+               ("queue_prefix", "key_bucket_prefix", "state_prefix", "job_prefix", "most"),
+               item_keys=SHARED_LIMIT_KEYS, item_args=SHARED_LIMIT_ARGS,  # per shared limit the worker names
+               answers="{now_ms, keys waiting, per key: key, ready_ms, waiting, running, tokens, paused_ms, "
+                       "per shared limit: tokens, paused, paused_ms}"),
     ScriptSpec("coordinator_alive", ("coordinators",), ("description", "alive_or_gone", "alive_ms"),
                answers="coordinators alive"),
     ScriptSpec("coordinators", ("coordinators",), (), answers="{now_ms, per coordinator: description, until_ms}"),

@@ -227,12 +227,23 @@ WORKER = answer_schema({
                                           "retryAfter) since the worker's first job"},
     "sharedLimits": {"type": "array", "description": "The shared limits it names ([limits.NAME]), live",
                      "items": answer_schema({"name": STRING, **SHARED_LIMITS_PROPERTIES})}})
+PAUSED_FOR: Schema = {"type": "number", "minimum": 0, "description": "Seconds it stays paused after a Retry-After"}
+SHARED_KEY = answer_schema({
+    "tokens": or_null({"type": "number", "description": "Left in the limit's bucket of the key, at the limit's "
+                                                        "rate and burst (null: the limit has no rate)"}),
+    "paused": {**BOOLEAN, "description": "An operator paused the key in the limit (POST /limits/{name}/pause)"},
+    "pausedFor": noted(PAUSED_FOR, " that a call of any worker naming the limit met")})
 THROTTLE_KEY = answer_schema({
     "key": {**STRING, "description": "The throttle key (\"\": the jobs without one)"},
     "waiting": COUNT, "running": COUNT,
-    "tokens": or_null({"type": "number", "description": "Left in the key's bucket (null: the worker has no rate)"}),
-    "pausedFor": {"type": "number", "minimum": 0, "description": "Seconds it stays paused after a Retry-After"},
-    "readyAt": {**TIME, "description": "When its next job can leave (tokens, back-pressure)"}})
+    "tokens": or_null({"type": "number", "description": "Left in the key's bucket of the worker's own limits "
+                                                        "(null: the worker has no rate of its own)"}),
+    "pausedFor": PAUSED_FOR,
+    "readyAt": or_null({**TIME, "description": "When its next job can leave (tokens of its own and its shared "
+                                               "limits' buckets, back-pressure); null: it is paused in a shared "
+                                               "limit, until an operator resumes it there"}),
+    "limits": {"type": "object", "additionalProperties": SHARED_KEY,
+               "description": "The key's bucket in each shared limit the worker names ([limits.NAME]), by name"}})
 COORDINATOR = answer_schema({
     "id": STRING, "host": STRING, "pid": {"type": "integer"}, "startedAt": TIME, "version": STRING,
     "aliveUntil": {**TIME, "description": "It counts as gone after this unless it says it is alive again"},
@@ -355,8 +366,9 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("PATCH", "/workers/{name}", "Change a worker's live limits (null removes one)", {
         200: Answer("The worker with its new limits", ref("Worker")), 404: UNKNOWN_WORKER, 422: INVALID},
         body=ref("LimitsPatch")),
-    Operation("GET", "/workers/{name}/keys", "A worker's throttle keys with jobs waiting: those paused by "
-              "back-pressure first, then the busiest", {
+    Operation("GET", "/workers/{name}/keys", "A worker's throttle keys with jobs waiting, each with its bucket in "
+              "every shared limit the worker names: those paused first (in a shared limit, then by back-pressure, "
+              "longest first), then the busiest", {
                   200: Answer("How many keys have jobs waiting, and the keys (of the 1,000 that wait longest, when "
                               "more do)", answer_schema({"keysWaiting": COUNT,
                                                          "keys": {"type": "array", "items": THROTTLE_KEY}})),

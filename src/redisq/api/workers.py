@@ -49,7 +49,10 @@ def throttle_keys_json(found: ThrottleKeys) -> dict[str, Any]:
     return {
         "keysWaiting": found.waiting_keys,
         "keys": [{"key": state.key, "waiting": state.waiting, "running": state.running, "tokens": state.tokens,
-                  "pausedFor": state.paused_s, "readyAt": iso_from_ms(max(state.ready_ms, found.now_ms))}
+                  "pausedFor": state.paused_s,
+                  "readyAt": None if state.ready_ms is None else iso_from_ms(max(state.ready_ms, found.now_ms)),
+                  "limits": {limit.limit: {"tokens": limit.tokens, "paused": limit.paused, "pausedFor": limit.paused_s}
+                             for limit in state.limits}}
                  for state in found.keys],
     }
 
@@ -67,8 +70,9 @@ async def get_worker(request: Request) -> JSONResponse:
 
 
 async def worker_keys(request: Request) -> JSONResponse:
-    """``GET /workers/{name}/keys[?limit=N]``: its throttle keys with jobs waiting, those
-    paused by back-pressure first, then the busiest."""
+    """``GET /workers/{name}/keys[?limit=N]``: its throttle keys with jobs waiting, each with
+    its bucket in the shared limits the worker names; those paused first (in a shared limit,
+    then by back-pressure), then the busiest."""
     engine = coordinator_of(request).engine.worker(request.path_params["name"])
     limit_text = query_of(request, ("limit",)).get("limit", "20")
     if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_KEYS:

@@ -36,6 +36,7 @@ from .records import (
     ReapedAttempt,
     Receipt,
     Schedule,
+    SharedKeyState,
     ThrottleKeys,
     ThrottleKeyState,
     TickPlan,
@@ -48,7 +49,8 @@ from .worker import WorkerEngine
 __all__ = [
     "ACCEPTED", "BulkSlice", "Claim", "ClaimedJob", "CoordinatorAlive", "Engine", "HoldBack", "JobPage", "LastJob",
     "Reaped", "ReapedAttempt", "NoOneToTell", "SharedLimit", "SharedLimitState", "Notifier", "Presence",
-    "REDIS_OUTAGE_ERRORS", "Receipt", "Schedule", "ScheduleBook", "Store", "ThrottleKeyState", "ThrottleKeys",
+    "REDIS_OUTAGE_ERRORS", "Receipt", "Schedule", "ScheduleBook", "SharedKeyState", "Store", "ThrottleKeyState",
+    "ThrottleKeys",
     "TickPlan", "TickRound", "WorkerEngine",
     "WorkerState", "is_outage", "mapped_error", "redis_errors_mapped",
 ]

@@ -74,6 +74,17 @@ class WorkerBase:
         self.scripts = scripts
         self._seeded = False  # whether this process has seeded the worker's live limits
 
+    @property
+    def shared_limit_keys(self) -> list[str]:
+        """The KEYS a script that reads the shared limits is given after its own, per limit
+        ``LimitKeys.claim_keys`` (``read_shared_limits``, lua/includes/shared.lua)."""
+        return [key for limit in self.shared_keys for key in limit.claim_keys]
+
+    @property
+    def shared_limit_args(self) -> list[str]:
+        """The ARGV that go with ``shared_limit_keys``, per limit ``LimitKeys.claim_args``."""
+        return [arg for limit in self.shared_keys for arg in limit.claim_args]
+
     async def run(self, script: str, keys: Sequence[str], args: Sequence[ScriptArg]) -> ScriptReply:
         """Call one of ``scripts.SCRIPT_NAMES`` on this worker's slot, errors mapped; the
         call must fit the script's spec (``script_specs.py``). Read its reply with

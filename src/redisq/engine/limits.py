@@ -6,7 +6,17 @@ from __future__ import annotations
 from ..limits import Limits
 from .base import WorkerBase
 from .calls import redis_errors_mapped
-from .records import ThrottleKeys, ThrottleKeyState, WorkerState, fields_of, integer, replies, text
+from .records import (
+    SharedKeyState,
+    ThrottleKeys,
+    ThrottleKeyState,
+    WorkerState,
+    fields_of,
+    integer,
+    optional_number,
+    replies,
+    text,
+)
 
 THROTTLE_KEYS_LOOKED_AT = 1000  # GET /workers/{name}/keys looks at the keys that wait longest, this many
 
@@ -59,25 +69,34 @@ class LiveLimits(WorkerBase):
             scheduled=queued - retrying, retrying=retrying, running=integer(out[3]),
             succeeded=stats.get("succeeded", 0), dead=stats.get("dead", 0), cancelled=stats.get("cancelled", 0),
             throttle_keys=integer(out[4]),
-            tokens=float(text(out[5])) if text(out[5]) else None,
-            total_tokens=float(text(out[6])) if text(out[6]) else None,
+            tokens=optional_number(out[5]), total_tokens=optional_number(out[6]),
             back_pressure_s=integer(out[7]) / 1000, dispatched_last_minute=integer(out[8]),
             throttled=stats.get("throttled", 0),
             dispatch_bucket_s=integer(out[9]), dispatched_per_bucket=tuple(integer(n) for n in replies(out[10])),
         )
 
     async def throttle_keys(self, most: int) -> ThrottleKeys:
-        """The worker's throttle keys with jobs waiting that are paused by back-pressure
-        (longest first), then the busiest (most jobs waiting), ``most`` of them; among the
-        ``THROTTLE_KEYS_LOOKED_AT`` that wait longest, when more keys have jobs waiting."""
+        """The worker's throttle keys with jobs waiting that are paused (in a shared limit
+        first, then by back-pressure, longest first), then the busiest (most jobs waiting),
+        ``most`` of them; among the ``THROTTLE_KEYS_LOOKED_AT`` that wait longest, when more
+        keys have jobs waiting. Each with its bucket in every shared limit the worker names."""
         k = self.keys
-        out = replies(await self.run("throttle_keys", [k.throttle_keys, k.limits],
-                                     [k.queue_prefix, k.key_bucket_prefix, k.state_prefix,
-                                      THROTTLE_KEYS_LOOKED_AT]))
-        keys = [ThrottleKeyState(key=text(out[i]), ready_ms=int(float(text(out[i + 1]))), waiting=integer(out[i + 2]),
-                                 running=integer(out[i + 3]),
-                                 tokens=float(text(out[i + 4])) if text(out[i + 4]) else None,
-                                 paused_s=integer(out[i + 5]) / 1000)
-                for i in range(2, len(out), 6)]
-        keys.sort(key=lambda state: (-state.paused_s, -state.waiting, -state.running, state.key))
+        out = replies(await self.run("throttle_keys", [k.throttle_keys, k.limits, *self.shared_limit_keys],
+                                     [k.queue_prefix, k.key_bucket_prefix, k.state_prefix, k.job_prefix,
+                                      THROTTLE_KEYS_LOOKED_AT, *self.shared_limit_args]))
+        names = [s.name for s in self.shared_keys]
+        stride = 6 + 3 * len(names)
+        keys = []
+        for i in range(2, len(out), stride):
+            ready_ms = int(float(text(out[i + 1])))
+            shared = tuple(SharedKeyState(limit=name, tokens=optional_number(out[j]), paused=integer(out[j + 1]) == 1,
+                                          paused_s=integer(out[j + 2]) / 1000)
+                           for name, j in zip(names, range(i + 6, i + stride, 3), strict=True))
+            keys.append(ThrottleKeyState(key=text(out[i]), ready_ms=None if ready_ms < 0 else ready_ms,
+                                         waiting=integer(out[i + 2]), running=integer(out[i + 3]),
+                                         tokens=optional_number(out[i + 4]), paused_s=integer(out[i + 5]) / 1000,
+                                         limits=shared))
+        keys.sort(key=lambda state: (state.ready_ms is not None, -state.held_s, -state.waiting, -state.running,
+                                     state.key))
         return ThrottleKeys(integer(out[0]), integer(out[1]), keys[:most])
+

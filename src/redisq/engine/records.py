@@ -28,6 +28,12 @@ def integer(value: ScriptReply) -> int:
     raise TypeError(f"a script answered {value!r} where a number was expected")
 
 
+def optional_number(value: ScriptReply) -> float | None:
+    """A number a script answered as text, '' for none (a bucket's level where no rate is)."""
+    shown = text(value)
+    return float(shown) if shown else None
+
+
 def replies(value: ScriptReply) -> list[ScriptReply]:
     """A script's table reply as the list of its entries."""
     if isinstance(value, list):
@@ -115,22 +121,38 @@ class WorkerState:
 
 
 @dataclass(frozen=True)
+class SharedKeyState:
+    """A throttle key's bucket in one shared limit the worker names (``[limits.NAME]``)."""
+
+    limit: str
+    tokens: float | None  # None = the limit has no rate
+    paused: bool  # an operator paused the key in the limit (POST /limits/{name}/pause)
+    paused_s: float  # the bucket stays paused this long after a Retry-After any worker met
+
+
+@dataclass(frozen=True)
 class ThrottleKeyState:
     """One throttle key with jobs waiting, as ``GET /workers/{name}/keys`` shows it."""
 
     key: str  # "" for the jobs without a throttle key
-    ready_ms: int  # when it can next be served (Redis's clock)
+    ready_ms: int | None  # when it can next be served (Redis's clock); None = paused in a shared limit
     waiting: int
     running: int
-    tokens: float | None  # None = the worker has no rate
+    tokens: float | None  # None = the worker has no rate of its own
     paused_s: float  # it stays paused this long after a Retry-After (0 = not paused)
+    limits: tuple[SharedKeyState, ...] = ()  # its bucket in each shared limit the worker names
+
+    @property
+    def held_s(self) -> float:
+        """How long back-pressure holds it: its own bucket's or a shared limit's, the longest."""
+        return max((self.paused_s, *(limit.paused_s for limit in self.limits)))
 
 
 @dataclass(frozen=True)
 class ThrottleKeys:
     now_ms: int
     waiting_keys: int  # every key with jobs waiting
-    keys: list[ThrottleKeyState]  # those looked at: paused first (longest first), then the busiest
+    keys: list[ThrottleKeyState]  # those looked at: paused first (in a limit, then longest), then the busiest
 
 
 @dataclass(frozen=True)

@@ -288,7 +288,10 @@ function workerRow(worker) {
   return h("tr", { "data-worker": worker.name },
     h("th", { scope: "row" }, h("a", { href: `#/worker/${q(worker.name)}` }, worker.name),
       limits.paused ? h("span", { class: "badge down" }, " paused") : null),
-    h("td", { class: "num" }, limits.rate === null ? "∞" : num(limits.rate)),
+    h("td", { class: "num", "data-field": "rate" }, limits.rate !== null ? num(limits.rate)
+      : worker.sharedLimits.length  // no rate of its own: the shared limits it obeys, not ∞
+        ? h("span", { title: "its shared limits" }, worker.sharedLimits.map((limit) => limit.name).join(", "))
+        : "∞"),
     h("td", { class: "num" }, num(limits.burst)),
     h("td", { class: "num" }, num(limits.concurrency)),
     h("td", { class: "num" }, num(limits.timeout)),
@@ -407,7 +410,10 @@ async function workerPage(name) {
   const drawActivity = (state) => activity.replaceChildren(
     dispatchChart(state, 300, 60),
     h("p", {}, "Now ", rateFigure(state), ` · ${num(state.dispatchedLastMinute, 0)} dispatched in the last minute`
-      + ` · tokens left ${num(state.tokens)} · ${num(state.throttled, 0)} answers pushed back (429)`
+      + (state.tokens === null && state.sharedLimits.length
+        ? ` · throttled by ${state.sharedLimits.map((limit) => limit.name).join(", ")} (shared limits)`
+        : ` · tokens left ${num(state.tokens)}`)
+      + ` · ${num(state.throttled, 0)} answers pushed back (429)`
       + (state.backPressureFor ? ` · paused by back-pressure for ${duration(state.backPressureFor)}` : "")));
   drawActivity(worker);
   const counts = h("div", { class: "tabs", "data-testid": "counts" });
@@ -415,18 +421,25 @@ async function workerPage(name) {
     href: `#/jobs/${q(name)}/${s}`, "data-state": s }, `${s} ${num(state.jobs[s], 0)}`)));
   drawCounts(worker);
   const keyTable = h("div", { "data-testid": "keys" });
-  const drawKeys = (found) => keyTable.replaceChildren(found.keys.length
-    ? table([["throttle key"], ["waiting", "num"], ["running", "num"], ["tokens", "num"], ["paused for", "num"],
-      ["next leaves"]], found.keys.map((k) => h("tr", { "data-key": k.key },
-      h("th", { scope: "row" }, h("a", { href: `#/jobs/${q(name)}/scheduled?key=${q(k.key)}` },
-        k.key || h("span", { class: "muted" }, "(no key)"))),
-      h("td", { class: "num" }, num(k.waiting, 0)), h("td", { class: "num" }, num(k.running, 0)),
-      h("td", { class: "num" }, num(k.tokens)),
-      h("td", { class: `num ${k.pausedFor ? "warn" : ""}` }, duration(k.pausedFor)),
-      h("td", {}, time(k.readyAt)))))
-    : h("p", { class: "muted" }, "No job is waiting."),
-  h("p", { class: "muted" }, `${num(found.keysWaiting, 0)} key${found.keysWaiting === 1 ? "" : "s"} with jobs waiting; `
-    + "those paused by back-pressure first, then the busiest."));
+  const drawKeys = (found) => {
+    // A column per shared limit the worker names; its own tokens only when it has a rate of its own.
+    const shared = Object.keys(found.keys[0]?.limits || {});
+    const own = !shared.length || found.keys.some((k) => k.tokens !== null);
+    keyTable.replaceChildren(found.keys.length
+      ? table([["throttle key"], ["waiting", "num"], ["running", "num"], own ? ["tokens", "num"] : null,
+        ...shared.map((limit) => [`${limit} tokens`, "num"]), ["paused for", "num"], ["next leaves"]].filter(Boolean),
+      found.keys.map((k) => h("tr", { "data-key": k.key },
+        h("th", { scope: "row" }, h("a", { href: `#/jobs/${q(name)}/scheduled?key=${q(k.key)}` },
+          k.key || h("span", { class: "muted" }, "(no key)"))),
+        h("td", { class: "num" }, num(k.waiting, 0)), h("td", { class: "num" }, num(k.running, 0)),
+        own ? h("td", { class: "num" }, num(k.tokens)) : null,
+        shared.map((limit) => sharedKeyCell(limit, k.limits[limit])),
+        h("td", { class: `num ${k.pausedFor ? "warn" : ""}` }, duration(k.pausedFor)),
+        h("td", {}, k.readyAt === null ? h("span", { class: "warn" }, "when resumed") : time(k.readyAt)))))
+      : h("p", { class: "muted" }, "No job is waiting."),
+    h("p", { class: "muted" }, `${num(found.keysWaiting, 0)} key${found.keysWaiting === 1 ? "" : "s"} with jobs `
+      + "waiting; those paused first (in a shared limit, then by back-pressure), then the busiest."));
+  };
   drawKeys(keys);
   show(h("h1", {}, `Worker ${name}`, paused ? h("span", { class: "badge down" }, " paused") : null),
     h("p", { class: "muted" }, worker.url),
@@ -443,6 +456,17 @@ async function workerPage(name) {
   };
   onWorkerChanged.set("worker", (changed) => { if (changed === name) refresh().catch(() => {}); });
   every(OVERVIEW_REFRESH_MS, refresh);
+}
+
+// A throttle key's bucket in one shared limit: its tokens, and whether it is paused there.
+function sharedKeyCell(limit, bucket) {
+  if (!bucket) return h("td", { class: "num", "data-limit": limit }, "—");
+  const held = bucket.paused || bucket.pausedFor;
+  return h("td", { class: `num ${held ? "warn" : ""}`, "data-limit": limit }, num(bucket.tokens),
+    bucket.paused ? [" ", h("span", { class: "badge down", title: `paused in ${limit} by an operator` }, "paused")]
+      : null,
+    bucket.pausedFor ? h("span", { title: "back-pressure a worker of the limit met" },
+      ` · paused for ${duration(bucket.pausedFor)}`) : null);
 }
 
 // -- schedules -----------------------------------------------------------------------------
