@@ -147,12 +147,10 @@ class Jobs(WorkerBase):
         await self.ensure_limits()
         reply = k.reply(tag or "")
         answered = reply if answered_tag is None else k.reply(answered_tag)
-        shared_keys = [key for limit in self.shared_keys for key in limit.claim_keys]
-        shared_args = [arg for limit in self.shared_keys for arg in limit.claim_args]
         out = replies(await self.run("claim", [*k.queue_keys, k.running, k.bucket, k.dispatched, k.buckets,
-                                               reply, answered, *shared_keys],
+                                               reply, answered, *self.shared_limit_keys],
                                      [*k.queue_args, k.job_prefix, most, CLAIM_REPLY_TTL_MS if tag else 0,
-                                      self.coordinator_id, self.name, *shared_args]))
+                                      self.coordinator_id, self.name, *self.shared_limit_args]))
         names = [limit.name for limit in self.shared_keys]
         jobs = [
             ClaimedJob(self.name, text(out[i]), integer(out[i + 1]), integer(out[i + 2]), text(out[i + 3]),
@@ -191,10 +189,10 @@ class Jobs(WorkerBase):
             return "" if value is None else number_text(value)
 
         out = await self.run("report_cost", [k.job(receipt.suffix), k.limits, k.bucket, k.buckets,
-                                             *(key for limit in self.shared_keys for key in limit.claim_keys)],
+                                             *self.shared_limit_keys],
                              [receipt.attempt, opt(receipt.actual_cost), opt(receipt.available),
                               opt(receipt.bucket_size), receipt.retry_after_ms, scope, k.key_bucket_prefix,
-                              *(arg for limit in self.shared_keys for arg in limit.claim_args)])
+                              *self.shared_limit_args])
         return text(out)
 
     async def hold_back(self, reports: Sequence[HoldBack]) -> int:
@@ -203,8 +201,8 @@ class Jobs(WorkerBase):
         reports_json = json.dumps([[r.bucket, r.limit, r.throttle_key, r.slack_ms, r.cost, r.late_ms] for r in reports])
         return integer(await self.run(
             "hold_back", [*self.keys.queue_keys, self.keys.bucket,
-                          *(key for limit in self.shared_keys for key in limit.claim_keys)],
-            [*self.keys.queue_args, reports_json, *(arg for limit in self.shared_keys for arg in limit.claim_args)]))
+                          *self.shared_limit_keys],
+            [*self.keys.queue_args, reports_json, *self.shared_limit_args]))
 
     async def reap(self, most: int = 500, not_after_ms: int | None = None) -> Reaped:
         """Fail expired leases; returns (reaped, ms until the next lease ends or -1, the
