@@ -86,7 +86,7 @@ end
 -- A worker that answered 429 or 503 with Retry-After for a job without a throttle key.
 local worker_bucket = redis.call('HMGET', worker_bucket_key, 'tokens', 'updated_ms', 'paused_until_ms')
 local worker_paused_until = tonumber(worker_bucket[3])
-if worker_paused_until and worker_paused_until > now then return {worker_paused_until - now, capped, rated, ''} end
+if worker_paused_until and worker_paused_until > now then return {worker_paused_until - now, capped, rated, '', ''} end
 
 local allowed = most
 local free_slots = nil
