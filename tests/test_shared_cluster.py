@@ -39,12 +39,14 @@ def name_on_another_master(cluster: RedisCluster, than_key: str) -> str:
 
 
 def keys_by_master(cluster: RedisCluster) -> dict[int, dict[str, int]]:
-    """Each master's port -> every redisq key it holds, with its slot as it says
+    """Each master's port -> every redisq key it holds and every sharded channel subscribed
+    on it (the coordinators' wake-ups, ``PUBSUB SHARDCHANNELS``), with its slot as it says
     (``CLUSTER KEYSLOT``)."""
     placed = {}
     for port in cluster.master_ports():
         with redis.Redis(port=port) as node:
             keys = [key.decode() for key in node.scan_iter("redisq:*", count=1000)]
+            keys += [channel.decode() for channel in node.execute_command("PUBSUB", "SHARDCHANNELS", "redisq:*")]
             pipe = node.pipeline(transaction=False)
             for key in keys:
                 pipe.execute_command("CLUSTER", "KEYSLOT", key)
@@ -53,8 +55,9 @@ def keys_by_master(cluster: RedisCluster) -> dict[int, dict[str, int]]:
 
 
 def check_keys_placed(cluster: RedisCluster, other: str) -> tuple[int, int]:
-    """The shared workers' and the limit's keys all in the limit's slot, on its master; the
-    other worker's in its own, on another master. Returns the two masters' ports."""
+    """The shared workers' and the limit's keys (and the workers' wake-up channels) all in
+    the limit's slot, on its master; the other worker's in its own, on another master.
+    Returns the two masters' ports."""
     slot = cluster.slot_of(LimitKeys(LIMIT, LIMIT).limits)
     assert {cluster.slot_of(WorkerKeys(t, LIMIT).tag) for t in JOB_TYPES} == {slot}
     other_slot = cluster.slot_of(WorkerKeys(other).tag)
@@ -74,6 +77,8 @@ def check_keys_placed(cluster: RedisCluster, other: str) -> tuple[int, int]:
         assert seen[owner] == {(shared_master, slot)}, (owner, seen[owner])
     assert seen[owners[-1]] == {(other_master, other_slot)}, seen[owners[-1]]
     assert LimitKeys(LIMIT, LIMIT).limits in placed[shared_master]
+    assert {WorkerKeys(t, LIMIT).wake_channel for t in JOB_TYPES} <= set(placed[shared_master])
+    assert WorkerKeys(other).wake_channel in placed[other_master]
     return shared_master, other_master
 
 
