@@ -90,7 +90,8 @@ def check_limits_routes(client: httpx.Client, bases: list[str], shopify: Shopify
         (LIMIT, LIMIT, sorted(JOB_TYPES))]
     one = client.get(f"{bases[1]}/limits/{LIMIT}", params={"key": SHOPS[0]})
     assert one.status_code == 200, one.text
-    assert one.json()["key"]["paused"] is False and 0 <= one.json()["key"]["tokens"] <= BUCKET - 1
+    # the shop's bucket the three job types drained, refilling since (it is full 19.5 s after)
+    assert one.json()["key"]["paused"] is False and one.json()["key"]["tokens"] < BUCKET // 2, one.text
     patched = client.patch(f"{bases[0]}/limits/{LIMIT}", json={"rate": 4})
     assert patched.status_code == 200 and patched.json()["limits"]["rate"] == 4.0, patched.text
     assert client.get(f"{bases[1]}/limits/{LIMIT}").json()["limits"]["rate"] == 4.0
