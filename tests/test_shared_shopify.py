@@ -7,6 +7,7 @@ burst (within 2%), and each job type served in turn for a shop."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,24 +21,30 @@ JOB_TYPES = ["sync-orders", "sync-products", "push-inventory"]
 PER_TYPE_PER_SHOP = 60  # 180 calls per shop: 39 at once, then 141 at 2/s, about 71 s
 
 
-def write_config(path: Path, *, redis_url: str, port: int, worker_url: str, limit: dict[str, Any]) -> Path:
+def write_config(path: Path, *, redis_url: str, port: int, worker_url: str, limit: dict[str, Any],
+                 others: Mapping[str, str] | None = None, cluster: bool = False) -> Path:
+    """The job types naming ``[limits.shopify]``; ``others``: workers of their own (name ->
+    url); ``cluster``: ``redis_cluster = true``."""
     lines = [f'redis_url = "{redis_url}"', f'public_url = "http://127.0.0.1:{port}"', f"port = {port}",
-             f'secret = "{SECRET}"', "shutdown_grace = 1", "", "[limits.shopify]",
-             *(f"{k} = {v}" for k, v in limit.items())]
+             f'secret = "{SECRET}"', "shutdown_grace = 1", *(["redis_cluster = true"] if cluster else []),
+             "", "[limits.shopify]", *(f"{k} = {v}" for k, v in limit.items())]
     for job_type in JOB_TYPES:
         lines += ["", f"[workers.{job_type}]", f'url = "{worker_url}"', 'limits = ["shopify"]', "timeout = 5"]
+    for name, url in (others or {}).items():
+        lines += ["", f"[workers.{name}]", f'url = "{url}"', "timeout = 5"]
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
 def start_coordinators(tmp_path: Path, client: httpx.Client, processes: list[Any], redis_url: str,
-                       worker_url: str, count: int, limit: dict[str, Any]) -> list[Any]:
+                       worker_url: str, count: int, limit: dict[str, Any], **config: Any) -> list[Any]:
+    """``count`` `redisq serve` processes; ``config``: ``write_config``'s ``others`` and ``cluster``."""
     coordinators = []
     for n in range(count):
         port = free_port()
-        config = write_config(tmp_path / f"redisq-{n}.toml", redis_url=redis_url, port=port, worker_url=worker_url,
-                              limit=limit)
-        coordinators.append(start_coordinator(processes, client, config, port, tmp_path / f"redisq-{n}.log"))
+        config_path = write_config(tmp_path / f"redisq-{n}.toml", redis_url=redis_url, port=port,
+                                   worker_url=worker_url, limit=limit, **config)
+        coordinators.append(start_coordinator(processes, client, config_path, port, tmp_path / f"redisq-{n}.log"))
     return coordinators
 
 

@@ -8,6 +8,8 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
+
 from redisq.connection import is_cluster
 from redisq.keys import WAKE_CHANNEL, WorkerKeys
 from redisq.wakeups import CROSS_PROCESS, Event, Wakeups
@@ -116,20 +118,23 @@ async def test_a_message_of_an_earlier_version_wakes_the_claim_loop(engine_redis
         await there.stop()
 
 
-async def test_on_a_cluster_a_wake_up_stays_on_its_workers_master(cluster_redis):
+@pytest.mark.parametrize("slot", [None, "shopify"])
+async def test_on_a_cluster_a_wake_up_stays_on_its_workers_master(cluster_redis, slot):
     """SPUBLISH reaches only the subscribers of the worker's master: the wake-up of a worker
-    is not copied to the other masters (PUBLISH on a cluster goes to every node)."""
+    is not copied to the other masters (PUBLISH on a cluster goes to every node). A worker
+    naming a shared limit (``slot``) lives on the limit's master: its wake-ups stay there."""
     engine_redis = cluster_redis
-    there = Wakeups(engine_redis, WORKERS)
+    slots = {"w": slot}
+    there = Wakeups(engine_redis, WORKERS, slots)
     heard = listening(there)
     await there.start()
     try:
-        await until_heard(heard, lambda: Wakeups(engine_redis).publish_and_wait(Event.JOBS_DUE, "w"))
-        channel = WorkerKeys("w").wake_channel
+        await until_heard(heard, lambda: Wakeups(engine_redis, slots=slots).publish_and_wait(Event.JOBS_DUE, "w"))
+        channel = WorkerKeys("w", slot).wake_channel
         counts = {node.name: (await engine_redis.execute_command("PUBSUB", "SHARDNUMSUB", channel,
                                                                  target_nodes=node))
                   for node in engine_redis.get_primaries()}
-        owner = engine_redis.get_node_from_key(channel).name
+        owner = engine_redis.get_node_from_key(WorkerKeys("w", slot).job("a")).name  # the master of its keys
         subscribers = {name: dict(zip(reply[::2], reply[1::2], strict=True)).get(channel.encode(), 0)
                        for name, reply in counts.items()}
         assert subscribers[owner] >= 1

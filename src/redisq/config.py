@@ -128,6 +128,12 @@ class Config:
     processes: int = 1  # coordinator processes `serve` runs on its port ("auto" in the file: one per CPU)
 
     @property
+    def worker_slots(self) -> dict[str, str | None]:
+        """Each worker's hash tag (``WorkerConfig.slot``): the slot of the limits it names,
+        None for its own name."""
+        return {name: worker.slot for name, worker in self.workers.items()}
+
+    @property
     def base_url(self) -> str:
         """Where workers reach this coordinator (the receiptUrl's base): ``public_url``, else
         this process's own host and port (127.0.0.1 when it listens on every address)."""

@@ -135,9 +135,9 @@ class Coordinator:
         self.engine = Engine(redis, self.config, notify=self)  # its writes tell this coordinator's wake-ups
         self.operations = Operations(self.engine)  # bulk retries and deletes
         self.engine.outages.on_change = self.signals.redis_changed
-        self.wakeups = Wakeups(redis, self.config.workers)
+        self.wakeups = Wakeups(redis, self.config.workers, self.config.worker_slots)
         # GET /events: one reader for every client
-        self.events = EventFeed(redis, self.config.workers, {name: w.slot for name, w in self.config.workers.items()})
+        self.events = EventFeed(redis, self.config.workers, self.config.worker_slots)
         self.presence = PresenceLoop(self.engine)  # GET /coordinators lists it while it runs
 
     @property

@@ -1,7 +1,9 @@
 """Wake-ups: named events that wake the loops waiting for them, in this process and, for
 some, on every other coordinator (published on ``redisq:wake``, ``keys.WAKE_CHANNEL``; on a
-Redis Cluster on each worker's sharded channel ``redisq:{<worker>}:wake`` with SPUBLISH, so
-a wake-up stays on the worker's master instead of crossing every node's bus).
+Redis Cluster on each worker's sharded channel ``redisq:{<worker>}:wake`` with SPUBLISH, in
+the slot of the worker's keys (``redisq:{shopify}/worker/<worker>:wake`` for a worker naming
+``[limits.shopify]``), so a wake-up stays on the worker's master instead of crossing every
+node's bus).
 
 A write that may let a loop act sooner than it planned ends by publishing an event, so no
 caller sends wake-ups of its own. The events, who publishes them and whom they wake:
@@ -32,7 +34,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
 from typing import TYPE_CHECKING
 
@@ -68,11 +70,13 @@ class Wakeups:
     """Publish and subscribe of wake-up events: local listeners per event, and the
     ``redisq:wake`` channel (the workers' sharded channels on a cluster) for the events
     that other coordinators need too. ``workers``: whose wake-ups the listener hears on a
-    cluster (on one Redis it hears every worker's)."""
+    cluster (on one Redis it hears every worker's); ``slots``: each worker's hash tag
+    (``Config.worker_slots``), where its channel lives on a cluster."""
 
-    def __init__(self, redis: RedisClient, workers: Iterable[str] = ()):
+    def __init__(self, redis: RedisClient, workers: Iterable[str] = (), slots: Mapping[str, str | None] | None = None):
         self.redis = redis
         self.workers = tuple(sorted(workers))
+        self.slots = dict(slots or {})
         self._listeners: dict[Event, list[Listener]] = defaultdict(list)
         self._sending: set[asyncio.Task[None]] = set()
         self.tasks: list[asyncio.Task[None]] = []  # the channel's listener, once started
@@ -105,11 +109,15 @@ class Wakeups:
     async def _send(self, worker: str) -> None:
         try:
             if is_cluster(self.redis):
-                await self.redis.spublish(WorkerKeys(worker).wake_channel, worker)
+                await self.redis.spublish(self.channel(worker), worker)
             else:
                 await self.redis.publish(WAKE_CHANNEL, worker)
         except Exception as e:  # the others look again within MAX_IDLE_S anyway
             log.debug("could not publish wake-up for %s: %s", worker, e)
+
+    def channel(self, worker: str) -> str:
+        """The worker's sharded channel on a cluster, in its keys' slot."""
+        return WorkerKeys(worker, self.slots.get(worker)).wake_channel
 
     # -- the channel -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -153,7 +161,7 @@ class Wakeups:
             try:
                 by_master: dict[str, list[str]] = defaultdict(list)
                 for worker in self.workers:
-                    channel = WorkerKeys(worker).wake_channel
+                    channel = self.channel(worker)
                     by_master[(await node_of(redis, channel)).name].append(channel)
                 for channels in by_master.values():
                     pubsub = redis.pubsub()

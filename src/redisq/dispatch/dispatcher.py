@@ -32,7 +32,7 @@ class Dispatcher:
         self.secret = secret
         self.signing_key = secret if signing_key is None else signing_key  # signs X-Redisq-Signature
         self.observer = observer
-        self.wakeups = Wakeups(store.redis) if wakeups is None else wakeups
+        self.wakeups = Wakeups(store.redis, slots=config.worker_slots) if wakeups is None else wakeups
         self.signals = Signals(config) if signals is None else signals  # what operators are told
         self.caller = Caller(config, transport, secret, self.signing_key, observer, store.lease_left_ms, self.signals)
         self.settler = Settler(store, config, self.after_settle, observer, self.signals)
