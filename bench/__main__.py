@@ -1,7 +1,7 @@
 """``python -m bench [--quick] [--processes 1,2] [--only STEP,...]``: the steps are ceiling,
-engine, http, e2e, cron, throttle, shopify, listing, quirrel, cluster and shared.
+engine, http, e2e, cron, throttle, shopify, listing, quirrel, cluster, shared and footprint.
 
-Runs the eleven steps in order and prints every figure beside a reference measured in the
+Runs the twelve steps in order and prints every figure beside a reference measured in the
 same run, then all of them again as a summary. See bench/README.md.
 """
 
@@ -24,6 +24,7 @@ from . import (
     cron_lag,
     e2e,
     engine,
+    footprint,
     http_client,
     listing,
     quirrel,
@@ -35,7 +36,8 @@ from . import (
 from .procs import RedisProc
 from .report import FIGURES, NOTES, OtherLoad, loop_name
 
-STEPS = ("ceiling", "engine", "http", "e2e", "cron", "throttle", "shopify", "listing", "quirrel", "cluster", "shared")
+STEPS = ("ceiling", "engine", "http", "e2e", "cron", "throttle", "shopify", "listing", "quirrel", "cluster", "shared",
+         "footprint")
 
 
 def cpu_model() -> str:
@@ -139,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             with OtherLoad() as load:
                 guarded("shared", lambda: shared_limits.measure(args.quick))
             print(f"  ({load.describe()})", flush=True)
+        if "footprint" in only:
+            guarded("footprint", lambda: footprint.measure(args.quick))  # bytes, not times: the load does not matter
 
     print(f"\nsummary ({time.monotonic() - started:.0f} s; {whole.describe()}):")
     step = None

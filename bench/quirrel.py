@@ -9,7 +9,8 @@ them) and the same Node sinks, and prints every redisq figure as a ratio to Quir
   once; jobs/s from the first POST until the sink has answered all of them;
 * the same with 3,000 jobs and a sink that answers after 100 ms;
 * batch enqueue: 20,000 jobs due in an hour, POSTed in batches of 1000 (4 posters); jobs/s
-  until the last POST is answered;
+  until the last POST is answered; and Redis memory per waiting job once they are written
+  (``used_memory`` of ``INFO memory`` over the flushed server's, divided by the jobs);
 * delayed-job lag: 1,000 jobs due over 3 s; arrival at the sink minus the job's due time
   (``args.dueAt``), p99;
 * each server's CPU time per job (its processes, all threads, from ``/proc``) over the end
@@ -143,6 +144,7 @@ class Side:
     e2e_cpu_us: float = 0.0
     slow_jobs_s: float = 0.0
     enqueue_jobs_s: float = 0.0
+    waiting_job_bytes: float = 0.0
     lag_p99_ms: float | None = None
     lag_n: int = 0
     problems: list[str] = field(default_factory=list)
@@ -150,7 +152,7 @@ class Side:
 
 def measure_side(side: Side, base_url: str, cpu_s: Callable[[], float], batch_for: Callable[[Sink], Any],
                  fast: Sink, slow: Sink | None, sizes: dict[str, int], lag_spread_s: float,
-                 flush: Callable[[], None]) -> None:
+                 flush: Callable[[], None], used_memory: Callable[[], int]) -> None:
     """The figures of ``sizes`` whose count is not 0 (the 100 ms one needs ``slow``)."""
     def step(what: str, fn: Callable[[], Awaitable[None]]) -> float:
         started = time.perf_counter()
@@ -176,8 +178,10 @@ def measure_side(side: Side, base_url: str, cpu_s: Callable[[], float], batch_fo
         side.slow_jobs_s = n / seconds if seconds else 0.0
     if n := sizes["enqueue"]:
         flush()
+        empty = used_memory()
         seconds = step("batch enqueue", lambda: post_all(base_url, jobs(n, time.time() + 3600), batch_for(fast)))
         side.enqueue_jobs_s = n / seconds if seconds else 0.0
+        side.waiting_job_bytes = (used_memory() - empty) / n if seconds else 0.0
         flush()
     if n := sizes["lag"]:
         fast.reset()
@@ -225,15 +229,18 @@ def measure(quick: bool) -> tuple[Side, Side] | None:
         def flush() -> None:
             client.flushall()
 
+        def used_memory() -> int:
+            return int(client.info("memory")["used_memory"])  # type: ignore[index]
+
         try:
             q = QuirrelProc(cli, redis.url)
             try:
                 measure_side(quirrel, f"http://127.0.0.1:{q.port}", q.cpu_s, lambda sink: quirrel_batch(sink.url),
-                             fast, slow, sizes, lag_spread_s, flush)
+                             fast, slow, sizes, lag_spread_s, flush, used_memory)
             finally:
                 q.stop()
             flush()
-            measure_redisq(redisq, redis.url, fast, slow, sizes, lag_spread_s, flush)
+            measure_redisq(redisq, redis.url, fast, slow, sizes, lag_spread_s, flush, used_memory)
         finally:
             client.close()
     report(quirrel, redisq, sizes)
@@ -241,7 +248,7 @@ def measure(quick: bool) -> tuple[Side, Side] | None:
 
 
 def measure_redisq(side: Side, redis_url: str, fast: Sink, slow: Sink, sizes: dict[str, int], lag_spread_s: float,
-                   flush: Callable[[], None]) -> None:
+                   flush: Callable[[], None], used_memory: Callable[[], int]) -> None:
     """As ``measure_side``, with one ``redisq serve`` per sink in turn (a worker's URL is in
     the config): the 100 ms figure from the one whose worker is the slow sink."""
     import tempfile
@@ -253,7 +260,7 @@ def measure_redisq(side: Side, redis_url: str, fast: Sink, slow: Sink, sizes: di
             coordinator = Coordinator(redisq_config(redis_url, sink.url, port, Path(tmp) / f"{port}.toml"), port=port)
             try:
                 measure_side(side, coordinator.url, coordinator.cpu_s, lambda sink: redisq_batch, fast,
-                             slow if sink is slow else None, its_sizes, lag_spread_s, flush)
+                             slow if sink is slow else None, its_sizes, lag_spread_s, flush, used_memory)
             finally:
                 coordinator.stop()
             flush()
@@ -266,6 +273,8 @@ def report(quirrel: Side, redisq: Side, sizes: dict[str, int]) -> None:
            quirrel.slow_jobs_s, "goal >= 5x")
     figure("quirrel", f"batch enqueue, {sizes['enqueue']:,} jobs due in an hour", redisq.enqueue_jobs_s, "jobs/s",
            "Quirrel", quirrel.enqueue_jobs_s, "goal >= 5x")
+    figure("quirrel", "  Redis memory per waiting job", redisq.waiting_job_bytes, "B", "Quirrel",
+           quirrel.waiting_job_bytes, "goal <= 0.5x; per structure: step 12")
     if redisq.lag_p99_ms is not None and quirrel.lag_p99_ms is not None:
         figure("quirrel", f"delayed-job lag p99, {sizes['lag']:,} jobs over 3 s", redisq.lag_p99_ms, "ms", "Quirrel",
                quirrel.lag_p99_ms, f"{redisq.lag_n} / {quirrel.lag_n} samples; goal <= 5 ms")
