@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -102,6 +103,14 @@ async def feed(redis: Any, *workers: Any, **settings: Any) -> AsyncIterator[Runn
             run.coordinator.events.close()
 
 
+def event_position(event_id: str) -> tuple[int, int, int]:
+    """(ms, seq, index) of an event id ``<worker>/<ms>-<seq>.<index>``."""
+    match = re.fullmatch(r"[a-z0-9_-]+/(\d+)-(\d+)\.(\d+)", event_id)
+    assert match, event_id
+    ms, seq, index = match.groups()
+    return int(ms), int(seq), int(index)
+
+
 def finished_all(job_ids: list[str]) -> Callable[[list[Sse]], bool]:
     return lambda events: all(any(e.data["id"] == j and e.data["state"] == "succeeded" for e in events)
                               for j in job_ids)
@@ -125,7 +134,7 @@ async def test_each_job_s_events_come_in_order_with_their_attempt_and_time(engin
             assert worker_name == "work"
             ms = int(stream_id.split("-")[0])
             assert int(datetime.fromisoformat(event.data["at"]).timestamp() * 1000) == ms
-        ids = [tuple(int(part) for part in e.id.split("/")[1].split("-")) for e in reader.events]
+        ids = [event_position(e.id) for e in reader.events]
         assert ids == sorted(ids) and len(set(ids)) == len(ids)  # one worker: in stream order, none twice
 
 
