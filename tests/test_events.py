@@ -202,6 +202,30 @@ async def test_a_client_that_reconnects_with_last_event_id_gets_exactly_what_it_
         assert len(set(everything)) == len(everything)
 
 
+@pytest.mark.parametrize("k", [0, 7, 19])
+async def test_a_batch_is_one_entry_whose_events_each_have_an_id_to_resume_after(engine_redis, k):
+    """An enqueue of 20 jobs is one stream entry: 20 events with ids <ms>-<seq>.0 .. .19,
+    in the batch's order; resuming after the k-th gets the rest of the entry, then the
+    later entries, none twice."""
+    n = 20
+    async with Worker() as worker, feed(engine_redis, worker_config(worker.url)) as run, reading(run) as witness:
+        jobs = [j["id"] for j in await run.enqueue_batch([{"worker": "work", "id": f"b{i}"} for i in range(n)])]
+        await witness.until("the batch succeeded", finished_all(jobs))
+        await asyncio.sleep(0.2)
+        scheduled = [e for e in witness.events if e.data["state"] == "scheduled"]
+        assert [e.data["id"] for e in scheduled] == jobs
+        positions = [event_position(e.id) for e in scheduled]
+        assert {p[:2] for p in positions} == {positions[0][:2]}  # one entry
+        assert [p[2] for p in positions] == list(range(n))
+        everything = [e.id for e in witness.events]
+        assert len(set(everything)) == len(everything)
+        assert everything[:n] == [e.id for e in scheduled]
+        async with reading(run, headers={"Last-Event-ID": scheduled[k].id}) as again:
+            await again.until("the batch again", finished_all(jobs))
+            await asyncio.sleep(0.2)
+        assert [e.id for e in again.events] == everything[k + 1:]
+
+
 async def test_a_resumed_filtered_stream_gets_only_its_worker_s_missed_events(engine_redis):
     async with Worker() as worker, feed(engine_redis, worker_config(worker.url, name="mail"),
                                         worker_config(worker.url, name="sms")) as run, \
