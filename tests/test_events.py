@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -102,6 +103,14 @@ async def feed(redis: Any, *workers: Any, **settings: Any) -> AsyncIterator[Runn
             run.coordinator.events.close()
 
 
+def event_position(event_id: str) -> tuple[int, int, int]:
+    """(ms, seq, index) of an event id ``<worker>/<ms>-<seq>.<index>``."""
+    match = re.fullmatch(r"[a-z0-9_-]+/(\d+)-(\d+)\.(\d+)", event_id)
+    assert match, event_id
+    ms, seq, index = match.groups()
+    return int(ms), int(seq), int(index)
+
+
 def finished_all(job_ids: list[str]) -> Callable[[list[Sse]], bool]:
     return lambda events: all(any(e.data["id"] == j and e.data["state"] == "succeeded" for e in events)
                               for j in job_ids)
@@ -125,7 +134,7 @@ async def test_each_job_s_events_come_in_order_with_their_attempt_and_time(engin
             assert worker_name == "work"
             ms = int(stream_id.split("-")[0])
             assert int(datetime.fromisoformat(event.data["at"]).timestamp() * 1000) == ms
-        ids = [tuple(int(part) for part in e.id.split("/")[1].split("-")) for e in reader.events]
+        ids = [event_position(e.id) for e in reader.events]
         assert ids == sorted(ids) and len(set(ids)) == len(ids)  # one worker: in stream order, none twice
 
 
@@ -191,6 +200,30 @@ async def test_a_client_that_reconnects_with_last_event_id_gets_exactly_what_it_
         assert everything[:len(seen)] == [e.id for e in seen]  # every client sees the same order
         assert [e.id for e in again.events] == everything[len(seen):]  # none twice, none missed
         assert len(set(everything)) == len(everything)
+
+
+@pytest.mark.parametrize("k", [0, 7, 19])
+async def test_a_batch_is_one_entry_whose_events_each_have_an_id_to_resume_after(engine_redis, k):
+    """An enqueue of 20 jobs is one stream entry: 20 events with ids <ms>-<seq>.0 .. .19,
+    in the batch's order; resuming after the k-th gets the rest of the entry, then the
+    later entries, none twice."""
+    n = 20
+    async with Worker() as worker, feed(engine_redis, worker_config(worker.url)) as run, reading(run) as witness:
+        jobs = [j["id"] for j in await run.enqueue_batch([{"worker": "work", "id": f"b{i}"} for i in range(n)])]
+        await witness.until("the batch succeeded", finished_all(jobs))
+        await asyncio.sleep(0.2)
+        scheduled = [e for e in witness.events if e.data["state"] == "scheduled"]
+        assert [e.data["id"] for e in scheduled] == jobs
+        positions = [event_position(e.id) for e in scheduled]
+        assert {p[:2] for p in positions} == {positions[0][:2]}  # one entry
+        assert [p[2] for p in positions] == list(range(n))
+        everything = [e.id for e in witness.events]
+        assert len(set(everything)) == len(everything)
+        assert everything[:n] == [e.id for e in scheduled]
+        async with reading(run, headers={"Last-Event-ID": scheduled[k].id}) as again:
+            await again.until("the batch again", finished_all(jobs))
+            await asyncio.sleep(0.2)
+        assert [e.id for e in again.events] == everything[k + 1:]
 
 
 async def test_a_resumed_filtered_stream_gets_only_its_worker_s_missed_events(engine_redis):

@@ -150,6 +150,43 @@ async def test_a_death_left_pending_by_a_stopped_coordinator_is_called_back_by_a
         assert (await real_redis.xpending(WorkerKeys("work").events, DEAD_LETTER_GROUP))["pending"] == 0
 
 
+async def test_an_entry_of_several_deaths_calls_each_back_once_and_is_acknowledged_after_the_last(engine_redis,
+                                                                                                 monkeypatch):
+    """One script call's entry holds several events: each death in it is called back once,
+    the other states not at all, and the entry stays pending until its last death is
+    delivered (here the second, whose first callback is answered 500)."""
+    monkeypatch.setattr("redisq.dead_letters.RETRY_DELAYS_S", (0.5,))
+    refused: set[str] = set()
+
+    async def refuse_b_once(call: Call) -> web.StreamResponse:
+        dead = call.body["job"]["id"]
+        if dead == "work:b" and dead not in refused:
+            refused.add(dead)
+            return web.Response(status=500)
+        return web.Response(status=200)
+
+    stream = WorkerKeys("work").events
+    async with Worker(not_found) as worker, Callbacks() as callbacks, \
+            coordinator(engine_redis, dying(worker.url, callbacks.url)):
+        callbacks.behave = refuse_b_once
+        deadline = time.monotonic() + 5
+        while not await engine_redis.exists(stream) or not await engine_redis.xinfo_groups(stream):
+            assert time.monotonic() < deadline, "the on_dead group was not made"
+            await asyncio.sleep(0.02)
+        # an entry as a settle of four receipts writes it (the jobs are gone: purged, say)
+        await engine_redis.xadd(stream, {"n": 4, "events": "dead 2 a;succeeded 1 x;dead 2 b;dead 1 c"})
+        await wait_for("a callback per death", lambda: len(callbacks.calls) >= 3)
+        assert (await engine_redis.xpending(stream, DEAD_LETTER_GROUP))["pending"] == 1  # b is not delivered yet
+        await wait_for("b again", lambda: len(callbacks.calls) >= 4)
+        deadline = time.monotonic() + 5
+        while (await engine_redis.xpending(stream, DEAD_LETTER_GROUP))["pending"]:
+            assert time.monotonic() < deadline, "the entry was not acknowledged after its last death"
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.5)
+    assert sorted(c.body["job"]["id"] for c in callbacks.calls) == ["work:a", "work:b", "work:b", "work:c"]
+    assert {c.body["job"]["attempts"] for c in callbacks.of("work:c")} == {1}  # the death's own attempt
+
+
 async def test_no_callback_for_a_job_that_did_not_die(engine_redis):
     async def ok(call: Call) -> web.StreamResponse:
         return web.json_response({})

@@ -11,10 +11,11 @@
 local function new_queue(throttle_keys_key, seq_key, stats_key, limits_key, events_key,
                          queue_prefix, key_bucket_prefix, state_prefix, history_prefix)
   return {
-    throttle_keys = throttle_keys_key, seq = seq_key, stats = stats_key, limits = limits_key, events = events_key,
+    throttle_keys = throttle_keys_key, seq = seq_key, stats = stats_key, limits = limits_key, events_key = events_key,
     queue_prefix = queue_prefix, key_bucket_prefix = key_bucket_prefix, state_prefix = state_prefix,
     history_prefix = history_prefix,
     counts = {}, ready_ms = {},  -- pending counter changes, and key scores this call has seen
+    events = {}, event_count = 0,  -- this call's events, for write_counts' one stream entry
   }
 end
 
@@ -28,12 +29,51 @@ local function state_index(queue, state, throttle_key)
   return queue.state_prefix .. state .. ':' .. throttle_key
 end
 
--- The worker's event stream keeps this many entries (about: trimmed with MAXLEN ~).
+-- The worker's event stream keeps about its last EVENTS_KEPT events. An entry holds one
+-- script call's events (see write_counts), so it is trimmed by events, not entries: the
+-- stats hash's `events_in_stream` counts the events its entries hold, and once that passes
+-- EVENTS_KEPT + EVENTS_SLACK the oldest entries go (XDEL) while the others hold
+-- EVENTS_KEPT events without them. (The slack spares most calls reading the oldest
+-- entries. Should the count go wrong, as when the stream is deleted and the count kept,
+-- the stream still holds at most about twice that, and the count comes right once the
+-- stream is short.)
 local EVENTS_KEPT = 10000
+local EVENTS_SLACK = 1000
+local TRIM_PAGE = 10  -- oldest entries read at a time to trim
+
+-- How many events a stream entry holds: its field `n` (an entry written before events were
+-- batched has fields job, state, attempt: one event).
+local function events_in_entry(fields)
+  for i = 1, #fields, 2 do
+    if fields[i] == 'n' then return tonumber(fields[i + 1]) end
+  end
+  return 1
+end
+
+-- Drop the stream's oldest entries while the others hold EVENTS_KEPT events; `held` is the
+-- events it holds, `newest` the id of the entry just added (never dropped). Returns the
+-- events it holds after.
+local function trim_events(queue, held, newest)
+  if held <= EVENTS_KEPT + EVENTS_SLACK then return held end
+  while held > EVENTS_KEPT do
+    local oldest = redis.call('XRANGE', queue.events_key, '-', '+', 'COUNT', TRIM_PAGE)
+    local drop = {}
+    for _, entry in ipairs(oldest) do
+      local n = events_in_entry(entry[2])
+      if entry[1] == newest then held = n; break end  -- all before it dropped: the count is n
+      if held - n < EVENTS_KEPT then break end
+      held = held - n
+      drop[#drop + 1] = entry[1]
+    end
+    if #drop > 0 then redis.call('XDEL', queue.events_key, unpack(drop)) end
+    if #drop < TRIM_PAGE then break end
+  end
+  return held
+end
 
 -- A job moved from state `from` (nil: it is new) to `to` ('deleted': it is gone), with
--- `score` in the new state's index: update the indexes and add the event (the job's
--- suffix, new state, attempt).
+-- `score` in the new state's index: update the indexes and note the event (the job's
+-- suffix, new state, attempt) for write_counts.
 local function moved(queue, suffix, throttle_key, from, to, score, attempt)
   throttle_key = throttle_key or ''
   if from then
@@ -45,23 +85,48 @@ local function moved(queue, suffix, throttle_key, from, to, score, attempt)
       if to ~= 'running' then redis.call('ZADD', state_index(queue, to, ''), score, suffix) end
       if throttle_key ~= '' then redis.call('ZADD', state_index(queue, to, throttle_key), score, suffix) end
     end
-    redis.call('XADD', queue.events, 'MAXLEN', '~', EVENTS_KEPT, '*', 'job', suffix, 'state', to,
-      'attempt', attempt or 0)
+    -- runs of events with the same state and attempt: '<state> <attempt> <suffix> <suffix> ...'
+    local head = to .. ' ' .. (attempt or 0)
+    local parts = queue.events  -- joined by write_counts: each part has its separator before it
+    if queue.run_head ~= head then
+      parts[#parts + 1] = (#parts == 0 and '' or ';') .. head
+      queue.run_head = head
+    end
+    parts[#parts + 1] = ' ' .. suffix
+    queue.event_count = queue.event_count + 1
   end
 end
 
 -- Counters shown by GET /workers: queued (waiting, retrying included), retrying,
--- succeeded, dead, cancelled. Changes add up during the call; a script that counts must
--- call write_counts(queue) before it returns.
+-- succeeded, dead, cancelled. Changes add up during the call; a script that counts or
+-- moves jobs must call write_counts(queue) before it returns.
 local function count(queue, field, delta)
   queue.counts[field] = (queue.counts[field] or 0) + delta
 end
 
+-- Writes what the call collected: the counter changes, and its events as ONE entry of the
+-- worker's stream (one XADD per call, not one per job: a claim of 256 jobs is one entry):
+-- field `n`, how many events; field `events`, the events in the order they happened, as
+-- runs of those with the same state and attempt, '<state> <attempt> <suffix> ...', the
+-- runs joined by ';' (a job suffix has no space nor ';': keys.py JOB_SUFFIX_RE). E.g.
+-- 'succeeded 1 job-a job-b;retrying 1 job-c'.
 local function write_counts(queue)
+  local events = queue.event_count
+  if events > 0 then count(queue, 'events_in_stream', events) end
+  local held = nil
   for field, delta in pairs(queue.counts) do
-    if delta ~= 0 then redis.call('HINCRBY', queue.stats, field, delta) end
+    if delta ~= 0 then
+      local total = redis.call('HINCRBY', queue.stats, field, delta)
+      if field == 'events_in_stream' then held = total end
+    end
   end
   queue.counts = {}
+  if events > 0 then
+    local newest = redis.call('XADD', queue.events_key, '*', 'n', events, 'events', table.concat(queue.events))
+    queue.events, queue.event_count, queue.run_head = {}, 0, nil
+    local kept = trim_events(queue, held, newest)
+    if kept ~= held then redis.call('HSET', queue.stats, 'events_in_stream', kept) end
+  end
 end
 
 -- The earliest time any throttle key can be served; nil when no job waits.

@@ -3,22 +3,28 @@
 is (``security.signed_headers``, the same key).
 
 The deaths are read from the worker's event stream (the scripts add every state change to
-it: lua/includes/jobs.lua ``moved()``) through one consumer group, ``DEAD_LETTER_GROUP``,
-shared by every coordinator on that Redis: XREADGROUP hands each entry to one of them, which
-acknowledges it (XACK) once the callback answered 2xx, or once it gave up. An entry another
-coordinator left pending (it stopped or died mid-callback) is taken over with XAUTOCLAIM
-after ``CLAIM_IDLE_MS``; a coordinator marks its own callbacks in progress as its own again
-(XCLAIM JUSTID) every quarter of that, so none is taken from it while it retries. Entries
-of other states are acknowledged at once. The group starts at the stream's end when it is
-first made: deaths before that are not called back, nor is a death the stream trimmed
-before any coordinator read it (more than about 10,000 events of the worker behind).
+it, one entry per script call holding all its events: lua/includes/jobs.lua ``moved()``)
+through one consumer group, ``DEAD_LETTER_GROUP``, shared by every coordinator on that
+Redis: XREADGROUP hands each entry to one of them, which calls back every death in it, each
+in a task of its own, and acknowledges the entry (XACK) once every one of them answered
+2xx or was given up. An entry another coordinator left pending (it stopped or died
+mid-callback) is taken over with XAUTOCLAIM after ``CLAIM_IDLE_MS``; a coordinator marks
+its own entries with callbacks in progress as its own again (XCLAIM JUSTID) every quarter
+of that, so none is taken from it while it retries. An entry that this coordinator holds
+callbacks of, or acknowledged lately, is not called back again when handed back to it
+(a takeover answered while its XACK was on its way): a death is called back twice only
+by two coordinators. Entries without a death are acknowledged at once. The group starts at
+the stream's end when it is first made: deaths before that are not called back, nor is a
+death the stream trimmed before any coordinator read it (more than about 10,000 events of
+the worker behind).
 
 A callback is tried ``1 + len(RETRY_DELAYS_S)`` times over about 12 minutes (each attempt
 ``CALL_TIMEOUT_S`` at most), then given up with a WARNING (``Signals.dead_letter_failed``).
-Each runs in a task of its own on an HTTP client of its own, at most ``MAX_CALLBACKS`` at
-once, so a slow or failing callback never holds up dispatch. Delivery is at least once: a
-coordinator that stops after the callback answered but before its XACK reached Redis leaves
-the entry to be called back again.
+Each runs in a task of its own on an HTTP client of its own, at most ``MAX_CALLBACKS``
+calls at once, so a slow or failing callback never holds up dispatch. Delivery is at least
+once: a coordinator that stops after a callback answered but before the XACK of its entry
+reached Redis (the entry's other deaths still in progress, say) leaves the entry to be
+called back again, every death in it, by the one that takes it over.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from .config import Config, WorkerConfig
 from .connection import RedisClient
 from .engine import Engine
 from .errors import NotFoundError, RedisqError
-from .events import stream_entries, text
+from .events import entry_events, stream_entries, text
 from .keys import DEAD_LETTER_GROUP, WorkerKeys, job_id
 from .loops import OutageBackoff
 from .security import signed_headers
@@ -77,7 +83,10 @@ class DeadLetters:
         self.transport = transport
         self.consumer = f"{engine.coordinator_id}/{secrets.token_hex(3)}"
         self._loops: list[asyncio.Task[None]] = []
-        self._callbacks: dict[tuple[str, str], asyncio.Task[None]] = {}  # (worker, entry id) -> its task
+        # (worker, entry id) -> the task calling back its deaths
+        self._callbacks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._deaths_in_progress = 0  # the deaths those tasks call back
+        self._calls = asyncio.Semaphore(MAX_CALLBACKS)  # callbacks being made at once
         # (worker, entry id) acknowledged lately: an XAUTOCLAIM answered while the XACK was on
         # its way may still hand the entry back
         self._acknowledged: dict[tuple[str, str], None] = {}
@@ -124,7 +133,7 @@ class DeadLetters:
                 if loop_time() - kept_fresh_at >= CLAIM_IDLE_MS / 4000:
                     await self._keep_fresh(worker.name, stream)
                     kept_fresh_at = loop_time()
-                if len(self._callbacks) < MAX_CALLBACKS:
+                if self._deaths_in_progress < MAX_CALLBACKS:
                     reply = await self.redis.xreadgroup(DEAD_LETTER_GROUP, self.consumer, {stream: ">"},
                                                         count=READ_COUNT, block=READ_BLOCK_MS)
                     for _, entries in stream_entries(reply):
@@ -160,33 +169,53 @@ class DeadLetters:
                 return taken
 
     async def _keep_fresh(self, worker: str, stream: str) -> None:
-        """Mark this coordinator's callbacks in progress as its own again (their idle time
-        starts over), so that no other coordinator takes them over while they retry."""
+        """Mark the entries of this coordinator's callbacks in progress as its own again
+        (their idle time starts over), so that no other coordinator takes them over while
+        they retry."""
         ids: list[StreamIdT] = [entry_id for (name, entry_id) in self._callbacks if name == worker]
         if ids:
             await self.redis.xclaim(stream, DEAD_LETTER_GROUP, self.consumer, 0, ids, justid=True)
 
     async def _handle(self, worker: WorkerConfig, stream: str, entries: Sequence[Entry]) -> None:
-        """A callback for each death not already in progress here; the rest acknowledged."""
+        """A task calling back the deaths of each entry that is neither in progress here nor
+        acknowledged lately; the rest acknowledged (again)."""
         done: list[str] = []
         for entry_id, raw in entries:
-            fields = {text(k): text(v) for k, v in raw.items()}
             key = (worker.name, text(entry_id))
-            if fields.get("state") != DEAD:
+            if key in self._callbacks:
+                continue  # its deaths are being called back: its task acknowledges it
+            deaths = [(suffix, attempt) for suffix, state, attempt in entry_events(raw) if state == DEAD]
+            if not deaths or key in self._acknowledged:
                 done.append(key[1])
-            elif key not in self._callbacks and key not in self._acknowledged:
-                task = asyncio.create_task(self._call_back(worker, stream, key[1], fields))
-                self._callbacks[key] = task
-                task.add_done_callback(lambda _, key=key: self._callbacks.pop(key, None))  # type: ignore[misc]
+                continue
+            task = asyncio.create_task(self._call_back_entry(worker, stream, key[1], deaths))
+            self._callbacks[key] = task
+            task.add_done_callback(lambda _, key=key: self._callbacks.pop(key, None))  # type: ignore[misc]
         if done:
             await self.redis.xack(stream, DEAD_LETTER_GROUP, *done)
 
-    async def _call_back(self, worker: WorkerConfig, stream: str, entry_id: str, fields: Mapping[str, str]) -> None:
-        """POST the dead job to ``on_dead`` until it answers 2xx or the attempts run out;
-        then acknowledge the entry."""
+    async def _call_back_entry(self, worker: WorkerConfig, stream: str, entry_id: str,
+                               deaths: Sequence[tuple[str, int]]) -> None:
+        """Call back every death of an entry at once; once each answered 2xx or was given
+        up, acknowledge the entry. (A callback that failed otherwise leaves it pending, to
+        be taken over.)"""
+        self._deaths_in_progress += len(deaths)
+        try:
+            ended = await asyncio.gather(*(self._call_back(worker, suffix, attempt) for suffix, attempt in deaths),
+                                         return_exceptions=True)
+        finally:
+            self._deaths_in_progress -= len(deaths)
+        failed = [e for e in ended if isinstance(e, BaseException)]
+        if failed:
+            log.warning("on_dead callbacks of %s in %s failed (%s): the entry is left pending", entry_id, stream,
+                        failed[0])
+            return
+        await self._acknowledge(worker.name, stream, entry_id)
+
+    async def _call_back(self, worker: WorkerConfig, suffix: str, attempts: int) -> None:
+        """POST the dead job to ``on_dead`` until it answers 2xx or the attempts run out."""
         assert worker.on_dead is not None and self.transport is not None
-        dead_id = job_id(worker.name, fields.get("job", ""))
-        attempts = int(fields.get("attempt") or 0)
+        dead_id = job_id(worker.name, suffix)
         body: bytes | None = None
         error = ""
         delays_s = (0.0, *RETRY_DELAYS_S)
@@ -194,19 +223,18 @@ class DeadLetters:
             if delay_s:
                 await asyncio.sleep(delay_s)
             try:
-                body = body or await self._body(dead_id, worker.name, attempts)
-                headers = {"Content-Type": "application/json", **signed_headers(self.signing_key, body)}
-                response = await self.transport.post(worker.on_dead, body, headers, CALL_TIMEOUT_S)
+                async with self._calls:
+                    body = body or await self._body(dead_id, worker.name, attempts)
+                    headers = {"Content-Type": "application/json", **signed_headers(self.signing_key, body)}
+                    response = await self.transport.post(worker.on_dead, body, headers, CALL_TIMEOUT_S)
             except (TransportError, RedisqError) as e:
                 error = str(e)
                 continue
             if 200 <= response.status < 300:
-                await self._acknowledge(worker.name, stream, entry_id)
                 return
             said = response.body[:200].decode("utf-8", "replace").strip()
             error = f"HTTP {response.status}: {said}" if said else f"HTTP {response.status}"
         self.signals.dead_letter_failed(worker.name, dead_id, worker.on_dead, len(delays_s), error)
-        await self._acknowledge(worker.name, stream, entry_id)
 
     async def _body(self, dead_id: str, worker: str, attempts: int) -> bytes:
         """The callback's body: the job as ``GET /job/{id}`` answers it, with its history; a

@@ -1,9 +1,14 @@
 """The event feed: every job's state changes, read from the workers' event streams by one
 reader per coordinator and fanned out to each connected client (``GET /events``).
 
-The scripts that change a job's state add ``job``, ``state`` and ``attempt`` to the
-worker's stream (``moved()`` in lua/includes/jobs.lua; ``WorkerKeys.events``, about the
-last 10,000 entries kept). The stream id is Redis's clock: ``<ms>-<seq>``.
+The scripts that change a job's state add one entry per call to the worker's stream
+(``moved()`` and ``write_counts()`` in lua/includes/jobs.lua; ``WorkerKeys.events``, about
+the last 10,000 events kept): its field ``n`` says how many events it holds, and
+``events`` holds them in the order they happened, as runs of jobs that moved to the same
+state at the same attempt, ``<state> <attempt> <suffix> <suffix> ...`` joined by ``;``
+(a claim of 256 jobs is one entry of one run of 256). An entry written before events were
+batched has fields ``job``, ``state``, ``attempt``: one event. The stream id is Redis's clock:
+``<ms>-<seq>``; an event is the entry's ``index``-th (from 0).
 
 One reader (``EventFeed``) holds one XREAD BLOCK over all the workers' streams at a time,
 whatever the number of clients: it starts with the first client and stops with the last
@@ -13,19 +18,20 @@ embedded store (fakeredis) runs XREAD BLOCK as Redis does (it wakes on an XADD m
 script), so both stores use the same reader.
 
 **Order and resuming.** Events are sent in *feed order*: by the millisecond of their
-stream id, then by worker name, then by the id's sequence. An event is sent only once its
-millisecond has passed on Redis's clock (TIME, read in the same round trip as the XREAD or
-XRANGE): by then no other event of that millisecond can still be written, so feed order is
-also the order of sending, and every client sees the same order. An event's id is
-``<worker>/<stream id>``, so a client that sends it back (``Last-Event-ID``) gets exactly
-the events after it in that order: its worker's events after that id, and each other
-worker's from that millisecond on (a worker that sorts later) or after it (one that sorts
-before). They are read from the backlog (XRANGE, a page at a time, all streams in one
-MULTI) before live events; a live event the backlog already sent is dropped by its stream
-position. What a client can still miss: the events a stream trimmed before it came back
-(more than about 10,000 events of one worker behind); and the order is only as good as
-Redis's clock (an event whose millisecond is ahead of the clock, after the clock went back,
-is sent at once).
+stream id, then by worker name, then by the id's sequence, then by their index in the
+entry. An event is sent only once its millisecond has passed on Redis's clock (TIME, read
+in the same round trip as the XREAD or XRANGE): by then no other event of that millisecond
+can still be written, so feed order is also the order of sending, and every client sees the
+same order. An event's id is ``<worker>/<stream id>.<index>``, so a client that sends it
+back (``Last-Event-ID``) gets exactly the events after it in that order: the rest of its
+entry, its worker's entries after that one, and each other worker's from that millisecond
+on (a worker that sorts later) or after it (one that sorts before). (An id without
+``.<index>``, as feeds sent before events were batched, stands for its whole entry.) They
+are read from the backlog (XRANGE, a page at a time, all streams in one MULTI) before live
+events; a live event the backlog already sent is dropped by its stream position. What a
+client can still miss: the events a stream trimmed before it came back (more than about
+10,000 events of one worker behind); and the order is only as good as Redis's clock (an
+event whose millisecond is ahead of the clock, after the clock went back, is sent at once).
 
 **On a Redis Cluster** each worker's stream lives on its own master, and one XREAD cannot
 span slots (CROSSSLOT), nor a MULTI. So the reader there reads Redis's clock first, on
@@ -70,45 +76,62 @@ STOP_WAIT_S = 2.0  # how long stop() waits for the reader's XREAD to return
 HELD_BACK_S = 0.001  # the wait before reading again the events of a millisecond not yet over
 CLUSTER_POLL_S = 0.02  # on a cluster, the reader's wait between reads that found nothing
 MAX_SEQ = 2**64 - 1
-STREAM_ID_RE = re.compile(r"^(\d{1,20})-(\d{1,20})\Z")
+EVENT_ID_RE = re.compile(r"^(\d{1,20})-(\d{1,20})(?:\.(\d{1,9}))?\Z")  # a stream id, and the event's index
+WHOLE_ENTRY = 2**32  # an index past every event of an entry: a position after the whole entry
 
-Position = tuple[int, int]  # a stream id (ms, seq): the feed reads the entries after it
+# An event's place in its worker's stream, (ms, seq) of its entry and its index there: the
+# feed reads the events after it. (ms, seq, WHOLE_ENTRY) is after every event of that entry.
+Position = tuple[int, int, int]
 
 
 def text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def entry_events(fields: Mapping[Any, Any]) -> list[tuple[str, str, int]]:
+    """The (job suffix, state, attempt) of each event a stream entry holds, in order: its
+    ``events`` are runs ``<state> <attempt> <suffix> <suffix> ...`` joined by ``;``."""
+    values = {text(k): text(v) for k, v in fields.items()}
+    if "events" not in values:  # an entry from before events were batched: one event
+        return [(values.get("job", ""), values.get("state", ""), int(values.get("attempt") or 0))]
+    events = []
+    for run in values["events"].split(";"):
+        state, attempt, *suffixes = run.split(" ")
+        events += [(suffix, state, int(attempt)) for suffix in suffixes]
+    return events
+
+
 @dataclass(frozen=True)
 class Event:
-    """One state change of one job, as a stream entry holds it."""
+    """One state change of one job: the ``index``-th event of a stream entry."""
 
     worker: str
     ms: int
     seq: int
+    index: int
     suffix: str
     state: str
     attempt: int
 
     @classmethod
-    def from_entry(cls, worker: str, entry_id: Any, fields: Mapping[Any, Any]) -> Event:
+    def from_entry(cls, worker: str, entry_id: Any, fields: Mapping[Any, Any]) -> list[Event]:
+        """The events of one stream entry."""
         ms, _, seq = text(entry_id).partition("-")
-        values = {text(k): text(v) for k, v in fields.items()}
-        return cls(worker, int(ms), int(seq), values.get("job", ""), values.get("state", ""),
-                   int(values.get("attempt") or 0))
+        return [cls(worker, int(ms), int(seq), index, suffix, state, attempt)
+                for index, (suffix, state, attempt) in enumerate(entry_events(fields))]
 
     @property
     def position(self) -> Position:
-        return self.ms, self.seq
+        return self.ms, self.seq, self.index
 
     @property
-    def order(self) -> tuple[int, str, int]:
-        """Its place in feed order: the millisecond, the worker's name, the sequence."""
-        return self.ms, self.worker, self.seq
+    def order(self) -> tuple[int, str, int, int]:
+        """Its place in feed order: the millisecond, the worker's name, the sequence, the index."""
+        return self.ms, self.worker, self.seq, self.index
 
     @property
     def event_id(self) -> str:
-        return f"{self.worker}/{self.ms}-{self.seq}"
+        return f"{self.worker}/{self.ms}-{self.seq}.{self.index}"
 
     def to_json(self) -> dict[str, Any]:
         return {"worker": self.worker, "id": job_id(self.worker, self.suffix), "state": self.state,
@@ -121,56 +144,70 @@ class Event:
 
 @dataclass(frozen=True)
 class ResumePoint:
-    """Where a client's ``Last-Event-ID`` left off: an event of ``worker`` at stream id (ms, seq)."""
+    """Where a client's ``Last-Event-ID`` left off: the ``index``-th event of ``worker``'s
+    entry (ms, seq); ``WHOLE_ENTRY`` for an id without an index (the whole entry)."""
 
     worker: str
     ms: int
     seq: int
+    index: int = WHOLE_ENTRY
 
     @classmethod
     def parse(cls, last_event_id: str, field: str) -> ResumePoint:
-        worker, sep, stream_id = last_event_id.strip().rpartition("/")
-        match = STREAM_ID_RE.match(stream_id)
+        worker, sep, event_id = last_event_id.strip().rpartition("/")
+        match = EVENT_ID_RE.match(event_id)
         if not sep or not WORKER_NAME_RE.match(worker) or match is None:
-            raise ValidationError(f"{field} must be an event id this feed sent (<worker>/<ms>-<seq>), got "
-                                  f"{last_event_id[:80]!r}", field=field)
+            raise ValidationError(f"{field} must be an event id this feed sent (<worker>/<ms>-<seq>.<index>), "
+                                  f"got {last_event_id[:80]!r}", field=field)
         ms, seq = int(match.group(1)), int(match.group(2))
         if ms > MAX_SEQ or seq > MAX_SEQ:
             raise ValidationError(f"{field} names a stream id beyond Redis's", field=field)
-        return cls(worker, ms, seq)
+        return cls(worker, ms, seq, WHOLE_ENTRY if match.group(3) is None else int(match.group(3)))
 
     def after_in(self, worker: str) -> Position:
         """The position in ``worker``'s stream after which feed order goes on: after this
-        id in its own stream; after its millisecond for a worker that sorts before it, and
-        from its millisecond for one that sorts after."""
+        event in its own stream; after its millisecond for a worker that sorts before it,
+        and from its millisecond for one that sorts after."""
         if worker == self.worker:
-            return self.ms, self.seq
+            return self.ms, self.seq, self.index
         if worker < self.worker:
-            return self.ms, MAX_SEQ
-        return (self.ms - 1, MAX_SEQ) if self.ms > 0 else (0, 0)
+            return self.ms, MAX_SEQ, WHOLE_ENTRY
+        return (self.ms - 1, MAX_SEQ, WHOLE_ENTRY) if self.ms > 0 else (0, 0, WHOLE_ENTRY)
 
 
 def range_start(after: Position) -> str:
-    """XRANGE's start for the entries after ``after`` (exclusive; Redis refuses ``(`` before
-    the largest sequence, so that one is the next ms, inclusive)."""
-    ms, seq = after
+    """XRANGE's start for the events after ``after``: its entry itself (inclusive) when
+    events of it may follow, else the entries after it (exclusive; Redis refuses ``(``
+    before the largest sequence, so that one is the next ms, inclusive)."""
+    ms, seq, index = after
+    if index != WHOLE_ENTRY:
+        return f"{ms}-{seq}"
     return f"{ms + 1}-0" if seq == MAX_SEQ else f"({ms}-{seq}"
 
 
-def in_feed_order(batches: Mapping[str, Sequence[Event]], page: int, now_ms: int,
+Entries = Sequence[Sequence[Event]]  # a stream's read: the events of each entry, entry by entry
+
+
+def entries_of(worker: str, entries: Iterable[tuple[Any, Any]]) -> list[list[Event]]:
+    return [Event.from_entry(worker, entry_id, fields) for entry_id, fields in entries]
+
+
+def in_feed_order(batches: Mapping[str, Entries], page: int, now_ms: int,
                   clock_read_first: bool = False) -> list[Event]:
-    """The events of several streams' reads that can be sent, in feed order: those of the
-    milliseconds before ``now_ms`` (Redis's clock when they were read: no other event of
-    those can still come), up to where every stream is known to be complete (a stream that
-    filled its ``page`` may hold more before a later event of another). The rest are read
-    again next time. ``clock_read_first``: ``now_ms`` was read before the streams (a
-    cluster's earliest clock), so an event of a later millisecond waits too."""
+    """The events of several streams' reads (``page`` entries at most of each) that can be
+    sent, in feed order: those of the milliseconds before ``now_ms`` (Redis's clock when
+    they were read: no other event of those can still come), up to where every stream is
+    known to be complete (a stream that filled its ``page`` may hold more before a later
+    event of another). The rest are read again next time. ``clock_read_first``: ``now_ms``
+    was read before the streams (a cluster's earliest clock), so an event of a later
+    millisecond waits too. An entry's events share its millisecond: it is sent whole or
+    not at all."""
     def sendable(event: Event) -> bool:
         return event.ms < now_ms if clock_read_first else event.ms != now_ms
 
-    events = sorted((event for batch in batches.values() for event in batch if sendable(event)),
+    events = sorted((event for batch in batches.values() for entry in batch for event in entry if sendable(event)),
                     key=lambda e: e.order)
-    full = [batch[-1].order for batch in batches.values() if len(batch) >= page]
+    full = [batch[-1][-1].order for batch in batches.values() if len(batch) >= page and batch[-1]]
     if not full:
         return events
     horizon = min(full)
@@ -234,7 +271,7 @@ class Subscription:
         """The events after this client's place in their streams; moves it on."""
         fresh = []
         for event in events:
-            if self.positions and event.position <= self.positions.get(event.worker, (-1, 0)):
+            if self.positions and event.position <= self.positions.get(event.worker, (-1, 0, 0)):
                 continue
             if self.positions:
                 self.positions[event.worker] = event.position
@@ -346,9 +383,9 @@ class EventFeed:
             return await self.redis.execute_command(*command)
         return await self.redis.execute_command(*command, target_nodes=await node_of(self.redis, key))
 
-    async def read_after(self, positions: Mapping[str, Position], page: int) -> tuple[dict[str, list[Event]], int]:
-        """Up to ``page`` entries of each worker's stream after its position, all read at
-        one instant (MULTI), and Redis's clock at that instant (ms)."""
+    async def read_after(self, positions: Mapping[str, Position], page: int) -> tuple[dict[str, Entries], int]:
+        """Up to ``page`` entries of each worker's stream from its position's entry on (see
+        ``range_start``), all read at one instant (MULTI), and Redis's clock then (ms)."""
         workers = list(positions)
         if self.clock_read_first:
             with redis_errors_mapped():
@@ -357,16 +394,16 @@ class EventFeed:
                     self._on_its_master(self._streams[worker], "XRANGE", self._streams[worker],
                                         range_start(positions[worker]), "+", "COUNT", page)
                     for worker in workers))
-            return ({worker: [Event.from_entry(worker, entry_id, fields) for entry_id, fields in entries]
-                     for worker, entries in zip(workers, pages, strict=True)}, now_ms)
+            return ({worker: entries_of(worker, entries) for worker, entries in zip(workers, pages, strict=True)},
+                    now_ms)
         with redis_errors_mapped():
             async with self.redis.pipeline(transaction=True) as pipe:
                 for worker in workers:
                     pipe.xrange(self._streams[worker], range_start(positions[worker]), "+", count=page)
                 pipe.time()
                 *replies, now = await pipe.execute()
-        return ({worker: [Event.from_entry(worker, entry_id, fields) for entry_id, fields in entries]
-                 for worker, entries in zip(workers, replies, strict=True)}, redis_ms(now))
+        return ({worker: entries_of(worker, entries) for worker, entries in zip(workers, replies, strict=True)},
+                redis_ms(now))
 
     async def _read(self) -> None:
         """XREAD over every stream while anyone listens, with TIME in the same round trip;
@@ -381,17 +418,17 @@ class EventFeed:
                 await backoff.failed(e)
                 continue
             backoff.succeeded()
-            batches: dict[str, list[Event]] = {}
+            batches: dict[str, Entries] = {}
             for key, entries in read:
                 worker = self._stream_worker[text(key)]
-                batches[worker] = [Event.from_entry(worker, entry_id, fields) for entry_id, fields in entries]
+                batches[worker] = entries_of(worker, entries)
             events = in_feed_order(batches, READ_COUNT, now_ms, self.clock_read_first)
             for event in events:
                 self._positions[self._streams[event.worker]] = f"{event.ms}-{event.seq}"
             if events:
                 for subscription in list(self._subscribers):
                     subscription.offer(events)
-            if len(events) < sum(len(batch) for batch in batches.values()):
+            if len(events) < sum(len(entry) for batch in batches.values() for entry in batch):
                 await asyncio.sleep(HELD_BACK_S)  # the rest are of this millisecond: soon sendable
 
     async def _read_all(self) -> tuple[Iterable[tuple[Any, Sequence[Any]]], int]:
