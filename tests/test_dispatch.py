@@ -448,8 +448,10 @@ async def test_rate_and_burst_the_first_burst_at_once_then_the_rate_in_enqueue_o
         assert order[burst:] == list(range(burst, count))
         assert offsets[burst - 1] <= 0.1, offsets
         for k in range(burst, count):
-            due = (k - burst + 1) / rate  # a token every 1/rate s after the burst
-            assert due - 0.03 <= offsets[k] <= due + 0.15, (k, offsets)
+            # A token every 1/rate s after the burst: never before it, and soon after (CI on
+            # a machine at load 6 saw one call 171 ms after its token).
+            due = (k - burst + 1) / rate
+            assert due - 0.03 <= offsets[k] <= due + 0.3, (k, offsets)
         for i, offset in enumerate(offsets):
             assert i + 1 <= burst + rate * (offset + 0.03), (i, offsets)
 
