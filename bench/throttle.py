@@ -114,7 +114,7 @@ async def fairness_lag(url: str, busy_jobs: int, samples: int) -> tuple[dict[str
     await redis.flushdb()
     coordinator = Coordinator(config, redis=redis)
     await coordinator.start()
-    store = coordinator.store
+    store = coordinator.engine
 
     async def enqueue(body: dict[str, Any]) -> Any:
         results, wake = await store.enqueue_many([parse_enqueue({"worker": WORKER, **body}, config.workers)])
@@ -136,7 +136,10 @@ async def fairness_lag(url: str, busy_jobs: int, samples: int) -> tuple[dict[str
             requests = [parse_enqueue({"worker": WORKER, "throttleKey": "busy"}, config.workers)
                         for _ in range(min(1000, busy_jobs - start))]
             await coordinator.enqueued((await store.enqueue_many(requests))[1])
-        while sum(1 for _ in arrivals) < 40:
+        burst_deadline = time.monotonic() + 30
+        while len(arrivals) < 40:  # the busy key's burst
+            if time.monotonic() > burst_deadline:
+                raise RuntimeError(f"{len(arrivals)} of the busy key's burst of 40 dispatched within 30 s")
             await asyncio.sleep(0.01)
         quiet, delayed = [], []
         for n in range(samples):

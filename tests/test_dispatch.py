@@ -20,6 +20,8 @@ import itertools
 import json
 import random
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -619,6 +621,43 @@ async def test_a_coordinator_stops_promptly_whenever_it_is_stopped(backend, redi
         await stop_within(coord, 8.0)
         took = time.monotonic() - started
         assert took < STOP_PROMPTLY_S, f"round {round_number}: stop() took {took:.2f} s"
+
+
+CANCELLED_RUN = """
+import asyncio, sys
+from redisq.config import Config, WorkerConfig
+from redisq.coordinator import Coordinator
+from redisq.model import parse_enqueue
+from redisq.transport import MockTransport, Response
+
+async def main(round_number):
+    w = WorkerConfig(name="work", url="http://worker.test/work", rate=50.0, burst=5, timeout_s=0.2)
+    config = Config(secret="s" * 16, workers={w.name: w}, redis_url=sys.argv[1])
+    coordinator = Coordinator(config, transport=MockTransport(lambda url, body, headers: Response(200)))
+    await coordinator.start()
+    for n in range(200):
+        await coordinator.engine.enqueue(parse_enqueue({"worker": w.name, "throttleKey": f"k{n % 7}"}, config.workers))
+    coordinator.wake(w.name)
+    await asyncio.sleep(0.01 * round_number)
+    raise RuntimeError("the program fails with its coordinator running")  # stop() is never called
+
+for round_number in range(8):
+    try:
+        asyncio.run(main(round_number))
+    except RuntimeError:
+        pass
+print("ended")
+"""
+
+
+def test_a_coordinator_cancelled_without_stop_lets_asyncio_run_end(redis_url):
+    """A program whose coroutine ends (here: fails) with its coordinator running, never
+    stopped: ``asyncio.run`` cancels the coordinator's loops, and they end. (A cancellation
+    that lands in a redis-py call can be swallowed on Python 3.11; the loops look at their
+    task's cancelling() beside their stop flag, so they end at their next turn.)"""
+    done = subprocess.run([sys.executable, "-c", CANCELLED_RUN, redis_url], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "ended", (done.returncode, done.stderr[-2000:])
 
 
 # -- what a review found: loops survive Redis errors, no lost wake-ups, bounded inputs ---------------

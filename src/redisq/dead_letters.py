@@ -44,7 +44,7 @@ from .engine import Engine
 from .errors import NotFoundError, RedisqError
 from .events import entry_events, stream_entries, text
 from .keys import DEAD_LETTER_GROUP, WorkerKeys, job_id
-from .loops import OutageBackoff
+from .loops import OutageBackoff, cancelled
 from .security import signed_headers
 from .signals import Signals
 from .transport import Transport, TransportError, make_transport
@@ -122,7 +122,7 @@ class DeadLetters:
         joined = False
         loop_time = asyncio.get_running_loop().time
         claimed_at = kept_fresh_at = loop_time()
-        while not self._stopping:
+        while not self._stopping and not cancelled():
             try:
                 if not joined:
                     await self._join(stream)

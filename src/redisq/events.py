@@ -61,7 +61,7 @@ from .connection import RedisClient, is_cluster, node_of
 from .engine import redis_errors_mapped
 from .errors import RedisqError, UnavailableError, ValidationError
 from .keys import WORKER_NAME_RE, WorkerKeys, job_id
-from .loops import OutageBackoff
+from .loops import OutageBackoff, wait_at_most
 from .model import iso_from_ms
 
 log = logging.getLogger("redisq.events")
@@ -289,9 +289,7 @@ class Subscription:
             while not self.ended:
                 if not self._queue:
                     self._wake.clear()
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), KEEP_ALIVE_S)
-                    except TimeoutError:
+                    if not await wait_at_most(self._wake, KEEP_ALIVE_S):
                         yield ": keep-alive\n\n"
                     continue
                 events = list(self._queue)

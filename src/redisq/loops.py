@@ -21,6 +21,28 @@ loops_log = logging.getLogger("redisq.poller")
 MAX_IDLE_S = 1.0  # a sleeping loop looks again after this long even if no wake-up came
 
 
+def cancelled() -> bool:
+    """Whether the current task was asked to cancel. Every loop looks at it beside its stop
+    flag: a cancellation that lands in a redis-py call may be swallowed on Python 3.11, and
+    a loop cancelled without stop() (``asyncio.run`` ending with the coordinator running)
+    then ran on, and ``asyncio.run`` waited for it forever."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+async def wait_at_most(event: asyncio.Event, timeout_s: float) -> bool:
+    """Wait for ``event`` at most ``timeout_s``; True when it was set. A cancellation of the
+    waiting task always ends the wait with CancelledError: ``asyncio.wait_for`` on Python
+    3.11 returns normally when the cancellation comes as the wait ends, so a loop cancelled
+    then ran on, and ``asyncio.run`` waited for it forever at its end."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
 class OutageBackoff:
     """Sleeps after a failed Redis call (an outage, an error reply such as READONLY or OOM):
     0.1 s doubling to ``max_delay_s``; logs once when the trouble starts and once when it ends."""
@@ -80,7 +102,8 @@ class WorkerLoops:
 
     async def stop(self, timeout_s: float = 5.0) -> None:
         # End the loops by the flag, and cancel what still sleeps (a cancel that lands in a
-        # redis-py call may be swallowed on Python 3.11; the flag still ends the loop).
+        # redis-py call may be swallowed on Python 3.11; the flag still ends the loop, and
+        # so does ``cancelled()`` without it).
         self._stopping = True
         for event in self._wake.values():
             event.set()

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from .config import Config, WorkerConfig
 from .connection import COMMAND_TIMEOUT_S
 from .engine import Engine, Reaped
-from .loops import MAX_IDLE_S, OutageBackoff, WorkerLoops
+from .loops import MAX_IDLE_S, OutageBackoff, WorkerLoops, cancelled, wait_at_most
 
 PURGE_EVERY_S = 1.0
 REAP_BATCH = 500
@@ -47,7 +47,7 @@ class Poller(WorkerLoops):
         backoff = OutageBackoff(f"poller ({worker.name})")
         name = worker.name
         next_purge = 0.0
-        while not self._stopping:
+        while not self._stopping and not cancelled():
             self._next_reap_at[name] = math.inf  # a lease started during the reap lowers it
             try:
                 result = await self._reap(worker)
@@ -89,12 +89,10 @@ class Poller(WorkerLoops):
     async def _sleep_until_next_reap(self, name: str) -> None:
         """Sleep until ``_next_reap_at``, which a shorter new lease may move earlier meanwhile."""
         wake = self._wake[name]
-        while not self._stopping:
+        while not self._stopping and not cancelled():
             remaining = self._next_reap_at[name] - time.monotonic()
             if remaining <= 0:
                 return
             wake.clear()
-            try:
-                await asyncio.wait_for(wake.wait(), remaining)
-            except TimeoutError:
+            if not await wait_at_most(wake, remaining):
                 return

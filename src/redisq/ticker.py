@@ -5,12 +5,11 @@ through the worker's engine (``engine/schedules.py``; the rules are in ``cron.py
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from .config import Config, WorkerConfig
 from .cron import TICK_LEAD_MS
 from .engine import Engine, TickPlan
-from .loops import MAX_IDLE_S, OutageBackoff, WorkerLoops
+from .loops import MAX_IDLE_S, OutageBackoff, WorkerLoops, cancelled, wait_at_most
 
 
 class Ticker(WorkerLoops):
@@ -26,7 +25,7 @@ class Ticker(WorkerLoops):
     async def _loop(self, worker: WorkerConfig) -> None:
         backoff = OutageBackoff(f"ticker ({worker.name})")
         wake = self._wake[worker.name]
-        while not self._stopping:
+        while not self._stopping and not cancelled():
             wake.clear()
             try:
                 # The ticks due within TICK_LEAD_MS: their jobs are created now, to leave at
@@ -42,8 +41,7 @@ class Ticker(WorkerLoops):
                 continue
             wait_ms = plan.wait_ms - TICK_LEAD_MS
             sleep_s = MAX_IDLE_S if plan.wait_ms < 0 else min(MAX_IDLE_S, max(0, wait_ms) / 1000)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), sleep_s)
+            await wait_at_most(wake, sleep_s)
 
     async def _fire_when_due(self, plan: TickPlan) -> None:
         # Normally at once; the script refuses ticks more than TICK_LEAD_MS ahead, and then

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 from .connection import is_cluster, node_of
 from .keys import WAKE_CHANNEL, WorkerKeys
-from .loops import MAX_IDLE_S, OutageBackoff
+from .loops import MAX_IDLE_S, OutageBackoff, cancelled
 
 if TYPE_CHECKING:
     from redis.asyncio.cluster import ClusterPubSub, RedisCluster
@@ -135,12 +135,12 @@ class Wakeups:
 
     async def _listen(self) -> None:
         backoff = OutageBackoff("wake listener")
-        while not self._stopping:
+        while not self._stopping and not cancelled():
             pubsub = self.redis.pubsub()
             try:
                 await pubsub.subscribe(WAKE_CHANNEL)
                 backoff.succeeded()
-                while not self._stopping:
+                while not self._stopping and not cancelled():
                     # A short read timeout: a cancel that redis-py swallows on Python 3.11 must
                     # not hold up stop() for long.
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=WAKE_READ_TIMEOUT_S)
@@ -156,7 +156,7 @@ class Wakeups:
     # -- a cluster's sharded channels ------------------------------------------------------
     async def _listen_sharded(self, redis: RedisCluster) -> None:
         backoff = OutageBackoff("wake listener")
-        while not self._stopping:
+        while not self._stopping and not cancelled():
             pubsubs: list[ClusterPubSub] = []
             try:
                 by_master: dict[str, list[str]] = defaultdict(list)
@@ -169,7 +169,7 @@ class Wakeups:
                     await pubsub.ssubscribe(*channels)
                 backoff.succeeded()
                 if not pubsubs:  # no workers: nothing to hear
-                    while not self._stopping:
+                    while not self._stopping and not cancelled():
                         await asyncio.sleep(WAKE_READ_TIMEOUT_S)
                     return
                 await asyncio.gather(*(self._read_sharded(pubsub) for pubsub in pubsubs))
@@ -181,7 +181,7 @@ class Wakeups:
                         await pubsub.aclose()
 
     async def _read_sharded(self, pubsub: ClusterPubSub) -> None:
-        while not self._stopping:
+        while not self._stopping and not cancelled():
             message = await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=WAKE_READ_TIMEOUT_S)
             if message and message.get("type") in ("smessage", b"smessage"):
                 data = message["data"]

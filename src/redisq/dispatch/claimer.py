@@ -9,7 +9,6 @@ never open more than ``max_in_flight`` calls. A throttled job must be written wi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from ..config import Config, WorkerConfig
 from ..engine import Claim, ClaimedJob, Engine, HoldBack
 from ..engine.jobs import call_tag
-from ..loops import MAX_IDLE_S, OutageBackoff, WorkerLoops
+from ..loops import MAX_IDLE_S, OutageBackoff, WorkerLoops, cancelled, wait_at_most
 from ..transport import NotSentError, SendWindow
 from ..wakeups import Event, Wakeups
 
@@ -183,7 +182,7 @@ class Claimer(WorkerLoops):
         engine = self.store.worker(worker.name)
         pending: PendingClaim | None = None  # a claim whose answer was lost: sent again as it was
         answered_tag: str | None = None  # the last claim answered, whose reply the next one deletes
-        while not self._stopping:
+        while not self._stopping and not cancelled():
             free = self.config.max_in_flight - self.in_flight
             if free < (pending.most if pending else 1):
                 self._slot_free.clear()
@@ -217,8 +216,7 @@ class Claimer(WorkerLoops):
             if self._stopping:  # stop() may have come while the claim ran
                 break
             timeout_s = MAX_IDLE_S if claim.wait_ms < 0 else min(MAX_IDLE_S, claim.wait_ms / 1000)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout_s)
+            await wait_at_most(wake, timeout_s)
 
     def _start_calls(self, worker: WorkerConfig, claim: Claim, claim_started: float) -> None:
         if not claim.jobs:

@@ -16,7 +16,7 @@ from ..config import Config, WorkerConfig
 from ..engine import Engine, HoldBack, Receipt
 from ..errors import RedisqError
 from ..keys import job_id
-from ..loops import OutageBackoff, WorkerLoops
+from ..loops import OutageBackoff, WorkerLoops, cancelled
 from ..signals import CallFacts, Signals
 from .caller import Observer
 
@@ -100,7 +100,7 @@ class Settler(WorkerLoops):
     async def _loop(self, worker: WorkerConfig) -> None:
         ready = self._wake[worker.name]
         backoff = OutageBackoff(f"settler ({worker.name})")
-        while not self._stopping:
+        while not self._stopping and not cancelled():
             await ready.wait()
             ready.clear()
             try:
