@@ -145,6 +145,8 @@ class Side:
     slow_jobs_s: float = 0.0
     enqueue_jobs_s: float = 0.0
     waiting_job_bytes: float = 0.0
+    enqueue_cpu_us: float = 0.0  # the server's CPU per job while it enqueued
+    enqueue_redis_cpu_us: float = 0.0  # redis-server's CPU per job meanwhile
     lag_p99_ms: float | None = None
     lag_n: int = 0
     problems: list[str] = field(default_factory=list)
@@ -152,7 +154,8 @@ class Side:
 
 def measure_side(side: Side, base_url: str, cpu_s: Callable[[], float], batch_for: Callable[[Sink], Any],
                  fast: Sink, slow: Sink | None, sizes: dict[str, int], lag_spread_s: float,
-                 flush: Callable[[], None], used_memory: Callable[[], int]) -> None:
+                 flush: Callable[[], None], used_memory: Callable[[], int],
+                 redis_cpu_s: Callable[[], float]) -> None:
     """The figures of ``sizes`` whose count is not 0 (the 100 ms one needs ``slow``)."""
     def step(what: str, fn: Callable[[], Awaitable[None]]) -> float:
         started = time.perf_counter()
@@ -178,9 +181,11 @@ def measure_side(side: Side, base_url: str, cpu_s: Callable[[], float], batch_fo
         side.slow_jobs_s = n / seconds if seconds else 0.0
     if n := sizes["enqueue"]:
         flush()
-        empty = used_memory()
+        empty, cpu0, redis_cpu0 = used_memory(), cpu_s(), redis_cpu_s()
         seconds = step("batch enqueue", lambda: post_all(base_url, jobs(n, time.time() + 3600), batch_for(fast)))
         side.enqueue_jobs_s = n / seconds if seconds else 0.0
+        side.enqueue_cpu_us = (cpu_s() - cpu0) / n * 1e6 if seconds else 0.0
+        side.enqueue_redis_cpu_us = (redis_cpu_s() - redis_cpu0) / n * 1e6 if seconds else 0.0
         side.waiting_job_bytes = (used_memory() - empty) / n if seconds else 0.0
         flush()
     if n := sizes["lag"]:
@@ -229,6 +234,9 @@ def measure(quick: bool) -> tuple[Side, Side] | None:
         def flush() -> None:
             client.flushall()
 
+        def redis_cpu_s() -> float:
+            return process_cpu_s(redis.proc.pid) if redis.proc is not None else 0.0
+
         def used_memory() -> int:
             return int(client.info("memory")["used_memory"])  # type: ignore[index]
 
@@ -236,11 +244,11 @@ def measure(quick: bool) -> tuple[Side, Side] | None:
             q = QuirrelProc(cli, redis.url)
             try:
                 measure_side(quirrel, f"http://127.0.0.1:{q.port}", q.cpu_s, lambda sink: quirrel_batch(sink.url),
-                             fast, slow, sizes, lag_spread_s, flush, used_memory)
+                             fast, slow, sizes, lag_spread_s, flush, used_memory, redis_cpu_s)
             finally:
                 q.stop()
             flush()
-            measure_redisq(redisq, redis.url, fast, slow, sizes, lag_spread_s, flush, used_memory)
+            measure_redisq(redisq, redis.url, fast, slow, sizes, lag_spread_s, flush, used_memory, redis_cpu_s)
         finally:
             client.close()
     report(quirrel, redisq, sizes)
@@ -248,7 +256,8 @@ def measure(quick: bool) -> tuple[Side, Side] | None:
 
 
 def measure_redisq(side: Side, redis_url: str, fast: Sink, slow: Sink, sizes: dict[str, int], lag_spread_s: float,
-                   flush: Callable[[], None], used_memory: Callable[[], int]) -> None:
+                   flush: Callable[[], None], used_memory: Callable[[], int],
+                   redis_cpu_s: Callable[[], float]) -> None:
     """As ``measure_side``, with one ``redisq serve`` per sink in turn (a worker's URL is in
     the config): the 100 ms figure from the one whose worker is the slow sink."""
     import tempfile
@@ -260,7 +269,8 @@ def measure_redisq(side: Side, redis_url: str, fast: Sink, slow: Sink, sizes: di
             coordinator = Coordinator(redisq_config(redis_url, sink.url, port, Path(tmp) / f"{port}.toml"), port=port)
             try:
                 measure_side(side, coordinator.url, coordinator.cpu_s, lambda sink: redisq_batch, fast,
-                             slow if sink is slow else None, its_sizes, lag_spread_s, flush, used_memory)
+                             slow if sink is slow else None, its_sizes, lag_spread_s, flush, used_memory,
+                             redis_cpu_s)
             finally:
                 coordinator.stop()
             flush()
@@ -273,6 +283,10 @@ def report(quirrel: Side, redisq: Side, sizes: dict[str, int]) -> None:
            quirrel.slow_jobs_s, "goal >= 5x")
     figure("quirrel", f"batch enqueue, {sizes['enqueue']:,} jobs due in an hour", redisq.enqueue_jobs_s, "jobs/s",
            "Quirrel", quirrel.enqueue_jobs_s, "goal >= 5x")
+    figure("quirrel", "  server CPU per job, batch enqueue", redisq.enqueue_cpu_us, "us", "Quirrel",
+           quirrel.enqueue_cpu_us)
+    figure("quirrel", "  redis-server CPU per job, batch enqueue", redisq.enqueue_redis_cpu_us, "us", "Quirrel",
+           quirrel.enqueue_redis_cpu_us, "one Redis core: 1 s / this is its ceiling")
     figure("quirrel", "  Redis memory per waiting job", redisq.waiting_job_bytes, "B", "Quirrel",
            quirrel.waiting_job_bytes, "goal <= 0.5x; per structure: step 12")
     if redisq.lag_p99_ms is not None and quirrel.lag_p99_ms is not None:
