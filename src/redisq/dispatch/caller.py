@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import email.utils
 import json
 import logging
@@ -78,7 +77,7 @@ def receipt_from_response(job: ClaimedJob, resp: Response,
     if status == 202:
         return None
 
-    receipt = partial(Receipt, job.suffix, job.attempt, seq=job.seq,  # then the outcome and its fields
+    receipt = partial(Receipt, job.suffix, job.attempt, seq=job.seq, status=status,  # then the outcome, its fields
                       actual_cost=reported_number(resp.headers.get(COST_HEADER.lower())),
                       available=reported_number(resp.headers.get(AVAILABLE_HEADER.lower())),
                       bucket_size=reported_number(resp.headers.get(BUCKET_SIZE_HEADER.lower())))
@@ -198,9 +197,7 @@ class Caller:
         try:
             resp = await self._post(worker, job, window)
             status = resp.status
-            receipt = receipt_from_response(job, resp, worker.permanent_statuses)
-            if receipt is not None:
-                receipt = dataclasses.replace(receipt, status=resp.status)  # for the job's history
+            receipt = receipt_from_response(job, resp, worker.permanent_statuses)  # (its status: for the history)
         except NotSentError as e:
             receipt = Receipt(job.suffix, job.attempt, "unsent", error=str(e), seq=job.seq)
             return receipt, CallFacts(job.throttle_key)
