@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from redisq.config import Config, WorkerConfig
 from redisq.engine import Engine
 from redisq.engine.listings import encode_cursor
+from redisq.job_fields import stored_job_fields
 from redisq.model import JobState
 
 from .procs import RedisProc
@@ -41,10 +42,10 @@ async def fill(client: aioredis.Redis, engine: Engine, count: int) -> None:
         pipe = client.pipeline(transaction=False)
         for n in range(start, min(count, start + 10_000)):
             suffix = f"dead-{n:07d}"
-            pipe.hset(keys.job(suffix), mapping={
-                "state": "dead", "args": '{"to":"someone@example.com"}', "run_at_ms": 1_700_000_000_000,
-                "attempts": 3, "max_attempts": 3, "created_ms": 1_700_000_000_000, "seq": n + 1,
-                "finished_ms": 1_700_000_000_000 + n, "last_error": "HTTP 404: not found"})
+            pipe.hset(keys.job(suffix), mapping=stored_job_fields(
+                state="dead", args='{"to":"someone@example.com"}', run_at_ms=1_700_000_000_000,
+                attempts=3, max_attempts=3, created_ms=1_700_000_000_000, seq=n + 1,
+                finished_ms=1_700_000_000_000 + n, last_error="HTTP 404: not found"))
             pipe.zadd(keys.state_index("dead"), {suffix: 1_700_000_000_000 + n})
             pipe.zadd(keys.finished, {suffix: 10**13 + n})
         pipe.hincrby(keys.stats, "dead", min(count, start + 10_000) - start)

@@ -30,6 +30,7 @@ from typing import Any
 
 import redis
 
+from redisq.job_fields import stored
 from redisq.keys import WorkerKeys, split_job_id
 
 from .cron_lag import percentiles
@@ -70,7 +71,7 @@ def _claim_times_s(client: redis.Redis, job_ids: list[str]) -> dict[str, float]:
     pipe = client.pipeline(transaction=False)
     for job_id in job_ids:
         worker, suffix = split_job_id(job_id)  # type: ignore[misc]
-        pipe.hmget(WorkerKeys(worker).job(suffix), "lease_deadline_ms", "lease_timeout_ms")
+        pipe.hmget(WorkerKeys(worker).job(suffix), *stored("lease_deadline_ms", "lease_timeout_ms"))
     claims = {}
     for job_id, (deadline, timeout) in zip(job_ids, pipe.execute(), strict=True):
         if deadline is not None and timeout is not None:

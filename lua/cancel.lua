@@ -11,7 +11,7 @@ local KEYS = keys_past_probes(KEYS)
 local queue = new_queue(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 local running_key, finished_key, job_key = KEYS[6], KEYS[7], KEYS[8]
 local suffix, retention_ms = ARGV[5], tonumber(ARGV[6])
-local job = redis.call('HMGET', job_key, 'state', 'seq', 'throttle_key', 'attempts')
+local job = redis.call('HMGET', job_key, F.state, F.seq, F.throttle_key, F.attempts)
 local state = job[1]
 if not state then return {'missing', {}} end
 if state == 'succeeded' or state == 'dead' or state == 'cancelled' then
@@ -26,7 +26,7 @@ if state == 'scheduled' or state == 'retrying' then
 else
   redis.call('ZREM', running_key, suffix)
 end
-redis.call('HSET', job_key, 'state', 'cancelled', 'finished_ms', now)
+redis.call('HSET', job_key, F.state, 'cancelled', F.finished_ms, now)
 redis.call('ZADD', finished_key, now + retention_ms, suffix)
 moved(queue, suffix, job[3], state, 'cancelled', now, tonumber(job[4]) or 0)
 count(queue, 'cancelled', 1)

@@ -57,9 +57,9 @@ if reply_ttl_ms > 0 then
     local out, leases = {first[1], first[2], first[3], first[4], first[5]}, {}
     for i = 6, #first, 10 do
       local suffix, attempt, timeout_ms = first[i], tonumber(first[i + 1]), tonumber(first[i + 2])
-      local job = redis.call('HMGET', job_prefix .. suffix, 'state', 'attempts')
+      local job = redis.call('HMGET', job_prefix .. suffix, F.state, F.attempts)
       if job[1] == 'running' and tonumber(job[2]) == attempt then
-        redis.call('HSET', job_prefix .. suffix, 'lease_deadline_ms', now + timeout_ms)
+        redis.call('HSET', job_prefix .. suffix, F.lease_deadline_ms, now + timeout_ms)
         leases[#leases + 1] = now + timeout_ms
         leases[#leases + 1] = suffix
         for j = i, i + 9 do out[#out + 1] = first[j] end
@@ -136,8 +136,8 @@ local leases = {}  -- ZADD arguments for the running zset: lease deadline, suffi
 local function take(job_key, suffix, job, timeout_ms, throttle_key, cost, key_slack_ms, run_at, shared_key_slacks)
   local attempt = (tonumber(job[6]) or 0) + 1
   local lease_deadline_ms = now + timeout_ms
-  redis.call('HSET', job_key, 'state', 'running', 'attempts', attempt, 'lease_deadline_ms', lease_deadline_ms,
-    'lease_timeout_ms', timeout_ms, 'started_ms', now, 'sent_by', claimer)
+  redis.call('HSET', job_key, F.state, 'running', F.attempts, attempt, F.lease_deadline_ms, lease_deadline_ms,
+    F.lease_timeout_ms, timeout_ms, F.started_ms, now, F.sent_by, claimer)
   moved(queue, suffix, throttle_key, job[1], 'running', now, attempt)
   leases[#leases + 1] = lease_deadline_ms
   leases[#leases + 1] = suffix
@@ -208,7 +208,7 @@ local function serve(throttle_key, share)
     if run_at > now then next_ms = run_at stopped = true break end
     local suffix = suffix_of_member(member)
     local job_key = job_prefix .. suffix
-    local job = redis.call('HMGET', job_key, 'state', 'cost', 'timeout_ms', 'args', 'seq', 'attempts')
+    local job = redis.call('HMGET', job_key, F.state, F.cost, F.timeout_ms, F.args, F.seq, F.attempts)
     if not job[1] then
       done[#done + 1] = member  -- its hash is gone: nothing to run
     else
@@ -275,7 +275,7 @@ local function serve(throttle_key, share)
         if limit.tokens ~= nil then
           limit.tokens = limit.tokens - math.min(cost, limit.burst)
           limit.taken = limit.taken + math.min(cost, limit.burst)
-          redis.call('HSET', job_key, 'taken:' .. limit.name, string.format('%.6f', limit.taken))
+          redis.call('HSET', job_key, TAKEN_PREFIX .. limit.name, string.format('%.6f', limit.taken))
         end
         if limit.total_tokens ~= nil then limit.total_tokens = limit.total_tokens - math.min(cost, limit.total_burst) end
         if limit.concurrency then redis.call('ZADD', limit.running_key, (tonumber(job[6]) or 0) + 1, job_key) end

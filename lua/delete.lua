@@ -23,7 +23,7 @@ local out = {now, 0}
 local deleted = 0
 for _, suffix in ipairs(suffixes) do
   local job_key = job_prefix .. suffix
-  local job = redis.call('HMGET', job_key, 'state', 'throttle_key', 'attempts')
+  local job = redis.call('HMGET', job_key, F.state, F.throttle_key, F.attempts)
   local state = job[1]
   out[#out + 1] = suffix
   if not state then

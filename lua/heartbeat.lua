@@ -13,7 +13,7 @@
 local KEYS = keys_past_probes(KEYS)
 local running_key, job_key = KEYS[1], KEYS[2]
 local suffix, attempt, seq = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local job = redis.call('HMGET', job_key, 'state', 'attempts', 'lease_timeout_ms', 'seq', 'lease_deadline_ms', 'timeout_ms')
+local job = redis.call('HMGET', job_key, F.state, F.attempts, F.lease_timeout_ms, F.seq, F.lease_deadline_ms, F.timeout_ms)
 local state = job[1]
 if not state then return {'missing', ''} end
 if seq ~= 0 and seq ~= tonumber(job[4]) then return {'stale', state} end  -- an earlier job with this id
@@ -23,6 +23,6 @@ local now = server_now_ms()
 -- A job claimed before claim kept lease_timeout_ms has its own timeout_ms (or the default).
 local timeout_ms = tonumber(job[3]) or tonumber(job[6]) or DEFAULT_TIMEOUT_MS
 local lease_deadline_ms = math.max(now + timeout_ms, tonumber(job[5]) or 0)
-redis.call('HSET', job_key, 'lease_deadline_ms', lease_deadline_ms)
+redis.call('HSET', job_key, F.lease_deadline_ms, lease_deadline_ms)
 redis.call('ZADD', running_key, lease_deadline_ms, suffix)
 return {'extended', lease_deadline_ms}

@@ -10,7 +10,7 @@
 local KEYS = keys_past_probes(KEYS)
 local running_key, job_key = KEYS[1], KEYS[2]
 local suffix, attempt, seq = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local job = redis.call('HMGET', job_key, 'state', 'attempts', 'seq')
+local job = redis.call('HMGET', job_key, F.state, F.attempts, F.seq)
 if job[1] ~= 'running' or tonumber(job[2]) ~= attempt then return 0 end
 if seq ~= 0 and seq ~= tonumber(job[3]) then return 0 end  -- a later job with this id
 local lease_deadline_ms = tonumber(redis.call('ZSCORE', running_key, suffix))

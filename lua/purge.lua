@@ -22,7 +22,7 @@ local due = redis.call('ZRANGEBYSCORE', finished_key, '-inf', now, 'LIMIT', 0, m
 local purged = 0
 for i = 1, math.min(#due, most) do
   local job_key = job_prefix .. due[i]
-  local job = redis.call('HMGET', job_key, 'state', 'throttle_key')
+  local job = redis.call('HMGET', job_key, F.state, F.throttle_key)
   local state = job[1]
   if state then
     redis.call('HINCRBY', stats_key, state, -1)

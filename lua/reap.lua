@@ -29,11 +29,11 @@ local expired = redis.call('ZRANGEBYSCORE', running_key, '-inf', now, 'LIMIT', 0
 for _, suffix in ipairs(expired) do
   redis.call('ZREM', running_key, suffix)
   local job_key = job_prefix .. suffix
-  local job = redis.call('HMGET', job_key, 'state', 'attempts', 'max_attempts', 'seq', 'throttled', 'throttle_key',
-    'unsent', 'started_ms', 'sent_by')
+  local job = redis.call('HMGET', job_key, F.state, F.attempts, F.max_attempts, F.seq, F.throttled, F.throttle_key,
+    F.unsent, F.started_ms, F.sent_by)
   if job[1] == 'running' then
     local attempt = tonumber(job[2])
-    redis.call('HSET', job_key, 'settled_attempt', attempt, 'receipt_digest', 'timed out')
+    redis.call('HSET', job_key, F.settled_attempt, attempt, F.receipt_digest, 'timed out')
     local word = fail_attempt(worker, job_key, suffix, {
       state = 'running', attempt = attempt, max_attempts = job[3], seq = job[4], throttled = job[5],
       throttle_key = job[6], unsent = job[7], started_ms = job[8], sent_by = job[9],

@@ -34,10 +34,10 @@ local attempt, actual, available = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumbe
 local bucket_size, retry_after_ms, scope, key_bucket_prefix = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local shared = read_shared_limits(KEYS, 5, ARGV, 8, (#KEYS - 4) / SHARED_KEYS)
 
-local job = redis.call('HMGET', job_key, 'attempts', 'cost', 'throttle_key', 'cost_reported')
+local job = redis.call('HMGET', job_key, F.attempts, F.cost, F.throttle_key, F.cost_reported)
 if not job[1] or tonumber(job[1]) ~= attempt then return 'stale' end
 if tonumber(job[4]) == attempt then return 'duplicate' end
-redis.call('HSET', job_key, 'cost_reported', attempt)
+redis.call('HSET', job_key, F.cost_reported, attempt)
 local cost, throttle_key = tonumber(job[2]) or 1, job[3] or ''
 local now = server_now_ms()
 local limits = read_limits(limits_key)
@@ -87,7 +87,7 @@ if limits.total_rate and actual and scope == 'all' then adjusted(worker_bucket_k
 for _, limit in ipairs(shared) do
   if limit.rate then
     local bucket_key = limit.key_bucket_prefix .. throttle_key
-    local tokens = adjusted(bucket_key, limit.rate, limit.burst, true, 'taken:' .. limit.name)
+    local tokens = adjusted(bucket_key, limit.rate, limit.burst, true, TAKEN_PREFIX .. limit.name)
     local ttl_ms = math.ceil((limit.burst - tokens) * 1000 / limit.rate) + 1000
     if retry_after_ms >= 0 then
       local until_ms = now + retry_after_ms

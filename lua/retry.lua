@@ -30,7 +30,7 @@ local out = {now, 0}
 local retried = 0
 for _, suffix in ipairs(suffixes) do
   local job_key = job_prefix .. suffix
-  local job = redis.call('HMGET', job_key, 'state', 'throttle_key', 'attempts')
+  local job = redis.call('HMGET', job_key, F.state, F.throttle_key, F.attempts)
   local state = job[1]
   if not state then
     out[#out + 1] = suffix
@@ -42,10 +42,10 @@ for _, suffix in ipairs(suffixes) do
     local throttle_key = job[2] or ''
     local seq = redis.call('INCR', queue.seq)
     redis.call('ZREM', finished_key, suffix)
-    redis.call('HDEL', job_key, 'finished_ms', 'settled_attempt', 'receipt_digest', 'throttled', 'unsent',
-      'lease_deadline_ms', 'lease_timeout_ms', 'started_ms', 'sent_by', 'last_error', 'result', 'status')
-    redis.call('HSET', job_key, 'state', 'scheduled', 'attempts', 0, 'run_at_ms', run_at, 'seq', seq)
-    if new_args ~= '' then redis.call('HSET', job_key, 'args', new_args) end
+    redis.call('HDEL', job_key, F.finished_ms, F.settled_attempt, F.receipt_digest, F.throttled, F.unsent,
+      F.lease_deadline_ms, F.lease_timeout_ms, F.started_ms, F.sent_by, F.last_error, F.result, F.status)
+    redis.call('HSET', job_key, F.state, 'scheduled', F.attempts, 0, F.run_at_ms, run_at, F.seq, seq)
+    if new_args ~= '' then redis.call('HSET', job_key, F.args, new_args) end
     push_job(queue, throttle_key, seq, suffix, run_at)
     moved(queue, suffix, throttle_key, state, 'scheduled', run_at, 0)
     count(queue, state, -1)

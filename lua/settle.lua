@@ -33,9 +33,9 @@ for i = FIRST_JOB_KEY, #KEYS do
   local suffix, attempt, outcome = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
   local error_text, result, retry_after_ms, digest = ARGV[a + 4], ARGV[a + 5], tonumber(ARGV[a + 6]), ARGV[a + 7]
   local receipt_seq, status = tonumber(ARGV[a + 8]), tonumber(ARGV[a + 9])
-  local job = redis.call('HMGET', job_key, 'state', 'attempts', 'max_attempts', 'seq', 'settled_attempt',
-    'receipt_digest', 'throttled', 'throttle_key', 'unsent', 'run_at_ms', 'cost', 'lease_deadline_ms',
-    'lease_timeout_ms', 'started_ms', 'sent_by')
+  local job = redis.call('HMGET', job_key, F.state, F.attempts, F.max_attempts, F.seq, F.settled_attempt,
+    F.receipt_digest, F.throttled, F.throttle_key, F.unsent, F.run_at_ms, F.cost, F.lease_deadline_ms,
+    F.lease_timeout_ms, F.started_ms, F.sent_by)
   local state = job[1]
   if not state then
     out[#out + 1] = 'missing'
@@ -49,9 +49,9 @@ for i = FIRST_JOB_KEY, #KEYS do
     -- this coordinator, was too slow to settle it in time): the work was done, so the job
     -- succeeded rather than died. (A job reaped with attempts left runs again instead.)
     count(queue, 'dead', -1)
-    redis.call('HSET', job_key, 'receipt_digest', digest)
-    if result ~= '' then redis.call('HSET', job_key, 'result', result) end
-    if status > 0 then redis.call('HSET', job_key, 'status', status) end
+    redis.call('HSET', job_key, F.receipt_digest, digest)
+    if result ~= '' then redis.call('HSET', job_key, F.result, result) end
+    if status > 0 then redis.call('HSET', job_key, F.status, status) end
     out[#out + 1] = finish(worker, job_key, suffix, {state = 'dead', attempt = attempt, throttle_key = job[8]},
       'succeeded', now, policy.succeeded_retention_ms)
   elseif state ~= 'running' or tonumber(job[2]) ~= attempt then
@@ -62,7 +62,7 @@ for i = FIRST_JOB_KEY, #KEYS do
     end
   else
     redis.call('ZREM', running_key, suffix)
-    redis.call('HSET', job_key, 'settled_attempt', attempt, 'receipt_digest', digest)
+    redis.call('HSET', job_key, F.settled_attempt, attempt, F.receipt_digest, digest)
     local ended = {
       state = 'running', attempt = attempt, max_attempts = job[3], seq = job[4], throttled = job[7],
       throttle_key = job[8], unsent = job[9], run_at_ms = job[10], cost = job[11],
@@ -70,10 +70,10 @@ for i = FIRST_JOB_KEY, #KEYS do
       started_ms = job[14], sent_by = job[15],
     }
     if outcome == 'success' then
-      if result ~= '' then redis.call('HSET', job_key, 'result', result) end
+      if result ~= '' then redis.call('HSET', job_key, F.result, result) end
       -- The history's last entry is read from the hash (started_ms, finished_ms, status,
       -- sent_by): most jobs succeed at once and then need no history list at all.
-      if status > 0 then redis.call('HSET', job_key, 'status', status) end
+      if status > 0 then redis.call('HSET', job_key, F.status, status) end
       out[#out + 1] = finish(worker, job_key, suffix, ended, 'succeeded', now, policy.succeeded_retention_ms)
     elseif outcome == 'unsent' then
       record_attempt(queue, suffix, ended, 'unsent', status, error_text, now)

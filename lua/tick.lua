@@ -59,7 +59,7 @@ for _ = 1, schedule_count do
           max_attempts = or_default(spec[5], default_max_attempts),
           timeout_ms = or_default(spec[6], default_timeout_ms),
           throttle_key = or_default(spec[7], nil), cost = or_default(spec[8], nil),
-          extra = {'schedule', suffix},
+          extra = {F.schedule, suffix},
         }, now)
         redis.call('LPUSH', jobs_key, job_suffix)
         fired = fired + 1

@@ -25,6 +25,7 @@ import pytest
 from redisq.api import create_app
 from redisq.config import Backoff, Config, WorkerConfig
 from redisq.coordinator import Coordinator
+from redisq.job_fields import stored
 from redisq.keys import WorkerKeys
 from redisq.security import receipt_token
 from redisq.transport import MockTransport, Response
@@ -680,7 +681,7 @@ async def test_a_heartbeat_moves_the_lease_deadline_to_now_plus_the_timeout(engi
         deadline_ms = iso_ms(answer["leaseDeadline"])
         assert after_ms + 2000 - 50 <= deadline_ms <= after_ms + 2000
         assert await api.redis.zscore(api.keys.running, suffix) == deadline_ms > before
-        assert int(await api.redis.hget(api.keys.job(suffix), "lease_deadline_ms")) == deadline_ms
+        assert int(await api.redis.hget(api.keys.job(suffix), *stored("lease_deadline_ms"))) == deadline_ms
         assert (await api.get(job["id"]))["state"] == "running"
 
 

@@ -27,6 +27,7 @@ from redisq.coordinator import Coordinator
 from redisq.cron import MAX_CATCH_UP_TICKS, MISFIRE_GRACE_MS, CronSpec, due_ticks, parse_schedule
 from redisq.engine import Engine, ScheduleBook
 from redisq.errors import ValidationError
+from redisq.job_fields import decode_job_hash
 from redisq.keys import COORDINATORS_KEY, WorkerKeys, tick_job_suffix
 from redisq.transport import MockTransport, Response
 
@@ -213,7 +214,7 @@ async def tick_jobs(client: Any) -> dict[str, dict[str, str]]:
     """Every job a tick created, by id, with its hash."""
     out = {}
     async for key in client.scan_iter(match=KEYS.job_prefix + "*"):
-        fields = {k.decode(): v.decode() for k, v in (await client.hgetall(key)).items()}
+        fields = decode_job_hash(await client.hgetall(key))
         if "schedule" in fields:
             out[f"{WORKER}:{key.decode()[len(KEYS.job_prefix):]}"] = fields
     return out

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from redisq.config import Backoff
+from redisq.job_fields import stored_job_fields
 from redisq.transport import Response
 
 from test_api import WORKER, Api, iso_ms, running_api, worker_config
@@ -244,9 +245,9 @@ async def test_retrying_thousands_of_dead_jobs_goes_in_slices_and_reports_progre
         pipe = engine_redis.pipeline(transaction=False)
         for n in range(5000):
             suffix = f"dead-{n}"
-            pipe.hset(keys.job(suffix), mapping={"state": "dead", "args": "{}", "run_at_ms": 1, "attempts": 1,
-                                                 "max_attempts": 1, "created_ms": 1, "seq": n + 1,
-                                                 "finished_ms": 1000 + n})
+            pipe.hset(keys.job(suffix), mapping=stored_job_fields(
+                state="dead", args="{}", run_at_ms=1, attempts=1, max_attempts=1, created_ms=1, seq=n + 1,
+                finished_ms=1000 + n))
             pipe.zadd(keys.state_index("dead"), {suffix: 1000 + n})
             pipe.zadd(keys.finished, {suffix: 10**13})
         pipe.hset(keys.stats, mapping={"dead": 5000})

@@ -39,6 +39,7 @@ import pytest
 import redis
 from aiohttp import web
 
+from redisq.job_fields import stored
 from redisq.keys import job_key
 
 from redis_server import RedisServer, free_port
@@ -346,7 +347,7 @@ def job_states(server: RedisServer, ids: list[str]) -> dict[str, tuple[str, int]
     try:
         out = {}
         for job_id in ids:
-            state, attempts = r.hmget(job_key(job_id), "state", "attempts")
+            state, attempts = r.hmget(job_key(job_id), *stored("state", "attempts"))
             out[job_id] = (state, int(attempts or 0))
         return out
     finally:

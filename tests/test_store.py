@@ -20,6 +20,7 @@ from redisq.config import Backoff, Config, Retention, WorkerConfig
 from redisq.engine import Claim, ClaimedJob, Engine, Receipt
 from redisq.errors import ConflictError, NotFoundError
 from redisq.events import entry_events
+from redisq.job_fields import decode_job_hash
 from redisq.keys import WorkerKeys
 from redisq.keys import job_id as make_job_id  # (job_id names the tests' ids)
 from redisq.model import JobState, parse_enqueue
@@ -131,7 +132,7 @@ async def test_delayed_job_is_never_claimed_early_and_is_claimed_once_due(engine
     assert [j.id for j in claim.jobs] == [job.id]
     assert after >= run_at_ms
     fields = await engine_redis.hgetall(store.keys(WORKER).job(job.id.split(":", 1)[1]))
-    claimed_at_ms = int(fields[b"lease_deadline_ms"]) - claim.jobs[0].timeout_ms
+    claimed_at_ms = int(decode_job_hash(fields)["lease_deadline_ms"]) - claim.jobs[0].timeout_ms
     assert claimed_at_ms >= run_at_ms
 
 

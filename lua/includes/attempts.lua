@@ -43,7 +43,7 @@ end
 -- A job ends in `state` (succeeded, dead): job = {state (the one it leaves), attempt,
 -- throttle_key}.
 local function finish(worker, job_key, suffix, job, state, now, retention_ms)
-  redis.call('HSET', job_key, 'state', state, 'finished_ms', now)
+  redis.call('HSET', job_key, F.state, state, F.finished_ms, now)
   redis.call('ZADD', worker.finished_key, now + retention_ms, suffix)
   moved(worker.queue, suffix, job.throttle_key, job.state, state, now, job.attempt)
   count(worker.queue, state, 1)
@@ -53,7 +53,7 @@ end
 -- A running job waits to run again at run_at: job = {attempt, seq, throttle_key}.
 local function retry_at(worker, job_key, suffix, job, run_at)
   local throttle_key = job.throttle_key or ''
-  redis.call('HSET', job_key, 'state', 'retrying', 'run_at_ms', run_at)
+  redis.call('HSET', job_key, F.state, 'retrying', F.run_at_ms, run_at)
   push_job(worker.queue, throttle_key, job.seq, suffix, run_at)
   moved(worker.queue, suffix, throttle_key, 'running', 'retrying', run_at, job.attempt)
   count(worker.queue, 'queued', 1)
@@ -110,7 +110,7 @@ end
 -- back-pressure; status is the HTTP status (0 = none). An answer that pushed back (a 429, or
 -- back-pressure) is counted in the stats hash's `throttled` (GET /workers' throttled).
 local function fail_attempt(worker, job_key, suffix, job, error_text, permanent, retry_after_ms, now, failure, status)
-  redis.call('HSET', job_key, 'last_error', error_text)
+  redis.call('HSET', job_key, F.last_error, error_text)
   local throttle_key = job.throttle_key or ''
   local throttled = tonumber(job.throttled) or 0
   if status == 429 or (not permanent and retry_after_ms >= 0) then
@@ -118,7 +118,7 @@ local function fail_attempt(worker, job_key, suffix, job, error_text, permanent,
   end
   if not permanent and retry_after_ms >= 0 and throttled < MAX_BACK_PRESSURE_RETRIES then
     record_attempt(worker.queue, suffix, job, 'throttled', status, error_text, now)
-    redis.call('HSET', job_key, 'throttled', throttled + 1)
+    redis.call('HSET', job_key, F.throttled, throttled + 1)
     local run_at = now + retry_after_ms
     pause_until(worker, throttle_key, run_at)
     return retry_at(worker, job_key, suffix, job, run_at)
@@ -169,7 +169,7 @@ local function return_unsent(worker, job_key, suffix, job, now)
   local throttle_key = job.throttle_key or ''
   local state = 'scheduled'
   if tonumber(job.attempt) - (tonumber(job.unsent) or 0) > 1 then state = 'retrying' end
-  redis.call('HSET', job_key, 'state', state, 'unsent', (tonumber(job.unsent) or 0) + 1)
+  redis.call('HSET', job_key, F.state, state, F.unsent, (tonumber(job.unsent) or 0) + 1)
   local run_at = math.min(tonumber(job.run_at_ms) or now, now)
   push_job(queue, throttle_key, job.seq, suffix, run_at)
   moved(queue, suffix, throttle_key, 'running', state, run_at, job.attempt)

@@ -1,5 +1,6 @@
--- Shared by every script: the one clock (the Redis server's), the queue member format, and
--- calls in slices.
+-- Shared by every script: the one clock (the Redis server's), the queue member format,
+-- calls in slices, and the names of a job's fields (F, from fields.lua).
+--!include fields
 local function server_now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

@@ -159,18 +159,18 @@ local function create_job(queue, job_key, suffix, job, now)
   if timeout_ms == nil or timeout_ms == '' then timeout_ms = false end
   if throttle_key == '' and (job.cost == nil or tonumber(job.cost) == 1) and not job.extra then
     if timeout_ms then  -- the common cases in one call each, without building a table
-      redis.call('HSET', job_key, 'state', 'scheduled', 'args', job.args, 'run_at_ms', job.run_at_ms,
-        'attempts', 0, 'max_attempts', job.max_attempts, 'created_ms', now, 'seq', seq, 'timeout_ms', timeout_ms)
+      redis.call('HSET', job_key, F.state, 'scheduled', F.args, job.args, F.run_at_ms, job.run_at_ms,
+        F.attempts, 0, F.max_attempts, job.max_attempts, F.created_ms, now, F.seq, seq, F.timeout_ms, timeout_ms)
     else
-      redis.call('HSET', job_key, 'state', 'scheduled', 'args', job.args, 'run_at_ms', job.run_at_ms,
-        'attempts', 0, 'max_attempts', job.max_attempts, 'created_ms', now, 'seq', seq)
+      redis.call('HSET', job_key, F.state, 'scheduled', F.args, job.args, F.run_at_ms, job.run_at_ms,
+        F.attempts, 0, F.max_attempts, job.max_attempts, F.created_ms, now, F.seq, seq)
     end
   else
-    local fields = {'state', 'scheduled', 'args', job.args, 'run_at_ms', job.run_at_ms, 'attempts', 0,
-      'max_attempts', job.max_attempts, 'created_ms', now, 'seq', seq}
-    if timeout_ms then fields[#fields + 1] = 'timeout_ms'; fields[#fields + 1] = timeout_ms end
-    if throttle_key ~= '' then fields[#fields + 1] = 'throttle_key'; fields[#fields + 1] = throttle_key end
-    if job.cost ~= nil and tonumber(job.cost) ~= 1 then fields[#fields + 1] = 'cost'; fields[#fields + 1] = job.cost end
+    local fields = {F.state, 'scheduled', F.args, job.args, F.run_at_ms, job.run_at_ms, F.attempts, 0,
+      F.max_attempts, job.max_attempts, F.created_ms, now, F.seq, seq}
+    if timeout_ms then fields[#fields + 1] = F.timeout_ms; fields[#fields + 1] = timeout_ms end
+    if throttle_key ~= '' then fields[#fields + 1] = F.throttle_key; fields[#fields + 1] = throttle_key end
+    if job.cost ~= nil and tonumber(job.cost) ~= 1 then fields[#fields + 1] = F.cost; fields[#fields + 1] = job.cost end
     for _, value in ipairs(job.extra or {}) do fields[#fields + 1] = value end
     redis.call('HSET', job_key, unpack(fields))
   end

@@ -2,6 +2,7 @@
 -- as a worker's (rate, burst, concurrency, total_rate, total_burst, paused), per-key buckets
 -- that every worker naming it draws on, a bucket over all keys, the attempts in flight
 -- under it, the keys an operator paused, and per key whose turn it is.
+--!include fields
 --!include limits
 
 -- Per limit, claim is given these KEYS and ARGV after its own (LimitKeys.claim_keys, claim_args).
@@ -33,7 +34,7 @@ local function shared_in_flight(limit)
   local entries = redis.call('ZRANGE', limit.running_key, 0, -1, 'WITHSCORES')
   local ended = {}
   for i = 1, #entries, 2 do
-    local job = redis.call('HMGET', entries[i], 'state', 'attempts')
+    local job = redis.call('HMGET', entries[i], F.state, F.attempts)
     if job[1] ~= 'running' or tonumber(job[2]) ~= tonumber(entries[i + 1]) then ended[#ended + 1] = entries[i] end
   end
   call_in_slices('ZREM', limit.running_key, ended, 1)

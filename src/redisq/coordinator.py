@@ -34,10 +34,11 @@ from .dead_letters import DeadLetters
 from .dispatch import Dispatcher, Observer
 from .embedded import EMBEDDED_WARNING
 from .engine import REDIS_OUTAGE_ERRORS, Engine, Reaped
-from .errors import RedisqError
+from .errors import RedisqError, UnavailableError
 from .events import EventFeed
 from .keys import WorkerKeys
 from .limits import Limits
+from .migrate import migrate
 from .operations import Operations
 from .poller import Poller
 from .presence import PresenceLoop
@@ -49,6 +50,7 @@ from .wakeups import Event, Wakeups
 
 log = logging.getLogger("redisq")
 
+MIGRATION_RETRY_S = 1.0  # while Redis is down at start, the look for old job hashes is tried this often
 SECRET_WAIT_S = 10.0  # how long start waits for Redis when it must read from it (the secret, whether a cluster)
 # reading a cluster's map
 MAP_ERRORS: tuple[type[BaseException], ...] = (*REDIS_OUTAGE_ERRORS, *CLUSTER_REFUSALS, redis_errors.RedisError,
@@ -127,6 +129,8 @@ class Coordinator:
         self.poller: Poller | None = None
         self.ticker: Ticker | None = None
         self.dead_letters: DeadLetters | None = None
+        self._deferred_dispatch: asyncio.Task[None] | None = None  # started once Redis answers (start)
+        self._migration_waiting = False
 
     def _bind(self, redis: RedisClient) -> None:
         """The parts that talk to Redis, on ``redis`` (again at start, once it turned out
@@ -159,6 +163,31 @@ class Coordinator:
         await self.presence.start()
         if not dispatch:
             return
+        if await self._job_hashes_migrated():
+            await self._start_dispatch()
+        else:  # Redis is down: dispatch starts once the walk could run (the API serves meanwhile)
+            self._deferred_dispatch = asyncio.create_task(self._start_dispatch_after_migration())
+
+    async def _job_hashes_migrated(self) -> bool:
+        """Job hashes of the earlier layout renamed (migrate.py); False when Redis could not
+        be reached (said once)."""
+        try:
+            await migrate(self.engine)
+            return True
+        except REDIS_OUTAGE_ERRORS + (UnavailableError,) as e:
+            if not self._migration_waiting:
+                log.warning("cannot look for job hashes of the earlier layout yet (%s); dispatching waits for "
+                            "redis", e)
+                self._migration_waiting = True
+            return False
+
+    async def _start_dispatch_after_migration(self) -> None:
+        while not await self._job_hashes_migrated():
+            await asyncio.sleep(MIGRATION_RETRY_S)
+        log.info("redis is reachable: job hashes checked, dispatching starts")
+        await self._start_dispatch()
+
+    async def _start_dispatch(self) -> None:
         transport = self.transport or make_transport(self.config.http_client, self.config.max_in_flight)
         self.dispatcher = Dispatcher(self.engine, self.config, transport, self.secret, observer=self.observer,
                                      signing_key=self.signing_key, wakeups=self.wakeups, signals=self.signals)
@@ -263,6 +292,9 @@ class Coordinator:
                 raise StartupFailed(f"redis at {url} refused to give the shared secret: {e}") from e
 
     async def stop(self) -> None:
+        if self._deferred_dispatch is not None and not self._deferred_dispatch.done():
+            self._deferred_dispatch.cancel()
+            await asyncio.gather(self._deferred_dispatch, return_exceptions=True)
         await self.events.stop()  # open event streams end first: none holds the stop up
         await self.operations.stop()
         if self.ticker is not None:

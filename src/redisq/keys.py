@@ -18,7 +18,9 @@ single hash slot and the same scripts run on one Redis and on Redis Cluster::
     redisq:{shopify}:seq              int   enqueue counter (orders jobs due at the same ms)
     redisq:{shopify}:reply:<tag>      str   a claim's answer, kept until the loop's next claim
                                             (60 s at most) so that a repeat of the claim returns it
-    redisq:{shopify}:job:<suffix>     hash  one job
+    redisq:{shopify}:job:<suffix>     hash  one job (its fields: job_fields.py)
+    redisq:{shopify}:layout           str   "2" once every job hash of the worker has the short
+                                            field names (migrate.py)
     redisq:{shopify}:history:<suffix> list  its last 25 attempts, oldest first (JSON texts)
     redisq:{shopify}:state:<state>    zset  the listing index of a state: job suffix -> run_at_ms
                                             (scheduled, retrying) or finished_ms (succeeded, dead,
@@ -143,6 +145,10 @@ class WorkerKeys:
     @property
     def finished(self) -> str:
         return f"{self.tag}:finished"
+
+    @property
+    def layout(self) -> str:
+        return f"{self.tag}:layout"
 
     @property
     def bucket(self) -> str:

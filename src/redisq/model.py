@@ -23,6 +23,7 @@ from typing import Any
 from .config import WorkerConfig
 from .errors import ValidationError, shown
 from .inputs import MAX_AMOUNT, TIMEOUT_S, NumberRule
+from .job_fields import decode_job_hash
 from .json_text import compact_json
 from .keys import CALLER_SUFFIX_RE, THROTTLE_KEY_MAX_CHARS, job_id
 from .types import RedisHash
@@ -110,7 +111,8 @@ def history_of(fields: Mapping[str, str], entries: Sequence[str | bytes]) -> tup
     return tuple(attempts)
 
 
-# The job fields a listing reads (all but the history): what Job.from_fields uses.
+# The job fields a listing reads (all but the history): what Job.from_fields uses (long
+# names: the listing asks for their stored names, job_fields.stored).
 LISTED_FIELDS = ("state", "args", "run_at_ms", "attempts", "max_attempts", "timeout_ms", "created_ms", "last_error",
                  "result", "finished_ms", "throttle_key", "cost")
 
@@ -138,8 +140,7 @@ class Job:
                     history: Sequence[str | bytes] | None = None) -> Job:
         """The job of a hash; with its ``history`` list's entries (None: not read, as in a
         listing: the job then has no ``history``)."""
-        f = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-             for k, v in fields.items()}
+        f = decode_job_hash(fields)  # by the long names (job_fields.py)
         return cls(
             id=job_id(worker, suffix),
             worker=worker,

@@ -113,6 +113,8 @@ SPECS: dict[str, ScriptSpec] = {spec.name: spec for spec in (
                        "the fields' values}"),
     ScriptSpec("heartbeat", ("running", "job"), ("suffix", "attempt", "seq"),
                answers="{'extended', lease_deadline_ms} | {'missing' | 'stale' | 'finished', detail}"),
+    ScriptSpec("migrate_fields", (), (), item_keys=("job",),
+               answers="how many of the job hashes it renamed (an earlier layout's long field names)"),
     ScriptSpec("lease", ("running", "job"), ("suffix", "attempt", "seq"),
                answers="ms the running attempt's lease has left; 0 = ended, or not that attempt"),
     ScriptSpec("set_limits", ("limits", "throttle_keys"), ("mode",), item_args=("field", "value"),

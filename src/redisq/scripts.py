@@ -6,8 +6,8 @@ includes; each file goes into a script once (a second include of it is skipped),
 cycle or an unknown name is refused with a ``LuaIncludeError`` that says where.
 
 A script that must run while Redis is at ``maxmemory`` (it frees memory or holds it steady:
-claim, settle, reap, purge, cancel, heartbeat, hold_back, and an operator's set_limits,
-schedule_pause, schedule_delete) says so on its first line,
+claim, settle, reap, purge, cancel, heartbeat, hold_back, migrate_fields, and an operator's
+set_limits, schedule_pause, schedule_delete) says so on its first line,
 ``#!lua flags=allow-oom``; the others are refused there at their first write.
 
 The loader keeps a line map (flattened line -> source file and line), so an error that
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 SCRIPT_NAMES = ("enqueue", "claim", "settle", "reap", "cancel", "purge", "set_limits", "worker_state",
                 "heartbeat", "hold_back", "lease", "retry", "delete", "list", "throttle_keys",
                 "coordinator_alive", "coordinators", "limit_state", "pause_limit_key",
-                "report_cost")
+                "report_cost", "migrate_fields")
 SCHEDULE_SCRIPT_NAMES = ("schedule_save", "schedule_pause", "schedule_delete", "schedules_due", "tick")
 INCLUDE_DIRECTIVE = "--!include"
 INCLUDE_RE = re.compile(r"^--!include (\w+)$")

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 import redis
 
+from redisq.job_fields import JOB_FIELDS
 from redisq.keys import job_key
 
 from redis_server import RedisServer, free_port
@@ -64,7 +65,7 @@ def last_errors(server: RedisServer, ids: list[str]) -> dict[str, int]:
     """How many of the jobs died of each error."""
     r = redis.Redis.from_url(server.url, decode_responses=True)
     try:
-        return dict(Counter(r.hget(job_key(job_id), "last_error") for job_id in ids))
+        return dict(Counter(r.hget(job_key(job_id), JOB_FIELDS["last_error"]) for job_id in ids))
     finally:
         r.close()
 

@@ -9,6 +9,7 @@ import json
 from collections.abc import Sequence
 
 from ..errors import ValidationError
+from ..job_fields import stored
 from ..keys import job_id, split_job_id
 from ..model import LISTED_FIELDS, Job, JobState
 from ..types import ScriptArg, ScriptReply
@@ -60,7 +61,7 @@ class Listings(WorkerBase):
         score, member = ("", "") if cursor is None else decode_cursor(cursor, self.name, state, throttle_key)
         order = "desc" if state in NEWEST_FIRST else "asc"
         out = replies(await self.run("list", [index, k.stats, k.running],
-                                     [k.job_prefix, order, limit, member, score, *LISTED_FIELDS]))
+                                     [k.job_prefix, order, limit, member, score, *stored(*LISTED_FIELDS)]))
         stats = dict(zip(COUNTED, (integer(v) for v in out[:6]), strict=True))
         counts = {"scheduled": stats["queued"] - stats["retrying"], "running": stats["running"],
                   "retrying": stats["retrying"], "succeeded": stats["succeeded"], "dead": stats["dead"],

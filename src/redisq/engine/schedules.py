@@ -9,6 +9,7 @@ from croniter import CroniterError
 
 from ..cron import DUE_BATCH, ScheduleRequest, cron_spec, due_ticks
 from ..errors import NotFoundError, ValidationError
+from ..job_fields import stored
 from ..keys import job_id, tick_job_suffix
 from ..limits import Limits, number_text
 from ..loops import MAX_IDLE_S
@@ -54,7 +55,7 @@ class Schedules(WorkerBase):
             job_suffixes = [text(s) for s in await self.redis.lrange(k.schedule_jobs(suffix), 0, -1)]
             last_jobs = []
             for job_suffix in job_suffixes:
-                state, run_at = await self.redis.hmget(k.job(job_suffix), "state", "run_at_ms")
+                state, run_at = await self.redis.hmget(k.job(job_suffix), *stored("state", "run_at_ms"))
                 last_jobs.append(LastJob(job_id(self.name, job_suffix), text(state) if state is not None else "purged",
                                          int_or_none(text(run_at)) if run_at is not None else None))
         return Schedule.from_fields(self.config, suffix, fields, last_jobs)
