@@ -459,9 +459,10 @@ async def test_invalid_schedules_are_422_and_create_nothing(engine_redis):
             "error": "jobs[1].cron: schedules are created one at a time with POST /job, not in a batch",
             "field": "cron", "index": 1}
         assert (await client.get("/schedules")).json() == {"schedules": []}
-        # Nothing but the worker's live limits, which the coordinator seeded at start.
+        # Nothing but the worker's live limits, which the coordinator seeded at start, and its
+        # layout mark (migrate.py: no job hash to rename).
         stored = [k async for k in engine_redis.scan_iter(match="redisq:*") if k != COORDINATORS_KEY.encode()]
-        assert stored == [b"redisq:{digest}:limits"]  # and the coordinator's own entry
+        assert sorted(stored) == [b"redisq:{digest}:layout", b"redisq:{digest}:limits"]  # and the coordinator's
         resp = await client.get("/schedules", params={"worker": "nobody"})
         assert resp.status_code == 422 and resp.json()["field"] == "worker"
 
