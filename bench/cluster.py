@@ -5,7 +5,7 @@ masters splitting them), the Node sink, and ``--processes`` coordinators (``redi
 with ``redis_cluster = true``, 6 workers named so that on 3 masters each owns 2). The jobs
 (``--jobs``, spread evenly over the workers) are written straight into Redis with
 ``redisq.engine.Engine`` on the cluster client, all due a few seconds later; from that
-moment until every one is finished (the workers' ``finished`` zsets) it counts:
+moment until every one is finished (the workers' ``succeeded`` state indexes) it counts:
 
 * jobs/s, 3 masters against 1 master;
 * CPU seconds of each process over that time (each coordinator, each redis-server, the
@@ -122,7 +122,7 @@ async def dispatch(cluster: ClusterProc, names: list[str], jobs: int, pids: dict
         deadline = Deadline(limit_s)
         done = 0
         while not deadline.passed:
-            done = sum([await client.zcard(WorkerKeys(name).finished) for name in names])
+            done = sum([await client.zcard(WorkerKeys(name).state_index("succeeded")) for name in names])
             if done >= jobs:
                 break
             await asyncio.sleep(0.02)

@@ -6,7 +6,7 @@ port, sharing the Redis), then:
 
 * Throughput: POSTs ``--jobs`` (20,000) jobs to ``/jobs`` in batches of 1000 (N posters at
   once, to the one port) and counts jobs/s from the first POST until ``ZCARD`` of the
-  worker's ``finished`` zset reaches the total. Printed beside the client's requests/s to
+  worker's ``state:succeeded`` index reaches the total. Printed beside the client's requests/s to
   the same kind of sink from step 3 (the client is the dispatcher's limit), the target,
   and for N > 1 beside one process's figure from the same run. The coordinator's CPU time
   over that window (all its processes, all threads, from ``/proc``) divided by the jobs is
@@ -115,7 +115,7 @@ async def throughput(redis_url: str, coordinator: Coordinator, posters: int, job
     import aiohttp
     import redis.asyncio as aioredis
 
-    finished_key = WorkerKeys(WORKER).finished
+    finished_key = WorkerKeys(WORKER).state_index("succeeded")
     client = aioredis.Redis.from_url(redis_url)
     batches = [[{"worker": WORKER, "args": {"n": i + j}} for j in range(min(BATCH, jobs - i))]
                for i in range(0, jobs, BATCH)]
@@ -164,7 +164,7 @@ async def dispatch_only(redis_url: str, sink_url: str, jobs: int, lead_s: float,
     client = aioredis.Redis.from_url(redis_url)
     worker = WorkerConfig(name=WORKER, url=sink_url)
     store = Engine(client, Config(redis_url=redis_url, workers={WORKER: worker}))
-    finished_key = WorkerKeys(WORKER).finished
+    finished_key = WorkerKeys(WORKER).state_index("succeeded")
     try:
         before = await client.zcard(finished_key)
         now_ms = int((await client.time())[0]) * 1000  # the engine's clock is the Redis server's

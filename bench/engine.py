@@ -112,7 +112,7 @@ async def cycle(url: str, jobs: int, claim_batch: int, consumers: int, time_limi
 
         await asyncio.gather(produce(), *(consume() for _ in range(consumers)))
         elapsed = time.perf_counter() - started
-        done = await client.zcard(store.keys(WORKER).finished)
+        done = await client.zcard(store.keys(WORKER).state_index("succeeded"))
         server_calls, server_busy_s = await server_script_stats(client)
         if done != jobs:
             raise RuntimeError(f"engine settled {done} of {jobs} jobs within {time_limit_s:g} s")

@@ -6,7 +6,7 @@ spread over 100 keys; then a claim takes every one of them (running), then a set
 them all (succeeded). After each stage it reads ``used_memory`` (``INFO memory``, minus the
 empty server's) and, as ``redis-cli --bigkeys --memkeys`` does, ``MEMORY USAGE`` of every
 key (``SAMPLES 0``: the whole key), summed by the structure it is (``WorkerKeys``): job
-hashes, history lists, throttle-key queues, state indexes, the running and finished zsets,
+hashes, history lists, throttle-key queues, state indexes, the running zset,
 the event stream and the rest. Every figure is bytes per job.
 
 Beside it, in the same run on the same server: the least a waiting job can take in Redis

@@ -47,7 +47,6 @@ async def fill(client: aioredis.Redis, engine: Engine, count: int) -> None:
                 attempts=3, max_attempts=3, created_ms=1_700_000_000_000, seq=n + 1,
                 finished_ms=1_700_000_000_000 + n, last_error="HTTP 404: not found"))
             pipe.zadd(keys.state_index("dead"), {suffix: 1_700_000_000_000 + n})
-            pipe.zadd(keys.finished, {suffix: 10**13 + n})
         pipe.hincrby(keys.stats, "dead", min(count, start + 10_000) - start)
         await pipe.execute()
 

@@ -1,7 +1,8 @@
 #!lua flags=allow-oom
 -- delete: delete finished jobs (an operator's delete: succeeded, dead or cancelled ones)
 -- before their retention ends, as purge does after it.
--- KEYS: the queue's keys (WorkerKeys.queue_keys), finished zset, operation hash (see retry.lua)
+-- KEYS: the queue's keys (WorkerKeys.queue_keys), finished zset (an earlier version's, see
+--   retry.lua), operation hash (see retry.lua)
 -- ARGV: the queue's args (WorkerKeys.queue_args), job key prefix, the states a job may be
 --   in to be deleted (comma-separated), operation id ('' = none), mode: 'ids' (then the job
 --   suffixes) or 'index' (then most: the first jobs of the first state's index)

@@ -1,10 +1,10 @@
 #!lua flags=allow-oom
 -- reap: fail the attempts whose lease ended before a receipt came ("timed out").
--- KEYS: the queue's keys (WorkerKeys.queue_keys), running zset, finished zset, worker bucket
---   hash, buckets zset (throttle key -> when its bucket is full)
+-- KEYS: the queue's keys (WorkerKeys.queue_keys), running zset, worker bucket hash, buckets
+--   zset (throttle key -> when its bucket is full)
 -- ARGV: the queue's args (WorkerKeys.queue_args), job key prefix, backoff initial ms, backoff
---   factor, backoff max ms, jitter (1 or 0), random seed, succeeded retention ms, dead
---   retention ms, most leases to reap, not_after_ms (Redis time; '' = none)
+--   factor, backoff max ms, jitter (1 or 0), random seed, most leases to reap, not_after_ms
+--   (Redis time; '' = none)
 -- Returns {reaped, wait_ms until the next lease ends (-1 = none running), then 3 per
 --   attempt it ended: suffix, attempt, what became of the job (retrying | dead)}
 -- A reap that runs after not_after_ms does nothing and answers {0, 0}: its caller gave up
@@ -16,11 +16,11 @@
 --!include slot
 local KEYS = keys_past_probes(KEYS)
 local queue = new_queue(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
-local running_key, finished_key, worker_bucket_key, buckets_key = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
-local job_prefix, most, not_after_ms = ARGV[5], tonumber(ARGV[13]), tonumber(ARGV[14])
-local policy = retry_policy(ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[11], ARGV[12])
+local running_key, worker_bucket_key, buckets_key = KEYS[6], KEYS[7], KEYS[8]
+local job_prefix, most, not_after_ms = ARGV[5], tonumber(ARGV[11]), tonumber(ARGV[12])
+local policy = retry_policy(ARGV[6], ARGV[7], ARGV[8], ARGV[9])
 math.randomseed(tonumber(ARGV[10]))  -- the caller's seed keeps the script deterministic for replication
-local worker = attempts_of(queue, finished_key, worker_bucket_key, buckets_key, policy)
+local worker = attempts_of(queue, worker_bucket_key, buckets_key, policy)
 
 local now = server_now_ms()
 if not_after_ms and now > not_after_ms then return {0, 0} end

@@ -3,7 +3,8 @@
 -- goes back to its throttle key's queue as scheduled, due at run_at, with its attempts
 -- starting over. Its history stays; its last error and result are cleared. It gets a new
 -- enqueue sequence, so a late receipt of an attempt from before cannot settle a new one.
--- KEYS: the queue's keys (WorkerKeys.queue_keys), finished zset, operation hash (written
+-- KEYS: the queue's keys (WorkerKeys.queue_keys), finished zset (an earlier version's: a job leaves
+--   it, so that its purge_at_ms cannot purge it), operation hash (written
 --   only when the call reports to an operation: an operation id is given)
 -- ARGV: the queue's args (WorkerKeys.queue_args), job key prefix, the states a job may be
 --   in to be retried (comma-separated: 'dead,cancelled'), run_at_ms ('' = now), delay_ms,

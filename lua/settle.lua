@@ -1,10 +1,9 @@
 #!lua flags=allow-oom
 -- settle: end running attempts with the receipts that answer them.
--- KEYS: the queue's keys (WorkerKeys.queue_keys), running zset, finished zset, worker bucket
---   hash, buckets zset (throttle key -> when its bucket is full), then one job hash per receipt
+-- KEYS: the queue's keys (WorkerKeys.queue_keys), running zset, worker bucket hash, buckets
+--   zset (throttle key -> when its bucket is full), then one job hash per receipt
 -- ARGV: the queue's args (WorkerKeys.queue_args), job key prefix, backoff initial ms, backoff
---   factor, backoff max ms, jitter (1 or 0), random seed, succeeded retention ms, dead
---   retention ms, then 9 per receipt: suffix, attempt, outcome ('success' | 'failure' |
+--   factor, backoff max ms, jitter (1 or 0), random seed, then 9 per receipt: suffix, attempt, outcome ('success' | 'failure' |
 --   'permanent' | 'unsent': the coordinator did not send it, see return_unsent),
 --   error, result (JSON text or ''), retry_after_ms (-1 = none), digest (identifies the
 --   receipt, to recognise a repeat), seq (the enqueue sequence of the job the receipt
@@ -19,11 +18,11 @@
 --!include slot
 local KEYS = keys_past_probes(KEYS)
 local queue = new_queue(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
-local running_key, finished_key, worker_bucket_key, buckets_key = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
-local FIRST_JOB_KEY, ARGS_BEFORE_RECEIPTS, ARGS_PER_RECEIPT = 10, 12, 9
-local policy = retry_policy(ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[11], ARGV[12])
+local running_key, worker_bucket_key, buckets_key = KEYS[6], KEYS[7], KEYS[8]
+local FIRST_JOB_KEY, ARGS_BEFORE_RECEIPTS, ARGS_PER_RECEIPT = 9, 10, 9
+local policy = retry_policy(ARGV[6], ARGV[7], ARGV[8], ARGV[9])
 math.randomseed(tonumber(ARGV[10]))  -- the caller's seed keeps the script deterministic for replication
-local worker = attempts_of(queue, finished_key, worker_bucket_key, buckets_key, policy)
+local worker = attempts_of(queue, worker_bucket_key, buckets_key, policy)
 
 local now = server_now_ms()
 local out = {}
@@ -53,7 +52,7 @@ for i = FIRST_JOB_KEY, #KEYS do
     if result ~= '' then redis.call('HSET', job_key, F.result, result) end
     if status > 0 then redis.call('HSET', job_key, F.status, status) end
     out[#out + 1] = finish(worker, job_key, suffix, {state = 'dead', attempt = attempt, throttle_key = job[8]},
-      'succeeded', now, policy.succeeded_retention_ms)
+      'succeeded', now)
   elseif state ~= 'running' or tonumber(job[2]) ~= attempt then
     if tonumber(job[5]) == attempt and job[6] == digest then
       out[#out + 1] = 'duplicate'
@@ -74,7 +73,7 @@ for i = FIRST_JOB_KEY, #KEYS do
       -- The history's last entry is read from the hash (started_ms, finished_ms, status,
       -- sent_by): most jobs succeed at once and then need no history list at all.
       if status > 0 then redis.call('HSET', job_key, F.status, status) end
-      out[#out + 1] = finish(worker, job_key, suffix, ended, 'succeeded', now, policy.succeeded_retention_ms)
+      out[#out + 1] = finish(worker, job_key, suffix, ended, 'succeeded', now)
     elseif outcome == 'unsent' then
       record_attempt(queue, suffix, ended, 'unsent', status, error_text, now)
       out[#out + 1] = return_unsent(worker, job_key, suffix, ended, now)

@@ -241,15 +241,17 @@ async def test_retrying_thousands_of_dead_jobs_goes_in_slices_and_reports_progre
     async with running_api(engine_redis, dispatch=False) as api:
         engine = api.coordinator.engine.worker(WORKER)
         keys = api.keys
-        # 5,000 dead jobs, written as the scripts would leave them
+        # 5,000 dead jobs, written as the scripts would leave them (finished a moment ago: no
+        # purge could take them)
+        seconds, _ = await engine_redis.time()
+        finished_ms = int(seconds) * 1000
         pipe = engine_redis.pipeline(transaction=False)
         for n in range(5000):
             suffix = f"dead-{n}"
             pipe.hset(keys.job(suffix), mapping=stored_job_fields(
                 state="dead", args="{}", run_at_ms=1, attempts=1, max_attempts=1, created_ms=1, seq=n + 1,
-                finished_ms=1000 + n))
-            pipe.zadd(keys.state_index("dead"), {suffix: 1000 + n})
-            pipe.zadd(keys.finished, {suffix: 10**13})
+                finished_ms=finished_ms + n))
+            pipe.zadd(keys.state_index("dead"), {suffix: finished_ms + n})
         pipe.hset(keys.stats, mapping={"dead": 5000})
         await pipe.execute()
         slices = []

@@ -186,9 +186,9 @@ async def backoff_delays_s(redis: Any, tmp_path: Path, backoff: Backoff, attempt
     shutil.copytree(lua_dir() / "includes", tmp_path / "includes")
     lua = lua_tree(tmp_path, {"backoff.lua": (
         "--!include attempts\n"
-        "local policy = retry_policy(ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[11], ARGV[12])  -- as settle.lua\n"
+        "local policy = retry_policy(ARGV[6], ARGV[7], ARGV[8], ARGV[9])  -- as settle.lua\n"
         "local delays = {}\n"
-        "for i = 13, #ARGV, 2 do "
+        "for i = 11, #ARGV, 2 do "
         "delays[#delays + 1] = backoff_ms(policy, tonumber(ARGV[i]), tonumber(ARGV[i + 1])) end\n"
         "return delays\n")})
     worker = WorkerConfig(name="w", url="http://127.0.0.1:9/w", backoff=backoff)

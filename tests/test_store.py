@@ -20,7 +20,7 @@ from redisq.config import Backoff, Config, Retention, WorkerConfig
 from redisq.engine import Claim, ClaimedJob, Engine, Receipt
 from redisq.errors import ConflictError, NotFoundError
 from redisq.events import entry_events
-from redisq.job_fields import decode_job_hash
+from redisq.job_fields import decode_job_hash, stored
 from redisq.keys import WorkerKeys
 from redisq.keys import job_id as make_job_id  # (job_id names the tests' ids)
 from redisq.model import JobState, parse_enqueue
@@ -54,7 +54,7 @@ async def snapshot(client: Any, keys: WorkerKeys, suffix: str) -> tuple[Any, ...
         await client.hgetall(keys.job(suffix)),
         await client.zrange(keys.scheduled, 0, -1, withscores=True),
         await client.zrange(keys.running, 0, -1, withscores=True),
-        await client.zrange(keys.finished, 0, -1, withscores=True),
+        await client.zrange(keys.state_index("succeeded"), 0, -1, withscores=True),
     )
 
 
@@ -340,7 +340,7 @@ async def test_backoff_grows_by_factor_up_to_max_and_the_last_attempt_dies(engin
     assert delays_ms == [10, 30, 90, 200]
     assert word == "dead"
     assert got.state is JobState.DEAD and got.last_error == "boom 5" and got.attempts == 5
-    assert await engine_redis.zscore(store.keys(WORKER).finished, "flaky") is not None
+    assert await engine_redis.zscore(store.keys(WORKER).state_index("dead"), "flaky") is not None
     assert (await store.claim(w, 5)).wait_ms == -1
 
 
@@ -669,29 +669,77 @@ async def test_purge_deletes_finished_jobs_past_retention_in_capped_batches(engi
 async def test_a_finished_job_is_kept_for_exactly_its_retention(engine_redis):
     w = worker(retention=Retention(succeeded_s=3600, dead_s=60, cancelled_s=5))
     store = make_store(engine_redis, w)
-    assert await kept_for_ms(store, w) == [3_600_000, 60_000, 5_000]
+    await assert_kept_for_ms(store, w, [3_600_000, 60_000, 5_000])
 
 
-async def test_a_fractional_retention_is_kept_to_the_millisecond(engine_redis):
+async def test_a_fractional_retention_is_not_rounded_to_seconds(engine_redis):
     w = worker(retention=Retention(succeeded_s=8.11, dead_s=2.01, cancelled_s=4.02))
     store = make_store(engine_redis, w)
-    assert await kept_for_ms(store, w) == [8110, 2010, 4020]
+    await assert_kept_for_ms(store, w, [8110, 2010, 4020])
 
 
-async def kept_for_ms(store: Engine, w: WorkerConfig) -> list[int]:
-    """How long a succeeded, a dead and a cancelled job are kept: purge-at minus finished-at."""
+async def test_a_retention_changed_applies_to_jobs_finished_before_the_change(engine_redis):
+    kept_long = worker(retention=Retention(succeeded_s=3600))
+    store = make_store(engine_redis, kept_long)
+    job = await start_one(store, kept_long)
+    await store.settle(kept_long, [success(job)])
+    assert await store.purge(kept_long) == (0, False)
+    kept_briefly = worker(retention=Retention(succeeded_s=0.001))  # the config changed, the job finished before
+    await asyncio.sleep(0.01)
+    assert await make_store(engine_redis, kept_briefly).purge(kept_briefly) == (1, False)
+    with pytest.raises(NotFoundError):
+        await store.get(job.id)
+
+
+async def test_the_earlier_versions_finished_zset_is_purged_by_its_times_and_emptied(engine_redis):
+    """An earlier version also kept each finished job in a zset of purge times; purge deletes
+    those jobs when their time comes (even with a longer retention now), and nothing adds to it."""
+    w = worker(retention=Retention(succeeded_s=3600))
+    store = make_store(engine_redis, w)
+    old, new = await start_one(store, w), await start_one(store, w)
+    await store.settle(w, [success(old), success(new)])
+    keys = store.keys(w.name)
+    assert await engine_redis.exists(keys.finished) == 0  # this version adds nothing to it
+    now_ms = await server_ms(engine_redis)
+    await engine_redis.zadd(keys.finished, {old.suffix: now_ms - 1, new.suffix: now_ms + 3_600_000})
+    assert await store.purge(w) == (1, False)
+    with pytest.raises(NotFoundError):
+        await store.get(old.id)
+    assert (await store.get(new.id)).state is JobState.SUCCEEDED
+    assert await engine_redis.zrange(keys.finished, 0, -1) == [new.suffix.encode()]
+    assert (await store.worker(w.name).state()).succeeded == 1  # the purged one counted off
+
+
+RETENTION_MARGIN_MS = 50  # the calls' own time, on a busy machine, is well within this
+
+
+async def assert_kept_for_ms(store: Engine, w: WorkerConfig, kept_ms: list[int]) -> None:
+    """A succeeded, a dead and a cancelled job are each kept for ``kept_ms``: a purge leaves
+    the job while it finished less than that ago (by ``RETENTION_MARGIN_MS``), and deletes it
+    once it finished that long ago. (Each is made to have finished that long ago by moving
+    its finished time, in its hash and its state index, back.)"""
     succeeded = await start_one(store, w)
     dead = await start_one(store, w)
     await store.settle(w, [success(succeeded), Receipt(dead.suffix, dead.attempt, "permanent")])
     cancelled, _ = await store.enqueue(request(store, worker=w.name))
     await store.cancel(cancelled.id)
-    kept = []
-    for job_id in (succeeded.id, dead.id, cancelled.id):
-        job = await store.get(job_id)
-        purge_at = await store.redis.zscore(store.keys(w.name).finished, job_id.split(":", 1)[1])
-        assert job.finished_ms is not None and purge_at is not None
-        kept.append(int(purge_at) - job.finished_ms)
-    return kept
+    keys = store.keys(w.name)
+    for job_id, state, retention_ms in zip((succeeded.id, dead.id, cancelled.id), ("succeeded", "dead", "cancelled"),
+                                           kept_ms, strict=True):
+        suffix = job_id.split(":", 1)[1]
+
+        async def finished_ago(ms: int, suffix: str = suffix, state: str = state) -> None:
+            finished_ms = await server_ms(store.redis) - ms
+            await store.redis.zadd(keys.state_index(state), {suffix: finished_ms})
+            await store.redis.hset(keys.job(suffix), *stored("finished_ms"), finished_ms)
+
+        await finished_ago(retention_ms - RETENTION_MARGIN_MS)
+        assert await store.purge(w) == (0, False), (state, "purged before its retention")
+        assert (await store.get(job_id)).state.value == state
+        await finished_ago(retention_ms)
+        assert await store.purge(w) == (1, False), (state, "kept past its retention")
+        with pytest.raises(NotFoundError):
+            await store.get(job_id)
 
 
 # -- memory ----------------------------------------------------------------------------
@@ -812,7 +860,7 @@ async def test_memory_returns_to_baseline_after_100k_jobs(real_redis):
     baseline = await used_memory()
 
     await run_jobs(100_000)
-    assert await real_redis.zcard(keys.finished) == 100_000
+    assert await real_redis.zcard(keys.state_index("succeeded")) == 100_000
     assert await purge_all() == 100_000
     assert await store.purge(w) == (0, False)
 

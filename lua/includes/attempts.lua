@@ -8,24 +8,22 @@
 -- at most this many times per job; after that it counts like any other failure.
 local MAX_BACK_PRESSURE_RETRIES = 100
 
--- The worker's retry and retention policy, from the text the scripts are given (store.py's
--- _policy_args): backoff initial ms, factor, max ms, jitter ('1' or '0'), then the
--- retention in ms of succeeded and of dead jobs.
-local function retry_policy(backoff_initial_ms, backoff_factor, backoff_max_ms, jitter,
-                            succeeded_retention_ms, dead_retention_ms)
+-- The worker's retry policy, from the text the scripts are given (engine/jobs.py's
+-- _policy_args): backoff initial ms, factor, max ms, jitter ('1' or '0'). (How long a
+-- finished job is kept is purge's to know: it purges by the state indexes' finished_ms.)
+local function retry_policy(backoff_initial_ms, backoff_factor, backoff_max_ms, jitter)
   return {
     backoff_initial_ms = tonumber(backoff_initial_ms), backoff_factor = tonumber(backoff_factor),
     backoff_max_ms = tonumber(backoff_max_ms), jitter = jitter == '1',
-    succeeded_retention_ms = tonumber(succeeded_retention_ms), dead_retention_ms = tonumber(dead_retention_ms),
   }
 end
 
 -- A worker as the end of its attempts sees it: its queue, the keys an ending writes
 -- besides the job's own, its policy, and the tokens given back so far in this call
 -- (see refund_tokens).
-local function attempts_of(queue, finished_key, worker_bucket_key, buckets_key, policy)
+local function attempts_of(queue, worker_bucket_key, buckets_key, policy)
   return {
-    queue = queue, finished_key = finished_key, worker_bucket_key = worker_bucket_key,
+    queue = queue, worker_bucket_key = worker_bucket_key,
     buckets_key = buckets_key, policy = policy,
     refunds = {},  -- bucket key -> {due = tokens to forfeit, forfeited = tokens forfeited so far}
   }
@@ -41,10 +39,9 @@ local function backoff_ms(policy, failures, random_fraction)
 end
 
 -- A job ends in `state` (succeeded, dead): job = {state (the one it leaves), attempt,
--- throttle_key}.
-local function finish(worker, job_key, suffix, job, state, now, retention_ms)
+-- throttle_key}. Its state's index, scored by now, is what purge deletes it by.
+local function finish(worker, job_key, suffix, job, state, now)
   redis.call('HSET', job_key, F.state, state, F.finished_ms, now)
-  redis.call('ZADD', worker.finished_key, now + retention_ms, suffix)
   moved(worker.queue, suffix, job.throttle_key, job.state, state, now, job.attempt)
   count(worker.queue, state, 1)
   return state
@@ -126,7 +123,7 @@ local function fail_attempt(worker, job_key, suffix, job, error_text, permanent,
   record_attempt(worker.queue, suffix, job, failure, status, error_text, now)
   local failures = tonumber(job.attempt) - throttled - (tonumber(job.unsent) or 0)
   if permanent or failures >= tonumber(job.max_attempts) then
-    return finish(worker, job_key, suffix, job, 'dead', now, worker.policy.dead_retention_ms)
+    return finish(worker, job_key, suffix, job, 'dead', now)
   end
   local delay_ms = backoff_ms(worker.policy, failures, math.random())
   return retry_at(worker, job_key, suffix, job, now + delay_ms)

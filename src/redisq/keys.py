@@ -7,7 +7,9 @@ single hash slot and the same scripts run on one Redis and on Redis Cluster::
     redisq:{shopify}:queue:<key>      zset  queue member -> run_at_ms (scheduled + retrying)
     redisq:{shopify}:kbucket:<key>    hash  tokens, updated_ms, paused_until_ms (one key's bucket)
     redisq:{shopify}:running          zset  job suffix -> lease_deadline_ms
-    redisq:{shopify}:finished         zset  job suffix -> purge_at_ms
+    redisq:{shopify}:finished         zset  job suffix -> purge_at_ms: an earlier version's; purge
+                                            empties it, nothing adds to it (a finished job is
+                                            purged by its state index: finished_ms + retention)
     redisq:{shopify}:buckets          zset  throttle key -> ms its bucket is full (purge deletes it then)
     redisq:{shopify}:bucket           hash  tokens, updated_ms, paused_until_ms (worker-wide)
     redisq:{shopify}:limits           hash  the live limits (rate, burst, ...; see limits.py)

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 QUEUE_KEYS = ("throttle_keys", "seq", "stats", "limits", "events")  # WorkerKeys.queue_keys
 QUEUE_ARGS = ("queue_prefix", "key_bucket_prefix", "state_prefix", "history_prefix")  # WorkerKeys.queue_args
-ATTEMPT_KEYS = (*QUEUE_KEYS, "running", "finished", "bucket", "buckets")
+ATTEMPT_KEYS = (*QUEUE_KEYS, "running", "bucket", "buckets")
 SHARED_LIMIT_KEYS = ("limits", "bucket", "running", "paused_keys")  # LimitKeys.claim_keys
 SHARED_LIMIT_ARGS = ("limit", "key_bucket_prefix", "turns_prefix")  # LimitKeys.claim_args
 RETRY_POLICY_ARGS = (*QUEUE_ARGS, "job_prefix", "backoff_initial_ms", "backoff_factor", "backoff_max_ms",
-                     "jitter", "random_seed", "succeeded_retention_ms", "dead_retention_ms")
+                     "jitter", "random_seed")
 
 
 class ScriptCallError(ValueError):
@@ -91,11 +91,12 @@ SPECS: dict[str, ScriptSpec] = {spec.name: spec for spec in (
     ScriptSpec("hold_back", (*QUEUE_KEYS, "bucket"), (*QUEUE_ARGS, "reports"),
                item_keys=SHARED_LIMIT_KEYS, item_args=SHARED_LIMIT_ARGS,  # per shared limit the worker names
                answers="buckets held back"),
-    ScriptSpec("cancel", (*QUEUE_KEYS, "running", "finished", "job"), (*QUEUE_ARGS, "suffix", "cancelled_retention_ms"),
+    ScriptSpec("cancel", (*QUEUE_KEYS, "running", "job"), (*QUEUE_ARGS, "suffix"),
                repeatable=False,  # a repeat would answer 'finished' (409) for the job it cancelled
                answers="{'cancelled' | 'finished' | 'missing', the job's hash}"),
     ScriptSpec("purge", ("finished", "stats", "buckets", "limits"),
-               ("job_prefix", "most", "key_bucket_prefix", "state_prefix", "history_prefix"),
+               ("job_prefix", "most", "key_bucket_prefix", "state_prefix", "history_prefix",
+                "succeeded_retention_ms", "dead_retention_ms", "cancelled_retention_ms"),
                answers="{purged, more}"),
     # retry and delete: mode 'ids' is followed by job suffixes, mode 'index' by how many to
     # take from the index of the first state named (the items vary: only the fixed part is checked)

@@ -46,18 +46,17 @@ def _per_limit(names: Sequence[str], value: ScriptReply) -> tuple[tuple[str, flo
 class Jobs(WorkerBase):
     def _policy_args(self) -> list[ScriptArg]:
         """ARGV of the scripts that end attempts (lua/settle.lua, lua/reap.lua)."""
-        b, r = self.config.backoff, self.config.retention
+        b = self.config.backoff
         return [
             *self.keys.queue_args, self.keys.job_prefix,
             round(b.initial_s * 1000), b.factor, round(b.max_s * 1000), 1 if b.jitter else 0,
             random.getrandbits(31),
-            round(r.succeeded_s * 1000), round(r.dead_s * 1000),
         ]
 
     def _attempt_keys(self) -> list[str]:
         """KEYS of the scripts that end attempts (lua/settle.lua, lua/reap.lua)."""
         k = self.keys
-        return [*k.queue_keys, k.running, k.finished, k.bucket, k.buckets]
+        return [*k.queue_keys, k.running, k.bucket, k.buckets]
 
     # -- enqueue ---------------------------------------------------------------------
     async def enqueue(self, requests: Sequence[EnqueueRequest], positions: Sequence[int] | None = None,
@@ -217,8 +216,11 @@ class Jobs(WorkerBase):
     async def purge(self, most: int = 500) -> tuple[int, bool]:
         """Delete finished jobs past their retention; returns (purged, more are due)."""
         k = self.keys
+        r = self.config.retention
         out = replies(await self.run("purge", [k.finished, k.stats, k.buckets, k.limits],
-                                     [k.job_prefix, most, k.key_bucket_prefix, k.state_prefix, k.history_prefix]))
+                                     [k.job_prefix, most, k.key_bucket_prefix, k.state_prefix, k.history_prefix,
+                                      round(r.succeeded_s * 1000), round(r.dead_s * 1000),
+                                      round(r.cancelled_s * 1000)]))
         return integer(out[0]), bool(integer(out[1]))
 
     async def lease_left_ms(self, suffix: str, attempt: int, seq: int = 0) -> int:
@@ -240,8 +242,8 @@ class Jobs(WorkerBase):
 
     async def cancel(self, suffix: str) -> Job:
         k = self.keys
-        out = replies(await self.run("cancel", [*k.queue_keys, k.running, k.finished, k.job(suffix)],
-                                     [*k.queue_args, suffix, round(self.config.retention.cancelled_s * 1000)]))
+        out = replies(await self.run("cancel", [*k.queue_keys, k.running, k.job(suffix)],
+                                     [*k.queue_args, suffix]))
         outcome = text(out[0])
         if outcome == "missing":
             raise NotFoundError(f"no job {job_id(self.name, suffix)!r}")
