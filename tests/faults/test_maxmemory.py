@@ -221,14 +221,19 @@ def test_a_full_redis_finishes_and_purges_the_accepted_jobs_and_enqueue_recovers
         assert len(accepted) >= 2000, "Redis filled up with something else than jobs"
         assert sink.delivered_ids() == set(), "jobs were sent before they were due"
 
-        # They fall due while Redis is full: they are sent, and what claims and settles
-        # record takes Redis further past its limit, so enqueue is refused until the purge.
-        wait_until(lambda: len(sink.delivered_ids()) >= 1000, FILL_BUDGET_S + 30, "1000 jobs delivered")
-        one = client.post(f"{base}/job", json={"worker": WORKER, "args": {}})
-        assert one.status_code == 503 and "maxmemory" in one.json()["error"], one.text
-        # Every one is sent once and answered.
-        wait_until(lambda: sink.delivered_ids() >= set(accepted), FILL_BUDGET_S + 30,
+        # They fall due while Redis is full: every one is sent once and answered, though what
+        # claims and settles record may take Redis past its limit (a running or finished job
+        # takes about what a waiting one did: README, Sizing maxmemory). The peak is printed
+        # for README's headroom figure.
+        peak = [used_memory(server)]
+
+        def all_delivered() -> bool:
+            peak[0] = max(peak[0], used_memory(server))
+            return sink.delivered_ids() >= set(accepted)
+        wait_until(all_delivered, FILL_BUDGET_S + 30,
                    f"all {len(accepted)} accepted jobs delivered (got {len(sink.delivered_ids())})")
+        print(f"{len(accepted)} jobs accepted into a {MAXMEMORY_BYTES} B Redis; used_memory peaked at {peak[0]} B "
+              "while they ran")
         # Their retention passes and purge frees them: nothing waits, runs or died; none is left.
         wait_until(lambda: worker_jobs(client, base) == dict.fromkeys(
             ("scheduled", "retrying", "running", "succeeded", "dead", "cancelled"), 0),
