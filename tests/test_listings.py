@@ -82,6 +82,86 @@ async def test_a_page_goes_on_after_its_last_job_even_when_that_job_has_left_sin
         assert second["next"] is None
 
 
+async def test_scheduled_jobs_due_at_the_same_ms_are_listed_once_each_in_the_order_they_leave(engine_redis):
+    async with running_api(engine_redis, dispatch=False) as api:
+        run_at = "2030-01-01T00:00:00.000Z"
+        bodies = [{"worker": WORKER, "id": f"j{n:02}", "runAt": run_at, **({"throttleKey": "shop-a"} if n % 3 else {})}
+                  for n in range(30)]
+        resp = await api.client.post("/jobs", json={"jobs": list(reversed(bodies))})  # enqueued j29 first
+        assert resp.status_code == 201, resp.text
+        ids = [f"{WORKER}:{b['id']}" for b in reversed(bodies)]
+        unkeyed = [i for i, b in zip(ids, reversed(bodies), strict=True) if "throttleKey" not in b]
+        keyed = [i for i in ids if i not in unkeyed]
+        # the jobs without a throttle key in the order enqueued (the order they are dispatched in),
+        # then those with one; every page of 1, 3 or 7 leads on to the next without a repeat
+        for limit in (1, 3, 7, 1000):
+            assert await every_job(api, "scheduled", limit=limit) == unkeyed + sorted(keyed)
+            assert await every_job(api, "scheduled", limit=limit, throttleKey="shop-a") == keyed
+        # the page's last job leaves (cancelled): the next page starts after where it was
+        for throttle_key, expected in (("", unkeyed), ("shop-a", keyed)):
+            first = await listing(api, "scheduled", limit=3, **({"throttleKey": throttle_key} if throttle_key else {}))
+            assert [j["id"] for j in first["jobs"]] == expected[:3]
+            assert (await api.client.delete(f"/job/{expected[2]}")).status_code == 200
+            second = await listing(api, "scheduled", limit=3, cursor=first["next"],
+                                   **({"throttleKey": throttle_key} if throttle_key else {}))
+            assert [j["id"] for j in second["jobs"]] == expected[3:6]
+            expected.remove(expected[2])
+        later = await api.enqueue(id="later", runAt="2030-01-01T00:00:00.001Z")
+        earlier = await api.enqueue(id="earlier", runAt="2029-12-31T23:59:59.999Z", throttleKey="shop-a")
+        listed = await every_job(api, "scheduled", limit=4)
+        assert listed == [earlier["id"], *unkeyed, *sorted(keyed), later["id"]]
+        assert (await listing(api, "scheduled", limit=1))["counts"]["scheduled"] == 30
+
+
+async def test_the_scheduled_listing_passes_over_retrying_jobs_that_wait_in_the_same_queues(
+        engine_redis, monkeypatch):
+    from redisq.engine import listings
+
+    answers = {"status": 500}
+    worker = worker_config(max_attempts=3, backoff=Backoff(initial_s=100.0, factor=2.0, jitter=False))
+    async with running_api(engine_redis, lambda call: Response(answers["status"]), worker=worker) as api:
+        bodies = [{"worker": WORKER, "id": f"r{n:02}", **({"throttleKey": "shop-a"} if n % 3 == 0 else {})}
+                  for n in range(30)]
+        assert (await api.client.post("/jobs", json={"jobs": bodies})).status_code == 201
+
+        async def all_retrying() -> bool:
+            return (await listing(api, "retrying", limit=1))["counts"]["retrying"] == 30
+        await api.until("30 retrying", all_retrying, within_s=10)
+        waiting = [await api.enqueue(id=f"s{n}", delay=1000 + n, **({"throttleKey": "shop-a"} if n % 2 else {}))
+                   for n in range(6)]
+        expected = [j["id"] for j in waiting]
+        assert await every_job(api, "scheduled", limit=2) == expected
+        assert await every_job(api, "scheduled", limit=2, throttleKey="shop-a") == expected[1::2]
+        assert len(await every_job(api, "retrying", limit=1000)) == 30
+        # a call looks at few entries past the page: a page that found none says where to go on
+        monkeypatch.setattr(listings, "SKIPPED_PER_CALL", 3)
+        monkeypatch.setattr(listings, "SCHEDULED_CALLS_PER_PAGE", 2)
+        first = await listing(api, "scheduled", limit=2)
+        assert first["jobs"] == [] and first["next"] is not None
+        assert await every_job(api, "scheduled", limit=2) == expected
+        assert await every_job(api, "scheduled", limit=1, throttleKey="shop-a") == expected[1::2]
+
+
+async def test_an_earlier_versions_index_entries_of_scheduled_jobs_list_nothing_twice_and_go_as_they_leave(
+        engine_redis):
+    from redisq.keys import WorkerKeys
+
+    keys = WorkerKeys(WORKER)
+    async with running_api(engine_redis, dispatch=False) as api:
+        plain = await api.enqueue(id="plain", delay=100)
+        keyed = await api.enqueue(id="keyed", delay=101, throttleKey="shop-a")
+        assert await engine_redis.zrange(keys.state_index("scheduled"), 0, -1) == [b"keyed"]
+        assert await engine_redis.exists(keys.state_index("scheduled", "shop-a")) == 0
+        # what the earlier version indexed as well: every scheduled job, and per throttle key
+        await engine_redis.zadd(keys.state_index("scheduled"), {"plain": iso_ms(plain["runAt"])})
+        await engine_redis.zadd(keys.state_index("scheduled", "shop-a"), {"keyed": iso_ms(keyed["runAt"])})
+        assert await every_job(api, "scheduled", limit=1) == [plain["id"], keyed["id"]]
+        for job in (plain, keyed):
+            assert (await api.client.delete(f"/job/{job['id']}")).status_code == 200
+        assert await engine_redis.exists(keys.state_index("scheduled"), keys.state_index("scheduled", "shop-a")) == 0
+        assert await every_job(api, "scheduled", limit=1) == []
+
+
 async def test_bad_listing_parameters_are_422_naming_the_parameter(engine_redis):
     async with running_api(engine_redis, dispatch=False) as api:
         cases = [

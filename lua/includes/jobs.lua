@@ -24,6 +24,11 @@ end
 -- worker-wide index of running jobs), and the same per throttle key for jobs that have
 -- one (running scored by the attempt's start). Every change of a job's state goes
 -- through moved(), so an index never disagrees with the jobs.
+-- A scheduled job is listed from its queue, which holds it by run_at_ms already
+-- (lua/list_scheduled.lua): the scheduled index holds only the jobs that have a throttle
+-- key (the worker-wide listing reads the no-key queue beside it), and there is no
+-- scheduled index per throttle key (the key's queue is one). An earlier version indexed
+-- every scheduled job: moved() still removes a job from those indexes when it leaves.
 local function state_index(queue, state, throttle_key)
   if throttle_key == '' then return queue.state_prefix .. state end
   return queue.state_prefix .. state .. ':' .. throttle_key
@@ -81,7 +86,9 @@ local function moved(queue, suffix, throttle_key, from, to, score, attempt)
     if throttle_key ~= '' then redis.call('ZREM', state_index(queue, from, throttle_key), suffix) end
   end
   if to then
-    if to ~= 'deleted' then
+    if to == 'scheduled' then
+      if throttle_key ~= '' then redis.call('ZADD', state_index(queue, to, ''), score, suffix) end
+    elseif to ~= 'deleted' then
       if to ~= 'running' then redis.call('ZADD', state_index(queue, to, ''), score, suffix) end
       if throttle_key ~= '' then redis.call('ZADD', state_index(queue, to, throttle_key), score, suffix) end
     end

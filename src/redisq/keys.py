@@ -26,9 +26,12 @@ single hash slot and the same scripts run on one Redis and on Redis Cluster::
     redisq:{shopify}:history:<suffix> list  its last 25 attempts, oldest first (JSON texts)
     redisq:{shopify}:state:<state>    zset  the listing index of a state: job suffix -> run_at_ms
                                             (scheduled, retrying) or finished_ms (succeeded, dead,
-                                            cancelled); running jobs are listed from ``running``
+                                            cancelled); running jobs are listed from ``running``;
+                                            scheduled holds only the jobs with a throttle key (the
+                                            others are listed from ``queue:``)
     redisq:{shopify}:state:<state>:<key>  zset  the same for one throttle key's jobs (running:
-                                            suffix -> the attempt's start ms)
+                                            suffix -> the attempt's start ms); none for scheduled
+                                            (the key's queue is its listing)
     redisq:{shopify}:events           stream  every state change (job, state, attempt), about
                                             the last 10,000 kept (GET /events)
     redisq:{shopify}:operation:<id>   hash  a bulk retry's or delete's progress (an hour)

@@ -4,8 +4,8 @@ Up to this layout a job's hash kept its fields under their long names (``state``
 ``args``, ...); now they are stored short (``job_fields.py``). The scripts read only the
 short names, and one that met a long-named hash would take it for a job that is gone
 (claim drops its queue entry). So a coordinator that is to dispatch first walks every job
-of each worker, by the state indexes and the ``running`` zset (every job is in one of
-them), and renames what it finds (``lua/migrate_fields.lua``, 500 hashes a call), then
+of each worker, by the state indexes, the ``running`` zset and the queues (every job is in
+one of them), and renames what it finds (``lua/migrate_fields.lua``, 500 hashes a call), then
 marks the worker done (``WorkerKeys.layout``); a start that finds the mark walks nothing.
 
 A walk by rank can miss a job that moves while it walks (another coordinator's cancel or
@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
 from functools import partial
 
 from .engine import Engine, WorkerEngine
 from .engine.records import integer
+from .keys import QUEUE_SEQ_DIGITS
 from .model import JobState
 
 log = logging.getLogger("redisq.migrate")
@@ -39,9 +41,31 @@ PROGRESS_EVERY = 100_000  # hashes renamed between progress lines
 
 
 async def page_of(engine: WorkerEngine, index: str, first: int) -> list[str]:
-    """The suffixes of ``index`` from rank ``first`` on, at most ``PAGE``."""
+    """The members of zset ``index`` from rank ``first`` on, at most ``PAGE``."""
     members = await engine.redis.zrange(index, first, first + PAGE - 1)
     return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+
+
+async def members_of(engine: WorkerEngine, index: str) -> AsyncIterator[list[str]]:
+    """Every member of zset ``index``, a page at a time."""
+    first = 0
+    while members := await engine.read(partial(page_of, engine, index, first)):
+        yield members
+        first += PAGE
+
+
+async def job_suffixes(engine: WorkerEngine, indexes: list[str]) -> AsyncIterator[list[str]]:
+    """Every job of the worker, a page at a time: by ``indexes``, then by the queues of the
+    throttle keys that have waiting jobs (a scheduled job without a throttle key is in no
+    index: it is listed from its queue)."""
+    keys = engine.keys
+    for index in indexes:
+        async for suffixes in members_of(engine, index):
+            yield suffixes
+    async for throttle_keys in members_of(engine, keys.throttle_keys):
+        for throttle_key in throttle_keys:
+            async for members in members_of(engine, keys.queue(throttle_key)):
+                yield [member[QUEUE_SEQ_DIGITS:] for member in members]
 
 
 async def migrate_worker(engine: WorkerEngine) -> int:
@@ -55,19 +79,13 @@ async def migrate_worker(engine: WorkerEngine) -> int:
     total, next_progress = 0, PROGRESS_EVERY
     for _walk in range(MAX_WALKS):
         renamed = 0
-        for index in indexes:
-            first = 0
-            while True:
-                suffixes = await engine.read(partial(page_of, engine, index, first))
-                if not suffixes:
-                    break
-                job_keys = [keys.job(suffix) for suffix in suffixes]
-                renamed += integer(await engine.run("migrate_fields", job_keys, []))
-                first += PAGE
-                if total + renamed >= next_progress:
-                    log.info("%s: %d job hashes renamed to the short field names so far", engine.name,
-                             total + renamed)
-                    next_progress += PROGRESS_EVERY
+        async for suffixes in job_suffixes(engine, indexes):
+            job_keys = [keys.job(suffix) for suffix in suffixes]
+            renamed += integer(await engine.run("migrate_fields", job_keys, []))
+            if total + renamed >= next_progress:
+                log.info("%s: %d job hashes renamed to the short field names so far", engine.name,
+                         total + renamed)
+                next_progress += PROGRESS_EVERY
         total += renamed
         if renamed == 0:
             break

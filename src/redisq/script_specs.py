@@ -112,6 +112,11 @@ SPECS: dict[str, ScriptSpec] = {spec.name: spec for spec in (
                ("job_prefix", "order", "most", "cursor_member", "cursor_score"), item_args=("field",),
                answers="{queued, retrying, succeeded, dead, cancelled, running, more, per job: suffix, score, "
                        "the fields' values}"),
+    ScriptSpec("list_scheduled", ("queue", "state_index", "stats", "running"),
+               ("job_prefix", "with_index", "most", "budget", "cursor_source", "cursor_member", "cursor_score"),
+               item_args=("field",),
+               answers="{queued, retrying, succeeded, dead, cancelled, running, more, next cursor: source, "
+                       "member, score, per job: suffix, score, the fields' values}"),
     ScriptSpec("heartbeat", ("running", "job"), ("suffix", "attempt", "seq"),
                answers="{'extended', lease_deadline_ms} | {'missing' | 'stale' | 'finished', detail}"),
     ScriptSpec("migrate_fields", (), (), item_keys=("job",),

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from .connection import RedisClient
 
 SCRIPT_NAMES = ("enqueue", "claim", "settle", "reap", "cancel", "purge", "set_limits", "worker_state",
-                "heartbeat", "hold_back", "lease", "retry", "delete", "list", "throttle_keys",
+                "heartbeat", "hold_back", "lease", "retry", "delete", "list", "list_scheduled", "throttle_keys",
                 "coordinator_alive", "coordinators", "limit_state", "pause_limit_key",
                 "report_cost", "migrate_fields")
 SCHEDULE_SCRIPT_NAMES = ("schedule_save", "schedule_pause", "schedule_delete", "schedules_due", "tick")
