@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from redisq.events import KEEP_ALIVE_S
+from redisq.events import CLUSTER_IDLE_POLL_S, KEEP_ALIVE_S
 
 from redis_server import free_port
 from test_cli import ServeProcess
@@ -257,6 +257,29 @@ async def test_one_reader_serves_every_client_and_stops_with_the_last(engine_red
         while events.reading or events.subscribers:
             assert time.monotonic() < deadline, "the reader still runs with no client"
             await asyncio.sleep(0.02)
+
+
+async def test_on_a_cluster_a_quiet_feed_reads_a_few_times_a_second_and_still_sends_what_comes(
+        cluster_redis, monkeypatch):
+    """A cluster's reader cannot block on its streams (the module's doc): while they are quiet it
+    waits longer between reads (up to CLUSTER_IDLE_POLL_S), where it read every 20 ms before."""
+    async with Worker() as worker, feed(cluster_redis, worker_config(worker.url)) as run:
+        events = run.coordinator.events
+        reads: list[float] = []
+        read_clock = events._clock_ms
+
+        async def counted() -> int:
+            reads.append(time.monotonic())
+            return await read_clock()
+        monkeypatch.setattr(events, "_clock_ms", counted)
+        async with reading(run) as reader:
+            await asyncio.sleep(1.0)  # quiet by now
+            reads.clear()
+            await asyncio.sleep(2.0)
+            assert 2 <= len(reads) <= 2.0 / CLUSTER_IDLE_POLL_S + 2, reads
+            job_id = (await run.enqueue(worker="work", id="after-a-quiet-spell"))["id"]
+            await reader.until("its events", finished_all([job_id]), within_s=5)
+            assert reader.of(job_id) == LIFECYCLE
 
 
 async def test_a_client_that_cannot_keep_up_is_dropped_and_resumes(engine_redis, monkeypatch):

@@ -41,7 +41,10 @@ parallel, each sent to its master): an event is sendable once its millisecond is
 before its clock when the streams were read after it. Feed order, ``Last-Event-ID`` and
 what a client can miss stay as above; the order across masters is as good as their clocks
 agree (an event of a master whose clock runs ahead waits until the others catch up). The
-reader does not block there: it reads every ``CLUSTER_POLL_S`` while nothing comes.
+reader does not block there: after a read that found nothing it waits ``CLUSTER_POLL_S``,
+twice as long after each further one, up to ``CLUSTER_IDLE_POLL_S`` (a quiet feed reads
+each stream about 4 times a second, not 50; the first event after a quiet spell is sent
+within about that long), and reads again at once while events come.
 """
 
 from __future__ import annotations
@@ -74,7 +77,8 @@ KEEP_ALIVE_S = 15.0  # a comment line this often on a quiet stream
 RECONNECT_MS = 1000  # the `retry:` an EventSource waits before it reconnects
 STOP_WAIT_S = 2.0  # how long stop() waits for the reader's XREAD to return
 HELD_BACK_S = 0.001  # the wait before reading again the events of a millisecond not yet over
-CLUSTER_POLL_S = 0.02  # on a cluster, the reader's wait between reads that found nothing
+CLUSTER_POLL_S = 0.02  # on a cluster, the reader's wait after a read that found nothing...
+CLUSTER_IDLE_POLL_S = 0.25  # ...doubled after each further one, up to this
 MAX_SEQ = 2**64 - 1
 EVENT_ID_RE = re.compile(r"^(\d{1,20})-(\d{1,20})(?:\.(\d{1,9}))?\Z")  # a stream id, and the event's index
 WHOLE_ENTRY = 2**32  # an index past every event of an entry: a position after the whole entry
@@ -327,6 +331,7 @@ class EventFeed:
         self._start_lock = asyncio.Lock()
         self._closed = False
         self.clock_read_first = is_cluster(redis)  # a cluster's reads (see the module's doc)
+        self._quiet_wait_s = CLUSTER_POLL_S  # a cluster's wait after the next read that finds nothing
 
     @property
     def subscribers(self) -> int:
@@ -446,8 +451,11 @@ class EventFeed:
         replies = await asyncio.gather(*(self._on_its_master(key, "XREAD", "COUNT", READ_COUNT, "STREAMS", key, at)
                                          for key, at in positions))
         read = [entry for reply in replies for entry in stream_entries(reply)]
-        if not read:
-            await asyncio.sleep(CLUSTER_POLL_S)
+        if read:
+            self._quiet_wait_s = CLUSTER_POLL_S
+        else:
+            await asyncio.sleep(self._quiet_wait_s)
+            self._quiet_wait_s = min(2 * self._quiet_wait_s, CLUSTER_IDLE_POLL_S)
         return read, now_ms
 
     def close(self) -> None:
