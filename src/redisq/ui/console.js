@@ -506,15 +506,22 @@ async function schedulesPage() {
 
 // -- jobs of a worker in a state, a page at a time -----------------------------------------
 
-async function jobsPage(name, state, cursors, pageSize = PAGE_SIZE, throttleKey = "") {
+let pickedOnJobsPage = () => 0;  // how many jobs are picked on the jobs page shown now
+
+// refresh: a redraw for live events, which gives way when jobs were picked while it read
+// (it would draw the page again without the picks).
+async function jobsPage(name, state, cursors, pageSize = PAGE_SIZE, throttleKey = "", refresh = false) {
   const cursor = cursors[cursors.length - 1];
   const params = `worker=${q(name)}&state=${q(state)}&limit=${pageSize}`
     + `${throttleKey ? `&throttleKey=${q(throttleKey)}` : ""}${cursor ? `&cursor=${q(cursor)}` : ""}`;
   const page = await get(`jobs?${params}`);
+  if (refresh && pickedOnJobsPage() > 0) return;
   const finished = FINISHED.includes(state);
   const selectable = finished;  // finished jobs can be deleted; dead and cancelled ones retried too
-  const again = (newCursors = cursors) => jobsPage(name, state, newCursors, pageSize, throttleKey).catch(failed);
+  const again = (newCursors = cursors, refresh = false) =>
+    jobsPage(name, state, newCursors, pageSize, throttleKey, refresh).catch(failed);
   const selected = new Set();
+  pickedOnJobsPage = () => selected.size;
   const selectionBar = h("div", { class: "bar", "data-testid": "selection" });
   const boxes = [];
   const drawSelection = () => {
@@ -613,7 +620,7 @@ async function jobsPage(name, state, cursors, pageSize = PAGE_SIZE, throttleKey 
         + `${cursor ? " on this page" : ""}.`));
   drawSelection();
   onWorkerChanged.set("jobs", (changed) => {  // not while jobs are picked or a bulk operation runs
-    if (changed === name && !operating && !selected.size) again();
+    if (changed === name && !operating && !selected.size) again(cursors, true);
   });
 }
 
