@@ -10,6 +10,7 @@ from typing import Any
 from redisq.config import Config
 from redisq.engine import Engine, Receipt
 from redisq.job_fields import (
+    HISTORY_FIELDS,
     JOB_FIELDS,
     LONG_NAMES,
     OLD_TAKEN_PREFIX,
@@ -27,9 +28,9 @@ from test_dispatch import Worker, coordinator, worker_config
 LUA_ENTRY_RE = re.compile(r"^  (\w+) = '([^']*)',$")
 
 
-def lua_fields() -> tuple[dict[str, str], str]:
+def lua_fields(table: str = "F") -> tuple[dict[str, str], str]:
     text = (lua_dir() / "includes" / "fields.lua").read_text()
-    body = text.split("local F = {\n", 1)[1].split("\n}\n", 1)[0]
+    body = text.split(f"local {table} = {{\n", 1)[1].split("\n}\n", 1)[0]
     entries = {}
     for line in body.splitlines():
         match = LUA_ENTRY_RE.match(line)
@@ -43,6 +44,8 @@ def test_the_lua_table_is_the_python_one() -> None:
     entries, prefix = lua_fields()
     assert entries == dict(JOB_FIELDS)
     assert prefix == TAKEN_PREFIX
+    assert lua_fields("H")[0] == dict(HISTORY_FIELDS)
+    assert len(set(HISTORY_FIELDS.values())) == len(HISTORY_FIELDS)
 
 
 def test_stored_names_are_distinct_and_no_stored_name_is_a_long_one() -> None:

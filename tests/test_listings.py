@@ -6,12 +6,14 @@ deleting finished ones. On a real Redis and on the embedded store."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
 
 from redisq.config import Backoff
-from redisq.job_fields import stored_job_fields
+from redisq.job_fields import HISTORY_FIELDS, stored_job_fields
+from redisq.keys import WorkerKeys
 from redisq.transport import Response
 
 from test_api import WORKER, Api, iso_ms, running_api, worker_config
@@ -144,8 +146,6 @@ async def test_the_scheduled_listing_passes_over_retrying_jobs_that_wait_in_the_
 
 async def test_an_earlier_versions_index_entries_of_scheduled_jobs_list_nothing_twice_and_go_as_they_leave(
         engine_redis):
-    from redisq.keys import WorkerKeys
-
     keys = WorkerKeys(WORKER)
     async with running_api(engine_redis, dispatch=False) as api:
         plain = await api.enqueue(id="plain", delay=100)
@@ -211,6 +211,10 @@ async def test_history_keeps_the_last_25_attempts(engine_redis):
         done = await api.state(job["id"], "dead", within_s=60)
         assert done["attempts"] == 28
         assert [a["attempt"] for a in done["history"]] == list(range(4, 29))
+        # each kept as a JSON text under the short names (README, "Sizing maxmemory")
+        entries = [json.loads(e) for e in await engine_redis.lrange(WorkerKeys(WORKER).history("many"), 0, -1)]
+        assert len(entries) == 25 and all(set(e) <= set(HISTORY_FIELDS.values()) for e in entries)
+        assert [e[HISTORY_FIELDS["attempt"]] for e in entries] == list(range(4, 29))
 
 
 async def test_retry_runs_a_dead_job_again_with_its_attempts_starting_over(engine_redis):

@@ -172,6 +172,9 @@ def test_job_from_redis_fields_and_to_json():
         ],
     }
     assert json.loads(job.json_text()) == job.to_json()
+    # the entry as this version stores it (short keys, job_fields.HISTORY_FIELDS) reads the same
+    short = [b'{"n":1,"b":1577872800000,"e":1577872800250,"o":"failed","h":451,"x":"smtp 451","by":"host-a:12"}']
+    assert Job.from_fields("send-email", "abc", fields, short).to_json() == job.to_json()
     listed = Job.from_fields("send-email", "abc", fields)  # a listing's job: no history
     assert "history" not in listed.to_json() and json.loads(listed.json_text()) == listed.to_json()
     keyed = Job.from_fields("send-email", "abc", {**fields, b"throttle_key": b"shop-a", b"cost": b"12.5"})

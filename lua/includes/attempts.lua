@@ -59,8 +59,9 @@ local function retry_at(worker, job_key, suffix, job, run_at)
 end
 
 -- The attempts' history a job keeps: a list beside its hash (WorkerKeys.history), oldest
--- first, one JSON text per attempt. (In the hash, a value that long would turn the hash
--- from Redis's compact encoding into a table of several times its size.)
+-- first, one JSON text per attempt, its keys the short names of H (fields.lua). (In the
+-- hash, a value that long would turn the hash from Redis's compact encoding into a table of
+-- several times its size.)
 local HISTORY_KEPT = 25
 
 -- Add the end of an attempt to the job's history: job = {attempt, started_ms, sent_by};
@@ -68,10 +69,10 @@ local HISTORY_KEPT = 25
 -- none). A success is not added: the hash says it (started_ms, finished_ms, status,
 -- sent_by), so a job that succeeds at its first attempt keeps no history list.
 local function record_attempt(queue, suffix, job, outcome, status, error_text, now)
-  local entry = {attempt = tonumber(job.attempt), started_ms = tonumber(job.started_ms), ended_ms = now,
-    outcome = outcome, by = job.sent_by or ''}
-  if status and status > 0 then entry.status = status end
-  if error_text and error_text ~= '' then entry.error = error_text end
+  local entry = {[H.attempt] = tonumber(job.attempt), [H.started_ms] = tonumber(job.started_ms),
+    [H.ended_ms] = now, [H.outcome] = outcome, [H.sent_by] = job.sent_by or ''}
+  if status and status > 0 then entry[H.status] = status end
+  if error_text and error_text ~= '' then entry[H.error] = error_text end
   local history_key = queue.history_prefix .. suffix
   if redis.call('RPUSH', history_key, cjson.encode(entry)) > HISTORY_KEPT then
     redis.call('LTRIM', history_key, -HISTORY_KEPT, -1)

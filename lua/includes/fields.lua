@@ -29,3 +29,14 @@ local F = {
 }
 -- a job under a shared limit: what its claim took from the key's bucket, per limit name
 local TAKEN_PREFIX = 'x:'
+-- The keys of an attempt's entry in a job's history list (a JSON text per attempt, one list
+-- per job: short for the same reason). job_fields.py's HISTORY_FIELDS is the Python side.
+local H = {
+  attempt = 'n',
+  started_ms = 'b',
+  ended_ms = 'e',
+  outcome = 'o',
+  sent_by = 'by',
+  status = 'h',
+  error = 'x',
+}

@@ -50,7 +50,21 @@ JOB_FIELDS: Mapping[str, str] = {
 # bucket: field ``TAKEN_PREFIX + NAME`` (lua/claim.lua, lua/report_cost.lua).
 TAKEN_PREFIX = "x:"
 
+# The keys of an attempt's entry in a job's history list (``redisq:{worker}:history:<suffix>``,
+# a JSON text per attempt; ``H`` in lua/includes/fields.lua). An earlier version wrote the
+# long names (and ``by``, as now); ``history_entry`` reads either.
+HISTORY_FIELDS: Mapping[str, str] = {
+    "attempt": "n",
+    "started_ms": "b",
+    "ended_ms": "e",
+    "outcome": "o",              # failed | timed out | throttled | unsent
+    "sent_by": "by",             # the coordinator that sent it (host:pid)
+    "status": "h",               # the worker's HTTP status, when it answered
+    "error": "x",
+}
+
 LONG_NAMES: Mapping[str, str] = {short: long for long, short in JOB_FIELDS.items()}
+HISTORY_LONG_NAMES: Mapping[str, str] = {short: long for long, short in HISTORY_FIELDS.items()}
 # What the earlier layout (long names) called TAKEN_PREFIX: migrate.py renames it too.
 OLD_TAKEN_PREFIX = "taken:"
 
@@ -73,3 +87,9 @@ def decode_job_hash(fields: RedisHash) -> dict[str, str]:
 def stored_job_fields(**values: str | int | float) -> dict[str, str | int | float]:
     """A job hash by long names -> the same by stored names (to write one as the scripts do)."""
     return {JOB_FIELDS[name]: value for name, value in values.items()}
+
+
+def history_entry(decoded: Mapping[str, object]) -> dict[str, object]:
+    """An attempt's history entry as decoded from its JSON text -> {long name: value}, from
+    either layout (short names, or the earlier long ones)."""
+    return {HISTORY_LONG_NAMES.get(key, key): value for key, value in decoded.items()}

@@ -23,7 +23,7 @@ from typing import Any
 from .config import WorkerConfig
 from .errors import ValidationError, shown
 from .inputs import MAX_AMOUNT, TIMEOUT_S, NumberRule
-from .job_fields import decode_job_hash
+from .job_fields import decode_job_hash, history_entry
 from .json_text import compact_json
 from .keys import CALLER_SUFFIX_RE, THROTTLE_KEY_MAX_CHARS, job_id
 from .types import RedisHash
@@ -93,13 +93,13 @@ def history_of(fields: Mapping[str, str], entries: Sequence[str | bytes]) -> tup
     is running."""
     attempts = []
     for text in entries:
-        entry = json.loads(text)
+        entry: dict[str, Any] = history_entry(json.loads(text))
         started = entry.get("started_ms")
         attempts.append(Attempt(
             attempt=int(entry["attempt"]), started_ms=None if started is None else int(started),
             ended_ms=int(entry["ended_ms"]), outcome=str(entry["outcome"]),
             status=int(entry["status"]) if entry.get("status") else None, error=entry.get("error"),
-            coordinator=str(entry.get("by") or "")))
+            coordinator=str(entry.get("sent_by") or "")))
     if fields.get("state") == "succeeded" and fields.get("started_ms") and fields.get("finished_ms"):
         attempts.append(Attempt(attempt=int(fields.get("attempts", 0)), started_ms=int(float(fields["started_ms"])),
                                 ended_ms=int(float(fields["finished_ms"])), outcome="succeeded",
