@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import inspect
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -190,6 +191,12 @@ async def test_enqueue_without_an_id_gets_a_fresh_one_each_time(engine_redis):
         second = await api.enqueue(args={})
         assert first["id"].startswith(f"{WORKER}:") and second["id"].startswith(f"{WORKER}:")
         assert first["id"] != second["id"]
+        # 14 characters of A-Z a-z 0-9 - _ (80 random bits; README), and the id reads the job back
+        ids = [first["id"], second["id"], *[(await api.enqueue(args={}))["id"] for _ in range(30)]]
+        suffixes = [job_id.split(":", 1)[1] for job_id in ids]
+        assert all(re.fullmatch(r"[A-Za-z0-9_-]{14}", suffix) for suffix in suffixes) and len(set(ids)) == 32
+        for job_id in ids:
+            assert (await api.get(job_id))["id"] == job_id
 
 
 async def test_enqueue_takes_max_attempts_and_timeout_from_the_body(engine_redis):

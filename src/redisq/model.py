@@ -10,6 +10,7 @@ States::
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -227,7 +228,10 @@ AM_PM_FORMATS = ("%Y-%m-%d %I:%M:%S %p", "%Y-%m-%d %I:%M %p", "%Y/%m/%d %I:%M:%S
 
 
 def new_job_suffix() -> str:
-    return os.urandom(10).hex()
+    """A generated job id: 80 random bits in 14 characters of ``A-Z a-z 0-9 - _``. (As hex
+    they took 20, in the job's key, its queue entry and its events: used_memory per waiting
+    job 418 -> 393 bytes, per finished one 566 -> 542, tests/faults/test_maxmemory.py.)"""
+    return base64.urlsafe_b64encode(os.urandom(10)).rstrip(b"=").decode()
 
 
 def _is_number(value: Any) -> bool:

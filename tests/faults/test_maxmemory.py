@@ -147,7 +147,7 @@ async def test_at_maxmemory_scripts_that_move_jobs_on_run_and_only_new_data_is_r
 
 # -- what a job costs (README, "Sizing maxmemory") -------------------------------------------
 
-README_BYTES_PER_JOB = {"waiting": 418, "finished": 566}  # with ~30 bytes of args and 13 of result
+README_BYTES_PER_JOB = {"waiting": 393, "finished": 542}  # with ~30 bytes of args and 13 of result
 
 
 async def test_a_job_costs_in_redis_memory_what_readme_says(processes):
