@@ -189,9 +189,9 @@ async def test_heartbeats_keep_a_synchronous_call_alive_past_its_timeout(engine_
     with CpuBurner(processes=1, limit_s=60):
         async with serving_at(sdk_workers()) as sdk_url, coordinator(
                 engine_redis, worker_config(sdk_url + "/", name="long", timeout_s=1.0, max_attempts=3)) as run:
+            started = time.monotonic()  # before its enqueue: its call may begin before the control's is enqueued
             alive = await run.enqueue(worker="long", args={"heartbeat": True})
             silent = await run.enqueue(worker="long", args={"heartbeat": False}, maxAttempts=1)  # the control
-            started = time.monotonic()
             done = await run.finished(alive["id"], within_s=10.0)
             took_s = time.monotonic() - started
             cut = await run.finished(silent["id"], within_s=10.0)
