@@ -8,6 +8,7 @@
 --   since), then the job fields to answer
 -- Returns {counts: queued, retrying, succeeded, dead, cancelled, running; more (1 when
 --   further jobs follow), then per job: suffix, score, its fields' values (false = none)}
+--!include listing
 --!include slot
 local KEYS = keys_past_probes(KEYS)
 local index_key, stats_key, running_key = KEYS[1], KEYS[2], KEYS[3]
@@ -43,10 +44,7 @@ local page
 if order == 'desc' then page = redis.call('ZRANGE', index_key, start, start + most, 'REV', 'WITHSCORES')
 else page = redis.call('ZRANGE', index_key, start, start + most, 'WITHSCORES') end
 
-local stats = redis.call('HMGET', stats_key, 'queued', 'retrying', 'succeeded', 'dead', 'cancelled')
-local out = {}
-for i = 1, 5 do out[i] = tonumber(stats[i]) or 0 end
-out[6] = redis.call('ZCARD', running_key)
+local out = listing_counts(stats_key, running_key)
 out[7] = 0
 if #page > most * 2 then out[7] = 1 end
 for i = 1, math.min(#page, most * 2), 2 do

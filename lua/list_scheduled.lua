@@ -21,6 +21,7 @@
 --   further jobs may follow); the next cursor's source, member, score ('' when none);
 --   then per job: suffix, score, its fields' values (false = none)}
 --!include common
+--!include listing
 --!include slot
 local KEYS = keys_past_probes(KEYS)
 local queue_key, index_key, stats_key, running_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -110,10 +111,7 @@ if more then
   if #page == most or stopped == nil then cursor = page[#page] else cursor = stopped end
 end
 
-local stats = redis.call('HMGET', stats_key, 'queued', 'retrying', 'succeeded', 'dead', 'cancelled')
-local out = {}
-for i = 1, 5 do out[i] = tonumber(stats[i]) or 0 end
-out[6] = redis.call('ZCARD', running_key)
+local out = listing_counts(stats_key, running_key)
 out[7] = more and 1 or 0
 out[8], out[9], out[10] = '', '', ''
 if cursor then out[8], out[9], out[10] = cursor.source, cursor.member, cursor.score_text end

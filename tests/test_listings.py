@@ -6,6 +6,7 @@ deleting finished ones. On a real Redis and on the embedded store."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from typing import Any
 
@@ -182,6 +183,23 @@ async def test_bad_listing_parameters_are_422_naming_the_parameter(engine_redis)
         cursor = (await listing(api, "scheduled", limit=1))["next"]
         resp = await api.client.get("/jobs", params={"worker": WORKER, "state": "dead", "cursor": cursor})
         assert resp.status_code == 422 and "another listing" in resp.json()["error"]
+
+        # cursors that look like one but are not: a score that is no number, a scheduled
+        # listing's without the zset it is in (as an earlier version wrote them) or in the
+        # index on a throttle key's listing, another listing's with one
+        def forged(state: str, key: str, score: str, *place: str) -> str:
+            raw = json.dumps([WORKER, state, key, score, *place], separators=(",", ":")).encode()
+            return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        for state, key, cursor in [("scheduled", "", forged("scheduled", "", "NaN", "x", "q")),
+                                   ("dead", "", forged("dead", "", "Infinity", "x")),
+                                   ("scheduled", "", forged("scheduled", "", "1", "j0")),
+                                   ("scheduled", "", forged("scheduled", "", "1", "x", "z")),
+                                   ("scheduled", "k", forged("scheduled", "k", "1", "x", "i")),
+                                   ("dead", "", forged("dead", "", "1", "x", "q"))]:
+            resp = await api.client.get("/jobs", params={"worker": WORKER, "state": state, "cursor": cursor,
+                                                          **({"throttleKey": key} if key else {})})
+            assert resp.status_code == 422 and resp.json()["field"] == "cursor", (state, cursor, resp.text)
+        assert (await listing(api, "scheduled", cursor=forged("scheduled", "", "1", "x", "q")))["counts"]
 
 
 async def test_a_jobs_history_shows_every_attempt_with_its_status_error_and_coordinator(engine_redis):

@@ -64,12 +64,14 @@ def decode_cursor(cursor: str, worker: str, state: JobState, throttle_key: str) 
             or not isinstance(member, str) or not member:
         raise ValidationError("cursor: it belongs to another listing (another worker, state or throttleKey)",
                               field="cursor")
+    if state is not JobState.SCHEDULED:
+        if rest:
+            raise not_one
+        return str(score), member, ""
     # a scheduled listing's says which zset it is in ('i', the index, only in the worker's listing)
-    sources = {("q",), ("i",)} if state is JobState.SCHEDULED and not throttle_key \
-        else {("q",)} if state is JobState.SCHEDULED else {()}
-    if tuple(rest) not in sources:
+    if rest not in (["q"], ["i"]) or (rest == ["i"] and throttle_key):
         raise not_one
-    return str(score), member, (rest or [""])[0]
+    return str(score), member, rest[0]
 
 
 class Listings(WorkerBase):
