@@ -107,10 +107,10 @@ def main(argv: list[str] | None = None) -> int:
             client_cpu_us = 0.0
             if http is not None:
                 references = [(f"{client} @128 (step 3)", http.rps(client, 128, loop))
-                              for client, loop in (("pyreqwest", loop_name()), ("aiohttp", loop_name()),
-                                                   ("node", "node"))
+                              for client, loop in (("native", loop_name()), ("pyreqwest", loop_name()),
+                                                   ("aiohttp", loop_name()), ("node", "node"))
                               if http.rps(client, 128, loop)]
-                client_cpu_us = http.cpu_us("pyreqwest", 128, loop_name())
+                client_cpu_us = http.cpu_us("native", 128, loop_name())  # the default client
             with OtherLoad() as load:
                 guarded("e2e", lambda: e2e.measure(args.quick, references, processes, client_cpu_us=client_cpu_us))
             print(f"  ({load.describe()})", flush=True)

@@ -308,7 +308,7 @@ def measure(quick: bool, references: list[tuple[str, float]] | None, processes: 
     if not references:
         from .http_client import count_at_sink, python_child
 
-        client = (extra_config or {}).get("http_client", "pyreqwest")
+        client = (extra_config or {}).get("http_client", "native")
         with Sink() as sink:
             rps, _, client_cpu_us = count_at_sink(sink, client, python_child(client, sink.url, 128, True), 2.0, 0.5)
         references = [(f"{client} @128 (measured here)", rps)]

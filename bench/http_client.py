@@ -36,7 +36,7 @@ BODY = json.dumps({
     "receiptUrl": "http://127.0.0.1:7575/job/bench:0123456789abcdef0123/receipt", "receiptToken": "x" * 43,
 }, separators=(",", ":")).encode()
 HEADERS = {"content-type": "application/json", "x-redisq-signature": "t=1700000000,v1=" + "0" * 64}
-CLIENT_NAMES = ("pyreqwest", "aiohttp", "httpx")
+CLIENT_NAMES = ("native", "pyreqwest", "aiohttp", "httpx")
 CHILD_MAX_S = 60.0  # a child stops by itself after this, should its parent be gone
 
 
@@ -168,6 +168,11 @@ def measure(quick: bool, in_flight_levels: list[int] | None = None, seconds: flo
         for client in clients:
             figure("http", f"{client:9} @{n} in flight ({loop})", results.rps(client, n, loop), "req/s",
                    "node client", peer)
+        if "native" in clients and "pyreqwest" in clients:
+            figure("http", f"  native over pyreqwest @{n}", results.rps("native", n, loop), "req/s", "pyreqwest",
+                   results.rps("pyreqwest", n, loop))
+            figure("http", f"  native CPU per request @{n}", results.cpu_us("native", n, loop), "us", "pyreqwest",
+                   results.cpu_us("pyreqwest", n, loop))
         if "pyreqwest" in clients and "aiohttp" in clients:
             figure("http", f"  pyreqwest over aiohttp @{n}", results.rps("pyreqwest", n, loop), "req/s", "aiohttp",
                    results.rps("aiohttp", n, loop))

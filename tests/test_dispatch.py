@@ -49,7 +49,7 @@ NO_JITTER = Backoff(initial_s=0.05, factor=2.0, max_s=60.0, jitter=False)
 CLOCK_SLACK_S = 0.002  # Redis keeps ms (floored); the worker's clock has µs
 
 Behave = Callable[["Call"], Awaitable[web.StreamResponse]]
-HTTP_CLIENTS = ("pyreqwest", "aiohttp")  # the default and its fallback: both must pass
+HTTP_CLIENTS = ("native", "pyreqwest", "aiohttp")  # the default, the Rust client and the fallback: each must pass
 _client_under_test = [HTTP_CLIENTS[0]]  # what coordinator() builds, set by the http_client fixture
 
 

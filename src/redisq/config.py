@@ -112,7 +112,7 @@ class Config:
     shutdown_grace_s: float = 10.0
     max_in_flight: int = 1024
     claim_batch: int = 256
-    http_client: str = "pyreqwest"
+    http_client: str = "native"
     # The first call of a claim on a full bucket is written at most this long past the
     # bucket's slack, or returned unsent with its tokens (README, Throttling: what is guaranteed).
     send_window_s: float = 0.25
@@ -442,7 +442,7 @@ def env_text_list(env: Mapping[str, str], name: str) -> tuple[str, ...] | None:
 
 def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
     r = _Reader(source, data, "", TOP_LEVEL_KEYS)
-    http_client = r.text("http_client", "pyreqwest") or "pyreqwest"
+    http_client = r.text("http_client", "native") or "native"
     if http_client not in HTTP_CLIENTS:
         raise _fail(source, "http_client", f"must be {' or '.join(repr(c) for c in HTTP_CLIENTS)}, got {http_client!r}")
     limits = {name: parse_limit(source, name, table) for name, table in r.table_of("limits").items()}
