@@ -2,8 +2,8 @@
 
 A worker call is one POST with a small JSON body, answered by a small body, on a
 keep-alive connection. That is all this client does, and doing only that it costs a
-fraction of a general client's CPU per call (``python -m bench.http_client``: about a
-quarter of pyreqwest's, a seventh of aiohttp's on the same machine). Its parts:
+fraction of a general client's CPU per call (``python -m bench.http_client``, 128 in
+flight: 30.7 µs against pyreqwest's 69.3 and aiohttp's 129 on the same machine). Its parts:
 
 * ``Http1Client.post(url, body, headers, before_write)``: a connection to the URL's origin
   (an idle one, most recently used first, or a new one: TCP, and TLS for ``https://`` with

@@ -2,8 +2,8 @@
 
 The client was chosen by measurement (``python -m bench``): ``NativeTransport``, redisq's
 own HTTP/1.1 client (``http1.py``: asyncio protocols and httptools' parser, doing only what
-a worker call needs), spends about a quarter of pyreqwest's CPU per call and a seventh of
-aiohttp's, and end to end halves the coordinator's CPU per job. pyreqwest (Rust's reqwest
+a worker call needs), spends less than half of pyreqwest's CPU per call and a quarter of
+aiohttp's, and end to end cuts the coordinator's CPU per job to about a third. pyreqwest (Rust's reqwest
 and hyper, its requests written on the client's own thread) posts about twice as many
 requests a second as aiohttp for a third of the CPU (``http_client = "pyreqwest"``; it reads
 ``HTTP(S)_PROXY``, which the native client does not). ``AiohttpTransport`` is the fallback
